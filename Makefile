@@ -1,0 +1,45 @@
+# plumb: the two commands a new user runs are `make demo` and `make test`.
+# Both install missing Debian packages first (scripts/deps.sh), then build.
+
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+JOBS       ?= $(shell nproc)
+CMAKE_ARGS ?=
+
+.PHONY: all build deps demo test test-unit test-asan parity bench clean
+
+all: build
+
+deps:
+	@sh scripts/deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+# The main job: see scripts/demo.sh.
+demo: deps
+	@$(MAKE) --no-print-directory build
+	@sh scripts/demo.sh $(BUILD)
+
+# The whole suite: every test, then the unit and integration tests again
+# under AddressSanitizer + UBSan. GPU tests skip themselves without a GPU;
+# parity tests (torch, transformers) run only with `make parity`.
+test: deps
+	@$(MAKE) --no-print-directory build
+	cd $(BUILD) && ctest --output-on-failure -LE parity -j 2
+	@$(MAKE) --no-print-directory test-asan
+
+test-asan:
+	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DPLUMB_SANITIZE=ON -DPLUMB_CUDA=OFF $(CMAKE_ARGS)
+	cmake --build $(BUILD_ASAN) -j $(JOBS)
+	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --output-on-failure -L "unit|integration" -LE slow -j 2
+
+parity: build
+	cd $(BUILD) && ctest --output-on-failure -L parity
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN)

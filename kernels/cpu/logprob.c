@@ -1,0 +1,56 @@
+/* Log-probabilities and entropies from logits, row by row on CPU.
+ *
+ * With z = logits * inv_temp and p = softmax(z):
+ *   lp = z[y] - lse(z),  H = lse(z) - sum p z,
+ *   dlp/dz = onehot(y) - p,  dH/dz_j = -p_j (z_j - sum p z),
+ * and sum p z = lse - H, so backward needs only lse and H from forward.
+ * Each row is two passes over V; the softmax is never stored. */
+#include "../kernels.h"
+
+#include <math.h>
+
+void logprob_forward(float *lp, float *ent, float *lse, const float *logits,
+                     const int *targets, int N, int V, float inv_temp) {
+#pragma omp parallel for if (N > 4)
+    for (int i = 0; i < N; i++) {
+        const float *z = logits + (size_t)i * V;
+        float mx = -INFINITY;
+        for (int j = 0; j < V; j++)
+            if (z[j] * inv_temp > mx) mx = z[j] * inv_temp;
+        double sum = 0.0, sz = 0.0;
+        for (int j = 0; j < V; j++) {
+            float zj = z[j] * inv_temp;
+            double e = exp((double)(zj - mx));
+            sum += e;
+            sz += e * zj;
+        }
+        float l = mx + (float)log(sum);
+        lse[i] = l;
+        if (ent) ent[i] = l - (float)(sz / sum);
+        lp[i] = targets[i] >= 0 ? z[targets[i]] * inv_temp - l : 0.0f;
+    }
+}
+
+void logprob_backward(float *dlogits, const float *dlp, const float *dent,
+                      const float *logits, const float *lse, const float *ent,
+                      const int *targets, int N, int V, float inv_temp) {
+#pragma omp parallel for if (N > 4)
+    for (int i = 0; i < N; i++) {
+        const float *z = logits + (size_t)i * V;
+        float *dz = dlogits + (size_t)i * V;
+        float a = dlp ? dlp[i] : 0.0f;
+        float e = dent ? dent[i] : 0.0f;
+        if (targets[i] < 0) a = 0.0f;
+        float l = lse[i];
+        /* sum p z = lse - H */
+        float mean_z = ent ? l - ent[i] : 0.0f;
+        for (int j = 0; j < V; j++) {
+            float zj = z[j] * inv_temp;
+            float p = expf(zj - l);
+            float g = -a * p;
+            if (e != 0.0f) g += -e * p * (zj - mean_z);
+            dz[j] = g * inv_temp;
+        }
+        if (targets[i] >= 0) dz[targets[i]] += a * inv_temp;
+    }
+}

@@ -1,0 +1,87 @@
+/* model.h: forward and backward of a Llama-family decoder over a packed
+ * batch, with optional LoRA adapters and a scalar head.
+ *
+ * A Model is a view on a shared Base (read-only unless full fine-tuning)
+ * plus what one role owns: its adapter, its head, its gradients and its
+ * activations. Several Models can share one Base in a process.
+ *
+ * Outputs per token t of the packed batch (N tokens):
+ *   lp[t]     log p(targets[t] | tokens of its sequence up to t) at the
+ *             batch temperature, 0 where targets[t] < 0
+ *   ent[t]    entropy of that distribution
+ *   values[t] scalar head on the final normed hidden state (with a head)
+ * Backward takes dL/dlp, dL/dent and dL/dvalues and accumulates gradients
+ * into the model's trainable buffers. */
+#ifndef PLUMB_MODEL_H
+#define PLUMB_MODEL_H
+
+#include <stddef.h>
+
+#include "lora.h"
+#include "weights.h"
+
+typedef struct {
+    const int *tokens;      /* (N) input ids                                     */
+    const int *targets;     /* (N) id scored at each position, -1 = none; or NULL */
+    const int *cu_seqlens;  /* (B+1) sequence boundaries, cu_seqlens[0] = 0      */
+    int B;
+    float temperature;      /* log-prob/entropy temperature; <= 0 means 1        */
+} Batch;
+
+typedef struct {
+    int lora_rank;          /* 0: no adapter                                     */
+    float lora_alpha;
+    unsigned lora_targets;  /* mask of LORA_* bits                               */
+    int head;               /* 1: a scalar head (critic / reward)                */
+    int train_base;         /* 1: full fine-tuning (base must be flat, unshared) */
+    unsigned long long seed;/* adapter and head init                             */
+} ModelOptions;
+
+typedef struct Acts Acts;
+
+typedef struct Model {
+    Base *base;             /* shared, not owned                                 */
+    Lora *lora;             /* owned, NULL without adapter                       */
+    float *head;            /* (C + 1): weight (C) then bias; NULL without head  */
+    int train_base;
+    /* gradients, same layouts as the parameters */
+    float *g_base;          /* (base->table.total) when train_base               */
+    float *g_lora;          /* (lora->n)                                         */
+    float *g_head;          /* (C + 1)                                           */
+    Acts *acts;             /* activations kept for backward                     */
+    int n_threads;
+} Model;
+
+/* Builds a Model on base (not owned). On error returns < 0. */
+int model_new(Model **out, Base *base, const ModelOptions *opt);
+void model_free(Model **m);
+
+/* Replaces the adapter (takes ownership of l; frees the old one). */
+int model_set_lora(Model *m, Lora *l);
+
+/* Validates a batch against the model (ids in vocab, lengths within the
+ * context, boundaries increasing). Returns < 0 with a message otherwise. */
+int model_check_batch(const Model *m, const Batch *b);
+
+/* Forward pass. lp, ent, values may each be NULL (values needs a head).
+ * With logits != NULL the full (N, V) logits are also written (tests,
+ * small batches). Keeps the activations backward needs. */
+int model_forward(Model *m, const Batch *b, float *lp, float *ent, float *values,
+                  float *logits);
+
+/* Backward of the last model_forward on the same batch. dlp, dent, dvalues
+ * (N) may be NULL. Gradients are accumulated (+=): call model_zero_grad
+ * between steps. */
+int model_backward(Model *m, const Batch *b, const float *dlp, const float *dent,
+                   const float *dvalues);
+
+void model_zero_grad(Model *m);
+
+/* The trainable buffers (params, grads, sizes) in a fixed order: base (when
+ * train_base), adapter, head. Returns their count (at most 3). */
+int model_trainable(Model *m, float **params, float **grads, size_t *sizes);
+
+/* Bytes held by activations (for benchmarks). */
+size_t model_acts_bytes(const Model *m);
+
+#endif

@@ -1,0 +1,42 @@
+/* testutil.h: helpers shared by the cmocka tests. */
+#ifndef PLUMB_TESTUTIL_H
+#define PLUMB_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "common/rng.h"
+
+/* Directory of committed test data (tests/data). */
+const char *tu_data_dir(void);
+
+/* A fresh, empty scratch directory for this test program (under build/). */
+const char *tu_tmp_dir(void);
+
+/* Path of the built plumb program. */
+const char *tu_plumb_bin(void);
+
+/* snprintf into a static rotating buffer: tu_path("%s/x", dir). */
+const char *tu_path(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Fills x (n) with normal(0,1) * scale from rng. */
+void tu_randn(float *x, size_t n, Rng *rng, float scale);
+
+/* max_i |a_i - b_i| / (tol + |b_i| * rel) <= 1 or fails with the index. */
+void tu_assert_close(const float *a, const float *b, size_t n, float tol, float rel,
+                     const char *what);
+
+/* Runs a shell command, capturing stdout into a malloc'ed string; returns
+ * the exit status (or -1). */
+int tu_run(const char *cmd, char **out);
+
+/* Reads a whole file into a malloc'ed NUL-terminated buffer (NULL on error). */
+char *tu_read_file(const char *path, size_t *len);
+
+/* Writes len bytes to path; returns 0 on success. */
+int tu_write_file(const char *path, const void *data, size_t len);
+
+#endif

@@ -1,0 +1,15 @@
+/* cmd.h: the subcommands of the plumb program (one file each). */
+#ifndef PLUMB_CMD_H
+#define PLUMB_CMD_H
+
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} Command;
+
+int cmd_generate(int argc, char **argv);
+int cmd_logprobs(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+#endif
