@@ -3,7 +3,9 @@
  * Each prompt is prefilled through the packed forward, then all live
  * sequences decode together, one token each per step. Sequence i draws from
  * its own Rng seeded with rng_seed2(seed, i), so a prompt gives the same
- * tokens whether it is generated alone (with index i) or in a batch. */
+ * tokens whether it is generated alone (with index i) or in a batch.
+ * A sequence stops at EOS, at max_new_tokens, or when prompt + output
+ * fill the context (so the whole sequence can be scored again later). */
 #ifndef PLUMB_GENERATE_H
 #define PLUMB_GENERATE_H
 

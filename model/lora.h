@@ -30,6 +30,7 @@ typedef struct {
     float **b;           /* (L * LORA_NT) pointers to (OC, r)              */
     float *mem;          /* (n) all A and B tensors                        */
     size_t n;
+    int merged;          /* folded into the base: forward skips the adapter */
 } Lora;
 
 /* The module name PEFT uses for target t ("q_proj", ..., "down_proj"). */
@@ -55,9 +56,10 @@ int lora_load_peft(Lora **out, const ModelConfig *c, const char *dir);
 
 struct Base;
 
-/* W += scale * B A on every targeted weight of base (merge) or -= (unmerge).
- * The base must be writable (flat or converted, not mapped). */
-int lora_merge(const Lora *l, struct Base *base);
-int lora_unmerge(const Lora *l, struct Base *base);
+/* W += scale * B A on every targeted weight of base (merge) or -= (unmerge),
+ * and marks the adapter merged / unmerged. The base must be flat (call
+ * base_make_flat first) and not shared with other models. */
+int lora_merge(Lora *l, struct Base *base);
+int lora_unmerge(Lora *l, struct Base *base);
 
 #endif

@@ -84,4 +84,29 @@ int model_trainable(Model *m, float **params, float **grads, size_t *sizes);
 /* Bytes held by activations (for benchmarks). */
 size_t model_acts_bytes(const Model *m);
 
+/* ------------------------------------------------------------ KV cache */
+
+/* Keys and values of up to B sequences (slots), maxT positions each,
+ * plus the scratch a decode step needs. */
+typedef struct {
+    int L, B, maxT, KD;
+    float *k, *v;          /* (L, B, maxT, KD) after RoPE                 */
+    int *len;              /* (B) positions filled per slot               */
+    float *scratch;        /* decode-step activations for B rows          */
+} KVCache;
+
+int kv_new(KVCache **out, const ModelConfig *c, int B, int maxT);
+void kv_free(KVCache **c);
+
+/* Runs the n prompts (prompts[i] of lens[i] ids) as one packed forward,
+ * fills slots[i] of the cache (which must be empty) and writes the logits
+ * of each prompt's last position into logits (n, V). */
+int model_prefill(Model *m, KVCache *c, const int *slots, const int *const *prompts,
+                  const int *lens, int n, float *logits);
+
+/* One decode step: token ids[i] is appended to slots[i] (n rows) and the
+ * next-token logits written to logits (n, V). */
+int model_decode(Model *m, KVCache *c, const int *slots, const int *ids, int n,
+                 float *logits);
+
 #endif

@@ -11,5 +11,7 @@ typedef struct {
 int cmd_generate(int argc, char **argv);
 int cmd_logprobs(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_init(int argc, char **argv);
+int cmd_pretrain(int argc, char **argv);
 
 #endif

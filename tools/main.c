@@ -8,6 +8,8 @@ static const Command commands[] = {
     {"generate", cmd_generate, "sample text from a model (KV cache, batched)"},
     {"logprobs", cmd_logprobs, "per-token log-probabilities of a sequence"},
     {"bench", cmd_bench, "decode and train throughput"},
+    {"init", cmd_init, "a new model with random weights (HF folder or llama2.c .bin)"},
+    {"pretrain", cmd_pretrain, "train a small byte-level model on a text file"},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,103 @@
+/* plumb generate: sample from a model with the KV cache. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "model/generate.h"
+#include "tools/cmd.h"
+#include "tools/util.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: plumb generate --model PATH (--prompt-ids \"1 2 3\" | --prompt TEXT)\n"
+            "                      [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
+            "                      [--seed S] [--ignore-eos] [--adapter DIR] [--threads N] [--json]\n"
+            "\n"
+            "  --model PATH        Hugging Face folder or llama2.c .bin\n"
+            "  --prompt-ids IDS    prompt token ids, space or comma separated\n"
+            "  --prompt TEXT       prompt text (needs a tokenizer)\n"
+            "  --max-new-tokens N  tokens to generate at most (default 64)\n"
+            "  --temperature T     0 = greedy (default 1.0)\n"
+            "  --top-k K           keep the K most likely tokens (default 0 = off)\n"
+            "  --top-p P           nucleus sampling mass (default 1.0 = off)\n"
+            "  --seed S            random seed (default 0); the same seed gives the same output\n"
+            "  --ignore-eos        do not stop at the end-of-sequence token\n"
+            "  --adapter DIR       apply a PEFT LoRA adapter\n"
+            "  --threads N         CPU threads (default: OMP_NUM_THREADS or all cores)\n"
+            "  --json              print {\"ids\": [...], \"logprobs\": [...]} (generated ids only)\n");
+}
+
+int cmd_generate(int argc, char **argv) {
+    const char *model_path = NULL, *ids_str = NULL, *text = NULL, *adapter = NULL;
+    GenParams gp = {.max_new_tokens = 64, .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
+    int json = 0, threads = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int takes = strcmp(a, "--json") && strcmp(a, "--ignore-eos") && strcmp(a, "--help") && strcmp(a, "-h");
+        if (takes && !v) {
+            fprintf(stderr, "plumb generate: %s needs a value\n", a);
+            return 2;
+        }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
+        else if (!strcmp(a, "--json")) { json = 1; continue; }
+        else if (!strcmp(a, "--ignore-eos")) { gp.ignore_eos = 1; continue; }
+        else if (!strcmp(a, "--model")) model_path = v;
+        else if (!strcmp(a, "--prompt-ids")) ids_str = v;
+        else if (!strcmp(a, "--prompt")) text = v;
+        else if (!strcmp(a, "--adapter")) adapter = v;
+        else if (!strcmp(a, "--max-new-tokens")) { if (arg_int(a, v, 0, 1 << 24, &gp.max_new_tokens)) return 2; }
+        else if (!strcmp(a, "--temperature")) { if (arg_float(a, v, 0.0f, 1e4f, &gp.sampler.temperature)) return 2; }
+        else if (!strcmp(a, "--top-k")) { if (arg_int(a, v, 0, 1 << 30, &gp.sampler.top_k)) return 2; }
+        else if (!strcmp(a, "--top-p")) { if (arg_float(a, v, 1e-6f, 1.0f, &gp.sampler.top_p)) return 2; }
+        else if (!strcmp(a, "--seed")) { if (arg_u64(a, v, &gp.seed)) return 2; }
+        else if (!strcmp(a, "--threads")) { if (arg_int(a, v, 1, 1024, &threads)) return 2; }
+        else {
+            fprintf(stderr, "plumb generate: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+        i++;
+    }
+    if (!model_path || (!ids_str && !text) || (ids_str && text)) {
+        fprintf(stderr, "plumb generate: needs --model and exactly one of --prompt-ids or --prompt\n");
+        usage(stderr);
+        return 2;
+    }
+    if (text) {
+        fprintf(stderr,
+                "plumb generate: --prompt needs a tokenizer, and this build has none yet; "
+                "pass token ids with --prompt-ids\n");
+        return 2;
+    }
+    int *ids, n;
+    if (arg_ids("--prompt-ids", ids_str, &ids, &n)) return 2;
+    set_threads(threads);
+    Base *base;
+    Model *m;
+    if (load_model(model_path, adapter, &base, &m) < 0) {
+        free(ids);
+        return 1;
+    }
+    GenResult r;
+    const int *prompts[1] = {ids};
+    int rc = gen_generate(m, prompts, &n, 1, &gp, &r);
+    if (rc < 0) {
+        report_error("generate", NULL);
+    } else if (json) {
+        printf("{\"ids\": ");
+        print_json_ints(stdout, r.ids, r.n);
+        printf(", \"logprobs\": ");
+        print_json_floats(stdout, r.logprobs, r.n);
+        printf("}\n");
+    } else {
+        for (int i = 0; i < r.n; i++) printf("%s%d", i ? " " : "", r.ids[i]);
+        printf("\n");
+    }
+    if (rc == 0) gen_result_free(&r);
+    model_free(&m);
+    base_free(&base);
+    free(ids);
+    return rc < 0 ? 1 : 0;
+}
