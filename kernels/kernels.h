@@ -8,7 +8,7 @@
  *   V  vocabulary size              IC/OC  in/out features of a linear
  *
  * Layout conventions:
- *   - every tensor is row-major fp32 on CPU (bf16 storage on CUDA);
+ *   - every tensor is row-major fp32 (the CUDA twins are fp32 too for now);
  *   - a linear weight is (OC, IC), as Hugging Face stores it, so a linear
  *     computes out = inp @ w^T + bias;
  *   - a packed batch is described by cu_seqlens (B+1): sequence b owns the
@@ -88,7 +88,8 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout,
 
 /* One new query per sequence against its KV cache (decode step).
  * q, out (B, NH*HS); kc, vc (B, maxT, NKV*HS) with row b holding lens[b]
- * valid positions, the last of which is the current token. */
+ * valid positions, the last of which is the current token (lens[b] = 0
+ * gives a zero row). */
 void attention_decode(float *out, const float *q, const float *kc, const float *vc,
                       const int *lens, int B, int NH, int NKV, int HS, int maxT);
 
@@ -102,7 +103,8 @@ void logprob_forward(float *lp, float *ent, float *lse, const float *logits,
                      const int *targets, int N, int V, float inv_temp);
 
 /* dlogits (N,V) = d(sum dlp*lp + dent*ent)/dlogits (overwritten).
- * Needs lse and ent from forward; dlp or dent may be NULL (treated as 0). */
+ * Needs lse from forward, and ent whenever dent is given; dlp or dent may
+ * be NULL (treated as 0). Masked logits (-inf) get a zero gradient. */
 void logprob_backward(float *dlogits, const float *dlp, const float *dent,
                       const float *logits, const float *lse, const float *ent,
                       const int *targets, int N, int V, float inv_temp);

@@ -123,6 +123,11 @@ void attention_decode(float *out, const float *q, const float *kc, const float *
         for (int b = 0; b < B; b++) {
             for (int h = 0; h < NH; h++) {
                 int T = lens[b], hk = h / group;
+                float *ot = out + (size_t)b * qd + (size_t)h * HS;
+                if (T <= 0) {
+                    memset(ot, 0, sizeof(float) * (size_t)HS);
+                    continue;
+                }
                 const float *qt = q + (size_t)b * qd + (size_t)h * HS;
                 const float *kb = kc + (size_t)b * maxT * kd + (size_t)hk * HS;
                 const float *vb = vc + (size_t)b * maxT * kd + (size_t)hk * HS;
@@ -141,7 +146,6 @@ void attention_decode(float *out, const float *q, const float *kc, const float *
                     sum += att[u];
                 }
                 float inv = 1.0f / sum;
-                float *ot = out + (size_t)b * qd + (size_t)h * HS;
                 memset(ot, 0, sizeof(float) * (size_t)HS);
                 for (int u = 0; u < T; u++) {
                     const float *vu = vb + (size_t)u * kd;

@@ -20,6 +20,7 @@ void logprob_forward(float *lp, float *ent, float *lse, const float *logits,
         double sum = 0.0, sz = 0.0;
         for (int j = 0; j < V; j++) {
             float zj = z[j] * inv_temp;
+            if (zj == -INFINITY) continue; /* masked: p = 0, and 0 * -inf is NaN */
             double e = exp((double)(zj - mx));
             sum += e;
             sz += e * zj;
@@ -43,12 +44,16 @@ void logprob_backward(float *dlogits, const float *dlp, const float *dent,
         if (targets[i] < 0) a = 0.0f;
         float l = lse[i];
         /* sum p z = lse - H */
+        if (!ent) e = 0.0f; /* the entropy gradient needs ent (kernels.h) */
         float mean_z = ent ? l - ent[i] : 0.0f;
         for (int j = 0; j < V; j++) {
             float zj = z[j] * inv_temp;
             float p = expf(zj - l);
-            float g = -a * p;
-            if (e != 0.0f) g += -e * p * (zj - mean_z);
+            float g = 0.0f;
+            if (p > 0.0f) {
+                g = -a * p;
+                if (e != 0.0f) g += -e * p * (zj - mean_z);
+            }
             dz[j] = g * inv_temp;
         }
         if (targets[i] >= 0) dz[targets[i]] += a * inv_temp;

@@ -1,0 +1,86 @@
+/* common.cuh: private helpers shared by the .cu files in kernels/cuda (never included
+ * from C): error reporting and warp/block reductions. */
+#ifndef PLUMB_CUDA_COMMON_CUH
+#define PLUMB_CUDA_COMMON_CUH
+
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+
+#include "kernels_cuda.h"
+
+/* Reports a failed CUDA call (expr evaluates to cudaError_t) on stderr and
+ * returns from the enclosing void function. */
+#define CUDA_TRY(expr)                                                        \
+    do {                                                                      \
+        cudaError_t e_ = (expr);                                              \
+        if (e_ != cudaSuccess) {                                              \
+            fprintf(stderr, "plumb cuda: %s: %s (%s:%d)\n", #expr,            \
+                    cudaGetErrorString(e_), __FILE__, __LINE__);              \
+            return;                                                           \
+        }                                                                     \
+    } while (0)
+
+/* After a launch: reports a launch error (bad configuration, earlier sticky
+ * error) with the kernel's name and returns from the enclosing function. */
+#define CUDA_LAUNCHED(name)                                                   \
+    do {                                                                      \
+        cudaError_t e_ = cudaGetLastError();                                  \
+        if (e_ != cudaSuccess) {                                              \
+            fprintf(stderr, "plumb cuda: launch %s: %s (%s:%d)\n", name,      \
+                    cudaGetErrorString(e_), __FILE__, __LINE__);              \
+            return;                                                           \
+        }                                                                     \
+    } while (0)
+
+static inline unsigned ceil_div(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
+
+__device__ __forceinline__ float warp_sum(float x) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+__device__ __forceinline__ float warp_max(float x) {
+    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+    return x;
+}
+
+/* Sum / max of x over the whole block, returned to every thread. blockDim.x
+ * must be a multiple of 32 (at most 1024) and every thread must call it. The
+ * trailing barrier makes back-to-back calls safe. */
+__device__ __forceinline__ float block_sum(float x) {
+    __shared__ float part[32];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    x = warp_sum(x);
+    if (lane == 0) part[warp] = x;
+    __syncthreads();
+    x = lane < nw ? part[lane] : 0.0f;
+    x = warp_sum(x);
+    __syncthreads();
+    return x;
+}
+
+__device__ __forceinline__ float block_max(float x) {
+    __shared__ float part[32];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    x = warp_max(x);
+    if (lane == 0) part[warp] = x;
+    __syncthreads();
+    x = lane < nw ? part[lane] : -INFINITY;
+    x = warp_max(x);
+    __syncthreads();
+    return x;
+}
+
+/* Index b of the packed sequence that owns row i: cu[b] <= i < cu[b+1]. */
+__device__ __forceinline__ int seq_of_row(const int *cu, int B, int i) {
+    int lo = 0, hi = B - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) >> 1;
+        if (cu[mid] <= i) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+#endif

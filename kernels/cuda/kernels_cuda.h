@@ -1,0 +1,121 @@
+/* kernels_cuda.h: the CUDA twins of kernels/kernels.h, plus device memory helpers.
+ *
+ * Every `<name>_cuda` function has exactly the signature and semantics of the
+ * CPU kernel `<name>` in kernels/kernels.h (see there for shapes, layouts and
+ * the accumulate/overwrite rules), except that every pointer, including the
+ * int arrays (cu_seqlens, pos, lens, targets, ids), is a device pointer.
+ * Storage and accumulation are fp32 for now.
+ *
+ * Kernels are launched on the default stream and are asynchronous, except
+ * where a comment says the host needs a value (attention_forward_cuda and
+ * attention_backward_cuda read cu_seqlens[B] back to size the grid).
+ * A failed launch is reported on stderr with the kernel's name; the function
+ * then returns without further work and never exits the process.
+ *
+ * This header is plain C and is included from C code: no CUDA types. */
+#ifndef PLUMB_KERNELS_CUDA_H
+#define PLUMB_KERNELS_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- device */
+
+/* 1 if at least one CUDA device is usable, 0 otherwise (no driver, no
+ * device, ...). Never aborts and leaves no sticky error behind. */
+int cuda_available(void);
+
+/* Waits for all queued device work; 0 on success, -1 (reported on stderr)
+ * if a kernel or copy failed. */
+int cuda_sync(void);
+
+/* Releases the lazily created cuBLAS handle (safe to call when none). */
+void cuda_shutdown(void);
+
+/* A new zero-filled device buffer of n floats / ints; NULL on failure
+ * (reported on stderr) or when n == 0. Free with cuda_free. */
+float *cuda_alloc(size_t n);
+int *cuda_alloc_int(size_t n);
+
+/* A new device copy of host x (n); NULL on failure or when n == 0. */
+float *cuda_upload(const float *x, size_t n);
+int *cuda_upload_int(const int *x, size_t n);
+
+/* Copies n values from device src to host dst (synchronizes). */
+void cuda_download(float *dst, const float *src, size_t n);
+void cuda_download_int(int *dst, const int *src, size_t n);
+
+/* Frees a device buffer from the functions above; NULL is fine. */
+void cuda_free(void *p);
+
+/* ---------------------------------------------------------------- linear */
+
+void matmul_forward_cuda(float *out, const float *inp, const float *w, const float *bias,
+                         int N, int IC, int OC, int accumulate);
+
+void matmul_backward_cuda(float *dinp, float *dw, float *dbias, const float *dout,
+                          const float *inp, const float *w, int N, int IC, int OC);
+
+/* --------------------------------------------------------------- rmsnorm */
+
+void rmsnorm_forward_cuda(float *out, float *rstd, const float *inp, const float *w,
+                          int N, int C, float eps);
+
+void rmsnorm_backward_cuda(float *dinp, float *dw, const float *dout, const float *inp,
+                           const float *w, const float *rstd, int N, int C);
+
+/* ------------------------------------------------------------------ rope */
+
+void rope_forward_cuda(float *x, const int *pos, int N, int NHX, int HS, float theta,
+                       int interleaved);
+
+void rope_backward_cuda(float *dx, const int *pos, int N, int NHX, int HS, float theta,
+                        int interleaved);
+
+/* ---------------------------------------------------------------- swiglu */
+
+void swiglu_forward_cuda(float *out, const float *gate, const float *up, size_t n);
+
+void swiglu_backward_cuda(float *dgate, float *dup, const float *dout, const float *gate,
+                          const float *up, size_t n);
+
+/* ------------------------------------------------------------- attention */
+
+void attention_forward_cuda(float *out, float *lse, const float *q, const float *k,
+                            const float *v, const int *cu_seqlens, int B, int NH, int NKV,
+                            int HS);
+
+void attention_backward_cuda(float *dq, float *dk, float *dv, const float *dout,
+                             const float *out, const float *lse, const float *q,
+                             const float *k, const float *v, const int *cu_seqlens, int B,
+                             int NH, int NKV, int HS);
+
+void attention_decode_cuda(float *out, const float *q, const float *kc, const float *vc,
+                           const int *lens, int B, int NH, int NKV, int HS, int maxT);
+
+/* ---------------------------------------------------- log-probs, entropy */
+
+void logprob_forward_cuda(float *lp, float *ent, float *lse, const float *logits,
+                          const int *targets, int N, int V, float inv_temp);
+
+void logprob_backward_cuda(float *dlogits, const float *dlp, const float *dent,
+                           const float *logits, const float *lse, const float *ent,
+                           const int *targets, int N, int V, float inv_temp);
+
+/* ------------------------------------------------------------- embedding */
+
+void embedding_forward_cuda(float *out, const int *ids, const float *table, int N, int C);
+
+/* Scatter-add with atomics: rows with repeated ids sum in arbitrary order. */
+void embedding_backward_cuda(float *dtable, const float *dout, const int *ids, int N,
+                             int C);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
