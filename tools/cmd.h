@@ -13,5 +13,6 @@ int cmd_logprobs(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_pretrain(int argc, char **argv);
+int cmd_lora(int argc, char **argv);
 
 #endif

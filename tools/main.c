@@ -9,6 +9,7 @@ static const Command commands[] = {
     {"logprobs", cmd_logprobs, "per-token log-probabilities of a sequence"},
     {"bench", cmd_bench, "decode and train throughput"},
     {"init", cmd_init, "a new model with random weights (HF folder or llama2.c .bin)"},
+    {"lora", cmd_lora, "make a LoRA adapter, or merge one into its base"},
     {"pretrain", cmd_pretrain, "train a small byte-level model on a text file"},
 };
 

@@ -1,0 +1,124 @@
+/* plumb lora: make a new adapter, or merge one into its base for export. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/rng.h"
+#include "tools/cmd.h"
+#include "tools/util.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: plumb lora init  --model PATH --out DIR [--rank R] [--alpha A]\n"
+            "                        [--targets q,k,v,o,gate,up,down|all] [--seed S] [--b-std X]\n"
+            "       plumb lora merge --model PATH --adapter DIR --out DIR\n"
+            "\n"
+            "init:  writes a new adapter for the model in PEFT's layout\n"
+            "       (adapter_config.json + adapter_model.safetensors). Standard init: A\n"
+            "       uniform in +-1/sqrt(in_features), B zero. --b-std X draws B from\n"
+            "       normal(0, X) instead, for tests that need an adapter with an effect.\n"
+            "       Defaults: rank 8, alpha 16, targets q,v, seed 0.\n"
+            "merge: folds the adapter into the weights and writes a Hugging Face folder\n"
+            "       (config.json + model.safetensors, fp32) that transformers loads.\n");
+}
+
+static int lora_init_cmd(const char *model_path, const char *out, LoraConfig *lc,
+                         unsigned long long seed, float b_std) {
+    Base *base;
+    if (base_load(&base, model_path) < 0) {
+        report_error("lora", model_path);
+        return 1;
+    }
+    Lora *l;
+    int rc = lora_new(&l, &base->cfg, lc, seed);
+    if (rc == 0 && b_std > 0.0f) {
+        Rng r;
+        rng_seed2(&r, seed, 0xb);
+        for (int li = 0; li < l->n_layers; li++)
+            for (int t = 0; t < LORA_NT; t++) {
+                float *b = l->b[li * LORA_NT + t];
+                if (!b) continue;
+                int ic, oc;
+                lora_target_dims(&base->cfg, t, &ic, &oc);
+                for (int i = 0; i < oc * lc->rank; i++) b[i] = rng_normal(&r) * b_std;
+            }
+    }
+    if (rc == 0) rc = lora_save_peft(l, &base->cfg, out, model_path);
+    if (rc < 0) report_error("lora init", NULL);
+    else fprintf(stderr, "plumb lora: wrote %s (%zu parameters)\n", out, l->n);
+    lora_free(&l);
+    base_free(&base);
+    return rc < 0 ? 1 : 0;
+}
+
+static int lora_merge_cmd(const char *model_path, const char *adapter, const char *out) {
+    Base *base;
+    if (base_load(&base, model_path) < 0) {
+        report_error("lora", model_path);
+        return 1;
+    }
+    Lora *l = NULL;
+    int rc = lora_load_peft(&l, &base->cfg, adapter);
+    if (rc == 0) rc = base_make_flat(base);
+    if (rc == 0) rc = lora_merge(l, base);
+    if (rc == 0) rc = base_save_hf(base, out);
+    if (rc < 0) report_error("lora merge", NULL);
+    else fprintf(stderr, "plumb lora: wrote merged model %s\n", out);
+    lora_free(&l);
+    base_free(&base);
+    return rc < 0 ? 1 : 0;
+}
+
+int cmd_lora(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *mode = argv[1], *model_path = NULL, *out = NULL, *adapter = NULL;
+    LoraConfig lc = {.rank = 8, .alpha = 16.0f, .targets = (1u << LORA_Q) | (1u << LORA_V)};
+    unsigned long long seed = 0;
+    float b_std = 0.0f;
+    int alpha_set = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            fprintf(stderr, "plumb lora: %s needs a value\n", a);
+            return 2;
+        }
+        int bad = 0;
+        if (!strcmp(a, "--model")) model_path = v;
+        else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--adapter")) adapter = v;
+        else if (!strcmp(a, "--rank")) bad = arg_int(a, v, 1, 4096, &lc.rank);
+        else if (!strcmp(a, "--alpha")) { bad = arg_float(a, v, 1e-6f, 1e6f, &lc.alpha); alpha_set = 1; }
+        else if (!strcmp(a, "--seed")) bad = arg_u64(a, v, &seed);
+        else if (!strcmp(a, "--b-std")) bad = arg_float(a, v, 0.0f, 100.0f, &b_std);
+        else if (!strcmp(a, "--targets")) {
+            if (lora_parse_targets(v, &lc.targets) < 0) {
+                fprintf(stderr, "plumb lora: %s\n", pl_error());
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "plumb lora: unknown option '%s'\n", a);
+            return 2;
+        }
+        if (bad) return 2;
+        i++;
+    }
+    if (!alpha_set) lc.alpha = 2.0f * lc.rank;
+    if (!model_path || !out) {
+        fprintf(stderr, "plumb lora: needs --model and --out\n");
+        return 2;
+    }
+    if (!strcmp(mode, "init")) return lora_init_cmd(model_path, out, &lc, seed, b_std);
+    if (!strcmp(mode, "merge")) {
+        if (!adapter) {
+            fprintf(stderr, "plumb lora merge: needs --adapter\n");
+            return 2;
+        }
+        return lora_merge_cmd(model_path, adapter, out);
+    }
+    fprintf(stderr, "plumb lora: mode must be init or merge, got '%s'\n", mode);
+    return 2;
+}
