@@ -21,7 +21,16 @@ int pl_wrap(int code, const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err_buf, sizeof old);
-    snprintf(err_buf, sizeof err_buf, "%s: %s", prefix, old);
+    /* prefix, ": ", then as much of the old message as fits */
+    size_t n = strlen(prefix);
+    if (n > sizeof err_buf - 3) n = sizeof err_buf - 3;
+    memcpy(err_buf, prefix, n);
+    memcpy(err_buf + n, ": ", 2);
+    n += 2;
+    size_t m = strlen(old);
+    if (m > sizeof err_buf - 1 - n) m = sizeof err_buf - 1 - n;
+    memcpy(err_buf + n, old, m);
+    err_buf[n + m] = '\0';
     return code;
 }
 

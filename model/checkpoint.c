@@ -310,8 +310,10 @@ static int load_llama2c(Base *b, const char *path) {
     c->tie_embeddings = shared;
     c->qkv_bias = 0;
     c->rope_interleaved = 1; /* Meta / llama2.c pair layout */
+    /* llama2.c models separate documents with BOS, and run.c stops when it
+     * samples it: generation here stops on 1 too (it is kept as the last id) */
     c->bos_id = 1;
-    c->eos_ids[0] = 2;
+    c->eos_ids[0] = 1;
     c->n_eos = 1;
     rc = param_table_build(&b->table, c);
     if (rc < 0) goto out;
