@@ -87,11 +87,13 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout,
                         int NH, int NKV, int HS);
 
 /* One new query per sequence against its KV cache (decode step).
- * q, out (B, NH*HS); kc, vc (B, maxT, NKV*HS) with row b holding lens[b]
- * valid positions, the last of which is the current token (lens[b] = 0
- * gives a zero row). */
+ * q, out (B, NH*HS); kc, vc (S, maxT, NKV*HS) for S cache slots. Query row
+ * b reads slot slots[b] (slots NULL: slot b), which holds lens[b] valid
+ * positions, the last of which is the current token (lens[b] = 0 gives a
+ * zero row). */
 void attention_decode(float *out, const float *q, const float *kc, const float *vc,
-                      const int *lens, int B, int NH, int NKV, int HS, int maxT);
+                      const int *slots, const int *lens, int B, int NH, int NKV, int HS,
+                      int maxT);
 
 /* ---------------------------------------------------- log-probs, entropy */
 

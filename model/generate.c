@@ -1,6 +1,7 @@
 /* generate.c: batched sampling over a KV cache (see generate.h). */
 #include "generate.h"
 
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,9 +49,13 @@ int gen_generate(Model *m, const int *const *prompts, const int *prompt_lens,
     Rng *rngs = malloc(sizeof(Rng) * (size_t)n_prompts);
     int *slots = malloc(sizeof(int) * (size_t)n_prompts);
     int *next = malloc(sizeof(int) * (size_t)n_prompts);
-    void *scratch = malloc(sampler_scratch_size(V));
+    int nthreads = omp_get_max_threads();
+    size_t scratch_size = sampler_scratch_size(V);
+    char *scratch = malloc(scratch_size * (size_t)nthreads);
+    int *sampled = malloc(sizeof(int) * (size_t)n_prompts);
+    float *sampled_lp = malloc(sizeof(float) * (size_t)n_prompts);
     int rc = 0;
-    if (!logits || !rngs || !slots || !next || !scratch) {
+    if (!logits || !rngs || !slots || !next || !scratch || !sampled || !sampled_lp) {
         rc = pl_fail(PL_ENOMEM, "generate: out of memory");
         goto done;
     }
@@ -74,14 +79,21 @@ int gen_generate(Model *m, const int *const *prompts, const int *prompt_lens,
     /* slots[0..n_active) are the live sequences, logits rows in that order */
     int n_active = n_prompts;
     while (n_active > 0) {
+        /* rows sample in parallel: each has its own Rng, so the result does
+           not depend on the thread count */
+#pragma omp parallel for schedule(static) if (n_active > 1)
+        for (int j = 0; j < n_active; j++) {
+            void *scr = scratch + scratch_size * (size_t)omp_get_thread_num();
+            sampled[j] = sampler_sample(logits + (size_t)j * V, V, &p->sampler, &rngs[slots[j]],
+                                        &sampled_lp[j], scr);
+        }
         int kept = 0;
         for (int j = 0; j < n_active; j++) {
             int s = slots[j];
             GenResult *r = &results[s];
-            float lp;
-            int id = sampler_sample(logits + (size_t)j * V, V, &p->sampler, &rngs[s], &lp, scratch);
+            int id = sampled[j];
             r->ids[r->n] = id;
-            r->logprobs[r->n] = lp;
+            r->logprobs[r->n] = sampled_lp[j];
             r->n++;
             int eos = !p->ignore_eos && is_eos(c, id);
             r->stopped_on_eos = eos;
@@ -104,5 +116,7 @@ done:
     free(slots);
     free(next);
     free(scratch);
+    free(sampled);
+    free(sampled_lp);
     return rc;
 }

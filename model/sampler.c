@@ -144,7 +144,7 @@ int sampler_sample(const float *logits, int V, const SamplerParams *p, Rng *rng,
         float mx = logits[imax];
         if (lp) {
             double s = 0.0;
-            for (int i = 0; i < V; i++) s += exp((double)(logits[i] - mx));
+            for (int i = 0; i < V; i++) s += expf(logits[i] - mx);
             *lp = (float)(-log(s));
         }
         return imax;

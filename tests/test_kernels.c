@@ -543,8 +543,25 @@ static void test_attention_decode(void **state) {
         memcpy(qdec + (size_t)b * qd, q + (size_t)last * qd, sizeof(float) * qd);
         memcpy(want + (size_t)b * qd, out + (size_t)last * qd, sizeof(float) * qd);
     }
-    attention_decode(odec, qdec, kc, vc, lens, AB, ANH, ANKV, AHS, maxT);
+    attention_decode(odec, qdec, kc, vc, NULL, lens, AB, ANH, ANKV, AHS, maxT);
     tu_assert_close(odec, want, (size_t)AB * qd, 1e-6f, 1e-5f, "decode vs forward last row");
+
+    /* the same caches stored in reversed slots, read through slots[] */
+    float *kr = nan_new((size_t)AB * maxT * kd), *vr = nan_new((size_t)AB * maxT * kd);
+    int slots[AB];
+    for (int b = 0; b < AB; b++) {
+        slots[b] = AB - 1 - b;
+        memcpy(kr + (size_t)slots[b] * maxT * kd, kc + (size_t)b * maxT * kd, sizeof(float) * maxT * kd);
+        memcpy(vr + (size_t)slots[b] * maxT * kd, vc + (size_t)b * maxT * kd, sizeof(float) * maxT * kd);
+    }
+    float *oslot = nan_new((size_t)AB * qd);
+    attention_decode(oslot, qdec, kr, vr, slots, lens, AB, ANH, ANKV, AHS, maxT);
+    tu_assert_close(oslot, odec, (size_t)AB * qd, 0.0f, 0.0f, "decode through slots");
+    /* an empty row gives zeros, not NaN */
+    lens[0] = 0;
+    attention_decode(oslot, qdec, kc, vc, NULL, lens, AB, ANH, ANKV, AHS, maxT);
+    for (int i = 0; i < qd; i++) assert_true(oslot[i] == 0.0f);
+    free(kr), free(vr), free(oslot);
     free(q), free(k), free(v), free(out), free(lse), free(kc), free(vc);
     free(qdec), free(odec), free(want);
 }

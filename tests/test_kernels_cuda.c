@@ -306,8 +306,8 @@ static void test_attention_decode_cuda(void **state) {
     int *d_lens = cuda_upload_int(lens, B);
     float *d_q = cuda_upload(q, nq), *d_kc = cuda_upload(kc, nc), *d_vc = cuda_upload(vc, nc);
     float *d_out = cuda_alloc(nq);
-    attention_decode(out, q, kc, vc, lens, B, NH, NKV, HS, maxT);
-    attention_decode_cuda(d_out, d_q, d_kc, d_vc, d_lens, B, NH, NKV, HS, maxT);
+    attention_decode(out, q, kc, vc, NULL, lens, B, NH, NKV, HS, maxT);
+    attention_decode_cuda(d_out, d_q, d_kc, d_vc, NULL, d_lens, B, NH, NKV, HS, maxT);
     assert_device_close(d_out, out, nq, 1e-5f, 1e-4f, "attention_decode_cuda");
     cuda_free(d_lens), cuda_free(d_q), cuda_free(d_kc), cuda_free(d_vc), cuda_free(d_out);
     free(q), free(kc), free(vc), free(out);

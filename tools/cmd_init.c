@@ -17,7 +17,8 @@ static void usage(FILE *f) {
             "                  [--seed S] [--std X]\n"
             "\n"
             "Presets: tiny (V 256, C 64, H 172, L 2, NH 4, NKV 2, T 128) and 15m (the\n"
-            "llama2.c stories15M shape: V 32000, C 288, H 768, L 6, NH 6, NKV 6, T 256).\n"
+            "llama2.c stories15M shape: V 32000, C 288, H 768, L 6, NH 6, NKV 6, T 256,\n"
+            "tied embeddings).\n"
             "Options after --preset override it. --format llama2c writes the legacy .bin\n"
             "(interleaved RoPE, theta 10000, eps 1e-5); hf writes config.json and\n"
             "model.safetensors. Weights are normal(0, std), std 0.02 by default.\n");
@@ -31,6 +32,7 @@ static int preset(ModelConfig *c, const char *name) {
     } else if (!strcmp(name, "15m")) {
         c->vocab_size = 32000, c->dim = 288, c->hidden_dim = 768, c->n_layers = 6;
         c->n_heads = 6, c->n_kv_heads = 6, c->max_seq_len = 256;
+        c->tie_embeddings = 1;
     } else {
         fprintf(stderr, "plumb init: unknown preset '%s' (tiny, 15m)\n", name);
         return -1;

@@ -1,6 +1,10 @@
 /* plumb: the command line. One file per subcommand: tools/cmd_<name>.c. */
+#include <cblas.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "tools/cmd.h"
 
@@ -20,7 +24,26 @@ static void usage(FILE *f) {
     fprintf(f, "\n'plumb <command> --help' describes each command.\n");
 }
 
+/* OpenBLAS picks its kernels at load time from the CPU model; a release
+ * that predates the CPU falls back to the generic SSE3 ("Prescott") kernels,
+ * several times slower. Then restart once with the kernel family the CPU
+ * supports named in OPENBLAS_CORETYPE (which OpenBLAS reads only at load).
+ * Setting OPENBLAS_CORETYPE yourself disables this. */
+static void blas_pick_kernels(char **argv) {
+    if (getenv("OPENBLAS_CORETYPE")) return;
+    const char *core = openblas_get_corename();
+    if (!core || strcasecmp(core, "prescott") != 0) return;
+    __builtin_cpu_init();
+    const char *want = __builtin_cpu_supports("avx512f") ? "SkylakeX"
+                       : __builtin_cpu_supports("avx2") ? "Haswell"
+                                                        : NULL;
+    if (!want) return;
+    setenv("OPENBLAS_CORETYPE", want, 1);
+    execv("/proc/self/exe", argv); /* on failure, carry on with the slow kernels */
+}
+
 int main(int argc, char **argv) {
+    blas_pick_kernels(argv);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

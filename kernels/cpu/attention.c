@@ -34,6 +34,7 @@ void attention_forward(float *out, float *lse, const float *q, const float *k,
                     for (int u = 0; u <= t; u++) {
                         const float *ku = k + (size_t)(s0 + u) * kd + (size_t)hk * HS;
                         float s = 0.0f;
+#pragma omp simd reduction(+ : s)
                         for (int d = 0; d < HS; d++) s += qt[d] * ku[d];
                         s *= scale;
                         att[u] = s;
@@ -92,6 +93,7 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout,
                         size_t ki = (size_t)(s0 + u) * kd + (size_t)hk * HS;
                         const float *ku = k + ki, *vu = v + ki;
                         float s = 0.0f, dp = 0.0f;
+#pragma omp simd reduction(+ : s, dp)
                         for (int d = 0; d < HS; d++) {
                             s += qt[d] * ku[d];
                             dp += dot[d] * vu[d];
@@ -112,7 +114,8 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout,
 }
 
 void attention_decode(float *out, const float *q, const float *kc, const float *vc,
-                      const int *lens, int B, int NH, int NKV, int HS, int maxT) {
+                      const int *slots, const int *lens, int B, int NH, int NKV, int HS,
+                      int maxT) {
     int group = NH / NKV;
     int qd = NH * HS, kd = NKV * HS;
     float scale = 1.0f / sqrtf((float)HS);
@@ -129,12 +132,14 @@ void attention_decode(float *out, const float *q, const float *kc, const float *
                     continue;
                 }
                 const float *qt = q + (size_t)b * qd + (size_t)h * HS;
-                const float *kb = kc + (size_t)b * maxT * kd + (size_t)hk * HS;
-                const float *vb = vc + (size_t)b * maxT * kd + (size_t)hk * HS;
+                size_t slot = (size_t)(slots ? slots[b] : b);
+                const float *kb = kc + slot * maxT * kd + (size_t)hk * HS;
+                const float *vb = vc + slot * maxT * kd + (size_t)hk * HS;
                 float mx = -INFINITY;
                 for (int u = 0; u < T; u++) {
                     const float *ku = kb + (size_t)u * kd;
                     float s = 0.0f;
+#pragma omp simd reduction(+ : s)
                     for (int d = 0; d < HS; d++) s += qt[d] * ku[d];
                     s *= scale;
                     att[u] = s;

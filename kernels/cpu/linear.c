@@ -4,11 +4,54 @@
 #include <cblas.h>
 #include <string.h>
 
+/* Few rows (decoding): sgemm would copy ("pack") the whole weight matrix
+ * on every call, which costs more than the product itself. Instead each
+ * weight row is read once and dotted with every input row while it sits in
+ * cache, with four input rows sharing each load. */
+#define SMALL_N 32
+
+/* out[n][o] for one weight row o and all N input rows. */
+static inline void dot_rows(float *s, const float *wr, const float *inp, int N, int IC) {
+    int n = 0;
+    for (; n + 4 <= N; n += 4) { /* four rows share each load of wr */
+        const float *x0 = inp + (size_t)n * IC, *x1 = x0 + IC, *x2 = x1 + IC, *x3 = x2 + IC;
+        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+        for (int i = 0; i < IC; i++) {
+            s0 += wr[i] * x0[i];
+            s1 += wr[i] * x1[i];
+            s2 += wr[i] * x2[i];
+            s3 += wr[i] * x3[i];
+        }
+        s[n] = s0, s[n + 1] = s1, s[n + 2] = s2, s[n + 3] = s3;
+    }
+    for (; n < N; n++) {
+        const float *x = inp + (size_t)n * IC;
+        float s0 = 0.0f;
+#pragma omp simd reduction(+ : s0)
+        for (int i = 0; i < IC; i++) s0 += wr[i] * x[i];
+        s[n] = s0;
+    }
+}
+
+static void matmul_small(float *out, const float *inp, const float *w, int N, int IC, int OC,
+                         int accumulate) {
+#pragma omp parallel for schedule(static) if ((size_t)OC * IC > 16384)
+    for (int o = 0; o < OC; o++) {
+        float s[SMALL_N];
+        dot_rows(s, w + (size_t)o * IC, inp, N, IC);
+        for (int n = 0; n < N; n++) {
+            float *dst = out + (size_t)n * OC + o;
+            *dst = accumulate ? *dst + s[n] : s[n];
+        }
+    }
+}
+
 void matmul_forward(float *out, const float *inp, const float *w, const float *bias,
                     int N, int IC, int OC, int accumulate) {
     float beta = accumulate ? 1.0f : 0.0f;
-    if (N == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, OC, IC, 1.0f, w, IC, inp, 1, beta, out, 1);
+    if (N <= SMALL_N) {
+        matmul_small(out, inp, w, N, IC, OC, accumulate);
     } else {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, w,
                     IC, beta, out, OC);

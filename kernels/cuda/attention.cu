@@ -82,13 +82,14 @@ __global__ void attention_forward_kernel(float *out, float *lse, const float *q,
 
 /* grid (B, NH): the new query of sequence b against its lens[b] cached rows. */
 __global__ void attention_decode_kernel(float *out, const float *q, const float *kc,
-                                        const float *vc, const int *lens, int NH, int NKV,
-                                        int HS, int maxT, float scale) {
+                                        const float *vc, const int *slots, const int *lens,
+                                        int NH, int NKV, int HS, int maxT, float scale) {
     extern __shared__ float sm[];
     int b = blockIdx.x, h = blockIdx.y;
     int hk = h / (NH / NKV), qd = NH * HS, kd = NKV * HS;
     size_t qi = (size_t)b * qd + (size_t)h * HS;
-    size_t ci = (size_t)b * maxT * kd + (size_t)hk * HS;
+    size_t slot = (size_t)(slots ? slots[b] : b);
+    size_t ci = slot * maxT * kd + (size_t)hk * HS;
     attend_one(out + qi, NULL, q + qi, kc + ci, vc + ci, kd, lens[b], HS, scale, sm);
 }
 
@@ -238,11 +239,11 @@ extern "C" void attention_backward_cuda(float *dq, float *dk, float *dv, const f
 }
 
 extern "C" void attention_decode_cuda(float *out, const float *q, const float *kc,
-                                      const float *vc, const int *lens, int B, int NH,
-                                      int NKV, int HS, int maxT) {
+                                      const float *vc, const int *slots, const int *lens,
+                                      int B, int NH, int NKV, int HS, int maxT) {
     if (B <= 0) return;
     size_t smem = sizeof(float) * (2 * (size_t)HS + ATT_THREADS);
     attention_decode_kernel<<<dim3(B, NH), ATT_THREADS, smem>>>(
-        out, q, kc, vc, lens, NH, NKV, HS, maxT, 1.0f / sqrtf((float)HS));
+        out, q, kc, vc, slots, lens, NH, NKV, HS, maxT, 1.0f / sqrtf((float)HS));
     CUDA_LAUNCHED("attention_decode_kernel");
 }

@@ -95,7 +95,8 @@ void attention_backward_cuda(float *dq, float *dk, float *dv, const float *dout,
                              int NH, int NKV, int HS);
 
 void attention_decode_cuda(float *out, const float *q, const float *kc, const float *vc,
-                           const int *lens, int B, int NH, int NKV, int HS, int maxT);
+                           const int *slots, const int *lens, int B, int NH, int NKV, int HS,
+                           int maxT);
 
 /* ---------------------------------------------------- log-probs, entropy */
 
