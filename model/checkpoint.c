@@ -170,7 +170,7 @@ static int bind_tensors(Base *b, const char *dir) {
     }
     PL_TRY(check_extras(b));
     if (heap_floats) {
-        b->heap = malloc(heap_floats * sizeof(float));
+        b->heap = weights_alloc(heap_floats);
         if (!b->heap)
             return pl_fail(PL_ENOMEM, "%s: out of memory converting %zu floats", dir,
                            heap_floats);
@@ -330,7 +330,7 @@ static int load_llama2c(Base *b, const char *path) {
     }
     rc = weights_init(&b->w, L);
     if (rc < 0) goto out;
-    b->flat = malloc(b->table.total * sizeof(float));
+    b->flat = weights_alloc(b->table.total);
     if (!b->flat) {
         rc = pl_fail(PL_ENOMEM, "%s: out of memory for %zu floats", path, b->table.total);
         goto out;
@@ -380,7 +380,7 @@ int base_load(Base **out, const char *path) {
 
 int base_make_flat(Base *b) {
     if (b->flat && !b->heap && b->n_files == 0) return 0;
-    float *flat = malloc(b->table.total * sizeof(float));
+    float *flat = weights_alloc(b->table.total);
     if (!flat)
         return pl_fail(PL_ENOMEM, "base_make_flat: out of memory for %zu floats",
                        b->table.total);

@@ -618,7 +618,7 @@ int model_decode(Model *m, KVCache *c, const int *slots, const int *ids, int n,
     int R = m->lora ? m->lora->cfg.rank : 0;
     if (R > KV_MAX_RANK) return pl_fail(PL_ENOTSUP, "decode: LoRA rank %d above %d", R, KV_MAX_RANK);
     if (n > c->B) return pl_fail(PL_EINVAL, "decode: %d rows for a cache of %d", n, c->B);
-    int pos[n];
+    int pos[n], lens[n];
     for (int i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= V)
             return pl_fail(PL_ERANGE, "decode: token %d outside the vocabulary [0, %d)", ids[i], V);
@@ -626,6 +626,7 @@ int model_decode(Model *m, KVCache *c, const int *slots, const int *ids, int n,
             return pl_fail(PL_ERANGE, "decode: sequence in slot %d is full (%d positions)",
                            slots[i], c->len[slots[i]]);
         pos[i] = c->len[slots[i]];
+        lens[i] = pos[i] + 1;
     }
     float *x = c->scratch, *xn = x + (size_t)n * C, *q = xn + (size_t)n * C;
     float *k = q + (size_t)n * QD, *v = k + (size_t)n * KD, *att = v + (size_t)n * KD;
@@ -644,12 +645,8 @@ int model_decode(Model *m, KVCache *c, const int *slots, const int *ids, int n,
             memcpy(kv_row(c, c->k, l, slots[i], pos[i]), k + (size_t)i * KD, sizeof(float) * KD);
             memcpy(kv_row(c, c->v, l, slots[i], pos[i]), v + (size_t)i * KD, sizeof(float) * KD);
         }
-        for (int i = 0; i < n; i++) {
-            int len = pos[i] + 1;
-            attention_decode(att + (size_t)i * QD, q + (size_t)i * QD,
-                             kv_row(c, c->k, l, slots[i], 0), kv_row(c, c->v, l, slots[i], 0),
-                             &len, 1, NH, NKV, HS, c->maxT);
-        }
+        attention_decode(att, q, kv_row(c, c->k, l, 0, 0), kv_row(c, c->v, l, 0, 0), slots, lens,
+                         n, NH, NKV, HS, c->maxT);
         linear_forward(m, l, LORA_O, x, att, lw->wo, NULL, u, n, QD, C, 1);
         rmsnorm_forward(xn, NULL, x, lw->mlp_norm, n, C, cfg->norm_eps);
         linear_forward(m, l, LORA_GATE, gate, xn, lw->w_gate, NULL, u, n, C, H, 0);

@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <string.h>
 
 #include "common/err.h"
@@ -131,6 +132,18 @@ void weights_bind_flat(Weights *w, const ParamTable *t, float *flat, int tie_emb
     if (tie_embeddings) w->lm_head = w->embed;
 }
 
+float *weights_alloc(size_t n) {
+    const size_t huge = (size_t)2 << 20;
+    size_t bytes = n * sizeof(float);
+    if (bytes < huge) return malloc(bytes > 0 ? bytes : 1);
+    bytes = (bytes + huge - 1) / huge * huge;
+    float *p = aligned_alloc(huge, bytes);
+#ifdef MADV_HUGEPAGE
+    if (p) madvise(p, bytes, MADV_HUGEPAGE); /* a hint: failure is harmless */
+#endif
+    return p;
+}
+
 /* ------------------------------------------------------------ random base */
 
 int base_new_random(Base **out, const ModelConfig *c, unsigned long long seed, float std) {
@@ -142,7 +155,7 @@ int base_new_random(Base **out, const ModelConfig *c, unsigned long long seed, f
     if (rc < 0) goto fail;
     rc = weights_init(&b->w, c->n_layers);
     if (rc < 0) goto fail;
-    b->flat = malloc(b->table.total * sizeof(float));
+    b->flat = weights_alloc(b->table.total);
     if (!b->flat) {
         rc = pl_fail(PL_ENOMEM, "base_new_random: out of memory for %zu floats",
                      b->table.total);

@@ -71,6 +71,11 @@ typedef struct {
     int n_layers;
 } Weights;
 
+/* Allocates n floats for weights (free with free()): 2 MiB aligned and
+ * advised for transparent huge pages, since every decode step streams all
+ * of them and 4 KiB pages cost a TLB miss per page. NULL when out of memory. */
+float *weights_alloc(size_t n);
+
 /* Lists the tensors of config c in a fixed order. On error returns < 0. */
 int param_table_build(ParamTable *t, const ModelConfig *c);
 void param_table_free(ParamTable *t);

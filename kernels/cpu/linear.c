@@ -34,15 +34,39 @@ static inline void dot_rows(float *s, const float *wr, const float *inp, int N, 
     }
 }
 
+/* Four weight rows against one input row: four independent sums, so the
+ * FMAs do not wait on each other (one row alone is latency-bound). */
+static inline void dot_4x1(float s[4], const float *w0, const float *x, int IC) {
+    const float *w1 = w0 + IC, *w2 = w1 + IC, *w3 = w2 + IC;
+    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
+    for (int i = 0; i < IC; i++) {
+        a0 += w0[i] * x[i];
+        a1 += w1[i] * x[i];
+        a2 += w2[i] * x[i];
+        a3 += w3[i] * x[i];
+    }
+    s[0] = a0, s[1] = a1, s[2] = a2, s[3] = a3;
+}
+
 static void matmul_small(float *out, const float *inp, const float *w, int N, int IC, int OC,
                          int accumulate) {
+    int nblk = (OC + 3) / 4;
 #pragma omp parallel for schedule(static) if ((size_t)OC * IC > 16384)
-    for (int o = 0; o < OC; o++) {
-        float s[SMALL_N];
-        dot_rows(s, w + (size_t)o * IC, inp, N, IC);
+    for (int blk = 0; blk < nblk; blk++) {
+        int o0 = 4 * blk, rows = OC - o0 < 4 ? OC - o0 : 4;
+        const float *wb = w + (size_t)o0 * IC;
+        float s[4][SMALL_N];
+        if (N == 1 && rows == 4) {
+            float t[4];
+            dot_4x1(t, wb, inp, IC);
+            for (int r = 0; r < 4; r++) s[r][0] = t[r];
+        } else {
+            for (int r = 0; r < rows; r++) dot_rows(s[r], wb + (size_t)r * IC, inp, N, IC);
+        }
         for (int n = 0; n < N; n++) {
-            float *dst = out + (size_t)n * OC + o;
-            *dst = accumulate ? *dst + s[n] : s[n];
+            float *dst = out + (size_t)n * OC + o0;
+            for (int r = 0; r < rows; r++) dst[r] = accumulate ? dst[r] + s[r][n] : s[r][n];
         }
     }
 }
