@@ -7,6 +7,7 @@
  * Each row is two passes over V; the softmax is never stored. */
 #include "../kernels.h"
 
+#include <float.h>
 #include <math.h>
 
 void logprob_forward(float *lp, float *ent, float *lse, const float *logits,
@@ -54,7 +55,8 @@ void logprob_backward(float *dlogits, const float *dlp, const float *dent,
                 g = -a * p;
                 if (e != 0.0f) g += -e * p * (zj - mean_z);
             }
-            dz[j] = g * inv_temp;
+            g *= inv_temp;
+            dz[j] = fabsf(g) < FLT_MIN ? 0.0f : g; /* no subnormals into the GEMM */
         }
         if (targets[i] >= 0) dz[targets[i]] += a * inv_temp;
     }
