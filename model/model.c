@@ -9,8 +9,11 @@
  *   att = attention(q,k,v)      mid = x + lin_o(att)
  *   xn2 = rmsnorm(mid)          h = silu(lin_g(xn2)) * lin_u(xn2)
  *   x'  = mid + lin_d(h)
- * then xf = rmsnorm(x_L), logits = xf @ lm_head^T in chunks of rows, and the
- * scalar head values = xf @ head_w + head_b. */
+ * then xf = rmsnorm(x_L), logits = xf @ lm_head^T, and the scalar head
+ * values = xf @ head_w + head_b. The logits of a batch are kept for
+ * backward when they fit in LOGITS_KEEP floats (one GEMM each way);
+ * larger batches go in chunks of LOGIT_CHUNK rows and backward recomputes
+ * them. Either way no softmax is stored. */
 #include "model.h"
 
 #include <math.h>
@@ -21,11 +24,13 @@
 #include "common/rng.h"
 #include "kernels/kernels.h"
 
-#define LOGIT_CHUNK 64   /* rows of logits materialised at once */
+#define LOGIT_CHUNK 256               /* rows of logits per chunk when not kept */
+#define LOGITS_KEEP ((size_t)64 << 20) /* floats of logits kept for backward (256 MiB) */
 
 struct Acts {
     int capN;           /* rows the buffers hold                        */
     int *pos;           /* (N) position of each row in its sequence     */
+    int *no_tgt;        /* (N) all -1: targets when the batch has none  */
     float *res;         /* (L+1, N, C) residual stream at layer inputs  */
     float *xn1, *rstd1; /* (L, N, C), (L, N)                            */
     float *q;           /* (L, N, QD) after RoPE                        */
@@ -39,7 +44,9 @@ struct Acts {
     float *xf, *rstdf;  /* (N, C), (N)                                  */
     float *out_lse;     /* (N) logsumexp of each logits row             */
     float *out_ent;     /* (N) entropy of each row                      */
-    float *logits;      /* (CHUNK, V)                                   */
+    float *logits;      /* (N, V) when kept, else (CHUNK, V)            */
+    int keep_logits;    /* the buffer holds every row                   */
+    int logits_valid;   /* it holds the last forward's logits           */
     /* backward scratch */
     float *dres, *dxn;  /* (N, C)                                       */
     float *dq, *datt;   /* (N, QD)                                      */
@@ -54,6 +61,7 @@ struct Acts {
 static void acts_free(Acts *a) {
     if (!a) return;
     free(a->pos);
+    free(a->no_tgt);
     float **bufs[] = {&a->res,  &a->xn1,     &a->rstd1,   &a->q,     &a->k,   &a->v,
                       &a->att,  &a->lse,     &a->mid,     &a->xn2,   &a->rstd2, &a->gate,
                       &a->up,   &a->hmid,    &a->lora_u,  &a->xf,    &a->rstdf, &a->out_lse,
@@ -108,7 +116,8 @@ static int acts_ensure(Model *m, int N) {
     ALLOC(rstdf, Nn);
     ALLOC(out_lse, Nn);
     ALLOC(out_ent, Nn);
-    ALLOC(logits, (size_t)LOGIT_CHUNK * V);
+    a->keep_logits = Nn * V <= LOGITS_KEEP;
+    ALLOC(logits, (a->keep_logits ? Nn : LOGIT_CHUNK) * V);
     ALLOC(dres, Nn * C);
     ALLOC(dxn, Nn * C);
     ALLOC(dq, Nn * QD);
@@ -121,7 +130,8 @@ static int acts_ensure(Model *m, int N) {
     ALLOC(du, Nn * R);
 #undef ALLOC
     a->pos = malloc(sizeof(int) * Nn);
-    if (!a->pos) {
+    a->no_tgt = malloc(sizeof(int) * Nn);
+    if (!a->pos || !a->no_tgt) {
         acts_free(a);
         return pl_fail(PL_ENOMEM, "activations: out of memory");
     }
@@ -129,6 +139,12 @@ static int acts_ensure(Model *m, int N) {
     a->bytes = total;
     m->acts = a;
     return 0;
+}
+
+/* n targets of -1, for a forward that scores nothing (entropy only). */
+static const int *no_target(Acts *a, int n) {
+    for (int i = 0; i < n; i++) a->no_tgt[i] = -1;
+    return a->no_tgt;
 }
 
 static void scale_buf(float *x, size_t n, float s) {
@@ -365,18 +381,21 @@ int model_forward(Model *m, const Batch *b, float *lp, float *ent, float *values
     embedding_forward(a->res, b->tokens, m->base->w.embed, N, C);
     layers_forward(m, b->cu_seqlens, b->B, N);
 
+    a->logits_valid = 0;
     if (lp || ent || logits) {
         float inv_t = inv_temperature(b);
-        for (int i0 = 0; i0 < N; i0 += LOGIT_CHUNK) {
-            int n = N - i0 < LOGIT_CHUNK ? N - i0 : LOGIT_CHUNK;
-            float *z = logits ? logits + (size_t)i0 * V : a->logits;
+        int chunk = a->keep_logits ? N : LOGIT_CHUNK;
+        for (int i0 = 0; i0 < N; i0 += chunk) {
+            int n = N - i0 < chunk ? N - i0 : chunk;
+            float *z = a->logits;
             matmul_forward(z, a->xf + (size_t)i0 * C, m->base->w.lm_head, NULL, n, C, V, 0);
-            static const int no_target[LOGIT_CHUNK] = {[0 ... LOGIT_CHUNK - 1] = -1};
-            const int *tg = b->targets ? b->targets + i0 : no_target;
+            if (logits) memcpy(logits + (size_t)i0 * V, z, sizeof(float) * (size_t)n * V);
+            const int *tg = b->targets ? b->targets + i0 : no_target(a, n);
             float *lpo = a->dq; /* scratch when lp is not wanted: N floats fit */
             logprob_forward(lp ? lp + i0 : lpo, a->out_ent + i0, a->out_lse + i0, z, tg, n, V,
                             inv_t);
         }
+        a->logits_valid = a->keep_logits;
         if (ent) memcpy(ent, a->out_ent, sizeof(float) * N);
     }
     if (values) {
@@ -423,21 +442,22 @@ int model_backward(Model *m, const Batch *b, const float *dlp, const float *dent
     float *dxf = a->dxn;
     memset(dxf, 0, sizeof(float) * NC);
 
-    /* language-model head, chunk by chunk, recomputing the logits */
+    /* language-model head: the kept logits, or chunk by chunk recomputed */
     if (dlp || dent) {
         float inv_t = inv_temperature(b);
-        static const int no_target[LOGIT_CHUNK] = {[0 ... LOGIT_CHUNK - 1] = -1};
-        for (int i0 = 0; i0 < N; i0 += LOGIT_CHUNK) {
-            int n = N - i0 < LOGIT_CHUNK ? N - i0 : LOGIT_CHUNK;
+        int chunk = a->logits_valid ? N : LOGIT_CHUNK;
+        for (int i0 = 0; i0 < N; i0 += chunk) {
+            int n = N - i0 < chunk ? N - i0 : chunk;
             if (!rows_have_grad(dlp, dent, i0, n)) continue;
             const float *xf = a->xf + (size_t)i0 * C;
-            matmul_forward(a->logits, xf, w->lm_head, NULL, n, C, V, 0);
-            const int *tg = b->targets ? b->targets + i0 : no_target;
+            if (!a->logits_valid) matmul_forward(a->logits, xf, w->lm_head, NULL, n, C, V, 0);
+            const int *tg = b->targets ? b->targets + i0 : no_target(a, n);
             logprob_backward(a->logits, dlp ? dlp + i0 : NULL, dent ? dent + i0 : NULL, a->logits,
                              a->out_lse + i0, a->out_ent + i0, tg, n, V, inv_t);
             matmul_backward(dxf + (size_t)i0 * C, GB(lm_head), NULL, a->logits, xf, w->lm_head, n,
                             C, V);
         }
+        a->logits_valid = 0; /* the buffer now holds gradients */
     }
     /* scalar head */
     if (dvalues) {
