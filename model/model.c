@@ -11,7 +11,7 @@
  *   x'  = mid + lin_d(h)
  * then xf = rmsnorm(x_L), logits = xf @ lm_head^T, and the scalar head
  * values = xf @ head_w + head_b. The logits of a batch are kept for
- * backward when they fit in LOGITS_KEEP floats (one GEMM each way);
+ * backward when they fit in Model.logits_budget floats (one GEMM each way);
  * larger batches go in chunks of LOGIT_CHUNK rows and backward recomputes
  * them. Either way no softmax is stored. */
 #include "model.h"
@@ -25,7 +25,7 @@
 #include "kernels/kernels.h"
 
 #define LOGIT_CHUNK 256               /* rows of logits per chunk when not kept */
-#define LOGITS_KEEP ((size_t)64 << 20) /* floats of logits kept for backward (256 MiB) */
+#define LOGITS_KEEP ((size_t)64 << 20) /* default Model.logits_budget (256 MiB) */
 
 struct Acts {
     int capN;           /* rows the buffers hold                        */
@@ -116,7 +116,7 @@ static int acts_ensure(Model *m, int N) {
     ALLOC(rstdf, Nn);
     ALLOC(out_lse, Nn);
     ALLOC(out_ent, Nn);
-    a->keep_logits = Nn * V <= LOGITS_KEEP;
+    a->keep_logits = Nn * V <= m->logits_budget;
     ALLOC(logits, (a->keep_logits ? Nn : LOGIT_CHUNK) * V);
     ALLOC(dres, Nn * C);
     ALLOC(dxn, Nn * C);
@@ -208,6 +208,7 @@ int model_new(Model **out, Base *base, const ModelOptions *opt) {
     PL_CHECK_ALLOC(m);
     m->base = base;
     m->train_base = opt->train_base;
+    m->logits_budget = LOGITS_KEEP;
     int rc = 0;
     if (opt->lora_rank > 0) {
         LoraConfig lc = {.rank = opt->lora_rank,

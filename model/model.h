@@ -49,6 +49,8 @@ typedef struct Model {
     float *g_lora;          /* (lora->n)                                         */
     float *g_head;          /* (C + 1)                                           */
     Acts *acts;             /* activations kept for backward                     */
+    size_t logits_budget;   /* floats of logits kept for backward (default 64M);
+                               larger batches recompute them in chunks           */
     int n_threads;
 } Model;
 

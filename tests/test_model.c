@@ -70,7 +70,7 @@ static void check_buffer(Model *m, const Batch *b, const Functional *f, float *p
     }
 }
 
-static void run_grad_check(int tied, int interleaved, int train_base) {
+static void run_grad_check(int tied, int interleaved, int train_base, int keep_logits) {
     ModelConfig c = tiny_config(tied, interleaved);
     Base *base;
     assert_int_equal(base_new_random(&base, &c, 7, 0.4f), 0);
@@ -82,6 +82,7 @@ static void run_grad_check(int tied, int interleaved, int train_base) {
                         .seed = 3};
     Model *m;
     assert_int_equal(model_new(&m, base, &opt), 0);
+    if (!keep_logits) m->logits_budget = 0; /* backward recomputes them in chunks */
     Rng r;
     rng_seed(&r, 11);
     if (m->lora) tu_randn(m->lora->mem, m->lora->n, &r, 0.3f); /* B != 0 so A gets gradients */
@@ -113,14 +114,17 @@ static void run_grad_check(int tied, int interleaved, int train_base) {
 
 /* LoRA on all targets with a frozen base: adapter and head gradients
  * match finite differences (HF RoPE, untied head). */
-static void test_grad_lora(void **state) { run_grad_check(0, 0, 0); }
+static void test_grad_lora(void **state) { run_grad_check(0, 0, 0, 1); }
+
+/* The same with the logits recomputed in backward instead of kept. */
+static void test_grad_lora_recompute(void **state) { run_grad_check(0, 0, 0, 0); }
 
 /* Full fine-tuning: every base weight's gradient, with tied embeddings
  * (the head's gradient lands in the embedding) and interleaved RoPE. */
-static void test_grad_full_tied(void **state) { run_grad_check(1, 1, 1); }
+static void test_grad_full_tied(void **state) { run_grad_check(1, 1, 1, 1); }
 
-/* Full fine-tuning, untied, HF RoPE. */
-static void test_grad_full_untied(void **state) { run_grad_check(0, 0, 1); }
+/* Full fine-tuning, untied, HF RoPE, logits recomputed in backward. */
+static void test_grad_full_untied(void **state) { run_grad_check(0, 0, 1, 0); }
 
 /* A packed batch gives the same outputs as each sequence alone: no
  * attention crosses a boundary and positions restart per sequence. */
@@ -260,6 +264,7 @@ static void test_bad_batches(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grad_lora),
+        cmocka_unit_test(test_grad_lora_recompute),
         cmocka_unit_test(test_grad_full_tied),
         cmocka_unit_test(test_grad_full_untied),
         cmocka_unit_test(test_packing_isolates_sequences),
