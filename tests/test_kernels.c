@@ -112,15 +112,16 @@ static void naive_matmul(double *out, const float *inp, const float *w, const fl
 }
 
 /* Proves matmul_forward computes inp @ w^T (+ bias) on every path: few rows
- * (N == 1, N a multiple of 4 with 4-row weight blocks, other N; IC not a
- * multiple of the vector width; OC not a multiple of 4) and sgemm (N > 32);
+ * (N == 1 with 16-row weight blocks, N a multiple of 4 with 4-row blocks,
+ * other N; IC not a multiple of the vector width; OC not a multiple of 4
+ * or 16) and sgemm (N > 32);
  * overwrites out when accumulate == 0 (out starts as NaN) and adds to it
  * when accumulate != 0. */
 static void test_matmul_forward(void **state) {
     (void)state;
     Rng rng;
     rng_seed(&rng, 101);
-    const int IC = 37, OC = 10, Ns[4] = {5, 1, 8, 40};
+    const int IC = 37, OC = 21, Ns[4] = {5, 1, 8, 40};
     for (int ni = 0; ni < 4; ni++) {
         int N = Ns[ni];
         float *inp = randn_new((size_t)N * IC, &rng, 1.0f);

@@ -84,6 +84,23 @@ static inline void dot_4x4(float s[4][4], const float *w0, const float *x0, int 
     }
     _mm512_storeu_ps(&s[0][0], reduce16(acc));
 }
+
+/* Sixteen weight rows against one input row (decoding one sequence):
+ * 16 independent sums, out[r] = w_r . x for r < 16. */
+static inline void dot_16x1(float *out, const float *w0, const float *x, int IC) {
+    __m512 acc[16]; /* row 4p + q lives in acc[4q + p], lane 4p + q after reduce16 */
+    for (int j = 0; j < 16; j++) acc[j] = _mm512_setzero_ps();
+    for (int i = 0; i < IC; i += 16) {
+        __mmask16 m = IC - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (IC - i)) - 1);
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+        for (int r = 0; r < 16; r++) {
+            __m512 wv = _mm512_maskz_loadu_ps(m, w0 + (size_t)r * IC + i);
+            acc[(r & 3) * 4 + (r >> 2)] = _mm512_fmadd_ps(wv, xv, acc[(r & 3) * 4 + (r >> 2)]);
+        }
+    }
+    _mm512_storeu_ps(out, reduce16(acc));
+}
+#define HAVE_DOT_16X1 1
 #else
 static inline void dot_4x4(float s[4][4], const float *w0, const float *x0, int IC) {
     for (int r = 0; r < 4; r++) dot_rows(s[r], w0 + (size_t)r * IC, x0, 4, IC);
@@ -92,6 +109,24 @@ static inline void dot_4x4(float s[4][4], const float *w0, const float *x0, int 
 
 static void matmul_small(float *out, const float *inp, const float *w, int N, int IC, int OC,
                          int accumulate) {
+#ifdef HAVE_DOT_16X1
+    if (N == 1) {
+        int n16 = OC / 16;
+#pragma omp parallel for schedule(static) if ((size_t)OC * IC > 16384)
+        for (int blk = 0; blk < n16; blk++) {
+            float s[16];
+            dot_16x1(s, w + (size_t)blk * 16 * IC, inp, IC);
+            float *dst = out + (size_t)blk * 16;
+            for (int r = 0; r < 16; r++) dst[r] = accumulate ? dst[r] + s[r] : s[r];
+        }
+        for (int o = n16 * 16; o < OC; o++) {
+            float s;
+            dot_rows(&s, w + (size_t)o * IC, inp, 1, IC);
+            out[o] = accumulate ? out[o] + s : s;
+        }
+        return;
+    }
+#endif
     int nblk = (OC + 3) / 4;
 #pragma omp parallel for schedule(static) if ((size_t)OC * IC > 16384)
     for (int blk = 0; blk < nblk; blk++) {
