@@ -13,6 +13,8 @@
 #include "model/sampler.h"
 
 #include <math.h>
+
+#include "common/mathx.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,7 +146,7 @@ int sampler_sample(const float *logits, int V, const SamplerParams *p, Rng *rng,
         float mx = logits[imax];
         if (lp) {
             double s = 0.0;
-            for (int i = 0; i < V; i++) s += expf(logits[i] - mx);
+            for (int i = 0; i < V; i++) s += exp_neg(logits[i] - mx);
             *lp = (float)(-log(s));
         }
         return imax;
@@ -157,7 +159,7 @@ int sampler_sample(const float *logits, int V, const SamplerParams *p, Rng *rng,
     float zmax = logits[imax] / T;
     double total = 0.0;
     for (int i = 0; i < V; i++) {
-        e[i] = expf(logits[i] / T - zmax);
+        e[i] = exp_neg(logits[i] / T - zmax);
         total += e[i];
     }
 

@@ -11,6 +11,8 @@
 
 #include <cblas.h>
 #include <math.h>
+
+#include "common/mathx.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,7 +62,7 @@ void attention_forward(float *out, float *lse, const float *q, const float *k,
                         float mx = -INFINITY, sum = 0.0f;
                         for (int u = 0; u < n; u++) mx = row[u] > mx ? row[u] : mx;
                         for (int u = 0; u < n; u++) {
-                            row[u] = expf(row[u] - mx);
+                            row[u] = exp_neg(row[u] - mx);
                             sum += row[u];
                         }
                         float inv = 1.0f / sum;
@@ -114,7 +116,7 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout,
                             float L = lse[(size_t)(s0 + t0 + r) * NH + h];
                             float *pr = P + (size_t)r * nk, *dpr = dP + (size_t)r * nk;
                             for (int u = 0; u < nk; u++) {
-                                float p = u <= t0 + r ? expf(pr[u] - L) : 0.0f;
+                                float p = u <= t0 + r ? exp_neg(pr[u] - L) : 0.0f;
                                 pr[u] = p;
                                 dpr[u] = p * (dpr[u] - D) * scale; /* dS */
                             }
@@ -156,28 +158,16 @@ void attention_decode(float *out, const float *q, const float *kc, const float *
                 size_t slot = (size_t)(slots ? slots[b] : b);
                 const float *kb = kc + slot * maxT * kd + (size_t)hk * HS;
                 const float *vb = vc + slot * maxT * kd + (size_t)hk * HS;
+                /* scores = scale * K q, softmax, out = V^T p: two GEMVs */
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, T, HS, scale, kb, kd, qt, 1, 0.0f, att, 1);
                 float mx = -INFINITY;
-                for (int u = 0; u < T; u++) {
-                    const float *ku = kb + (size_t)u * kd;
-                    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-                    for (int d = 0; d < HS; d++) s += qt[d] * ku[d];
-                    s *= scale;
-                    att[u] = s;
-                    if (s > mx) mx = s;
-                }
+                for (int u = 0; u < T; u++) mx = att[u] > mx ? att[u] : mx;
                 float sum = 0.0f;
                 for (int u = 0; u < T; u++) {
-                    att[u] = expf(att[u] - mx);
+                    att[u] = exp_neg(att[u] - mx);
                     sum += att[u];
                 }
-                float inv = 1.0f / sum;
-                memset(ot, 0, sizeof(float) * (size_t)HS);
-                for (int u = 0; u < T; u++) {
-                    const float *vu = vb + (size_t)u * kd;
-                    float p = att[u] * inv;
-                    for (int d = 0; d < HS; d++) ot[d] += p * vu[d];
-                }
+                cblas_sgemv(CblasRowMajor, CblasTrans, T, HS, 1.0f / sum, vb, kd, att, 1, 0.0f, ot, 1);
             }
         }
         free(att);

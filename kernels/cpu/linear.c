@@ -74,8 +74,16 @@ static inline __m512 reduce16(const __m512 a[16]) {
 static inline void dot_4x4(float s[4][4], const float *w0, const float *x0, int IC) {
     __m512 acc[16]; /* acc[4k + r] = w_r . x_k, so lane 4r + k of the reduction */
     for (int j = 0; j < 16; j++) acc[j] = _mm512_setzero_ps();
-    for (int i = 0; i < IC; i += 16) {
-        __mmask16 m = IC - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (IC - i)) - 1);
+    int i = 0;
+    for (; i + 16 <= IC; i += 16) {
+        __m512 w[4], x[4];
+        for (int r = 0; r < 4; r++) w[r] = _mm512_loadu_ps(w0 + (size_t)r * IC + i);
+        for (int k = 0; k < 4; k++) x[k] = _mm512_loadu_ps(x0 + (size_t)k * IC + i);
+        for (int k = 0; k < 4; k++)
+            for (int r = 0; r < 4; r++) acc[4 * k + r] = _mm512_fmadd_ps(w[r], x[k], acc[4 * k + r]);
+    }
+    if (i < IC) { /* tail: masked loads read zeros past the end */
+        __mmask16 m = (__mmask16)((1u << (IC - i)) - 1);
         __m512 w[4], x[4];
         for (int r = 0; r < 4; r++) w[r] = _mm512_maskz_loadu_ps(m, w0 + (size_t)r * IC + i);
         for (int k = 0; k < 4; k++) x[k] = _mm512_maskz_loadu_ps(m, x0 + (size_t)k * IC + i);
@@ -138,6 +146,11 @@ static void matmul_small(float *out, const float *inp, const float *w, int N, in
             dot_4x1(t, wb, inp, IC);
             for (int r = 0; r < 4; r++) s[r][0] = t[r];
         } else if (rows == 4 && N % 4 == 0) {
+#ifdef HAVE_DOT_16X1
+            if (blk + 1 < nblk) /* the next block's weights, while this one computes */
+                for (size_t off = 0; off < (size_t)4 * IC; off += 16)
+                    _mm_prefetch((const char *)(wb + 4 * (size_t)IC + off), _MM_HINT_T0);
+#endif
             for (int n = 0; n < N; n += 4) {
                 float t[4][4];
                 dot_4x4(t, wb, inp + (size_t)n * IC, IC);

@@ -10,6 +10,8 @@
 #include <float.h>
 #include <math.h>
 
+#include "common/mathx.h"
+
 void logprob_forward(float *lp, float *ent, float *lse, const float *logits,
                      const int *targets, int N, int V, float inv_temp) {
 #pragma omp parallel for if (N > 4)
@@ -22,7 +24,7 @@ void logprob_forward(float *lp, float *ent, float *lse, const float *logits,
         for (int j = 0; j < V; j++) {
             float zj = z[j] * inv_temp;
             if (zj == -INFINITY) continue; /* masked: p = 0, and 0 * -inf is NaN */
-            double e = exp((double)(zj - mx));
+            double e = exp_neg(zj - mx);
             sum += e;
             sz += e * zj;
         }
@@ -49,7 +51,7 @@ void logprob_backward(float *dlogits, const float *dlp, const float *dent,
         float mean_z = ent ? l - ent[i] : 0.0f;
         for (int j = 0; j < V; j++) {
             float zj = z[j] * inv_temp;
-            float p = expf(zj - l);
+            float p = exp_neg(zj - l);
             float g = 0.0f;
             if (p > 0.0f) {
                 g = -a * p;
