@@ -24,7 +24,7 @@
 #include "common/rng.h"
 #include "kernels/kernels.h"
 
-#define LOGIT_CHUNK 256               /* rows of logits per chunk when not kept */
+#define LOGIT_CHUNK 256                /* rows of logits per chunk when not kept */
 #define LOGITS_KEEP ((size_t)64 << 20) /* default Model.logits_budget (256 MiB) */
 
 struct Acts {
@@ -48,11 +48,11 @@ struct Acts {
     int keep_logits;    /* the buffer holds every row                   */
     int logits_valid;   /* it holds the last forward's logits           */
     /* backward scratch */
-    float *dres, *dxn;  /* (N, C)                                       */
-    float *dq, *datt;   /* (N, QD)                                      */
-    float *dk, *dv;     /* (N, KD)                                      */
+    float *dres, *dxn;       /* (N, C)                                       */
+    float *dq, *datt;        /* (N, QD)                                      */
+    float *dk, *dv;          /* (N, KD)                                      */
     float *dgate, *dup, *dh; /* (N, H)                                  */
-    float *du;          /* (N, R)                                       */
+    float *du;               /* (N, R)                                       */
     size_t bytes;
 };
 
@@ -62,12 +62,13 @@ static void acts_free(Acts *a) {
     if (!a) return;
     free(a->pos);
     free(a->no_tgt);
-    float **bufs[] = {&a->res,  &a->xn1,     &a->rstd1,   &a->q,     &a->k,   &a->v,
-                      &a->att,  &a->lse,     &a->mid,     &a->xn2,   &a->rstd2, &a->gate,
-                      &a->up,   &a->hmid,    &a->lora_u,  &a->xf,    &a->rstdf, &a->out_lse,
-                      &a->out_ent, &a->logits, &a->dres,  &a->dxn,   &a->dq,  &a->datt,
-                      &a->dk,   &a->dv,      &a->dgate,   &a->dup,   &a->dh,  &a->du};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(*bufs[i]);
+    float **bufs[] = {&a->res,     &a->xn1,    &a->rstd1,  &a->q,   &a->k,     &a->v,
+                      &a->att,     &a->lse,    &a->mid,    &a->xn2, &a->rstd2, &a->gate,
+                      &a->up,      &a->hmid,   &a->lora_u, &a->xf,  &a->rstdf, &a->out_lse,
+                      &a->out_ent, &a->logits, &a->dres,   &a->dxn, &a->dq,    &a->datt,
+                      &a->dk,      &a->dv,     &a->dgate,  &a->dup, &a->dh,    &a->du};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        free(*bufs[i]);
     free(a);
 }
 
@@ -87,15 +88,15 @@ static int acts_ensure(Model *m, int N) {
     size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
     size_t R = m->lora ? m->lora->cfg.rank : 0;
     size_t total = 0;
-#define ALLOC(field, count)                                                   \
-    do {                                                                      \
-        size_t n_ = (count) > 0 ? (count) : 1;                                \
-        a->field = malloc(sizeof(float) * n_);                                \
-        if (!a->field) {                                                      \
-            acts_free(a);                                                     \
-            return pl_fail(PL_ENOMEM, "activations for %d tokens: out of memory", N); \
-        }                                                                     \
-        total += sizeof(float) * n_;                                          \
+#define ALLOC(field, count)                                                                        \
+    do {                                                                                           \
+        size_t n_ = (count) > 0 ? (count) : 1;                                                     \
+        a->field = malloc(sizeof(float) * n_);                                                     \
+        if (!a->field) {                                                                           \
+            acts_free(a);                                                                          \
+            return pl_fail(PL_ENOMEM, "activations for %d tokens: out of memory", N);              \
+        }                                                                                          \
+        total += sizeof(float) * n_;                                                               \
     } while (0)
     ALLOC(res, (L + 1) * Nn * C);
     ALLOC(xn1, L * Nn * C);
@@ -143,12 +144,14 @@ static int acts_ensure(Model *m, int N) {
 
 /* n targets of -1, for a forward that scores nothing (entropy only). */
 static const int *no_target(Acts *a, int n) {
-    for (int i = 0; i < n; i++) a->no_tgt[i] = -1;
+    for (int i = 0; i < n; i++)
+        a->no_tgt[i] = -1;
     return a->no_tgt;
 }
 
 static void scale_buf(float *x, size_t n, float s) {
-    for (size_t i = 0; i < n; i++) x[i] *= s;
+    for (size_t i = 0; i < n; i++)
+        x[i] *= s;
 }
 
 /* The LoRA pair of layer l, target t, or NULL when not active. */
@@ -162,9 +165,8 @@ static int lora_active(const Model *m, int l, int t, const float **A, const floa
 
 /* out (N,OC) (= or +=) x W^T + bias + scale (x A^T) B^T; u (N,R) keeps
  * scale * x A^T for backward. */
-static void linear_forward(const Model *m, int l, int t, float *out, const float *x,
-                           const float *W, const float *bias, float *u, int N, int IC,
-                           int OC, int accumulate) {
+static void linear_forward(const Model *m, int l, int t, float *out, const float *x, const float *W,
+                           const float *bias, float *u, int N, int IC, int OC, int accumulate) {
     matmul_forward(out, x, W, bias, N, IC, OC, accumulate);
     const float *A, *Bm;
     if (lora_active(m, l, t, &A, &Bm)) {
@@ -178,8 +180,8 @@ static void linear_forward(const Model *m, int l, int t, float *out, const float
 /* Backward of linear_forward: dx (N,IC) +=, and the gradients of W, bias
  * (when training the base) and of A, B (when an adapter is active). */
 static void linear_backward(Model *m, int l, int t, float *dx, float *dW, float *dbias,
-                            const float *dy, const float *x, const float *W,
-                            const float *u, int N, int IC, int OC) {
+                            const float *dy, const float *x, const float *W, const float *u, int N,
+                            int IC, int OC) {
     matmul_backward(dx, dW, dbias, dy, x, W, N, IC, OC);
     const float *A, *Bm;
     if (lora_active(m, l, t, &A, &Bm)) {
@@ -213,7 +215,8 @@ int model_new(Model **out, Base *base, const ModelOptions *opt) {
     if (opt->lora_rank > 0) {
         LoraConfig lc = {.rank = opt->lora_rank,
                          .alpha = opt->lora_alpha > 0 ? opt->lora_alpha : (float)opt->lora_rank,
-                         .targets = opt->lora_targets ? opt->lora_targets : (1u << LORA_Q) | (1u << LORA_V)};
+                         .targets = opt->lora_targets ? opt->lora_targets
+                                                      : (1u << LORA_Q) | (1u << LORA_V)};
         rc = lora_new(&m->lora, c, &lc, opt->seed);
         if (rc < 0) goto fail;
         m->g_lora = calloc(m->lora->n, sizeof(float));
@@ -228,7 +231,8 @@ int model_new(Model **out, Base *base, const ModelOptions *opt) {
         Rng r;
         rng_seed2(&r, opt->seed, 0x4ead);
         float std = 1.0f / sqrtf((float)c->dim + 1.0f);
-        for (int i = 0; i < c->dim; i++) m->head[i] = rng_normal(&r) * std;
+        for (int i = 0; i < c->dim; i++)
+            m->head[i] = rng_normal(&r) * std;
     }
     if (opt->train_base) {
         m->g_base = calloc(base->table.total, sizeof(float));
@@ -307,19 +311,50 @@ int model_check_batch(const Model *m, const Batch *b) {
         int len = b->cu_seqlens[s + 1] - b->cu_seqlens[s];
         if (len <= 0) return pl_fail(PL_EINVAL, "batch: sequence %d is empty", s);
         if (len > c->max_seq_len)
-            return pl_fail(PL_ERANGE, "batch: sequence %d has %d tokens, the context is %d",
-                           s, len, c->max_seq_len);
+            return pl_fail(PL_ERANGE, "batch: sequence %d has %d tokens, the context is %d", s, len,
+                           c->max_seq_len);
     }
     int N = b->cu_seqlens[b->B];
     for (int i = 0; i < N; i++) {
         if (b->tokens[i] < 0 || b->tokens[i] >= c->vocab_size)
-            return pl_fail(PL_ERANGE, "batch: token %d at position %d is outside the vocabulary [0, %d)",
+            return pl_fail(PL_ERANGE,
+                           "batch: token %d at position %d is outside the vocabulary [0, %d)",
                            b->tokens[i], i, c->vocab_size);
         if (b->targets && (b->targets[i] < -1 || b->targets[i] >= c->vocab_size))
-            return pl_fail(PL_ERANGE, "batch: target %d at position %d is outside the vocabulary [0, %d)",
+            return pl_fail(PL_ERANGE,
+                           "batch: target %d at position %d is outside the vocabulary [0, %d)",
                            b->targets[i], i, c->vocab_size);
     }
     return 0;
+}
+
+/* Layer l's slices of the stored activations (N rows). */
+typedef struct {
+    float *x, *xn1, *rstd1, *q, *k, *v, *att, *lse, *mid, *xn2, *rstd2;
+    float *gate, *up, *hmid, *u, *xo;
+} LayerActs;
+
+static LayerActs layer_acts(const Acts *a, const ModelConfig *c, int l, int N, int R) {
+    size_t n = (size_t)N, NC = n * c->dim, H = (size_t)c->hidden_dim;
+    size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
+    return (LayerActs){
+        .x = a->res + l * NC,
+        .xo = a->res + (l + 1) * NC,
+        .xn1 = a->xn1 + l * NC,
+        .rstd1 = a->rstd1 + l * n,
+        .q = a->q + l * n * QD,
+        .k = a->k + l * n * KD,
+        .v = a->v + l * n * KD,
+        .att = a->att + l * n * QD,
+        .lse = a->lse + l * n * c->n_heads,
+        .mid = a->mid + l * NC,
+        .xn2 = a->xn2 + l * NC,
+        .rstd2 = a->rstd2 + l * n,
+        .gate = a->gate + l * n * H,
+        .up = a->up + l * n * H,
+        .hmid = a->hmid + l * n * H,
+        .u = a->lora_u + l * LORA_NT * n * R,
+    };
 }
 
 /* -------------------------------------------------------------- forward */
@@ -334,32 +369,27 @@ static void layers_forward(Model *m, const int *cu, int B, int N) {
     size_t NC = (size_t)N * C;
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *lw = &w->layers[l];
-        float *x = a->res + l * NC, *xn1 = a->xn1 + l * NC, *mid = a->mid + l * NC;
-        float *xn2 = a->xn2 + l * NC, *xo = a->res + (l + 1) * NC;
-        float *q = a->q + (size_t)l * N * QD, *k = a->k + (size_t)l * N * KD;
-        float *v = a->v + (size_t)l * N * KD, *att = a->att + (size_t)l * N * QD;
-        float *lse = a->lse + (size_t)l * N * NH;
-        float *gate = a->gate + (size_t)l * N * H, *up = a->up + (size_t)l * N * H;
-        float *hmid = a->hmid + (size_t)l * N * H;
-        float *u = a->lora_u + (size_t)l * LORA_NT * N * R;
+        LayerActs t = layer_acts(a, c, l, N, R);
         size_t NR = (size_t)N * R;
 
-        rmsnorm_forward(xn1, a->rstd1 + (size_t)l * N, x, lw->attn_norm, N, C, c->norm_eps);
-        linear_forward(m, l, LORA_Q, q, xn1, lw->wq, lw->bq, u + LORA_Q * NR, N, C, QD, 0);
-        linear_forward(m, l, LORA_K, k, xn1, lw->wk, lw->bk, u + LORA_K * NR, N, C, KD, 0);
-        linear_forward(m, l, LORA_V, v, xn1, lw->wv, lw->bv, u + LORA_V * NR, N, C, KD, 0);
-        rope_forward(q, a->pos, N, NH, HS, c->rope_theta, c->rope_interleaved);
-        rope_forward(k, a->pos, N, NKV, HS, c->rope_theta, c->rope_interleaved);
-        attention_forward(att, lse, q, k, v, cu, B, NH, NKV, HS);
-        memcpy(mid, x, sizeof(float) * NC);
-        linear_forward(m, l, LORA_O, mid, att, lw->wo, NULL, u + LORA_O * NR, N, QD, C, 1);
+        rmsnorm_forward(t.xn1, t.rstd1, t.x, lw->attn_norm, N, C, c->norm_eps);
+        linear_forward(m, l, LORA_Q, t.q, t.xn1, lw->wq, lw->bq, t.u + LORA_Q * NR, N, C, QD, 0);
+        linear_forward(m, l, LORA_K, t.k, t.xn1, lw->wk, lw->bk, t.u + LORA_K * NR, N, C, KD, 0);
+        linear_forward(m, l, LORA_V, t.v, t.xn1, lw->wv, lw->bv, t.u + LORA_V * NR, N, C, KD, 0);
+        rope_forward(t.q, a->pos, N, NH, HS, c->rope_theta, c->rope_interleaved);
+        rope_forward(t.k, a->pos, N, NKV, HS, c->rope_theta, c->rope_interleaved);
+        attention_forward(t.att, t.lse, t.q, t.k, t.v, cu, B, NH, NKV, HS);
+        memcpy(t.mid, t.x, sizeof(float) * NC);
+        linear_forward(m, l, LORA_O, t.mid, t.att, lw->wo, NULL, t.u + LORA_O * NR, N, QD, C, 1);
 
-        rmsnorm_forward(xn2, a->rstd2 + (size_t)l * N, mid, lw->mlp_norm, N, C, c->norm_eps);
-        linear_forward(m, l, LORA_GATE, gate, xn2, lw->w_gate, NULL, u + LORA_GATE * NR, N, C, H, 0);
-        linear_forward(m, l, LORA_UP, up, xn2, lw->w_up, NULL, u + LORA_UP * NR, N, C, H, 0);
-        swiglu_forward(hmid, gate, up, (size_t)N * H);
-        memcpy(xo, mid, sizeof(float) * NC);
-        linear_forward(m, l, LORA_DOWN, xo, hmid, lw->w_down, NULL, u + LORA_DOWN * NR, N, H, C, 1);
+        rmsnorm_forward(t.xn2, t.rstd2, t.mid, lw->mlp_norm, N, C, c->norm_eps);
+        linear_forward(m, l, LORA_GATE, t.gate, t.xn2, lw->w_gate, NULL, t.u + LORA_GATE * NR, N, C,
+                       H, 0);
+        linear_forward(m, l, LORA_UP, t.up, t.xn2, lw->w_up, NULL, t.u + LORA_UP * NR, N, C, H, 0);
+        swiglu_forward(t.hmid, t.gate, t.up, (size_t)N * H);
+        memcpy(t.xo, t.mid, sizeof(float) * NC);
+        linear_forward(m, l, LORA_DOWN, t.xo, t.hmid, lw->w_down, NULL, t.u + LORA_DOWN * NR, N, H,
+                       C, 1);
     }
     rmsnorm_forward(a->xf, a->rstdf, a->res + (size_t)c->n_layers * NC, w->final_norm, N, C,
                     c->norm_eps);
@@ -369,16 +399,17 @@ static float inv_temperature(const Batch *b) {
     return b->temperature > 0.0f ? 1.0f / b->temperature : 1.0f;
 }
 
-int model_forward(Model *m, const Batch *b, float *lp, float *ent, float *values,
-                  float *logits) {
+int model_forward(Model *m, const Batch *b, float *lp, float *ent, float *values, float *logits) {
     PL_TRY(model_check_batch(m, b));
-    if (values && !m->head) return pl_fail(PL_EINVAL, "values requested from a model without a head");
+    if (values && !m->head)
+        return pl_fail(PL_EINVAL, "values requested from a model without a head");
     const ModelConfig *c = &m->base->cfg;
     int N = b->cu_seqlens[b->B], C = c->dim, V = c->vocab_size;
     PL_TRY(acts_ensure(m, N));
     Acts *a = m->acts;
     for (int s = 0; s < b->B; s++)
-        for (int i = b->cu_seqlens[s]; i < b->cu_seqlens[s + 1]; i++) a->pos[i] = i - b->cu_seqlens[s];
+        for (int i = b->cu_seqlens[s]; i < b->cu_seqlens[s + 1]; i++)
+            a->pos[i] = i - b->cu_seqlens[s];
     embedding_forward(a->res, b->tokens, m->base->w.embed, N, C);
     layers_forward(m, b->cu_seqlens, b->B, N);
 
@@ -404,7 +435,8 @@ int model_forward(Model *m, const Batch *b, float *lp, float *ent, float *values
         for (int i = 0; i < N; i++) {
             const float *x = a->xf + (size_t)i * C;
             float s = hb;
-            for (int j = 0; j < C; j++) s += x[j] * hw[j];
+            for (int j = 0; j < C; j++)
+                s += x[j] * hw[j];
             values[i] = s;
         }
     }
@@ -425,7 +457,8 @@ int model_backward(Model *m, const Batch *b, const float *dlp, const float *dent
     Acts *a = m->acts;
     int N = b->cu_seqlens[b->B];
     if (!a || a->capN < N) return pl_fail(PL_EINVAL, "backward without a matching forward");
-    if (dvalues && !m->head) return pl_fail(PL_EINVAL, "value gradients for a model without a head");
+    if (dvalues && !m->head)
+        return pl_fail(PL_EINVAL, "value gradients for a model without a head");
     const Weights *w = &m->base->w;
     Weights gw = {0};
     LayerWeights *glayers = NULL;
@@ -488,45 +521,36 @@ int model_backward(Model *m, const Batch *b, const float *dlp, const float *dent
         const LayerWeights *lw = &w->layers[l];
         LayerWeights *gl = m->train_base ? &glayers[l] : NULL;
 #define GL(field) (gl ? gl->field : NULL)
-        float *x = a->res + l * NC, *xn1 = a->xn1 + l * NC, *mid = a->mid + l * NC;
-        float *xn2 = a->xn2 + l * NC;
-        float *q = a->q + (size_t)l * N * QD, *k = a->k + (size_t)l * N * KD;
-        float *v = a->v + (size_t)l * N * KD, *att = a->att + (size_t)l * N * QD;
-        float *lse = a->lse + (size_t)l * N * NH;
-        float *gate = a->gate + (size_t)l * N * H, *up = a->up + (size_t)l * N * H;
-        float *hmid = a->hmid + (size_t)l * N * H;
-        float *u = a->lora_u + (size_t)l * LORA_NT * N * R;
+        LayerActs t = layer_acts(a, c, l, N, R);
 
         /* MLP: x' = mid + down(silu(gate) * up); dres is d x' and becomes d mid */
         memset(a->dh, 0, sizeof(float) * (size_t)N * H);
-        linear_backward(m, l, LORA_DOWN, a->dh, GL(w_down), NULL, dres, hmid, lw->w_down,
-                        u + LORA_DOWN * NR, N, H, C);
-        swiglu_backward(a->dgate, a->dup, a->dh, gate, up, (size_t)N * H);
+        linear_backward(m, l, LORA_DOWN, a->dh, GL(w_down), NULL, dres, t.hmid, lw->w_down,
+                        t.u + LORA_DOWN * NR, N, H, C);
+        swiglu_backward(a->dgate, a->dup, a->dh, t.gate, t.up, (size_t)N * H);
         memset(a->dxn, 0, sizeof(float) * NC);
-        linear_backward(m, l, LORA_GATE, a->dxn, GL(w_gate), NULL, a->dgate, xn2, lw->w_gate,
-                        u + LORA_GATE * NR, N, C, H);
-        linear_backward(m, l, LORA_UP, a->dxn, GL(w_up), NULL, a->dup, xn2, lw->w_up,
-                        u + LORA_UP * NR, N, C, H);
-        rmsnorm_backward(dres, GL(mlp_norm), a->dxn, mid, lw->mlp_norm,
-                         a->rstd2 + (size_t)l * N, N, C);
+        linear_backward(m, l, LORA_GATE, a->dxn, GL(w_gate), NULL, a->dgate, t.xn2, lw->w_gate,
+                        t.u + LORA_GATE * NR, N, C, H);
+        linear_backward(m, l, LORA_UP, a->dxn, GL(w_up), NULL, a->dup, t.xn2, lw->w_up,
+                        t.u + LORA_UP * NR, N, C, H);
+        rmsnorm_backward(dres, GL(mlp_norm), a->dxn, t.mid, lw->mlp_norm, t.rstd2, N, C);
 
         /* attention: mid = x + o(att); dres becomes d x */
         memset(a->datt, 0, sizeof(float) * (size_t)N * QD);
-        linear_backward(m, l, LORA_O, a->datt, GL(wo), NULL, dres, att, lw->wo, u + LORA_O * NR,
+        linear_backward(m, l, LORA_O, a->datt, GL(wo), NULL, dres, t.att, lw->wo, t.u + LORA_O * NR,
                         N, QD, C);
-        attention_backward(a->dq, a->dk, a->dv, a->datt, att, lse, q, k, v, b->cu_seqlens, b->B,
-                           NH, NKV, HS);
+        attention_backward(a->dq, a->dk, a->dv, a->datt, t.att, t.lse, t.q, t.k, t.v, b->cu_seqlens,
+                           b->B, NH, NKV, HS);
         rope_backward(a->dq, a->pos, N, NH, HS, c->rope_theta, c->rope_interleaved);
         rope_backward(a->dk, a->pos, N, NKV, HS, c->rope_theta, c->rope_interleaved);
         memset(a->dxn, 0, sizeof(float) * NC);
-        linear_backward(m, l, LORA_Q, a->dxn, GL(wq), GL(bq), a->dq, xn1, lw->wq, u + LORA_Q * NR,
-                        N, C, QD);
-        linear_backward(m, l, LORA_K, a->dxn, GL(wk), GL(bk), a->dk, xn1, lw->wk, u + LORA_K * NR,
-                        N, C, KD);
-        linear_backward(m, l, LORA_V, a->dxn, GL(wv), GL(bv), a->dv, xn1, lw->wv, u + LORA_V * NR,
-                        N, C, KD);
-        rmsnorm_backward(dres, GL(attn_norm), a->dxn, x, lw->attn_norm, a->rstd1 + (size_t)l * N,
-                         N, C);
+        linear_backward(m, l, LORA_Q, a->dxn, GL(wq), GL(bq), a->dq, t.xn1, lw->wq,
+                        t.u + LORA_Q * NR, N, C, QD);
+        linear_backward(m, l, LORA_K, a->dxn, GL(wk), GL(bk), a->dk, t.xn1, lw->wk,
+                        t.u + LORA_K * NR, N, C, KD);
+        linear_backward(m, l, LORA_V, a->dxn, GL(wv), GL(bv), a->dv, t.xn1, lw->wv,
+                        t.u + LORA_V * NR, N, C, KD);
+        rmsnorm_backward(dres, GL(attn_norm), a->dxn, t.x, lw->attn_norm, t.rstd1, N, C);
 #undef GL
     }
     if (m->train_base) embedding_backward(gw.embed, dres, b->tokens, N, C);
@@ -587,7 +611,8 @@ int model_prefill(Model *m, KVCache *c, const int *slots, const int *const *prom
     const ModelConfig *cfg = &m->base->cfg;
     int N = 0;
     for (int i = 0; i < n; i++) {
-        if (slots[i] < 0 || slots[i] >= c->B) return pl_fail(PL_EINVAL, "prefill: bad slot %d", slots[i]);
+        if (slots[i] < 0 || slots[i] >= c->B)
+            return pl_fail(PL_EINVAL, "prefill: bad slot %d", slots[i]);
         if (lens[i] > c->maxT)
             return pl_fail(PL_ERANGE, "prompt %d has %d tokens, more than the cache holds (%d)", i,
                            lens[i], c->maxT);
@@ -630,14 +655,14 @@ int model_prefill(Model *m, KVCache *c, const int *slots, const int *const *prom
     return rc;
 }
 
-int model_decode(Model *m, KVCache *c, const int *slots, const int *ids, int n,
-                 float *logits) {
+int model_decode(Model *m, KVCache *c, const int *slots, const int *ids, int n, float *logits) {
     const ModelConfig *cfg = &m->base->cfg;
     const Weights *w = &m->base->w;
     int C = cfg->dim, H = cfg->hidden_dim, NH = cfg->n_heads, NKV = cfg->n_kv_heads;
     int HS = cfg->head_dim, QD = NH * HS, KD = NKV * HS, V = cfg->vocab_size;
     int R = m->lora ? m->lora->cfg.rank : 0;
-    if (R > KV_MAX_RANK) return pl_fail(PL_ENOTSUP, "decode: LoRA rank %d above %d", R, KV_MAX_RANK);
+    if (R > KV_MAX_RANK)
+        return pl_fail(PL_ENOTSUP, "decode: LoRA rank %d above %d", R, KV_MAX_RANK);
     if (n > c->B) return pl_fail(PL_EINVAL, "decode: %d rows for a cache of %d", n, c->B);
     int pos[n], lens[n];
     for (int i = 0; i < n; i++) {
@@ -666,8 +691,8 @@ int model_decode(Model *m, KVCache *c, const int *slots, const int *ids, int n,
             memcpy(kv_row(c, c->k, l, slots[i], pos[i]), k + (size_t)i * KD, sizeof(float) * KD);
             memcpy(kv_row(c, c->v, l, slots[i], pos[i]), v + (size_t)i * KD, sizeof(float) * KD);
         }
-        attention_decode(att, q, kv_row(c, c->k, l, 0, 0), kv_row(c, c->v, l, 0, 0), slots, lens,
-                         n, NH, NKV, HS, c->maxT);
+        attention_decode(att, q, kv_row(c, c->k, l, 0, 0), kv_row(c, c->v, l, 0, 0), slots, lens, n,
+                         NH, NKV, HS, c->maxT);
         linear_forward(m, l, LORA_O, x, att, lw->wo, NULL, u, n, QD, C, 1);
         rmsnorm_forward(xn, NULL, x, lw->mlp_norm, n, C, cfg->norm_eps);
         linear_forward(m, l, LORA_GATE, gate, xn, lw->w_gate, NULL, u, n, C, H, 0);
@@ -677,6 +702,7 @@ int model_decode(Model *m, KVCache *c, const int *slots, const int *ids, int n,
     }
     rmsnorm_forward(xn, NULL, x, w->final_norm, n, C, cfg->norm_eps);
     matmul_forward(logits, xn, w->lm_head, NULL, n, C, V, 0);
-    for (int i = 0; i < n; i++) c->len[slots[i]] = pos[i] + 1;
+    for (int i = 0; i < n; i++)
+        c->len[slots[i]] = pos[i] + 1;
     return 0;
 }
