@@ -14,5 +14,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_pretrain(int argc, char **argv);
 int cmd_lora(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
 
 #endif

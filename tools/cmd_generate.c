@@ -2,21 +2,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/err.h"
 #include "model/generate.h"
+#include "model/tokenizer.h"
 #include "tools/cmd.h"
 #include "tools/util.h"
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: plumb generate --model PATH (--prompt-ids \"1 2 3\" | --prompt TEXT)\n"
+            "usage: plumb generate --model PATH (--prompt-ids \"1 2 3\" | --prompt TEXT [--tokenizer DIR])\n"
             "                      [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
             "                      [--seed S] [--ignore-eos] [--adapter DIR] [--threads N] [--json]\n"
             "\n"
             "  --model PATH        Hugging Face folder or llama2.c .bin\n"
             "  --prompt-ids IDS    prompt token ids, space or comma separated\n"
-            "  --prompt TEXT       prompt text (needs a tokenizer)\n"
+            "  --prompt TEXT       prompt text, encoded with the tokenizer.json of the model\n"
+            "                      folder (or --tokenizer DIR) with its special tokens (BOS);\n"
+            "                      prints the generated text (without special tokens)\n"
+            "  --tokenizer DIR     folder with tokenizer.json (default: the model folder)\n"
             "  --max-new-tokens N  tokens to generate at most (default 64)\n"
             "  --temperature T     0 = greedy (default 1.0)\n"
             "  --top-k K           keep the K most likely tokens (default 0 = off)\n"
@@ -28,8 +33,28 @@ static void usage(FILE *f) {
             "  --json              print {\"ids\": [...], \"logprobs\": [...]} (generated ids only)\n");
 }
 
+/* The tokenizer for --prompt: --tokenizer DIR, else the model folder. Prints
+ * the error; returns -1 when there is none. */
+static int load_prompt_tokenizer(const char *model_path, const char *tok_dir, Tokenizer **tok) {
+    char path[4096];
+    const char *dir = tok_dir ? tok_dir : model_path;
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        fprintf(stderr,
+                "plumb generate: --prompt needs a tokenizer, and %s has no tokenizer.json; "
+                "pass --tokenizer DIR or token ids with --prompt-ids\n", dir);
+        return -1;
+    }
+    if (tok_load(tok, dir) < 0) {
+        report_error("generate", "loading the tokenizer");
+        return -1;
+    }
+    return 0;
+}
+
 int cmd_generate(int argc, char **argv) {
-    const char *model_path = NULL, *ids_str = NULL, *text = NULL, *adapter = NULL;
+    const char *model_path = NULL, *ids_str = NULL, *text = NULL, *adapter = NULL, *tok_dir = NULL;
     GenParams gp = {.max_new_tokens = 64, .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
     int json = 0, threads = 0;
     for (int i = 1; i < argc; i++) {
@@ -47,6 +72,7 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--prompt-ids")) ids_str = v;
         else if (!strcmp(a, "--prompt")) text = v;
         else if (!strcmp(a, "--adapter")) adapter = v;
+        else if (!strcmp(a, "--tokenizer")) tok_dir = v;
         else if (!strcmp(a, "--max-new-tokens")) { if (arg_int(a, v, 0, 1 << 24, &gp.max_new_tokens)) return 2; }
         else if (!strcmp(a, "--temperature")) { if (arg_float(a, v, 0.0f, 1e4f, &gp.sampler.temperature)) return 2; }
         else if (!strcmp(a, "--top-k")) { if (arg_int(a, v, 0, 1 << 30, &gp.sampler.top_k)) return 2; }
@@ -65,24 +91,29 @@ int cmd_generate(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    int *ids = NULL, n = 0;
+    Tokenizer *tok = NULL;
     if (text) {
-        fprintf(stderr,
-                "plumb generate: --prompt needs a tokenizer, and this build has none yet; "
-                "pass token ids with --prompt-ids\n");
+        if (load_prompt_tokenizer(model_path, tok_dir, &tok) < 0) return 2;
+        if (tok_encode(tok, text, strlen(text), 1, &ids, &n) < 0) {
+            report_error("generate", "--prompt");
+            tok_free(&tok);
+            return 1;
+        }
+    } else if (arg_ids("--prompt-ids", ids_str, &ids, &n)) {
         return 2;
     }
-    int *ids, n;
-    if (arg_ids("--prompt-ids", ids_str, &ids, &n)) return 2;
     set_threads(threads);
     Base *base;
     Model *m;
     if (load_model(model_path, adapter, &base, &m) < 0) {
         free(ids);
+        tok_free(&tok);
         return 1;
     }
     GenResult r;
     const int *prompts[1] = {ids};
-    int rc = gen_generate(m, prompts, &n, 1, &gp, &r);
+    int rc = gen_generate(m, prompts, &n, 1, &gp, &r), failed = 0;
     if (rc < 0) {
         report_error("generate", NULL);
     } else if (json) {
@@ -91,6 +122,15 @@ int cmd_generate(int argc, char **argv) {
         printf(", \"logprobs\": ");
         print_json_floats(stdout, r.logprobs, r.n);
         printf("}\n");
+    } else if (tok) {
+        char *out;
+        if (tok_decode(tok, r.ids, r.n, 1, &out) < 0) {
+            report_error("generate", "decoding the output");
+            failed = 1;
+        } else {
+            printf("%s\n", out);
+            free(out);
+        }
     } else {
         for (int i = 0; i < r.n; i++) printf("%s%d", i ? " " : "", r.ids[i]);
         printf("\n");
@@ -98,6 +138,7 @@ int cmd_generate(int argc, char **argv) {
     if (rc == 0) gen_result_free(&r);
     model_free(&m);
     base_free(&base);
+    tok_free(&tok);
     free(ids);
-    return rc < 0 ? 1 : 0;
+    return rc < 0 || failed ? 1 : 0;
 }

@@ -17,6 +17,8 @@ static const Command commands[] = {
     {"bench", cmd_bench, "decode and train throughput"},
     {"init", cmd_init, "a new model with random weights (HF folder or llama2.c .bin)"},
     {"lora", cmd_lora, "make a LoRA adapter, or merge one into its base"},
+    {"tokenize", cmd_tokenize, "text to token ids with a tokenizer.json"},
+    {"detokenize", cmd_detokenize, "token ids to text with a tokenizer.json"},
     {"pretrain", cmd_pretrain, "train a small byte-level model on a text file"},
 };
 
