@@ -16,5 +16,6 @@ int cmd_pretrain(int argc, char **argv);
 int cmd_lora(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
+int cmd_data(int argc, char **argv);
 
 #endif

@@ -20,6 +20,7 @@ static const Command commands[] = {
     {"tokenize", cmd_tokenize, "text to token ids with a tokenizer.json"},
     {"detokenize", cmd_detokenize, "token ids to text with a tokenizer.json"},
     {"pretrain", cmd_pretrain, "train a small byte-level model on a text file"},
+    {"data", cmd_data, "make the synthetic arith task; check a JSONL dataset"},
 };
 
 static void usage(FILE *f) {
