@@ -1,0 +1,163 @@
+/* redis.h: the Redis layer of preference-data ingestion (prefix rds_).
+ *
+ * Producer: records (opaque binary payloads) are appended to a Redis stream
+ * with XADD, each under a content hash kept in the set `<stream>:seen`. The
+ * check-and-add runs as one Lua script, so it is atomic on the server: a
+ * crash (of us or of Redis) between the dedupe check and the XADD cannot
+ * lose a record or store it twice, and re-ingesting a file adds nothing.
+ * (Redis does not roll a failing script back, so the script writes the
+ * record before its hash: a failed XADD leaves nothing behind.)
+ * Lines that cannot be parsed go to the dead-letter stream `<stream>:dead`
+ * with their line number and the reason.
+ *
+ * Consumer: one consumer group per training run. rds_read hands out this
+ * consumer's own unacknowledged entries first (after a restart), then
+ * entries that crashed consumers left idle for min_idle_ms (XAUTOCLAIM),
+ * then new ones. The caller acknowledges (rds_ack) only after the training
+ * step that used the records has been checkpointed: delivery is
+ * at-least-once and no record is lost.
+ *
+ * Keys used, for a stream S:
+ *   S           stream of records, fields "rec" (payload) and "hash"
+ *   S:seen      set of content hashes already appended
+ *   S:dead      stream of dead letters, fields "line", "reason", "raw"
+ *   S:dead:seen set of dead-letter hashes (so re-runs do not repeat them)
+ *
+ * All functions return 0 (PL_OK) or a negative PL_E* code after recording a
+ * message (pl_error()) that names the operation and the server URL, with the
+ * password redacted. A lost connection is PL_EIO; the RdsConn is then dead
+ * and must be freed and connected again (nothing is retried behind the
+ * caller's back, so a re-run decides what to resend). */
+#ifndef PLUMB_REDIS_H
+#define PLUMB_REDIS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------------ URLs */
+
+typedef struct {
+    char host[256];     /* host name or address, brackets of [v6] removed */
+    int port;           /* default 6379                                   */
+    char user[128];     /* ACL user name, "" for the default user         */
+    char password[256]; /* "" when none; %XX escapes decoded              */
+    int db;             /* SELECT index, default 0                        */
+} RdsUrl;
+
+/* Parses redis://[[user]:password@]host[:port][/db]. On error returns
+ * PL_EINVAL naming the (redacted) URL and what is wrong. */
+int rds_parse_url(const char *url, RdsUrl *out);
+
+/* Writes the URL with its password replaced by "***" into buf (n bytes). */
+void rds_url_redacted(const RdsUrl *u, char *buf, size_t n);
+
+/* ------------------------------------------------------------ connection */
+
+typedef struct RdsConn RdsConn;
+
+/* Connects to url, authenticates (AUTH) and selects the db (SELECT); every
+ * command then times out after timeout_s seconds. On error *out is NULL and
+ * the message names the redacted URL and the step that failed. */
+int rds_connect(RdsConn **out, const char *url, double timeout_s);
+
+/* Closes the connection; *c becomes NULL. NULL is fine. */
+void rds_free(RdsConn **c);
+
+/* The URL with the password redacted, for messages. */
+const char *rds_conn_url(const RdsConn *c);
+
+/* Number of entries in a stream (0 when it does not exist). */
+int rds_stream_len(RdsConn *c, const char *stream, long long *n);
+
+/* ---------------------------------------------------------- content hash */
+
+#define RDS_HASH_HEX 33 /* 32 hex digits + NUL */
+
+/* FNV-1a 128 (the published 128-bit parameters: offset basis
+ * 0x6c62272e07bb014262b821756295c58d, prime 2^88 + 0x13b) of the payload,
+ * written as 32 lowercase hex digits, most significant first. Not
+ * cryptographic: it names records for deduplication, where a 128-bit hash
+ * makes accidental collisions negligible (~n^2 / 2^129). */
+void rds_hash_hex(const void *data, size_t len, char out[RDS_HASH_HEX]);
+
+/* --------------------------------------------------------------- producer */
+
+typedef struct {
+    long long ingested;  /* records newly appended to the stream          */
+    long long duplicate; /* records whose hash was already seen           */
+    long long rejected;  /* lines sent to the dead-letter stream          */
+} RdsSummary;
+
+/* Appends payload (len bytes, any bytes) to stream under hash (a string,
+ * e.g. from rds_hash_hex) unless the hash is already in `<stream>:seen`.
+ * *added (may be NULL) is 1 when appended, 0 for a duplicate. */
+int rds_append(RdsConn *c, const char *stream, const void *payload, size_t len,
+               const char *hash, int *added);
+
+typedef struct {
+    const void *payload; /* record bytes, not copied                */
+    size_t len;          /* bytes                                   */
+    const char *hash;    /* content hash string                     */
+} RdsItem;
+
+/* Appends n items as rds_append would: 128 records per script call, all
+ * calls pipelined (one round trip for the batch). added (n entries) and
+ * sum (counts are added to) may be NULL. On error some items may already
+ * be appended; re-running the same batch is safe because appends are
+ * idempotent. */
+int rds_append_batch(RdsConn *c, const char *stream, const RdsItem *items, int n, int *added,
+                     RdsSummary *sum);
+
+#define RDS_DEAD_RAW_MAX 4096 /* bytes of a bad line kept in a dead letter */
+
+/* Keeps a bad input line in `<stream>:dead` (fields "line", "reason", and
+ * "raw" = at most RDS_DEAD_RAW_MAX bytes of raw). The same (line_no, raw)
+ * is stored once, so re-running an ingestion does not repeat it. *added
+ * (may be NULL) says whether it was new; sum->rejected counts new ones. */
+int rds_dead_letter(RdsConn *c, const char *stream, long long line_no, const char *reason,
+                    const void *raw, size_t raw_len, int *added, RdsSummary *sum);
+
+/* --------------------------------------------------------------- consumer */
+
+#define RDS_ID_MAX 48 /* "ms-seq" stream ids: two 20-digit numbers */
+
+typedef struct {
+    char id[RDS_ID_MAX];    /* stream id, used to acknowledge            */
+    void *payload;          /* owned copy (malloc), NUL-terminated too   */
+    size_t len;             /* payload bytes (without the extra NUL)     */
+    char hash[RDS_HASH_HEX];/* the "hash" field, truncated if longer     */
+} RdsRecord;
+
+/* Frees the payloads of recs[0..n) and zeroes them. */
+void rds_records_clear(RdsRecord *recs, int n);
+
+typedef struct RdsReader RdsReader;
+
+#define RDS_DEFAULT_MIN_IDLE_MS 60000
+
+/* Opens a reader for consumer `consumer` of group `group` on stream,
+ * creating the group (reading from the stream's start, MKSTREAM) when it
+ * does not exist. The reader borrows c, which must outlive it. Entries
+ * idle longer than min_idle_ms (default RDS_DEFAULT_MIN_IDLE_MS) in other
+ * consumers are claimed; it must exceed the caller's time from read to
+ * ack, or live consumers' records get delivered twice. */
+int rds_reader_open(RdsReader **out, RdsConn *c, const char *stream, const char *group,
+                    const char *consumer);
+void rds_reader_set_min_idle(RdsReader *r, long long min_idle_ms);
+void rds_reader_free(RdsReader **r);
+
+/* Reads up to max_count records into out (caller's array of max_count;
+ * clear them with rds_records_clear). In order of preference: this
+ * consumer's own pending entries (left by an earlier run of the same name),
+ * entries claimed from idle consumers, then new entries, waiting up to
+ * block_ms for them (block_ms <= 0: do not wait). *n = 0 when none. */
+int rds_read(RdsReader *r, int max_count, int block_ms, RdsRecord *out, int *n);
+
+/* Acknowledges ids[0..n) (XACK); *acked (may be NULL) is how many were
+ * pending and are now acknowledged. Call after the checkpoint. */
+int rds_ack(RdsReader *r, const char *const *ids, int n, long long *acked);
+
+/* Entries delivered to the group and not yet acknowledged (XPENDING). */
+int rds_pending(RdsReader *r, long long *n);
+
+#endif
