@@ -267,7 +267,8 @@ static int bpe_piece(Enc *e, const char *p, size_t n) {
         e->cids_cap = cap;
     }
     memcpy(e->ckey + e->ckey_n, p, n);
-    memcpy(e->cids + e->cids_n, e->ids + start, sizeof(int) * nid);
+    if (nid) /* a piece of unknown characters has no ids, and e->ids may be NULL */
+        memcpy(e->cids + e->cids_n, e->ids + start, sizeof(int) * nid);
     e->cache[i] =
         (CacheEnt){h, (uint32_t)e->ckey_n, (uint32_t)n, (uint32_t)e->cids_n, (uint32_t)nid};
     e->ckey_n += n;

@@ -291,6 +291,30 @@ static int load_rc(const char *name, const char *json) {
     return rc;
 }
 
+/* Characters outside a vocabulary with no unk_token and no byte_fallback
+ * are dropped, as Hugging Face's BPE drops them, without touching memory
+ * that was never allocated (found by fuzz/fuzz_tokenizer under UBSan). */
+static void test_unknown_chars_dropped(void **state) {
+    const char *dir = tu_path("%s/tiny-vocab", tu_tmp_dir());
+    mkdir(dir, 0755);
+    const char *json = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}}";
+    assert_int_equal(tu_write_file(tu_path("%s/tokenizer.json", dir), json, strlen(json)), 0);
+    Tokenizer *t;
+    assert_int_equal(tok_load(&t, dir), 0);
+    for (int rep = 0; rep < 2; rep++) { /* the second time through the piece cache */
+        int *ids = NULL, n = -1;
+        assert_int_equal(tok_encode(t, "b", 1, 0, &ids, &n), 0);
+        assert_int_equal(n, 0);
+        free(ids);
+        assert_int_equal(tok_encode(t, "aba", 3, 0, &ids, &n), 0);
+        assert_int_equal(n, 2);
+        assert_int_equal(ids[0], 0);
+        assert_int_equal(ids[1], 0);
+        free(ids);
+    }
+    tok_free(&t);
+}
+
 /* Load errors: missing file, bad JSON, unsupported models and parts. */
 static void test_load_errors(void **state) {
     assert_int_equal(load_rc("missing", NULL), PL_EIO);
@@ -480,6 +504,7 @@ int main(void) {
         cmocka_unit_test(test_add_special),
         cmocka_unit_test(test_invalid_input),
         cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_unknown_chars_dropped),
         cmocka_unit_test(test_long_text),
         cmocka_unit_test(test_cli),
         cmocka_unit_test(test_generate_prompt),
