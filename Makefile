@@ -6,7 +6,7 @@ BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all build deps demo test test-unit test-asan parity bench clean
+.PHONY: all build deps demo test test-unit test-asan parity bench clean fuzz-build fuzz
 
 all: build
 
@@ -43,3 +43,20 @@ parity: build
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN)
+
+# Fuzzing (libFuzzer, clang + ASan + UBSan; see fuzz/README.md).
+#   make fuzz-build                 builds fuzz-build/fuzz_<name>, one per
+#                                   fuzz/fuzz_<name>.c (installs
+#                                   libclang-rt-14-dev when missing)
+#   make fuzz [FUZZ_SECONDS=60]     runs each harness FUZZ_SECONDS seconds,
+#                                   FUZZ_JOBS at a time, from its seeds in
+#                                   fuzz/corpus/<name>/; crashes land in
+#                                   fuzz-build/crashes/ and fail the target
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS    ?= $(JOBS)
+
+fuzz-build:
+	@sh fuzz/build.sh
+
+fuzz: fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) bash fuzz/run.sh
