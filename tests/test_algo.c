@@ -29,22 +29,6 @@ static void all_finite(const float *x, int n, const char *what) {
         if (!isfinite(x[i])) fail_msg("%s[%d] = %g is not finite", what, i, x[i]);
 }
 
-/* Central differences of f over every entry of x against g. */
-typedef double (*LossFn)(void *ctx);
-static void fd_check(float *x, int n, const float *g, LossFn f, void *ctx, float h, double tol,
-                     const char *what) {
-    for (int i = 0; i < n; i++) {
-        const float xi = x[i];
-        x[i] = xi + h;
-        const double hp = (double)x[i] - xi, fp = f(ctx);
-        x[i] = xi - h;
-        const double hm = (double)xi - x[i], fm = f(ctx);
-        x[i] = xi;
-        const double num = (fp - fm) / (hp + hm);
-        if (!(fabs(num - g[i]) <= tol + 1e-3 * fabs(num)))
-            fail_msg("%s: d/dx[%d] analytic %.8g, finite differences %.8g", what, i, g[i], num);
-    }
-}
 
 /* ----------------------------------------------------------- options */
 
@@ -262,7 +246,7 @@ static void test_logprobs(void **state) {
     LpCtx c = {logits, a, e, lps, ents, lses, ys, N, V, 0.7f};
     lp_loss(&c);
     assert_int_equal(algo_logprobs_backward(dl, a, e, logits, lses, ents, ys, N, V, 0.7f), 0);
-    fd_check(logits, N * V, dl, lp_loss, &c, 1e-2f, 2e-4, "dlogits");
+    tu_fd_check(logits, N * V, dl, lp_loss, &c, 1e-2f, 2e-4, "dlogits");
     assert_int_equal(algo_logprobs_backward(dl, a, e, logits, lses, NULL, ys, N, V, 0.7f), PL_EINVAL);
 }
 
@@ -316,7 +300,7 @@ static void test_kl(void **state) {
         KlCtx c = {(KlEstimator)e, a, b, w, k, N};
         algo_kl(c.e, a, b, N, k, g);
         for (int i = 0; i < N; i++) g[i] *= w[i];
-        fd_check(a, N, g, kl_loss, &c, 1e-3f, 1e-4, kl_estimator_name(e));
+        tu_fd_check(a, N, g, kl_loss, &c, 1e-3f, 1e-4, kl_estimator_name(e));
     }
 }
 
@@ -555,7 +539,7 @@ static void test_policy_loss_fd(void **state) {
             assert_int_equal(algo_policy_loss(&s, lp, old, A, ref, NULL, &o, &out, d), 0);
             char what[64];
             snprintf(what, sizeof what, "policy %s v%d", loss_agg_name(o.agg), variant);
-            fd_check(lp, N, d, pl_loss, &c, 1e-4f, 1e-5, what);
+            tu_fd_check(lp, N, d, pl_loss, &c, 1e-4f, 1e-5, what);
         }
 }
 
@@ -610,7 +594,7 @@ static void test_value_loss(void **state) {
     for (int a = 0; a < 3; a++) {
         VCtx c = {&s2, vv, vo, RR, (LossAgg)a};
         assert_int_equal(algo_value_loss(&s2, vv, vo, RR, 0.2f, c.agg, 5, &out, d), 0);
-        fd_check(vv, N, d, v_loss, &c, 1e-4f, 1e-5, loss_agg_name(c.agg));
+        tu_fd_check(vv, N, d, v_loss, &c, 1e-4f, 1e-5, loss_agg_name(c.agg));
     }
 }
 

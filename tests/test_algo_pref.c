@@ -24,21 +24,6 @@ static void finite_out(const PrefOut *o) {
         if (!isfinite(v[i])) fail_msg("PrefOut field %d not finite (%g)", i, v[i]);
 }
 
-typedef double (*LossFn)(void *ctx);
-static void fd_check(float *x, int n, const float *g, LossFn f, void *ctx, float h, double tol,
-                     const char *what) {
-    for (int i = 0; i < n; i++) {
-        const float xi = x[i];
-        x[i] = xi + h;
-        const double hp = (double)x[i] - xi, fp = f(ctx);
-        x[i] = xi - h;
-        const double hm = (double)xi - x[i], fm = f(ctx);
-        x[i] = xi;
-        const double num = (fp - fm) / (hp + hm);
-        if (!(fabs(num - g[i]) <= tol + 1e-3 * fabs(num)))
-            fail_msg("%s: d/dx[%d] analytic %.8g, finite differences %.8g", what, i, g[i], num);
-    }
-}
 
 /* The fixed pair used by the hand tests: chosen = 1 prompt token (masked)
  * + 2 completion tokens, rejected = 2 completion tokens.
@@ -193,8 +178,8 @@ static void test_dpo_fd(void **state) {
         DpoCtx c = {&sc, &sr, lc, rc, lr, rr, &o};
         PrefOut out;
         assert_int_equal(algo_dpo(&sc, lc, rc, &sr, lr, rr, &o, &out, dc, dr), 0);
-        fd_check(lc, NC, dc, dpo_loss, &c, 1e-3f, 1e-6, "dpo chosen");
-        fd_check(lr, NR, dr, dpo_loss, &c, 1e-3f, 1e-6, "dpo rejected");
+        tu_fd_check(lc, NC, dc, dpo_loss, &c, 1e-3f, 1e-6, "dpo chosen");
+        tu_fd_check(lr, NR, dr, dpo_loss, &c, 1e-3f, 1e-6, "dpo rejected");
     }
 }
 
@@ -243,8 +228,8 @@ static void test_simpo(void **state) {
     o.label_smoothing = 0.1f;
     SimCtx cx = {&sc, &sr, lc, lr, &o};
     assert_int_equal(algo_simpo(&sc, lc, &sr, lr, &o, &out, gc, gr), 0);
-    fd_check(lc, NC, gc, simpo_loss, &cx, 1e-3f, 1e-6, "simpo chosen");
-    fd_check(lr, NR, gr, simpo_loss, &cx, 1e-3f, 1e-6, "simpo rejected");
+    tu_fd_check(lc, NC, gc, simpo_loss, &cx, 1e-3f, 1e-6, "simpo chosen");
+    tu_fd_check(lr, NR, gr, simpo_loss, &cx, 1e-3f, 1e-6, "simpo rejected");
     AlgoSeqs s2 = {2, NR, ofr, NULL};
     (void)s2;
     int of2[] = {0, 1, 2};
@@ -303,7 +288,7 @@ static void test_kto(void **state) {
     o.desirable_weight = 1.3f;
     KtoCtx c = {&sc, lc, rc, d3, &o};
     assert_int_equal(algo_kto(&sc, lc, rc, d3, 0.3f, &o, &out, g), 0);
-    fd_check(lc, NC, g, kto_loss, &c, 1e-3f, 1e-7, "kto");
+    tu_fd_check(lc, NC, g, kto_loss, &c, 1e-3f, 1e-7, "kto");
 }
 
 /* ORPO: chosen tokens [ln .5, ln .5] (c = ln .5, odds 1), rejected [ln .25]
@@ -355,8 +340,8 @@ static void test_orpo(void **state) {
     AlgoSeqs bc = {3, NC, ofc, mkc}, br = {3, NR, ofr, mkr};
     OrpoCtx cx = {&bc, &br, lc, lr};
     assert_int_equal(algo_orpo(&bc, lc, &br, lr, 0.3f, &out, gc, gr), 0);
-    fd_check(lc, NC, gc, orpo_loss, &cx, 1e-3f, 1e-6, "orpo chosen");
-    fd_check(lr, NR, gr, orpo_loss, &cx, 1e-3f, 1e-6, "orpo rejected");
+    tu_fd_check(lc, NC, gc, orpo_loss, &cx, 1e-3f, 1e-6, "orpo chosen");
+    tu_fd_check(lr, NR, gr, orpo_loss, &cx, 1e-3f, 1e-6, "orpo rejected");
 }
 
 /* Bradley-Terry: r_c 2, r_r 1, margin .5: -logsig(.5) = 0.4740769842;
@@ -402,8 +387,8 @@ static void test_bt(void **state) {
     tu_randn(M, P, &rg, 0.5f);
     BtCtx b = {C, R, M, P};
     assert_int_equal(algo_bt_loss(C, R, M, P, 0.05f, &out, gc, gr), 0);
-    fd_check(C, P, gc, bt_loss, &b, 1e-3f, 1e-7, "bt chosen");
-    fd_check(R, P, gr, bt_loss, &b, 1e-3f, 1e-7, "bt rejected");
+    tu_fd_check(C, P, gc, bt_loss, &b, 1e-3f, 1e-7, "bt chosen");
+    tu_fd_check(R, P, gr, bt_loss, &b, 1e-3f, 1e-7, "bt rejected");
 }
 
 int main(void) {

@@ -58,6 +58,21 @@ void tu_assert_close(const float *a, const float *b, size_t n, float tol, float 
     }
 }
 
+void tu_fd_check(float *x, int n, const float *g, TuLossFn f, void *ctx, float h, double tol,
+                 const char *what) {
+    for (int i = 0; i < n; i++) {
+        const float xi = x[i];
+        x[i] = xi + h;
+        const double hp = (double)x[i] - xi, fp = f(ctx);
+        x[i] = xi - h;
+        const double hm = (double)xi - x[i], fm = f(ctx);
+        x[i] = xi;
+        const double num = (fp - fm) / (hp + hm);
+        if (!(fabs(num - g[i]) <= tol + 1e-3 * fabs(num)))
+            fail_msg("%s: d/dx[%d] analytic %.8g, finite differences %.8g", what, i, g[i], num);
+    }
+}
+
 int tu_run(const char *cmd, char **out) {
     FILE *p = popen(cmd, "r");
     if (!p) return -1;

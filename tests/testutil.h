@@ -29,6 +29,14 @@ void tu_randn(float *x, size_t n, Rng *rng, float scale);
 void tu_assert_close(const float *a, const float *b, size_t n, float tol, float rel,
                      const char *what);
 
+/* Central differences of f over every entry of x (n) against the analytic
+ * gradient g: fails naming `what` and the index when
+ * |fd - g| > tol + 1e-3 |fd|. The step actually taken (x +- h rounded to
+ * float) is used in the quotient. f reads x through ctx. */
+typedef double (*TuLossFn)(void *ctx);
+void tu_fd_check(float *x, int n, const float *g, TuLossFn f, void *ctx, float h, double tol,
+                 const char *what);
+
 /* Runs a shell command, capturing stdout into a malloc'ed string; returns
  * the exit status (or -1). */
 int tu_run(const char *cmd, char **out);
