@@ -17,5 +17,6 @@ int cmd_lora(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_data(int argc, char **argv);
+int cmd_ingest(int argc, char **argv);
 
 #endif

@@ -21,6 +21,7 @@ static const Command commands[] = {
     {"detokenize", cmd_detokenize, "token ids to text with a tokenizer.json"},
     {"pretrain", cmd_pretrain, "train a small byte-level model on a text file"},
     {"data", cmd_data, "make the synthetic arith task; check a JSONL dataset"},
+    {"ingest", cmd_ingest, "tokenize a JSONL dataset into a Redis stream or a shard file"},
 };
 
 static void usage(FILE *f) {

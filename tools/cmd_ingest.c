@@ -1,0 +1,317 @@
+/* plumb ingest: validate and tokenize a JSONL dataset into a Redis stream
+ * or a local shard file, idempotently, keeping bad lines as dead letters. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/redis.h"
+#include "data/dataset.h"
+#include "data/record.h"
+#include "model/tokenizer.h"
+#include "tools/cmd.h"
+#include "tools/util.h"
+
+#include <jansson.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: plumb ingest FILE.jsonl --tokenizer DIR [--format auto|prompt|sft|pref]\n"
+            "                    [--chat FORMAT] [--max-prompt-len N] [--max-response-len N]\n"
+            "                    [--drop-long] [--batch N]\n"
+            "                    (--to redis://[:password@]host:port/db --stream NAME | --out FILE)\n"
+            "\n"
+            "Validates and tokenizes each line as `plumb data check` does, packs each record\n"
+            "(data/record.h) and appends it to the Redis stream NAME (XADD) or to the shard\n"
+            "FILE (u32 length + record, repeated). Records are deduplicated by a content hash\n"
+            "(kept in Redis as NAME:seen, or rebuilt from FILE), so ingesting the same file\n"
+            "again adds nothing. A bad line is kept with its line number and reason in the\n"
+            "stream NAME:dead, or in FILE.dead.jsonl. Progress goes to stderr; the summary\n"
+            "{\"read\", \"ingested\", \"duplicate\", \"rejected\", \"seconds\", \"records_per_s\"} to\n"
+            "stdout. --batch N records go to Redis per round trip (default 256).\n");
+}
+
+/* -------------------------------------------------- set of hash strings */
+
+typedef struct {
+    char (*keys)[RDS_HASH_HEX];
+    size_t cap, n;
+} HashSet;
+
+static uint64_t key_slot(const char *k) {
+    uint64_t h = 0;
+    for (int i = 0; i < 16 && k[i]; i++) h = h * 16 + (uint64_t)(k[i] <= '9' ? k[i] - '0' : k[i] - 'a' + 10);
+    return h;
+}
+
+/* Adds k; returns 1 when new, 0 when present, < 0 out of memory. */
+static int set_add(HashSet *s, const char *k) {
+    if (2 * (s->n + 1) > s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 1024;
+        char (*keys)[RDS_HASH_HEX] = calloc(cap, RDS_HASH_HEX);
+        PL_CHECK_ALLOC(keys);
+        for (size_t i = 0; i < s->cap; i++) {
+            if (!s->keys[i][0]) continue;
+            size_t j = key_slot(s->keys[i]) & (cap - 1);
+            while (keys[j][0]) j = (j + 1) & (cap - 1);
+            memcpy(keys[j], s->keys[i], RDS_HASH_HEX);
+        }
+        free(s->keys);
+        s->keys = keys;
+        s->cap = cap;
+    }
+    size_t j = key_slot(k) & (s->cap - 1);
+    for (; s->keys[j][0]; j = (j + 1) & (s->cap - 1))
+        if (!strcmp(s->keys[j], k)) return 0;
+    memcpy(s->keys[j], k, RDS_HASH_HEX);
+    s->n++;
+    return 1;
+}
+
+/* ------------------------------------------------------------- sinks */
+
+typedef struct {
+    /* Redis */
+    RdsConn *conn;
+    const char *stream;
+    RdsItem *items;
+    unsigned char **bufs;
+    char (*hashes)[RDS_HASH_HEX];
+    int n_items, batch;
+    /* file */
+    FILE *out, *dead;
+    HashSet seen, dead_seen;
+    RdsSummary sum;
+} Sink;
+
+static int flush_redis(Sink *s) {
+    int rc = s->n_items ? rds_append_batch(s->conn, s->stream, s->items, s->n_items, NULL, &s->sum) : 0;
+    for (int i = 0; i < s->n_items; i++) free(s->bufs[i]);
+    s->n_items = 0;
+    return rc;
+}
+
+static int sink_record(Sink *s, unsigned char *buf, size_t len) {
+    char hash[RDS_HASH_HEX];
+    rds_hash_hex(buf, len, hash);
+    if (s->conn) { /* takes ownership of buf */
+        s->bufs[s->n_items] = buf;
+        memcpy(s->hashes[s->n_items], hash, RDS_HASH_HEX);
+        s->items[s->n_items] = (RdsItem){buf, len, s->hashes[s->n_items]};
+        if (++s->n_items == s->batch) return flush_redis(s);
+        return 0;
+    }
+    int rc = set_add(&s->seen, hash);
+    if (rc == 1) {
+        uint32_t n = (uint32_t)len;
+        unsigned char hdr[4] = {n & 255, n >> 8 & 255, n >> 16 & 255, n >> 24};
+        if (fwrite(hdr, 4, 1, s->out) != 1 || fwrite(buf, 1, len, s->out) != len)
+            rc = pl_fail(PL_EIO, "writing the shard failed");
+        else s->sum.ingested++;
+    } else if (rc == 0) {
+        s->sum.duplicate++;
+    }
+    free(buf);
+    return rc < 0 ? rc : 0;
+}
+
+static int sink_dead(Sink *s, long line, const char *reason, const char *message) {
+    if (s->conn) {
+        int rc = flush_redis(s); /* keep the stream in file order */
+        if (rc < 0) return rc;
+        return rds_dead_letter(s->conn, s->stream, line, reason, message, strlen(message), NULL, &s->sum);
+    }
+    json_t *j = json_pack("{s:I, s:s, s:s}", "line", (json_int_t)line, "reason", reason, "message", message);
+    char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!txt) return pl_fail(PL_ENOMEM, "dead letter: out of memory");
+    char hash[RDS_HASH_HEX];
+    rds_hash_hex(txt, strlen(txt), hash);
+    int rc = set_add(&s->dead_seen, hash);
+    if (rc == 1) {
+        fprintf(s->dead, "%s\n", txt);
+        s->sum.rejected++;
+    }
+    free(txt);
+    return rc < 0 ? rc : 0;
+}
+
+/* Rebuilds the sets from an existing shard and dead-letter file, so that a
+ * re-run adds nothing twice. */
+static int load_existing(Sink *s, const char *path, const char *dead_path) {
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        unsigned char hdr[4];
+        long long at = 0;
+        while (fread(hdr, 4, 1, f) == 1) {
+            size_t n = (size_t)hdr[0] | (size_t)hdr[1] << 8 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 24;
+            unsigned char *b = malloc(n ? n : 1);
+            if (!b || fread(b, 1, n, f) != n) {
+                free(b);
+                fclose(f);
+                return pl_fail(PL_EFORMAT, "%s: truncated record at byte %lld", path, at);
+            }
+            char hash[RDS_HASH_HEX];
+            rds_hash_hex(b, n, hash);
+            free(b);
+            if (set_add(&s->seen, hash) < 0) {
+                fclose(f);
+                return PL_ENOMEM;
+            }
+            at += 4 + (long long)n;
+        }
+        fclose(f);
+    }
+    f = fopen(dead_path, "rb");
+    if (f) {
+        char line[8192];
+        while (fgets(line, sizeof line, f)) {
+            size_t n = strcspn(line, "\n");
+            char hash[RDS_HASH_HEX];
+            rds_hash_hex(line, n, hash);
+            if (set_add(&s->dead_seen, hash) < 0) {
+                fclose(f);
+                return PL_ENOMEM;
+            }
+        }
+        fclose(f);
+    }
+    return 0;
+}
+
+int cmd_ingest(int argc, char **argv) {
+    const char *input = NULL, *tokdir = NULL, *to = NULL, *stream = NULL, *out = NULL, *chat = NULL;
+    const char *format = "auto";
+    int max_prompt = 0, max_resp = 0, drop_long = 0, batch = 256;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
+        if (!strcmp(a, "--drop-long")) { drop_long = 1; continue; }
+        if (a[0] != '-') {
+            if (input) {
+                fprintf(stderr, "plumb ingest: one input file only ('%s' and '%s')\n", input, a);
+                return 2;
+            }
+            input = a;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "plumb ingest: %s needs a value\n", a);
+            return 2;
+        }
+        int bad = 0;
+        if (!strcmp(a, "--tokenizer")) tokdir = v;
+        else if (!strcmp(a, "--format")) format = v;
+        else if (!strcmp(a, "--chat")) chat = v;
+        else if (!strcmp(a, "--to")) to = v;
+        else if (!strcmp(a, "--stream")) stream = v;
+        else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--max-prompt-len")) bad = arg_int(a, v, 0, 1 << 30, &max_prompt);
+        else if (!strcmp(a, "--max-response-len")) bad = arg_int(a, v, 0, 1 << 30, &max_resp);
+        else if (!strcmp(a, "--batch")) bad = arg_int(a, v, 1, 1 << 16, &batch);
+        else {
+            fprintf(stderr, "plumb ingest: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+        if (bad) return 2;
+        i++;
+    }
+    if (!input || !tokdir || (!to && !out) || (to && out) || (to && !stream)) {
+        fprintf(stderr, "plumb ingest: needs FILE.jsonl, --tokenizer, and either --to URL --stream NAME or --out FILE\n");
+        usage(stderr);
+        return 2;
+    }
+    DsFormat fmt;
+    if (ds_format_parse(format, &fmt) < 0) {
+        fprintf(stderr, "plumb ingest: %s\n", pl_error());
+        return 2;
+    }
+    Tokenizer *tok = NULL;
+    DsConfig cfg;
+    DsReader *rd = NULL;
+    Sink s = {.batch = batch};
+    char *dead_path = NULL;
+    int rc = tok_load(&tok, tokdir);
+    if (rc < 0) goto done;
+    ds_config_init(&cfg, tok);
+    cfg.format = fmt, cfg.max_prompt_len = max_prompt, cfg.max_response_len = max_resp;
+    cfg.drop_long = drop_long;
+    if ((rc = ds_config_chat(&cfg, tokdir, chat)) < 0) goto done_cfg;
+    if ((rc = ds_reader_open(&rd, input, &cfg)) < 0) goto done_cfg;
+    if (to) {
+        s.stream = stream;
+        s.items = calloc((size_t)batch, sizeof *s.items);
+        s.bufs = calloc((size_t)batch, sizeof *s.bufs);
+        s.hashes = calloc((size_t)batch, sizeof *s.hashes);
+        if (!s.items || !s.bufs || !s.hashes) rc = pl_fail(PL_ENOMEM, "out of memory");
+        else rc = rds_connect(&s.conn, to, 10.0);
+    } else {
+        size_t n = strlen(out) + 16;
+        dead_path = malloc(n);
+        snprintf(dead_path, n, "%s.dead.jsonl", out);
+        rc = load_existing(&s, out, dead_path);
+        if (rc == 0 && (!(s.out = fopen(out, "ab")) || !(s.dead = fopen(dead_path, "ab"))))
+            rc = pl_fail(PL_EIO, "cannot write %s or %s", out, dead_path);
+    }
+    if (rc < 0) goto done_cfg;
+
+    double t0 = now_seconds(), last = t0;
+    for (;;) {
+        DsRecord rec;
+        long line = 0;
+        DsReason why;
+        char reason[512];
+        int r = ds_reader_next(rd, &rec, &line, &why, reason, sizeof reason);
+        if (r < 0) {
+            rc = r;
+            break;
+        }
+        if (r == 0) break;
+        if (r == 2) {
+            rc = sink_dead(&s, line, ds_reason_name(why), reason);
+        } else {
+            unsigned char *buf;
+            size_t len;
+            rc = rec_pack(&rec, &buf, &len);
+            ds_record_free(&rec);
+            if (rc == 0) rc = sink_record(&s, buf, len);
+        }
+        if (rc < 0) break;
+        double now = now_seconds();
+        if (now - last >= 2.0) {
+            const DsSummary *ds = ds_reader_summary(rd);
+            fprintf(stderr, "plumb ingest: %ld lines, %.0f lines/s\n", ds->read, ds->read / (now - t0));
+            last = now;
+        }
+    }
+    if (rc == 0 && s.conn) rc = flush_redis(&s);
+    if (rc == 0 && s.out && (fflush(s.out) != 0 || fflush(s.dead) != 0))
+        rc = pl_fail(PL_EIO, "writing %s failed", out);
+    if (rc == 0) {
+        double secs = now_seconds() - t0;
+        const DsSummary *ds = ds_reader_summary(rd);
+        printf("{\"read\": %ld, \"ingested\": %lld, \"duplicate\": %lld, \"rejected\": %lld, "
+               "\"seconds\": %.3f, \"records_per_s\": %.0f}\n",
+               ds->read, s.sum.ingested, s.sum.duplicate, s.sum.rejected, secs,
+               ds->read / (secs > 1e-9 ? secs : 1e-9));
+    }
+done_cfg:
+    ds_reader_free(&rd);
+    ds_config_free(&cfg);
+done:
+    if (rc < 0) fprintf(stderr, "plumb ingest: %s\n", pl_error());
+    for (int i = 0; i < s.n_items; i++) free(s.bufs[i]);
+    free(s.items);
+    free(s.bufs);
+    free(s.hashes);
+    rds_free(&s.conn);
+    if (s.out) fclose(s.out);
+    if (s.dead) fclose(s.dead);
+    free(s.seen.keys);
+    free(s.dead_seen.keys);
+    free(dead_path);
+    tok_free(&tok);
+    return rc < 0 ? 1 : 0;
+}
