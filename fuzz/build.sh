@@ -27,7 +27,7 @@ fi
 
 BLAS_PC=/usr/lib/$(gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)/openblas-openmp/pkgconfig
 [ -d "$BLAS_PC" ] && export PKG_CONFIG_PATH="$BLAS_PC${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-PKGS="jansson libpcre2-8 hiredis openblas"
+PKGS="jansson libpcre2-8 hiredis libutf8proc openblas"
 PKG_CFLAGS=$(pkg-config --cflags $PKGS)
 PKG_LIBS=$(pkg-config --libs $PKGS)
 

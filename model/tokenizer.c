@@ -371,6 +371,14 @@ static int load_normalizer(Tokenizer *t, json_t *o, const char *path) {
         n->a_len = (int)strlen(s);
         n->b = dupn(c, strlen(c));
         n->b_len = (int)strlen(c);
+    } else if (!strcmp(type, "NFC")) {
+        n->type = NORM_NFC;
+    } else if (!strcmp(type, "NFKC")) {
+        n->type = NORM_NFKC;
+    } else if (!strcmp(type, "NFD")) {
+        n->type = NORM_NFD;
+    } else if (!strcmp(type, "NFKD")) {
+        n->type = NORM_NFKD;
     } else {
         return pl_fail(PL_ENOTSUP, "%s: normalizer type '%s' is not supported", path, type);
     }

@@ -5,6 +5,7 @@
  * piece (with a per-call cache of pieces already seen). */
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
 
 #include "common/err.h"
 #include "model/tokenizer_internal.h"
@@ -323,12 +324,26 @@ int tok_normalize(const Tokenizer *t, const char *s, size_t n, char **out, size_
             memcpy(nx, z->a, z->a_len);
             memcpy(nx + z->a_len, cur, cn + 1);
             nn = cn + z->a_len;
-        } else {
+        } else if (z->type == NORM_REPLACE) {
             int rc = replace_into(cur, cn, z->a, z->a_len, z->b, z->b_len, &nx, &nn);
             if (rc) {
                 free(cur);
                 return rc;
             }
+        } else { /* Unicode normal forms, by utf8proc */
+            int opts = UTF8PROC_STABLE | (z->type == NORM_NFC || z->type == NORM_NFKC
+                                              ? UTF8PROC_COMPOSE
+                                              : UTF8PROC_DECOMPOSE);
+            if (z->type == NORM_NFKC || z->type == NORM_NFKD) opts |= UTF8PROC_COMPAT;
+            utf8proc_uint8_t *res = NULL;
+            utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)cur, (utf8proc_ssize_t)cn,
+                                              &res, (utf8proc_option_t)opts);
+            if (r < 0) {
+                free(cur);
+                return pl_fail(PL_EINVAL, "Unicode normalization failed: %s", utf8proc_errmsg(r));
+            }
+            nx = (char *)res;
+            nn = (size_t)r;
         }
         free(cur);
         cur = nx;

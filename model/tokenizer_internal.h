@@ -33,7 +33,7 @@ typedef struct {
     int special, lstrip, rstrip, single_word, normalized;
 } AddedTok;
 
-enum { NORM_PREPEND, NORM_REPLACE };
+enum { NORM_PREPEND, NORM_REPLACE, NORM_NFC, NORM_NFKC, NORM_NFD, NORM_NFKD };
 typedef struct {
     int type;
     char *a;

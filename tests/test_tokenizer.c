@@ -315,6 +315,48 @@ static void test_unknown_chars_dropped(void **state) {
     tok_free(&t);
 }
 
+static const char *g_form;
+static void edit_unicode_form(json_t *d) {
+    json_object_set_new(d, "normalizer", json_pack("{s:s}", "type", g_form));
+}
+
+/* Unicode normalizers (Qwen2's tokenizer.json has NFC): GPT-2 with each of
+ * NFC, NFKC, NFD, NFKD gives Hugging Face's ids on composed, decomposed,
+ * compatibility and Hangul text. The expected ids were produced with
+ * tokenizers 0.23.3: Tokenizer.from_str(<GPT-2 tokenizer.json with
+ * "normalizer": {"type": FORM}>).encode(text).ids. */
+static void test_unicode_normalizers(void **state) {
+    static const char *texts[4] = {"cafe\xCC\x81 A\xCC\x8Angstro\xCC\x88m",
+                                   "\xEF\xAC\x81ne \xE2\x91\xA0 \xEF\xBC\xA1\xEF\xBC\xA2 x\xC2\xB2",
+                                   "Hangul \xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8 \xEA\xB0\x81",
+                                   "plain ascii"};
+    static const char *forms[4] = {"NFC", "NFKC", "NFD", "NFKD"};
+    static const char *want =
+        "{\"NFC\": [[66, 1878, 2634, 6184, 227, 782, 2536, 9101, 76], [171, 105, 223, 710, 2343, 239, 254, 27332, 120, 94, 171, 120, 95, 2124, 31185], [39, 648, 377, 220, 166, 108, 223, 220, 166, 108, 223], [25638, 355, 979, 72]],"
+        " \"NFKC\": [[66, 1878, 2634, 6184, 227, 782, 2536, 9101, 76], [38125, 352, 9564, 2124, 17], [39, 648, 377, 220, 166, 108, 223, 220, 166, 108, 223], [25638, 355, 979, 72]],"
+        " \"NFD\": [[66, 8635, 136, 223, 317, 136, 232, 782, 20661, 136, 230, 76], [171, 105, 223, 710, 2343, 239, 254, 27332, 120, 94, 171, 120, 95, 2124, 31185], [39, 648, 377, 28053, 226, 222, 157, 227, 94, 157, 228, 101, 28053, 226, 222, 157, 227, 94, 157, 228, 101], [25638, 355, 979, 72]],"
+        " \"NFKD\": [[66, 8635, 136, 223, 317, 136, 232, 782, 20661, 136, 230, 76], [38125, 352, 9564, 2124, 17], [39, 648, 377, 28053, 226, 222, 157, 227, 94, 157, 228, 101, 28053, 226, 222, 157, 227, 94, 157, 228, 101], [25638, 355, 979, 72]]}";
+    json_t *w = json_loads(want, 0, NULL);
+    assert_non_null(w);
+    for (int f = 0; f < 4; f++) {
+        g_form = forms[f];
+        Tokenizer *t = load_ok(write_variant(gpt2_dir(), forms[f], edit_unicode_form));
+        for (int i = 0; i < 4; i++) {
+            int *ids = NULL, n = 0;
+            assert_int_equal(tok_encode(t, texts[i], strlen(texts[i]), 0, &ids, &n), 0);
+            const json_t *e = json_array_get(json_object_get(w, forms[f]), i);
+            if ((size_t)n != json_array_size(e)) fail_msg("%s text %d: %d ids, want %zu", forms[f], i, n, json_array_size(e));
+            for (int k = 0; k < n; k++)
+                if (ids[k] != json_integer_value(json_array_get(e, k)))
+                    fail_msg("%s text %d: id %d is %d, want %lld", forms[f], i, k, ids[k],
+                             (long long)json_integer_value(json_array_get(e, k)));
+            free(ids);
+        }
+        tok_free(&t);
+    }
+    json_decref(w);
+}
+
 /* Load errors: missing file, bad JSON, unsupported models and parts. */
 static void test_load_errors(void **state) {
     assert_int_equal(load_rc("missing", NULL), PL_EIO);
@@ -334,11 +376,11 @@ static void test_load_errors(void **state) {
                              " \"merges\": [\"a b\"]}}"),
                      PL_EFORMAT);
     assert_non_null(strstr(pl_error(), "merges[0]"));
-    assert_int_equal(load_rc("nfkc",
-                             "{\"normalizer\": {\"type\": \"NFKC\"}, \"model\": {\"type\": \"BPE\","
+    assert_int_equal(load_rc("bertnorm",
+                             "{\"normalizer\": {\"type\": \"BertNormalizer\"}, \"model\": {\"type\": \"BPE\","
                              " \"vocab\": {\"a\": 0}, \"merges\": []}}"),
                      PL_ENOTSUP);
-    assert_non_null(strstr(pl_error(), "NFKC"));
+    assert_non_null(strstr(pl_error(), "BertNormalizer"));
 }
 
 /* A large mixed text encodes to the same ids in one call as piecewise at
@@ -504,6 +546,7 @@ int main(void) {
         cmocka_unit_test(test_add_special),
         cmocka_unit_test(test_invalid_input),
         cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_unicode_normalizers),
         cmocka_unit_test(test_unknown_chars_dropped),
         cmocka_unit_test(test_long_text),
         cmocka_unit_test(test_cli),
