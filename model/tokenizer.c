@@ -262,6 +262,14 @@ static int compile_re(pcre2_code **re, const char *pat, size_t n, int literal, c
     return 0;
 }
 
+/* arr (n elements of size bytes) grown by one zeroed element; NULL when out
+ * of memory (arr is then unchanged). */
+static void *grow_one(void *arr, int n, size_t size) {
+    char *p = realloc(arr, size * ((size_t)n + 1));
+    if (p) memset(p + size * (size_t)n, 0, size);
+    return p;
+}
+
 static const char GPT2_PATTERN[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
@@ -278,11 +286,10 @@ static int load_pretok(Tokenizer *t, json_t *o, const char *path) {
         json_array_foreach(a, i, c) PL_TRY(load_pretok(t, c, path));
         return 0;
     }
-    PreTok *p = realloc(t->pre, sizeof(PreTok) * (t->n_pre + 1));
+    PreTok *p = grow_one(t->pre, t->n_pre, sizeof *p);
     PL_CHECK_ALLOC(p);
     t->pre = p;
-    p = &t->pre[t->n_pre];
-    memset(p, 0, sizeof *p);
+    p += t->n_pre;
     if (!strcmp(type, "ByteLevel")) {
         p->type = PT_BYTELEVEL;
         p->add_prefix_space = jbool(o, "add_prefix_space", 1);
@@ -349,11 +356,10 @@ static int load_normalizer(Tokenizer *t, json_t *o, const char *path) {
         json_array_foreach(a, i, c) PL_TRY(load_normalizer(t, c, path));
         return 0;
     }
-    Normalizer *n = realloc(t->norm, sizeof(Normalizer) * (t->n_norm + 1));
+    Normalizer *n = grow_one(t->norm, t->n_norm, sizeof *n);
     PL_CHECK_ALLOC(n);
     t->norm = n;
-    n = &t->norm[t->n_norm];
-    memset(n, 0, sizeof *n);
+    n += t->n_norm;
     if (!strcmp(type, "Prepend")) {
         const char *s = jstr(o, "prepend");
         if (!s) return pl_fail(PL_EFORMAT, "%s: Prepend normalizer without prepend", path);
@@ -397,11 +403,10 @@ static int load_decoder(Tokenizer *t, json_t *o, const char *path) {
         json_array_foreach(a, i, c) PL_TRY(load_decoder(t, c, path));
         return 0;
     }
-    Decoder *d = realloc(t->dec, sizeof(Decoder) * (t->n_dec + 1));
+    Decoder *d = grow_one(t->dec, t->n_dec, sizeof *d);
     PL_CHECK_ALLOC(d);
     t->dec = d;
-    d = &t->dec[t->n_dec];
-    memset(d, 0, sizeof *d);
+    d += t->n_dec;
     if (!strcmp(type, "ByteLevel"))
         d->type = DEC_BYTELEVEL;
     else if (!strcmp(type, "ByteFallback"))
