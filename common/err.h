@@ -13,6 +13,9 @@
 #define PL_EFORMAT -4   /* malformed file contents                     */
 #define PL_ERANGE  -5   /* a value outside its allowed range           */
 #define PL_ENOTSUP -6   /* valid but not supported (dtype, device...)  */
+#define PL_EPROTO  -7   /* a malformed or unexpected message           */
+#define PL_ETIMEOUT -8  /* a peer did not answer in time               */
+#define PL_EPEER   -9   /* a peer reported an error, or went away      */
 
 /* Records the message (printf format) and returns code, so that a failing
  * path reads `return pl_fail(PL_EIO, "open %s: %s", path, strerror(errno));` */

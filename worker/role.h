@@ -1,0 +1,88 @@
+/* role.h: one role of a worker process (actor, critic, reward, reference)
+ * and its request handlers.
+ *
+ * A Role is a Model on a Base plus what the role owns: its LoRA adapter,
+ * its scalar head, its AdamW state, its adapter version. Roles of one
+ * process share one read-only Base; a role that trains the base itself
+ * (train_base, full fine-tuning) loads its own flat copy.
+ *
+ * Per-token arrays on the wire are indexed by the token they describe:
+ * logprobs[t] = log p(tokens[t] | tokens before t in its sequence), 0 at the
+ * first token of each sequence; values[t] = the critic's value of the state
+ * before token t (read at position t - 1); masks are 1 on response tokens.
+ * The model's own outputs (model.h: position t scores token t + 1) are
+ * shifted into this convention by the role.
+ *
+ * Handlers (one file per role: actor/actor.c, critic/critic.c,
+ * reward/reward.c, reference/reference.c):
+ *   actor      generate, logprobs, train (sft, ppo, grpo, dpo, orpo),
+ *              adapter (get / set), checkpoint (state + Hugging Face export)
+ *   critic     values, train (value), checkpoint
+ *   reward     score (by rule, or by the model's head at the last token),
+ *              train (bt), checkpoint
+ *   reference  logprobs
+ * A request a role does not answer fails with PL_EPROTO naming both. */
+#ifndef PLUMB_ROLE_H
+#define PLUMB_ROLE_H
+
+#include <stdint.h>
+
+#include "common/wire.h"
+#include "model/model.h"
+#include "model/optim.h"
+#include "model/tokenizer.h"
+
+typedef enum { ROLE_ACTOR, ROLE_CRITIC, ROLE_REWARD, ROLE_REFERENCE, ROLE_NKINDS } RoleKind;
+
+/* "actor" | "critic" | "reward" | "reference" -> kind; PL_EINVAL naming s. */
+int role_kind_parse(const char *s, RoleKind *out);
+const char *role_kind_name(RoleKind k);
+
+typedef struct Role {
+    RoleKind kind;
+    Base *base;              /* shared unless own_base                         */
+    int own_base;            /* 1: loaded for this role (train_base)           */
+    Model *model;
+    const Tokenizer *tok;    /* shared, not owned                              */
+    char tok_dir[4096];      /* folder of tokenizer.json (copied on export)    */
+    AdamW opt[3];            /* one per trainable buffer (model_trainable)     */
+    int n_opt;
+    OptimConfig optim;
+    uint64_t adapter_version;/* +1 per optimizer step or installed adapter     */
+    long opt_step;           /* completed optimizer steps                      */
+    int micro_batch;         /* sequences per forward (0: the whole batch)     */
+    char rule[32];           /* reward: rule name, "" = model                  */
+    char rule_arg[1024];
+    void *rule_state;        /* reward: compiled regex etc.                    */
+    WireLimits limits;       /* what requests are checked against              */
+} Role;
+
+/* Builds a role from cfg on base (shared, not owned; base_path is where it
+ * came from, used when the role needs its own copy). tok and tok_dir are the
+ * tokenizer (rules decode responses; exports copy its files). With
+ * cfg->resume_dir the adapter, head and optimizer state are loaded from
+ * resume_dir/<role>/ (role_save's layout). Fails with a message naming the
+ * role and the bad setting or file. */
+int role_new(Role **out, const Plumb__RoleConfig *cfg, Base *base, const char *base_path,
+             const Tokenizer *tok, const char *tok_dir);
+void role_free(Role **r);
+
+/* Handles request q (q->role names this role). The reply body is set on
+ * rep (an envelope the caller made with wire_envelope(a, q->id, role));
+ * reply tensors live in a. On failure returns < 0 and pl_error() says why
+ * (the caller answers with an Error); the role's state is unchanged by a
+ * request that fails validation. */
+int role_handle(Role *r, const Plumb__Envelope *q, WireArena *a, Plumb__Envelope *rep);
+
+/* Writes the role's state into dir/<role>/: adapter (PEFT layout), head
+ * (head.safetensors), optimizer moments and step (optimizer.safetensors,
+ * state.json with adapter_version and opt_step), and for train_base the
+ * full model (config.json + model.safetensors). */
+int role_save(const Role *r, const char *dir);
+
+/* Writes a Hugging Face folder into dir: config.json, model.safetensors
+ * (the base with the adapter merged), the tokenizer files, and the adapter
+ * itself in PEFT layout under dir/adapter/ when there is one. */
+int role_export_hf(const Role *r, const char *dir);
+
+#endif
