@@ -16,7 +16,12 @@
  * keys are listed in the authorized-keys file; others are refused during
  * the handshake (zt_server_refused counts them) and never deliver a frame.
  * Clients then need the server's public key and a key pair of their own.
- * Keys are Z85 text (40 characters). */
+ * Keys are Z85 text (40 characters).
+ *
+ * Every ZtServer and ZtClient has its own ZeroMQ context (ZAP is per
+ * context, so servers in one process do not share a handler). Closing one
+ * waits at most 100 ms for frames still queued. A multi-frame message from
+ * a foreign peer is dropped. */
 #ifndef PLUMB_TRANSPORT_H
 #define PLUMB_TRANSPORT_H
 
@@ -35,14 +40,17 @@ int zt_keygen(char pub[ZT_KEY_LEN + 1], char sec[ZT_KEY_LEN + 1]);
  * (the public key) as text files of the form
  *     public-key = "<z85>"
  *     secret-key = "<z85>"      (only in .key)
- * Fails with PL_EIO naming the file. */
+ * Fails with PL_EIO naming the file; an existing file is replaced. */
 int zt_key_write(const char *prefix, const char pub[ZT_KEY_LEN + 1],
                  const char sec[ZT_KEY_LEN + 1]);
 
 /* Reads a key file written by zt_key_write (either kind): the public key
  * into pub and, when sec != NULL, the secret key (PL_EFORMAT naming the
  * file when it has none or a key is malformed). A bare 40-character Z85
- * string instead of a path is accepted as a public key. */
+ * string instead of a path is accepted as a public key (when no file of
+ * that name exists). In a file, '#' lines are comments and a bare Z85 line
+ * is a public key; a public key that does not belong to the secret key is
+ * PL_EFORMAT; a file with only a secret key gets its public key derived. */
 int zt_key_read(const char *path, char pub[ZT_KEY_LEN + 1], char sec[ZT_KEY_LEN + 1]);
 
 /* ---------------------------------------------------------------- server */
@@ -50,7 +58,8 @@ int zt_key_read(const char *path, char pub[ZT_KEY_LEN + 1], char sec[ZT_KEY_LEN 
 typedef struct ZtServer ZtServer;
 
 typedef struct {
-    const char *endpoint;        /* "tcp://127.0.0.1:5555", "tcp://*:*", "ipc:///tmp/x" */
+    const char *endpoint;        /* "tcp://127.0.0.1:5555", "tcp://0.0.0.0:*" (any port),
+                                    "ipc:///tmp/x"                                  */
     const char *secret_key;      /* a .key file: enables CURVE; NULL: plain          */
     const char *authorized_keys; /* file of client public keys, one per line (Z85 or
                                     key-file lines; '#' comments); needed with CURVE */
@@ -63,11 +72,17 @@ typedef struct {
 } ZtPeer;
 
 /* Binds. On error (endpoint in use, bad key files) returns < 0 with a
- * message naming the endpoint or file; nothing is left open. */
+ * message naming the endpoint or file (a bad line as FILE:LINE); nothing
+ * is left open. secret_key and authorized_keys go together (PL_EINVAL
+ * otherwise); an authorized-keys file with no key is PL_EFORMAT. A client
+ * connecting with an identity already in use takes over its route (a
+ * restarted worker replaces its dead predecessor). */
 int zt_server_new(ZtServer **out, const ZtServerOptions *o);
 void zt_server_free(ZtServer **s);
 
-/* The endpoint actually bound (a "*" port resolved), for clients. */
+/* The endpoint actually bound (a "*" port resolved), for clients:
+ * "tcp://127.0.0.1:41234". A wildcard host stays "0.0.0.0", which clients
+ * on the same host can use. */
 const char *zt_server_endpoint(const ZtServer *s);
 
 /* Waits up to timeout_ms (-1: forever) for a frame. Returns 1 with *buf
@@ -95,16 +110,21 @@ typedef struct {
     const char *endpoint;        /* the server's endpoint                           */
     const char *server_key;      /* server public key (file or Z85): enables CURVE  */
     const char *secret_key;      /* this client's .key file (needed with CURVE)     */
-    const char *identity;        /* routing identity (NULL: ZeroMQ picks one)       */
+    const char *identity;        /* routing identity, 1..255 bytes (NULL: ZeroMQ
+                                    picks one)                                      */
     size_t max_message;          /* bytes; 0: WIRE_MAX_MESSAGE_DEFAULT              */
 } ZtClientOptions;
 
-/* Connects (asynchronously, as ZeroMQ does: a server not yet up is fine). */
+/* Connects (asynchronously, as ZeroMQ does: a server not yet up is fine).
+ * server_key and secret_key go together (PL_EINVAL otherwise). A bad
+ * endpoint fails here naming it; a refused handshake does not fail: frames
+ * then simply never arrive. */
 int zt_client_new(ZtClient **out, const ZtClientOptions *o);
 void zt_client_free(ZtClient **c);
 
 /* Sends one frame; waits at most timeout_ms for room in the queue
- * (-1: forever). PL_EIO naming the endpoint on timeout. */
+ * (-1: forever). PL_EIO naming the endpoint on timeout or when a signal
+ * interrupts the wait. Frames are queued before the connection is up. */
 int zt_client_send(ZtClient *c, const void *buf, size_t len, int timeout_ms);
 
 /* As zt_server_recv, without a peer. */
