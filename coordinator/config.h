@@ -22,9 +22,15 @@
 #define CFG_PATH 4096
 #define CFG_STR 256
 
-typedef enum { ALGO_SFT, ALGO_RM, ALGO_DPO, ALGO_ORPO, ALGO_GRPO, ALGO_PPO, ALGO_N } Algo;
+#include "algo/algo.h"
 
-const char *algo_name(Algo a);
+/* algo.name: the AlgoName of algo/algo.h (ALGO_SFT, ALGO_RM, ALGO_PPO,
+ * ALGO_GRPO, ALGO_DPO, ALGO_ORPO; simpo and kto are refused by validation
+ * until the coordinator drives them). Use algo_name_parse/algo_name_str. */
+typedef AlgoName Algo;
+
+/* algo.name before it is set (runcfg_defaults); runcfg_validate refuses it. */
+#define RUNCFG_ALGO_UNSET ((Algo)-1)
 
 typedef struct {
     /* run */
@@ -137,24 +143,34 @@ typedef struct {
     char device[CFG_STR];        /* launch.device (cpu)                         */
 } RunConfig;
 
-/* Fills every key's default. */
+/* Fills every key's default: algo.name RUNCFG_ALGO_UNSET, the "auto" keys
+ * -1 (algo.group_size, algo.kl_coef) or "auto" (algo.kl_estimator). */
 void runcfg_defaults(RunConfig *c);
 
 /* Reads a YAML file into c (on top of what c holds). Errors name the file,
- * line and key: unknown key, bad value, a sequence where a scalar belongs,
- * malformed YAML. */
+ * line and key ("x.yaml:12: unknown key 'optim.lrr' (did you mean
+ * 'optim.lr'?)"): unknown key, bad value, a key given twice, a sequence,
+ * mapping or alias where a scalar belongs, malformed YAML. On error c is
+ * unchanged. */
 int runcfg_load(RunConfig *c, const char *path);
 
-/* Applies one "key=value" override (the key dotted). */
+/* Applies one "key=value" override (the key dotted; the value is taken as
+ * written, without YAML quoting). Errors quote the override ("override
+ * 'optim.lr=x': 'x' is not a number"); on error c is unchanged. */
 int runcfg_set(RunConfig *c, const char *assignment);
 
-/* Resolves "auto" defaults and checks the whole config: required keys for
- * the algorithm (data.train, model.path or model.init), enum names, ranges,
- * optim.warmup_steps < total optimizer steps for linear/cosine. */
+/* Resolves "auto" defaults (algo.group_size, algo.kl_coef,
+ * algo.kl_estimator, and an empty metrics.stream to plumb:metrics:<run dir
+ * name>) and checks the whole config: required keys for the algorithm
+ * (algo.name, data.train, model.path or model.init), enum names, ranges,
+ * optim.warmup_steps < total optimizer steps for linear/cosine. Calling it
+ * again on its result changes nothing. On error returns PL_EINVAL,
+ * PL_ERANGE or (simpo, kto) PL_ENOTSUP with a message naming the key. */
 int runcfg_validate(RunConfig *c);
 
-/* Writes c as flat YAML ("key: value" per line, every key), which
- * runcfg_load reads back to the same config. */
+/* Writes c as flat YAML ("key: value" per line, every key, under a header
+ * comment), which runcfg_load reads back to the same config. Strings are
+ * double-quoted; metrics.redis is written as it is, password included. */
 int runcfg_write(const RunConfig *c, FILE *f);
 
 /* Prints every key with its type, default and help (plumb train --help-config). */
@@ -162,5 +178,11 @@ void runcfg_help(FILE *f);
 
 /* Total optimizer steps of the run (steps * epochs * minibatches). */
 long runcfg_total_optimizer_steps(const RunConfig *c);
+
+/* The table of keys, for tools and for the test that keeps
+ * configs/README.md complete: runcfg_key_name(i) for 0 <= i < count is
+ * the dotted name ("optim.lr"); NULL outside that range. */
+int runcfg_key_count(void);
+const char *runcfg_key_name(int i);
 
 #endif

@@ -1,0 +1,410 @@
+/* metrics.c: metrics.jsonl, the Redis stream copy, and the progress line. */
+#include "coordinator/metrics.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+
+#include "common/err.h"
+#include "common/redis.h"
+
+#define METRICS_FILE "metrics.jsonl"
+#define STREAM_MAXLEN "100000"
+#define REDIS_TIMEOUT_MS 1000 /* connect and per command: a slow Redis must not stall training */
+
+struct Metrics {
+    FILE *f;                  /* metrics.jsonl, appending                    */
+    char path[4096];          /* its path, for messages                      */
+    char *line;               /* (cap) the line being built                  */
+    size_t cap;
+
+    int use_redis;            /* a URL was given                             */
+    RdsUrl url;               /* parsed, password included (reconnects)      */
+    char url_shown[600];      /* redacted, for messages                      */
+    char stream[512];
+    redisContext *ctx;        /* NULL while disconnected                     */
+    double next_try;          /* monotonic seconds of the next connect try   */
+    double retry_s;           /* between connection attempts                 */
+    long long errors;         /* lines that did not reach the stream         */
+    char last_error[1536];
+};
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* mkdir -p */
+static int make_dirs(const char *dir) {
+    char p[4096];
+    size_t n = strlen(dir);
+    if (n == 0) return PL_OK;
+    if (n >= sizeof p) return pl_fail(PL_EINVAL, "path too long: %s", dir);
+    memcpy(p, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (p[i] != '/' && p[i] != '\0') continue;
+        char save = p[i];
+        p[i] = '\0';
+        if (mkdir(p, 0755) < 0 && errno != EEXIST)
+            return pl_fail(PL_EIO, "mkdir %s: %s", p, strerror(errno));
+        p[i] = save;
+    }
+    struct stat st;
+    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
+        return pl_fail(PL_EIO, "%s is not a directory", dir);
+    return PL_OK;
+}
+
+/* ================================================================= Redis */
+
+static void redis_failed(Metrics *m, const char *what, const char *detail) {
+    snprintf(m->last_error, sizeof m->last_error, "redis %s (%s): %s", what, m->url_shown,
+             detail);
+    if (m->ctx) redisFree(m->ctx);
+    m->ctx = NULL;
+    m->next_try = now_s() + m->retry_s;
+}
+
+/* One command expecting +OK; 0 or -1 (after redis_failed). */
+static int redis_ok(Metrics *m, int argc, const char **argv, const char *what) {
+    redisReply *r = redisCommandArgv(m->ctx, argc, argv, NULL);
+    if (!r) {
+        redis_failed(m, what, m->ctx->errstr[0] ? m->ctx->errstr : "no reply");
+        return -1;
+    }
+    int ok = r->type == REDIS_REPLY_STATUS;
+    if (!ok) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        freeReplyObject(r);
+        redis_failed(m, what, msg);
+        return -1;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+/* Connects, authenticates and selects the db; 0 or -1 (after redis_failed). */
+static int redis_connect(Metrics *m) {
+    struct timeval tv = {REDIS_TIMEOUT_MS / 1000, (REDIS_TIMEOUT_MS % 1000) * 1000};
+    m->ctx = redisConnectWithTimeout(m->url.host, m->url.port, tv);
+    if (!m->ctx || m->ctx->err) {
+        redis_failed(m, "connect", m->ctx ? m->ctx->errstr : "out of memory");
+        return -1;
+    }
+    redisSetTimeout(m->ctx, tv);
+    if (m->url.password[0]) {
+        const char *argv[] = {"AUTH", m->url.user, m->url.password};
+        int argc = 3;
+        if (!m->url.user[0]) argv[1] = m->url.password, argc = 2;
+        if (redis_ok(m, argc, argv, "AUTH") < 0) return -1;
+    }
+    if (m->url.db) {
+        char db[16];
+        snprintf(db, sizeof db, "%d", m->url.db);
+        const char *argv[] = {"SELECT", db};
+        if (redis_ok(m, 2, argv, "SELECT") < 0) return -1;
+    }
+    return 0;
+}
+
+/* hiredis writes with write(): a server that went away raises SIGPIPE,
+ * which would kill a program that has not ignored it. Redis calls run with
+ * SIGPIPE blocked in this thread, and a SIGPIPE they raise is consumed. */
+typedef struct {
+    sigset_t old;
+    int was_pending;
+} PipeGuard;
+
+static void pipe_block(PipeGuard *g) {
+    sigset_t pipe, pending;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    sigpending(&pending);
+    g->was_pending = sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, &g->old);
+}
+
+static void pipe_restore(PipeGuard *g) {
+    sigset_t pipe, pending;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    if (!g->was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
+        struct timespec zero = {0, 0};
+        sigtimedwait(&pipe, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
+/* XADDs the line; counts a failure. */
+static void redis_send_guarded(Metrics *m, long step, const char *line, size_t len);
+
+static void redis_send(Metrics *m, long step, const char *line, size_t len) {
+    PipeGuard g;
+    pipe_block(&g);
+    redis_send_guarded(m, step, line, len);
+    pipe_restore(&g);
+}
+
+static void redis_send_guarded(Metrics *m, long step, const char *line, size_t len) {
+    if (!m->ctx) {
+        if (now_s() < m->next_try || redis_connect(m) < 0) {
+            m->errors++;
+            return;
+        }
+    }
+    char stepbuf[32];
+    snprintf(stepbuf, sizeof stepbuf, "%ld", step);
+    const char *argv[] = {"XADD", m->stream, "MAXLEN", "~", STREAM_MAXLEN, "*",
+                          "step", stepbuf, "json", line};
+    size_t lens[10];
+    for (int i = 0; i < 9; i++) lens[i] = strlen(argv[i]);
+    lens[9] = len;
+    redisReply *r = redisCommandArgv(m->ctx, 10, argv, lens);
+    if (!r) {
+        redis_failed(m, "XADD", m->ctx->errstr[0] ? m->ctx->errstr : "no reply");
+        m->errors++;
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        /* the server answered (e.g. WRONGTYPE): keep the connection */
+        snprintf(m->last_error, sizeof m->last_error, "redis XADD %s (%s): %s", m->stream,
+                 m->url_shown, r->str);
+        m->errors++;
+    }
+    freeReplyObject(r);
+}
+
+/* ================================================================== file */
+
+/* Appends s (n bytes) to m->line at *len, growing it. */
+static int put(Metrics *m, size_t *len, const char *s, size_t n) {
+    if (*len + n + 2 > m->cap) {
+        size_t cap = m->cap ? m->cap : 256;
+        while (*len + n + 2 > cap) cap *= 2;
+        char *p = realloc(m->line, cap);
+        PL_CHECK_ALLOC(p);
+        m->line = p, m->cap = cap;
+    }
+    memcpy(m->line + *len, s, n);
+    *len += n;
+    m->line[*len] = '\0';
+    return PL_OK;
+}
+
+/* A JSON string: quotes, backslashes and control characters escaped. */
+static int put_string(Metrics *m, size_t *len, const char *s) {
+    PL_TRY(put(m, len, "\"", 1));
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        char esc[8];
+        if (*p == '"' || *p == '\\') {
+            esc[0] = '\\', esc[1] = (char)*p;
+            PL_TRY(put(m, len, esc, 2));
+        } else if (*p == '\n' || *p == '\t' || *p == '\r') {
+            esc[0] = '\\', esc[1] = *p == '\n' ? 'n' : *p == '\t' ? 't' : 'r';
+            PL_TRY(put(m, len, esc, 2));
+        } else if (*p < 0x20 || *p == 0x7f) {
+            snprintf(esc, sizeof esc, "\\u%04x", *p);
+            PL_TRY(put(m, len, esc, 6));
+        } else {
+            PL_TRY(put(m, len, (const char *)p, 1));
+        }
+    }
+    return put(m, len, "\"", 1);
+}
+
+/* The shortest %g form that reads back as x (at most 17 digits); null when
+ * x is not finite. */
+static int put_number(Metrics *m, size_t *len, double x) {
+    if (!isfinite(x)) return put(m, len, "null", 4);
+    char buf[40];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, x);
+        if (strtod(buf, NULL) == x) break;
+    }
+    return put(m, len, buf, strlen(buf));
+}
+
+int metrics_open(Metrics **out, const char *run_dir, const char *redis_url, const char *stream) {
+    *out = NULL;
+    Metrics *m = calloc(1, sizeof *m);
+    PL_CHECK_ALLOC(m);
+    m->retry_s = 10.0;
+    int rc = PL_OK;
+    if (redis_url && redis_url[0]) {
+        rc = rds_parse_url(redis_url, &m->url);
+        if (rc < 0) {
+            free(m);
+            return pl_wrap(rc, "metrics.redis");
+        }
+        rds_url_redacted(&m->url, m->url_shown, sizeof m->url_shown);
+        m->use_redis = 1;
+        if (stream && stream[0]) {
+            snprintf(m->stream, sizeof m->stream, "%s", stream);
+        } else { /* plumb:metrics:<last part of run_dir> */
+            size_t n = strlen(run_dir);
+            while (n > 1 && run_dir[n - 1] == '/') n--;
+            size_t b = n;
+            while (b > 0 && run_dir[b - 1] != '/') b--;
+            snprintf(m->stream, sizeof m->stream, "plumb:metrics:%.*s", (int)(n - b), run_dir + b);
+        }
+    }
+    if ((rc = make_dirs(run_dir)) < 0) goto fail;
+    snprintf(m->path, sizeof m->path, "%s/%s", run_dir, METRICS_FILE);
+    m->f = fopen(m->path, "a+");
+    if (!m->f) {
+        rc = pl_fail(PL_EIO, "open %s: %s", m->path, strerror(errno));
+        goto fail;
+    }
+    /* a line torn by a crash would swallow the next one: end it */
+    if (fseek(m->f, 0, SEEK_END) == 0 && ftell(m->f) > 0 && fseek(m->f, -1, SEEK_END) == 0 &&
+        fgetc(m->f) != '\n') {
+        fseek(m->f, 0, SEEK_END);
+        fputc('\n', m->f);
+        fflush(m->f);
+    }
+    if (m->use_redis) { /* a failure here is retried on the first log */
+        PipeGuard g;
+        pipe_block(&g);
+        redis_connect(m);
+        pipe_restore(&g);
+    }
+    *out = m;
+    return PL_OK;
+fail:
+    memset(&m->url, 0, sizeof m->url);
+    free(m);
+    return rc;
+}
+
+int metrics_log(Metrics *m, long step, const char *const *names, const double *values, int n) {
+    size_t len = 0;
+    char head[48];
+    int hn = snprintf(head, sizeof head, "{\"step\": %ld", step);
+    PL_TRY(put(m, &len, head, (size_t)hn));
+    for (int i = 0; i < n; i++) {
+        if (!names[i] || !names[i][0] || !strcmp(names[i], "step"))
+            return pl_fail(PL_EINVAL, "metrics: metric %d has a bad name (%s)", i,
+                           names[i] ? (names[i][0] ? "\"step\" is reserved" : "empty") : "NULL");
+        PL_TRY(put(m, &len, ", ", 2));
+        PL_TRY(put_string(m, &len, names[i]));
+        PL_TRY(put(m, &len, ": ", 2));
+        PL_TRY(put_number(m, &len, values[i]));
+    }
+    PL_TRY(put(m, &len, "}", 1));
+    if (fwrite(m->line, 1, len, m->f) != len || fputc('\n', m->f) == EOF || fflush(m->f))
+        return pl_fail(PL_EIO, "write %s: %s", m->path, strerror(errno));
+    if (m->use_redis) redis_send(m, step, m->line, len);
+    return PL_OK;
+}
+
+long long metrics_redis_errors(const Metrics *m) { return m->errors; }
+
+const char *metrics_redis_last_error(const Metrics *m) { return m->last_error; }
+
+void metrics_set_retry_s(Metrics *m, double seconds) {
+    m->retry_s = seconds > 0 ? seconds : 0;
+    if (!m->ctx) m->next_try = now_s() + m->retry_s;
+}
+
+void metrics_close(Metrics **pm) {
+    if (!pm || !*pm) return;
+    Metrics *m = *pm;
+    if (m->f) fclose(m->f);
+    if (m->ctx) redisFree(m->ctx);
+    free(m->line);
+    memset(&m->url, 0, sizeof m->url); /* the password */
+    free(m);
+    *pm = NULL;
+}
+
+/* ================================================================ resume */
+
+int metrics_truncate_after(const char *run_dir, long step) {
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/%s", run_dir, METRICS_FILE);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *in = fopen(path, "rb");
+    if (!in) {
+        if (errno == ENOENT) return PL_OK;
+        return pl_fail(PL_EIO, "open %s: %s", path, strerror(errno));
+    }
+    FILE *out = fopen(tmp, "wb");
+    if (!out) {
+        int rc = pl_fail(PL_EIO, "create %s: %s", tmp, strerror(errno));
+        fclose(in);
+        return rc;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int rc = PL_OK;
+    while ((n = getline(&line, &cap, in)) > 0) {
+        if (line[n - 1] != '\n') break; /* torn last line */
+        json_t *j = json_loadb(line, (size_t)n, 0, NULL);
+        json_t *s = json_object_get(j, "step");
+        int keep = json_is_integer(s) && json_integer_value(s) <= step;
+        json_decref(j);
+        if (keep && fwrite(line, 1, (size_t)n, out) != (size_t)n) {
+            rc = pl_fail(PL_EIO, "write %s: %s", tmp, strerror(errno));
+            break;
+        }
+    }
+    if (rc == PL_OK && ferror(in)) rc = pl_fail(PL_EIO, "read %s: %s", path, strerror(errno));
+    free(line);
+    fclose(in);
+    if (rc == PL_OK && (fflush(out) || fsync(fileno(out))))
+        rc = pl_fail(PL_EIO, "write %s: %s", tmp, strerror(errno));
+    if (fclose(out) && rc == PL_OK) rc = pl_fail(PL_EIO, "close %s: %s", tmp, strerror(errno));
+    if (rc == PL_OK && rename(tmp, path) < 0)
+        rc = pl_fail(PL_EIO, "rename %s to %s: %s", tmp, path, strerror(errno));
+    if (rc < 0) {
+        unlink(tmp);
+        return rc;
+    }
+    int dfd = open(run_dir, O_RDONLY | O_DIRECTORY); /* make the rename durable */
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return PL_OK;
+}
+
+/* ============================================================== progress */
+
+static void format_duration(double s, char *buf, size_t n) {
+    long t = (long)(s + 0.5);
+    if (t < 60) snprintf(buf, n, "%lds", t);
+    else if (t < 3600) snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(buf, n, "%ldh%02ldm", t / 3600, (t % 3600) / 60);
+}
+
+void metrics_progress(FILE *f, long step, long total, double reward, double kl,
+                      double tokens_per_s, double elapsed_s) {
+    char line[256];
+    int n = total > 0 ? snprintf(line, sizeof line, "step %ld/%ld", step, total)
+                      : snprintf(line, sizeof line, "step %ld", step);
+    if (!isnan(reward)) n += snprintf(line + n, sizeof line - n, "  reward %.3f", reward);
+    if (!isnan(kl)) n += snprintf(line + n, sizeof line - n, "  kl %.2g", kl);
+    if (!isnan(tokens_per_s))
+        n += snprintf(line + n, sizeof line - n, "  %.0f tok/s", tokens_per_s);
+    if (isfinite(elapsed_s) && elapsed_s >= 0 && step > 0 && total > 0 && step <= total) {
+        char d[32];
+        format_duration(elapsed_s / (double)step * (double)(total - step), d, sizeof d);
+        snprintf(line + n, sizeof line - n, "  eta %s", d);
+    }
+    fprintf(f, "%s\n", line);
+    fflush(f);
+}
