@@ -45,6 +45,7 @@ typedef struct Role {
     Model *model;
     const Tokenizer *tok;    /* shared, not owned                              */
     char tok_dir[4096];      /* folder of tokenizer.json (copied on export)    */
+    char base_path[4096];    /* where the base came from (adapter configs)     */
     AdamW opt[3];            /* one per trainable buffer (model_trainable)     */
     int n_opt;
     OptimConfig optim;
@@ -53,31 +54,58 @@ typedef struct Role {
     int micro_batch;         /* sequences per forward (0: the whole batch)     */
     char rule[32];           /* reward: rule name, "" = model                  */
     char rule_arg[1024];
+    int rule_id;             /* reward: RewardRule (reward/rules.h), -1 = model */
     void *rule_state;        /* reward: compiled regex etc.                    */
     WireLimits limits;       /* what requests are checked against              */
 } Role;
 
 /* Builds a role from cfg on base (shared, not owned; base_path is where it
- * came from, used when the role needs its own copy). tok and tok_dir are the
- * tokenizer (rules decode responses; exports copy its files). With
- * cfg->resume_dir the adapter, head and optimizer state are loaded from
- * resume_dir/<role>/ (role_save's layout). Fails with a message naming the
- * role and the bad setting or file. */
+ * came from, named in saved adapter configs). tok and tok_dir are the
+ * tokenizer (rules decode responses; exports copy its files). The adapter
+ * starts from cfg->init_adapter when given, the head from cfg->head_path.
+ * With cfg->resume_dir the adapter, head, optimizer moments, opt_step,
+ * adapter_version and (train_base) the weights are loaded from
+ * resume_dir/<role>/ (role_save's layout), so training continues bit for
+ * bit. A train_base role works on its own flat copy of base. The reference
+ * ignores lora_rank, head, train_base and resume_dir (it is the frozen base,
+ * plus init_adapter when given); a role with no adapter, head or base to
+ * train (a rule-based reward) ignores resume_dir. cfg->optim fields beta1,
+ * beta2 and eps left 0 take optim_defaults; an empty schedule is constant.
+ * Fails with a message naming the role and the bad setting or file. */
 int role_new(Role **out, const Plumb__RoleConfig *cfg, Base *base, const char *base_path,
              const Tokenizer *tok, const char *tok_dir);
 void role_free(Role **r);
 
-/* Handles request q (q->role names this role). The reply body is set on
- * rep (an envelope the caller made with wire_envelope(a, q->id, role));
- * reply tensors live in a. On failure returns < 0 and pl_error() says why
- * (the caller answers with an Error); the role's state is unchanged by a
- * request that fails validation. */
+/* Handles request q (q->role names this role, or is empty). The reply body
+ * is set on rep (an envelope the caller made with wire_envelope(a, q->id,
+ * role)); reply tensors live in a. On failure returns < 0 and pl_error()
+ * says why (the caller answers with an Error); the role's state is
+ * unchanged by a request that fails validation.
+ *
+ * train: the batch's units (sequences; pairs for dpo, orpo, bt) are cut
+ * into `minibatches` contiguous parts of one order (identity for one
+ * minibatch, else shuffled by an Rng seeded with `seed`), and for each of
+ * `epochs` epochs each part is one optimizer step: forward (micro_batch
+ * sequences at a time), the loss over the whole part, backward (a second
+ * forward per micro-batch), global-norm clipping, AdamW per trainable
+ * buffer at lr_at(opt_step); opt_step and adapter_version +1 per step.
+ * epochs and minibatches 0 mean 1; more minibatches than units fails. The
+ * reply's metrics are means over the steps of the call: loss, grad_norm
+ * (before clipping), lr, and per body sft: nll, tokens; ppo/grpo: pg_loss,
+ * kl, clipfrac, approx_kl, entropy; value: value_loss, value_clipfrac,
+ * value_mean; dpo: reward_chosen, reward_rejected, margin, accuracy; orpo:
+ * those and nll, log_odds; bt: accuracy, margin, reward_chosen,
+ * reward_rejected. Every tensor and option is checked before the model is
+ * touched. */
 int role_handle(Role *r, const Plumb__Envelope *q, WireArena *a, Plumb__Envelope *rep);
 
-/* Writes the role's state into dir/<role>/: adapter (PEFT layout), head
- * (head.safetensors), optimizer moments and step (optimizer.safetensors,
- * state.json with adapter_version and opt_step), and for train_base the
- * full model (config.json + model.safetensors). */
+/* Writes the role's state into dir/<role>/: adapter/ (PEFT layout),
+ * head.safetensors ("weight" (C), "bias" (1)), optimizer.safetensors
+ * ("m_i", "v_i" per trainable buffer in model_trainable's order), for
+ * train_base the full model under model/ (config.json + model.safetensors),
+ * and last state.json {role, adapter_version, opt_step}, whose presence
+ * marks a complete save (safetensors files and state.json go through a
+ * temporary name and a rename). */
 int role_save(const Role *r, const char *dir);
 
 /* Writes a Hugging Face folder into dir: config.json, model.safetensors

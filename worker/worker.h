@@ -1,0 +1,42 @@
+/* worker.h: a worker process: one or more roles behind one DEALER socket.
+ *
+ * worker_run loads the tokenizer and the base model once, connects to the
+ * coordinator, registers (protocol version, roles, rank, device, host, pid,
+ * base fingerprint), builds its roles from the Welcome's RoleConfigs (they
+ * share the base), and then answers requests one at a time until Shutdown.
+ * A second thread sends heartbeats on its own socket every heartbeat_ms, so
+ * the coordinator can tell a long computation from a dead process; when
+ * the coordinator stops acknowledging them for coordinator_timeout_ms the
+ * worker gives up.
+ *
+ * A bad request (undecodable frame, a shape that lies, a role this process
+ * does not host) is answered with an Error and the worker keeps serving. */
+#ifndef PLUMB_WORKER_H
+#define PLUMB_WORKER_H
+
+#include <stddef.h>
+
+typedef struct {
+    const char *connect;       /* coordinator endpoint                          */
+    const char *roles;         /* "actor" or "actor,reference"                  */
+    const char *model;         /* base checkpoint (HF folder or llama2.c .bin)  */
+    const char *tokenizer;     /* folder of tokenizer.json (NULL: the model's)  */
+    const char *device;        /* "cpu" (NULL: cpu)                             */
+    int rank;                  /* < 0: worker_rank_from_env(), else 0           */
+    const char *server_key;    /* CURVE: coordinator public key (file or Z85)   */
+    const char *secret_key;    /* CURVE: this worker's .key file                */
+    size_t max_message;        /* bytes (0: default)                            */
+    int register_timeout_ms;   /* waiting for Welcome (0: 60000)                */
+    int coordinator_timeout_ms;/* no heartbeat ack for this long: exit (0: 30000) */
+    int verbose;
+} WorkerOptions;
+
+/* Runs until Shutdown (returns 0) or a fatal error (< 0, pl_error() says
+ * what: refused registration, model load failure, coordinator gone). */
+int worker_run(const WorkerOptions *o);
+
+/* The rank from SLURM_PROCID, OMPI_COMM_WORLD_RANK, PMI_RANK or RANK (the
+ * first set), or -1. */
+int worker_rank_from_env(void);
+
+#endif
