@@ -18,5 +18,9 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_ingest(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_coordinator(int argc, char **argv);
+int cmd_worker(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
 
 #endif

@@ -22,12 +22,16 @@ static const Command commands[] = {
     {"pretrain", cmd_pretrain, "train a small byte-level model on a text file"},
     {"data", cmd_data, "make the synthetic arith task; check a JSONL dataset"},
     {"ingest", cmd_ingest, "tokenize a JSONL dataset into a Redis stream or a shard file"},
+    {"train", cmd_train, "run a training run on this host: coordinator and workers"},
+    {"coordinator", cmd_coordinator, "run a training run's coordinator; workers join it"},
+    {"worker", cmd_worker, "serve roles (actor, critic, reward, reference) to a coordinator"},
+    {"keygen", cmd_keygen, "write a CURVE key pair for encrypted, authenticated transport"},
 };
 
 static void usage(FILE *f) {
     fprintf(f, "usage: plumb <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\n'plumb <command> --help' describes each command.\n");
 }
 

@@ -1,0 +1,448 @@
+/* pool.c: registrations, heartbeats and requests in flight (pool.h). */
+#define _GNU_SOURCE
+#include "pool.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/err.h"
+
+struct Pool {
+    PoolOptions o;
+    ZtServer *server;
+    PoolWorker w[POOL_MAX_WORKERS];
+    int n;
+    uint64_t next_id;
+    PoolCall *calls;       /* the pool_call in progress                     */
+    int n_calls;
+    size_t max_message;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void plog(Pool *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void plog(Pool *p, const char *fmt, ...) {
+    FILE *f = p->o.log ? (FILE *)p->o.log : stderr;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(f, "plumb coordinator: ");
+    vfprintf(f, fmt, ap);
+    fprintf(f, "\n");
+    fflush(f);
+    va_end(ap);
+}
+
+/* A message kind as a word, for messages. */
+static const char *body_name(Plumb__Envelope__BodyCase c) {
+    switch (c) {
+    case PLUMB__ENVELOPE__BODY_REGISTER: return "register";
+    case PLUMB__ENVELOPE__BODY_WELCOME: return "welcome";
+    case PLUMB__ENVELOPE__BODY_HEARTBEAT: return "heartbeat";
+    case PLUMB__ENVELOPE__BODY_GENERATE: return "generate";
+    case PLUMB__ENVELOPE__BODY_LOGPROBS: return "logprobs";
+    case PLUMB__ENVELOPE__BODY_VALUES: return "values";
+    case PLUMB__ENVELOPE__BODY_SCORE: return "score";
+    case PLUMB__ENVELOPE__BODY_TRAIN: return "train";
+    case PLUMB__ENVELOPE__BODY_ADAPTER: return "adapter";
+    case PLUMB__ENVELOPE__BODY_CHECKPOINT: return "checkpoint";
+    case PLUMB__ENVELOPE__BODY_SHUTDOWN: return "shutdown";
+    default: return "reply";
+    }
+}
+
+/* "worker 2 (host:pid:x, actor,reference, pid 1234)" */
+static const char *wname(const Pool *p, int i, char *buf, size_t cap) {
+    const PoolWorker *w = &p->w[i];
+    char roles[128] = "";
+    for (int k = 0; k < ROLE_NKINDS; k++)
+        if (w->roles & (1u << k)) {
+            if (roles[0]) strcat(roles, ",");
+            strcat(roles, role_kind_name((RoleKind)k));
+        }
+    snprintf(buf, cap, "worker %d (%s, pid %d on %s)", i, roles, w->pid, w->host);
+    return buf;
+}
+
+static int find_peer(const Pool *p, const ZtPeer *peer) {
+    for (int i = 0; i < p->n; i++)
+        if (p->w[i].peer.len == peer->len && memcmp(p->w[i].peer.id, peer->id, peer->len) == 0)
+            return i;
+    return -1;
+}
+
+static int find_id(const Pool *p, const char *id) {
+    for (int i = 0; i < p->n; i++)
+        if (strcmp(p->w[i].id, id) == 0) return i;
+    return -1;
+}
+
+static int send_to(Pool *p, const ZtPeer *peer, const Plumb__Envelope *e, size_t *bytes) {
+    void *buf;
+    size_t len;
+    PL_TRY(wire_pack(e, &buf, &len));
+    int rc = zt_server_send(p->server, peer, buf, len);
+    free(buf);
+    if (bytes) *bytes = len;
+    return rc;
+}
+
+static void send_error(Pool *p, const ZtPeer *peer, uint64_t id, int code, const char *msg) {
+    WireArena *a = wire_arena_new();
+    Plumb__Envelope *e = a ? wire_error(a, id, code, msg) : NULL;
+    if (e) send_to(p, peer, e, NULL);
+    wire_arena_free(&a);
+}
+
+int pool_new(Pool **out, const PoolOptions *o) {
+    *out = NULL;
+    Pool *p = calloc(1, sizeof *p);
+    PL_CHECK_ALLOC(p);
+    p->o = *o;
+    p->next_id = 1;
+    p->max_message = o->server.max_message ? o->server.max_message : WIRE_MAX_MESSAGE_DEFAULT;
+    int rc = zt_server_new(&p->server, &o->server);
+    if (rc < 0) {
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+const char *pool_endpoint(const Pool *p) { return zt_server_endpoint(p->server); }
+
+const PoolWorker *pool_worker(const Pool *p, int i) {
+    return i >= 0 && i < p->n ? &p->w[i] : NULL;
+}
+
+int pool_workers_with(const Pool *p, RoleKind k, int *idx, int max) {
+    int n = 0;
+    for (int i = 0; i < p->n && n < max; i++)
+        if (p->w[i].alive && (p->w[i].roles & (1u << k))) idx[n++] = i;
+    return n;
+}
+
+/* ------------------------------------------------------------ handlers */
+
+static void on_register(Pool *p, const ZtPeer *peer, const Plumb__Envelope *e) {
+    const Plumb__Register *r = e->register_;
+    char msg[1024];
+    unsigned roles = 0;
+    msg[0] = '\0';
+    for (size_t i = 0; i < r->n_roles && !msg[0]; i++) {
+        RoleKind k;
+        if (role_kind_parse(r->roles[i], &k) < 0)
+            snprintf(msg, sizeof msg, "unknown role '%s'", r->roles[i]);
+        else
+            roles |= 1u << k;
+    }
+    if (!msg[0] && roles == 0) snprintf(msg, sizeof msg, "no roles");
+    if (!msg[0] && strcmp(r->fingerprint, p->o.fingerprint) != 0)
+        snprintf(msg, sizeof msg,
+                 "its base model differs from the coordinator's (fingerprint %s, expected %s): "
+                 "load the same checkpoint as model.path",
+                 r->fingerprint, p->o.fingerprint);
+    if (!msg[0] && (!r->model || r->model->vocab != p->o.vocab || r->model->max_seq != p->o.max_seq))
+        snprintf(msg, sizeof msg, "its model's vocabulary or context differs from the run's");
+    if (!msg[0] && find_id(p, r->worker_id) >= 0)
+        snprintf(msg, sizeof msg, "worker id '%s' is already registered", r->worker_id);
+    if (!msg[0] && p->n == POOL_MAX_WORKERS)
+        snprintf(msg, sizeof msg, "the pool is full (%d workers)", POOL_MAX_WORKERS);
+
+    WireArena *a = wire_arena_new();
+    Plumb__Envelope *rep = a ? wire_envelope(a, e->id, NULL) : NULL;
+    Plumb__Welcome *wel = rep ? wire_alloc(a, sizeof *wel) : NULL;
+    Plumb__RoleConfig **rcs = wel ? wire_alloc(a, sizeof(*rcs) * ROLE_NKINDS) : NULL;
+    if (!rcs) {
+        wire_arena_free(&a);
+        return;
+    }
+    plumb__welcome__init(wel);
+    for (int k = 0; k < ROLE_NKINDS && !msg[0]; k++) {
+        if (!(roles & (1u << k))) continue;
+        Plumb__RoleConfig *rc = p->o.role_config(p->o.ctx, (RoleKind)k, a);
+        if (!rc)
+            snprintf(msg, sizeof msg, "%s", pl_error());
+        else
+            rcs[wel->n_roles++] = rc;
+    }
+    if (msg[0]) {
+        plog(p, "refused worker %s (pid %d on %s): %s", r->worker_id, r->pid, r->host, msg);
+        send_error(p, peer, e->id, PL_EPROTO, msg);
+        wire_arena_free(&a);
+        return;
+    }
+    int i = p->n++;
+    PoolWorker *w = &p->w[i];
+    memset(w, 0, sizeof *w);
+    snprintf(w->id, sizeof w->id, "%s", r->worker_id);
+    w->peer = *peer;
+    w->roles = roles;
+    w->rank = r->rank, w->pid = r->pid;
+    snprintf(w->host, sizeof w->host, "%s", r->host);
+    snprintf(w->device, sizeof w->device, "%s", r->device);
+    w->last_seen = now_s();
+    w->alive = 1;
+    wel->worker_index = i;
+    wel->roles = rcs;
+    wel->heartbeat_ms = p->o.heartbeat_ms;
+    rep->body_case = PLUMB__ENVELOPE__BODY_WELCOME;
+    rep->welcome = wel;
+    send_to(p, peer, rep, NULL);
+    wire_arena_free(&a);
+    char nm[256];
+    plog(p, "%s registered (rank %d, %s)", wname(p, i, nm, sizeof nm), w->rank, w->device);
+}
+
+static void on_heartbeat(Pool *p, const ZtPeer *peer, const Plumb__Envelope *e) {
+    int i = find_id(p, e->heartbeat->worker_id);
+    if (i < 0 || !p->w[i].alive) return; /* not (or no longer) one of ours */
+    p->w[i].last_seen = now_s();
+    WireArena *a = wire_arena_new();
+    Plumb__Envelope *ack = a ? wire_envelope(a, 0, NULL) : NULL;
+    Plumb__Heartbeat *hb = ack ? wire_alloc(a, sizeof *hb) : NULL;
+    if (hb) {
+        plumb__heartbeat__init(hb);
+        hb->worker_id = e->heartbeat->worker_id;
+        hb->seq = e->heartbeat->seq;
+        ack->body_case = PLUMB__ENVELOPE__BODY_HEARTBEAT;
+        ack->heartbeat = hb;
+        send_to(p, peer, ack, NULL);
+    }
+    wire_arena_free(&a);
+}
+
+/* A reply: matched to a call in flight by id and sender. Takes e. */
+static void on_reply(Pool *p, int wi, Plumb__Envelope *e, double unpack_s) {
+    char nm[256];
+    for (int c = 0; c < p->n_calls; c++) {
+        PoolCall *call = &p->calls[c];
+        if (call->rep || call->req->id != e->id) continue;
+        if (call->worker != wi) break;
+        call->rep = e;
+        call->wall_s = now_s() - call->wall_s;
+        call->compute_s = e->compute_s;
+        call->pack_s += unpack_s;
+        p->w[wi].busy--;
+        return;
+    }
+    if (e->body_case == PLUMB__ENVELOPE__BODY_ERROR)
+        plog(p, "%s reported: %s", wname(p, wi, nm, sizeof nm), e->error->message);
+    else
+        plog(p, "dropped a %s (request %llu) from %s that nothing waits for",
+             body_name(e->body_case), (unsigned long long)e->id, wname(p, wi, nm, sizeof nm));
+    wire_free(&e);
+}
+
+/* Receives and handles one frame (waiting up to ms). */
+static int serve(Pool *p, int ms) {
+    ZtPeer peer;
+    void *buf = NULL;
+    size_t len = 0;
+    int rc = zt_server_recv(p->server, &peer, &buf, &len, ms);
+    char who[300], hex[2 * ZT_PEER_MAX + 1];
+    int wi = rc != 0 ? find_peer(p, &peer) : -1;
+    if (wi >= 0)
+        wname(p, wi, who, sizeof who);
+    else if (rc != 0)
+        snprintf(who, sizeof who, "peer %s", zt_peer_str(&peer, hex, sizeof hex));
+    if (rc == PL_ERANGE) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "a %zu-byte message is over the limit of %zu bytes", len,
+                 p->max_message);
+        plog(p, "refused a message from %s: %s", who, msg);
+        send_error(p, &peer, 0, PL_ERANGE, msg);
+        return 0;
+    }
+    if (rc <= 0) return rc;
+    double t0 = now_s();
+    Plumb__Envelope *e = NULL;
+    rc = wire_unpack(buf, len, p->max_message, who, &e);
+    free(buf);
+    if (rc < 0) {
+        plog(p, "refused: %s", pl_error());
+        send_error(p, &peer, 0, rc, pl_error());
+        return 0;
+    }
+    double unpack_s = now_s() - t0;
+    switch (e->body_case) {
+    case PLUMB__ENVELOPE__BODY_REGISTER: on_register(p, &peer, e); break;
+    case PLUMB__ENVELOPE__BODY_HEARTBEAT: on_heartbeat(p, &peer, e); break;
+    case PLUMB__ENVELOPE__BODY_ERROR:
+    case PLUMB__ENVELOPE__BODY_OK:
+    case PLUMB__ENVELOPE__BODY_GENERATED:
+    case PLUMB__ENVELOPE__BODY_LOGPROBS_REP:
+    case PLUMB__ENVELOPE__BODY_VALUES_REP:
+    case PLUMB__ENVELOPE__BODY_SCORE_REP:
+    case PLUMB__ENVELOPE__BODY_TRAIN_REP:
+    case PLUMB__ENVELOPE__BODY_ADAPTER:
+        if (wi < 0) {
+            plog(p, "refused a %s from %s, which has not registered", body_name(e->body_case),
+                 who);
+            send_error(p, &peer, e->id, PL_EPROTO, "register first");
+            break;
+        }
+        p->w[wi].last_seen = now_s();
+        on_reply(p, wi, e, unpack_s);
+        return 0; /* on_reply took e */
+    default:
+        plog(p, "refused a %s from %s: workers do not send that", body_name(e->body_case), who);
+        send_error(p, &peer, e->id, PL_EPROTO, "unexpected message kind");
+    }
+    wire_free(&e);
+    return 0;
+}
+
+/* Marks workers whose heartbeats stopped as dead. */
+static void check_dead(Pool *p) {
+    double t = now_s();
+    char nm[256];
+    for (int i = 0; i < p->n; i++) {
+        PoolWorker *w = &p->w[i];
+        if (w->alive && t - w->last_seen > p->o.dead_after_ms * 1e-3) {
+            w->alive = 0;
+            plog(p, "%s stopped sending heartbeats %.1f s ago: considered dead",
+                 wname(p, i, nm, sizeof nm), t - w->last_seen);
+        }
+    }
+}
+
+/* Serves at most one frame (waiting up to ms), then the periodic checks. */
+static int poll_once(Pool *p, int ms) {
+    PL_TRY(serve(p, ms));
+    check_dead(p);
+    return p->o.tick ? p->o.tick(p->o.ctx) : 0;
+}
+
+int pool_poll(Pool *p, int ms) {
+    double end = now_s() + ms * 1e-3;
+    do {
+        double left = (end - now_s()) * 1e3;
+        PL_TRY(poll_once(p, left < 100 ? (left > 0 ? (int)left : 0) : 100));
+    } while (now_s() < end);
+    return 0;
+}
+
+int pool_wait_roles(Pool *p, unsigned needed, int timeout_ms) {
+    double end = now_s() + timeout_ms * 1e-3;
+    for (;;) {
+        unsigned have = 0;
+        for (int i = 0; i < p->n; i++)
+            if (p->w[i].alive) have |= p->w[i].roles;
+        if ((have & needed) == needed) return 0;
+        if (now_s() > end) {
+            char missing[128] = "";
+            for (int k = 0; k < ROLE_NKINDS; k++)
+                if ((needed & ~have) & (1u << k)) {
+                    if (missing[0]) strcat(missing, ", ");
+                    strcat(missing, role_kind_name((RoleKind)k));
+                }
+            return pl_fail(PL_ETIMEOUT, "no worker for role(s) %s registered within %d s",
+                           missing, timeout_ms / 1000);
+        }
+        PL_TRY(pool_poll(p, 100));
+    }
+}
+
+void pool_calls_free(PoolCall *calls, int n) {
+    for (int i = 0; i < n; i++) wire_free(&calls[i].rep);
+}
+
+int pool_call(Pool *p, PoolCall *calls, int n) {
+    char nm[256];
+    for (int i = 0; i < n; i++) {
+        PoolCall *c = &calls[i];
+        c->rep = NULL;
+        c->pack_s = c->compute_s = 0;
+        if (c->worker < 0 || c->worker >= p->n || !p->w[c->worker].alive)
+            return pl_fail(PL_EPEER, "request %s for a worker that is not alive",
+                           body_name(c->req->body_case));
+        c->req->id = p->next_id++;
+        c->req->protocol = PLUMB_PROTOCOL;
+        void *buf;
+        size_t len;
+        double t0 = now_s();
+        PL_TRY(wire_pack(c->req, &buf, &len));
+        c->pack_s = now_s() - t0;
+        c->bytes_out = len;
+        int rc = zt_server_send(p->server, &p->w[c->worker].peer, buf, len);
+        free(buf);
+        if (rc < 0) return pl_wrap(rc, "sending %s to %s", body_name(c->req->body_case),
+                                   wname(p, c->worker, nm, sizeof nm));
+        c->wall_s = now_s(); /* the start; on_reply turns it into a duration */
+        p->w[c->worker].busy++;
+    }
+    p->calls = calls, p->n_calls = n;
+    double start = now_s();
+    int rc = 0;
+    for (;;) {
+        int pending = 0;
+        for (int i = 0; i < n && rc == 0; i++) {
+            PoolCall *c = &calls[i];
+            if (c->rep) {
+                if (c->rep->body_case == PLUMB__ENVELOPE__BODY_ERROR)
+                    rc = pl_fail(PL_EPEER, "%s failed %s: %s",
+                                 wname(p, c->worker, nm, sizeof nm),
+                                 body_name(c->req->body_case), c->rep->error->message);
+                continue;
+            }
+            pending++;
+            if (!p->w[c->worker].alive)
+                rc = pl_fail(PL_EPEER,
+                             "%s died (no heartbeat for %.1f s) while handling %s request %llu",
+                             wname(p, c->worker, nm, sizeof nm), p->o.dead_after_ms * 1e-3,
+                             body_name(c->req->body_case), (unsigned long long)c->req->id);
+            else if (now_s() - start > p->o.request_timeout_ms * 1e-3)
+                rc = pl_fail(PL_ETIMEOUT, "%s did not answer %s request %llu within %d s",
+                             wname(p, c->worker, nm, sizeof nm), body_name(c->req->body_case),
+                             (unsigned long long)c->req->id, p->o.request_timeout_ms / 1000);
+        }
+        if (rc < 0 || pending == 0) break;
+        if ((rc = poll_once(p, 100)) < 0) break;
+    }
+    /* Replies still owed are dropped when they come (nothing matches them). */
+    for (int i = 0; i < n; i++)
+        if (!calls[i].rep && calls[i].worker < p->n) p->w[calls[i].worker].busy = 0;
+    p->calls = NULL, p->n_calls = 0;
+    return rc;
+}
+
+void pool_free(Pool **pp, int timeout_ms) {
+    if (!pp || !*pp) return;
+    Pool *p = *pp;
+    if (timeout_ms > 0) {
+        WireArena *a = wire_arena_new();
+        PoolCall calls[POOL_MAX_WORKERS];
+        int n = 0;
+        for (int i = 0; a && i < p->n; i++) {
+            if (!p->w[i].alive) continue;
+            Plumb__Envelope *e = wire_envelope(a, 0, NULL);
+            Plumb__Shutdown *s = wire_alloc(a, sizeof *s);
+            if (!e || !s) break;
+            plumb__shutdown__init(s);
+            s->reason = "the run is over";
+            e->body_case = PLUMB__ENVELOPE__BODY_SHUTDOWN;
+            e->shutdown = s;
+            memset(&calls[n], 0, sizeof calls[n]);
+            calls[n].worker = i, calls[n].req = e;
+            n++;
+        }
+        int saved = p->o.request_timeout_ms;
+        p->o.request_timeout_ms = timeout_ms;
+        p->o.tick = NULL;
+        pool_call(p, calls, n);
+        p->o.request_timeout_ms = saved;
+        pool_calls_free(calls, n);
+        wire_arena_free(&a);
+    }
+    zt_server_free(&p->server);
+    free(p);
+    *pp = NULL;
+}

@@ -1,0 +1,101 @@
+/* pool.h: the coordinator's side of the wire: the ROUTER socket, the
+ * registered workers, and requests in flight.
+ *
+ * Workers register (protocol, roles, fingerprint checked), get a Welcome
+ * with their roles' configuration, and heartbeat on a second socket. A
+ * worker whose heartbeats stop for dead_after_ms is dead: the requests it
+ * held fail with an error naming it, within that time plus one poll.
+ *
+ * pool_call sends a set of independent requests at once (to different
+ * workers, or several to one) and waits until every reply is in, while it
+ * keeps answering heartbeats and refusing bad frames. Each request is
+ * matched to its reply by id; a reply that matches nothing is dropped with
+ * a warning. Bad input from any peer (garbage, another protocol version,
+ * an oversized frame, a registration with another base model) is answered
+ * with an Error and logged; the pool keeps serving the others. */
+#ifndef PLUMB_POOL_H
+#define PLUMB_POOL_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/transport.h"
+#include "common/wire.h"
+#include "worker/role.h"
+
+#define POOL_MAX_WORKERS 64
+
+typedef struct {
+    char id[128];            /* worker_id from Register                       */
+    ZtPeer peer;             /* routing identity of its main socket           */
+    unsigned roles;          /* bit (1u << RoleKind)                          */
+    int rank, pid;
+    char host[128], device[32];
+    double last_seen;        /* monotonic seconds of its last heartbeat/reply */
+    int alive;
+    int busy;                /* requests in flight                            */
+    uint64_t adapter_version;/* actor: the adapter it holds (kept by the driver) */
+} PoolWorker;
+
+/* Builds the RoleConfig of role k for a new worker, in a (the Welcome's
+ * arena). Returns NULL (with pl_error set) to refuse the worker. */
+typedef Plumb__RoleConfig *(*PoolRoleConfigFn)(void *ctx, RoleKind k, WireArena *a);
+
+typedef struct {
+    ZtServerOptions server;
+    char fingerprint[33];    /* of the coordinator's base model               */
+    int vocab, max_seq;      /* what workers' models must match               */
+    int heartbeat_ms;        /* told to workers                               */
+    int dead_after_ms;       /* no heartbeat for this long: dead              */
+    int request_timeout_ms;  /* one request, at most                          */
+    PoolRoleConfigFn role_config;
+    void *ctx;
+    /* Called on each poll round (about every 100 ms); a negative return
+     * aborts pool_call/pool_wait with that code (the launcher checks its
+     * children and Ctrl-C here). */
+    int (*tick)(void *ctx);
+    FILE *log;               /* messages about peers (stderr)                 */
+} PoolOptions;
+
+typedef struct Pool Pool;
+
+int pool_new(Pool **out, const PoolOptions *o);
+/* Sends Shutdown to every live worker (waiting up to timeout_ms for their
+ * answers), then closes the socket. */
+void pool_free(Pool **p, int timeout_ms);
+const char *pool_endpoint(const Pool *p);
+
+/* Serves registrations until every role in `needed` (bit mask) has at least
+ * one live worker, or timeout_ms passes (PL_ETIMEOUT naming the missing
+ * roles). */
+int pool_wait_roles(Pool *p, unsigned needed, int timeout_ms);
+
+/* Live workers hosting role k, in registration order, into idx (at most
+ * max); returns their count. */
+int pool_workers_with(const Pool *p, RoleKind k, int *idx, int max);
+const PoolWorker *pool_worker(const Pool *p, int i);
+
+/* One request in flight. The caller fills worker, req (an envelope built in
+ * its own arena; the pool sets req->id); the pool fills rep (free with
+ * wire_free) and the timings. */
+typedef struct {
+    int worker;
+    Plumb__Envelope *req;
+    Plumb__Envelope *rep;
+    double wall_s;           /* send to reply                                 */
+    double compute_s;        /* the worker's own handling time                */
+    double pack_s;           /* packing + unpacking on the coordinator        */
+    size_t bytes_out, bytes_in;
+} PoolCall;
+
+/* Sends all n requests, then waits for all replies. Fails (< 0) when a
+ * worker dies or times out (naming it, its role and pid) or answers with an
+ * Error (its message); the other replies are still collected or dropped, so
+ * nothing stays in flight. */
+int pool_call(Pool *p, PoolCall *calls, int n);
+void pool_calls_free(PoolCall *calls, int n);
+
+/* Serves the socket for up to ms milliseconds (heartbeats, registrations). */
+int pool_poll(Pool *p, int ms);
+
+#endif

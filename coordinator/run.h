@@ -1,0 +1,47 @@
+/* run.h: the coordinator: drives one run of an algorithm over its workers.
+ *
+ * coord_run binds the ROUTER, waits for the roles the algorithm needs,
+ * and then runs cfg->steps steps as DESIGN.md's table lays out (requests
+ * that do not depend on each other are in flight together), with eval,
+ * checkpoints and metrics:
+ *   RUN_DIR/metrics.jsonl        one JSON object per step ("step", "train/...",
+ *                                "rollout/...", "eval/...", "perf/..."); perf/
+ *                                keys are wall-clock timings, all others are
+ *                                reproducible for a seed
+ *   RUN_DIR/config.yaml          the resolved configuration
+ *   RUN_DIR/checkpoints/step-N/  coordinator.json, config.yaml, one folder per
+ *                                stateful role (written to .step-N.tmp first)
+ *   RUN_DIR/final                the actor as a Hugging Face folder (a link into
+ *                                the last checkpoint)
+ * Data order, generation seeds and minibatch orders derive from run.seed and
+ * the step number, so a resumed run repeats the uninterrupted one exactly. */
+#ifndef PLUMB_COORD_RUN_H
+#define PLUMB_COORD_RUN_H
+
+#include "coordinator/config.h"
+
+typedef struct {
+    const char *resume;      /* a checkpoint folder, or a run folder (its newest) */
+    /* Called once the socket is bound (the launcher starts its workers). */
+    int (*on_bound)(void *ctx, const char *endpoint);
+    /* Called about every 100 ms while waiting; < 0 stops the run (the
+     * launcher reports dead children and Ctrl-C here). */
+    int (*tick)(void *ctx);
+    void *ctx;
+    int quiet;               /* no progress lines                                 */
+} CoordHooks;
+
+/* The roles an algorithm needs (bit (1u << RoleKind)). */
+unsigned coord_needed_roles(const RunConfig *cfg);
+
+/* With model.path empty, writes the random model.init.* model (seeded by
+ * run.seed) with the tokenizer's files into RUN_DIR/init and points
+ * model.path there; fills model.tokenizer from model.path when empty.
+ * Idempotent: an existing RUN_DIR/init with the same config is reused. */
+int coord_prepare_model(RunConfig *cfg);
+
+/* Runs the whole run. Returns 0, or < 0 with pl_error() naming what failed
+ * (a worker that died, a bad checkpoint, ...). */
+int coord_run(RunConfig *cfg, const CoordHooks *hooks);
+
+#endif

@@ -1,0 +1,90 @@
+/* plumb worker: one worker process hosting one or more roles. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "tools/cmd.h"
+#include "tools/util.h"
+#include "worker/worker.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: plumb worker --role R[,R2...] --connect ADDR --model PATH\n"
+            "                    [--tokenizer DIR] [--device cpu|cuda:N] [--rank N]\n"
+            "                    [--threads N] [--server-key KEY] [--key FILE.key]\n"
+            "                    [--max-message-mb N] [--verbose]\n"
+            "\n"
+            "Connects to a coordinator (plumb coordinator, or plumb train) at ADDR\n"
+            "(tcp://HOST:PORT or ipc://PATH) and serves the roles actor, critic, reward\n"
+            "and/or reference until the run ends. Roles in one process share one copy of\n"
+            "the base model PATH (a Hugging Face folder or a llama2.c .bin), which must be\n"
+            "the coordinator's model.path: the coordinator refuses a worker whose model\n"
+            "differs. --tokenizer defaults to the model's folder. The rank comes from\n"
+            "--rank, else SLURM_PROCID, OMPI_COMM_WORLD_RANK, PMI_RANK or RANK, else 0.\n"
+            "With CURVE: --server-key is the coordinator's public key (a .pub file or the\n"
+            "key itself) and --key this worker's key pair (plumb keygen); the worker's\n"
+            "public key must be listed in the coordinator's transport.authorized_keys.\n");
+}
+
+int cmd_worker(int argc, char **argv) {
+    WorkerOptions o = {.rank = -1, .device = "cpu"};
+    int threads = 0, mb = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--verbose")) {
+            o.verbose = 1;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "plumb worker: %s needs a value\n", a);
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "--role")) o.roles = v;
+        else if (!strcmp(a, "--connect")) o.connect = v;
+        else if (!strcmp(a, "--model")) o.model = v;
+        else if (!strcmp(a, "--tokenizer")) o.tokenizer = v;
+        else if (!strcmp(a, "--device")) o.device = v;
+        else if (!strcmp(a, "--server-key")) o.server_key = v;
+        else if (!strcmp(a, "--key")) o.secret_key = v;
+        else if (!strcmp(a, "--rank")) {
+            if (arg_int(a, v, 0, 1 << 30, &o.rank) < 0) return 2;
+        } else if (!strcmp(a, "--threads")) {
+            if (arg_int(a, v, 1, 1024, &threads) < 0) return 2;
+        } else if (!strcmp(a, "--max-message-mb")) {
+            if (arg_int(a, v, 1, 1 << 14, &mb) < 0) return 2;
+        } else {
+            fprintf(stderr, "plumb worker: unknown option %s\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!o.roles || !o.connect || !o.model) {
+        fprintf(stderr, "plumb worker: --role, --connect and --model are required\n");
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(o.device, "cpu") != 0) {
+        fprintf(stderr,
+                "plumb worker: --device %s: GPU roles are not available yet; the CUDA kernels "
+                "are built but the model runs on the CPU only (use --device cpu)\n",
+                o.device);
+        return 2;
+    }
+    if (o.rank < 0) {
+        int r = worker_rank_from_env();
+        o.rank = r < 0 ? 0 : r;
+    }
+    o.max_message = (size_t)mb << 20;
+    set_threads(threads);
+    if (worker_run(&o) < 0) {
+        fprintf(stderr, "plumb worker (%s): %s\n", o.roles, pl_error());
+        return 1;
+    }
+    return 0;
+}
