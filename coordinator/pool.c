@@ -70,6 +70,14 @@ static const char *wname(const Pool *p, int i, char *buf, size_t cap) {
     return buf;
 }
 
+const char *pool_worker_name(const Pool *p, int i, char *buf, size_t cap) {
+    if (i < 0 || i >= p->n) {
+        snprintf(buf, cap, "worker %d", i);
+        return buf;
+    }
+    return wname(p, i, buf, cap);
+}
+
 static int find_peer(const Pool *p, const ZtPeer *peer) {
     for (int i = 0; i < p->n; i++)
         if (p->w[i].peer.len == peer->len && memcmp(p->w[i].peer.id, peer->id, peer->len) == 0)

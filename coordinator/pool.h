@@ -75,6 +75,9 @@ int pool_wait_roles(Pool *p, unsigned needed, int timeout_ms);
 int pool_workers_with(const Pool *p, RoleKind k, int *idx, int max);
 const PoolWorker *pool_worker(const Pool *p, int i);
 
+/* "worker 2 (actor,reference, pid 1234 on host)" into buf; returns buf. */
+const char *pool_worker_name(const Pool *p, int i, char *buf, size_t cap);
+
 /* One request in flight. The caller fills worker, req (an envelope built in
  * its own arena; the pool sets req->id); the pool fills rep (free with
  * wire_free) and the timings. */

@@ -360,10 +360,18 @@ static int call(Run *r, PoolCall *calls, int n) {
 }
 
 /* Checks that a reply has the expected kind. */
-static int expect(const PoolCall *c, Plumb__Envelope__BodyCase kind, const char *what) {
+/* Names the worker and the request of a bad reply in the error. */
+static int bad_reply(Run *r, const PoolCall *c, int rc) {
+    char who[256];
+    return pl_wrap(rc, "the reply of %s to request %llu", pool_worker_name(r->pool, c->worker, who, sizeof who),
+                   (unsigned long long)c->req->id);
+}
+
+/* Checks that a reply has the expected kind. */
+static int expect(Run *r, const PoolCall *c, Plumb__Envelope__BodyCase kind, const char *what) {
     if (!c->rep || c->rep->body_case != kind)
-        return pl_fail(PL_EPROTO, "worker %d answered %s with message kind %d", c->worker, what,
-                       c->rep ? (int)c->rep->body_case : -1);
+        return bad_reply(r, c, pl_fail(PL_EPROTO, "answers %s with message kind %d", what,
+                                       c->rep ? (int)c->rep->body_case : -1));
     return 0;
 }
 
@@ -404,8 +412,10 @@ static Plumb__Envelope *train_req(WireArena *a, RoleKind k, const Run *r, uint64
 }
 
 /* Reads an f32 vector reply field of n elements. */
-static int reply_f32(const Plumb__Tensor *t, long n, const char *what, float **out) {
-    return wire_get_f32(t, n, 1, what, out);
+static int reply_f32(Run *r, const PoolCall *c, const Plumb__Tensor *t, long n, const char *what,
+                     float **out) {
+    int rc = wire_get_f32(t, n, 1, what, out);
+    return rc < 0 ? bad_reply(r, c, rc) : 0;
 }
 
 /* ------------------------------------------------------------ rollout */
@@ -438,7 +448,7 @@ static int sync_adapters(Run *r) {
     get.req->body_case = PLUMB__ENVELOPE__BODY_ADAPTER;
     get.req->adapter = m;
     int rc = call(r, &get, 1);
-    if (rc == 0) rc = expect(&get, PLUMB__ENVELOPE__BODY_ADAPTER, "adapter get");
+    if (rc == 0) rc = expect(r, &get, PLUMB__ENVELOPE__BODY_ADAPTER, "adapter get");
     PoolCall set[POOL_MAX_WORKERS];
     int ns = 0;
     for (int i = 1; rc == 0 && i < n; i++) {
@@ -510,7 +520,7 @@ static int generate(Run *r, const Records *recs, const long *which, int n, int G
     }
     if (rc == 0) rc = call(r, calls, nw);
     for (int w = 0; w < nw && rc == 0; w++) {
-        rc = expect(&calls[w], PLUMB__ENVELOPE__BODY_GENERATED, "generate");
+        rc = expect(r, &calls[w], PLUMB__ENVELOPE__BODY_GENERATED, "generate");
         if (rc < 0) break;
         const Plumb__GenerateRep *g = calls[w].rep->generated;
         if (temp > 0 && g->adapter_version != r->adapter_version) {
@@ -523,7 +533,10 @@ static int generate(Run *r, const Records *recs, const long *which, int n, int G
         }
         WireSeqs s;
         rc = wire_get_seqs(g->seqs, &r->lim, "generate.seqs", &s);
-        if (rc < 0) break;
+        if (rc < 0) {
+            rc = bad_reply(r, &calls[w], rc);
+            break;
+        }
         if (s.B != prompts[w].B * G) {
             rc = pl_fail(PL_EPROTO, "actor worker %d returned %d sequences for %d prompts x %d",
                          idx[w], s.B, prompts[w].B, G);
@@ -531,7 +544,7 @@ static int generate(Run *r, const Records *recs, const long *which, int n, int G
             break;
         }
         float *lp = NULL;
-        rc = reply_f32(g->logprobs, s.N, "generate.logprobs", &lp);
+        rc = reply_f32(r, &calls[w], g->logprobs, s.N, "generate.logprobs", &lp);
         long base = out->seqs.N;
         for (int b = 0; rc == 0 && b < s.B; b++) {
             int o = s.offsets[b], len = s.offsets[b + 1] - o, np = 0;
@@ -630,7 +643,7 @@ static int train_call(Run *r, RoleKind k, Plumb__Envelope *e, const char *prefix
     c.worker = first_worker(r, k);
     if (c.worker < 0) return c.worker;
     int rc = call(r, &c, 1);
-    if (rc == 0) rc = expect(&c, PLUMB__ENVELOPE__BODY_TRAIN_REP, "train");
+    if (rc == 0) rc = expect(r, &c, PLUMB__ENVELOPE__BODY_TRAIN_REP, "train");
     if (rc == 0) {
         put_train_metrics(r, prefix, c.rep->train_rep);
         if (k == ROLE_ACTOR) r->adapter_version = c.rep->train_rep->adapter_version;
@@ -691,8 +704,8 @@ static int ref_cached(Run *r, const Records *recs, const long *which, int n, flo
     for (int s = 0; s < 2 && rc == 0; s++) {
         const Packed *p = s ? &pr : &pc;
         float *lp = NULL;
-        rc = expect(&c[s], PLUMB__ENVELOPE__BODY_LOGPROBS_REP, "reference logprobs");
-        if (rc == 0) rc = reply_f32(c[s].rep->logprobs_rep->logprobs, p->N, "logprobs", &lp);
+        rc = expect(r, &c[s], PLUMB__ENVELOPE__BODY_LOGPROBS_REP, "reference logprobs");
+        if (rc == 0) rc = reply_f32(r, &c[s], c[s].rep->logprobs_rep->logprobs, p->N, "logprobs", &lp);
         for (int i = 0; rc == 0 && i < nm; i++) {
             int len = p->offsets[i + 1] - p->offsets[i];
             float *x = malloc(sizeof(float) * len);
@@ -835,16 +848,16 @@ static int step_rl(Run *r, const long *which, int n) {
         }
     }
     if (rc == 0) rc = call(r, calls, nc);
-    if (rc == 0) rc = expect(&calls[0], PLUMB__ENVELOPE__BODY_SCORE_REP, "score");
-    if (rc == 0) rc = reply_f32(calls[0].rep->score_rep->scores, p->B, "score.scores", &scores);
+    if (rc == 0) rc = expect(r, &calls[0], PLUMB__ENVELOPE__BODY_SCORE_REP, "score");
+    if (rc == 0) rc = reply_f32(r, &calls[0], calls[0].rep->score_rep->scores, p->B, "score.scores", &scores);
     if (rc == 0 && i_ref >= 0) {
-        rc = expect(&calls[i_ref], PLUMB__ENVELOPE__BODY_LOGPROBS_REP, "reference logprobs");
+        rc = expect(r, &calls[i_ref], PLUMB__ENVELOPE__BODY_LOGPROBS_REP, "reference logprobs");
         if (rc == 0)
-            rc = reply_f32(calls[i_ref].rep->logprobs_rep->logprobs, p->N, "logprobs", &lp_ref);
+            rc = reply_f32(r, &calls[i_ref], calls[i_ref].rep->logprobs_rep->logprobs, p->N, "logprobs", &lp_ref);
     }
     if (rc == 0 && i_val >= 0) {
-        rc = expect(&calls[i_val], PLUMB__ENVELOPE__BODY_VALUES_REP, "values");
-        if (rc == 0) rc = reply_f32(calls[i_val].rep->values_rep->values, p->N, "values", &values);
+        rc = expect(r, &calls[i_val], PLUMB__ENVELOPE__BODY_VALUES_REP, "values");
+        if (rc == 0) rc = reply_f32(r, &calls[i_val], calls[i_val].rep->values_rep->values, p->N, "values", &values);
     }
     pool_calls_free(calls, nc);
     if (rc == 0) rollout_metrics(r, p, scores);
@@ -923,7 +936,7 @@ static int step_rl(Run *r, const long *which, int n) {
         rc = call(r, up, nu);
     }
     for (int i = 0; rc == 0 && i < nu; i++) {
-        rc = expect(&up[i], PLUMB__ENVELOPE__BODY_TRAIN_REP, "train");
+        rc = expect(r, &up[i], PLUMB__ENVELOPE__BODY_TRAIN_REP, "train");
         if (rc < 0) break;
         put_train_metrics(r, i == 0 ? "train/" : "critic/", up[i].rep->train_rep);
         ((PoolWorker *)pool_worker(r->pool, up[i].worker))->adapter_version =
@@ -977,8 +990,8 @@ static int eval_generate(Run *r) {
         float *scores = NULL;
         rc = score(r, a, &r->eval, which, 1, &ro.seqs, &sc);
         if (rc == 0) rc = call(r, &sc, 1);
-        if (rc == 0) rc = expect(&sc, PLUMB__ENVELOPE__BODY_SCORE_REP, "score");
-        if (rc == 0) rc = reply_f32(sc.rep->score_rep->scores, ro.seqs.B, "scores", &scores);
+        if (rc == 0) rc = expect(r, &sc, PLUMB__ENVELOPE__BODY_SCORE_REP, "score");
+        if (rc == 0) rc = reply_f32(r, &sc, sc.rep->score_rep->scores, ro.seqs.B, "scores", &scores);
         if (rc == 0) {
             double s = 0;
             for (int b = 0; b < ro.seqs.B; b++) s += scores[b];
@@ -1035,11 +1048,11 @@ static int eval_pref(Run *r) {
     for (int s = 0; rc == 0 && s < 2; s++) {
         const Packed *p = s ? &pr : &pc;
         if (rm) {
-            rc = expect(&cs[s], PLUMB__ENVELOPE__BODY_SCORE_REP, "score");
-            if (rc == 0) rc = reply_f32(cs[s].rep->score_rep->scores, p->B, "scores", &x[s]);
+            rc = expect(r, &cs[s], PLUMB__ENVELOPE__BODY_SCORE_REP, "score");
+            if (rc == 0) rc = reply_f32(r, &cs[s], cs[s].rep->score_rep->scores, p->B, "scores", &x[s]);
         } else {
-            rc = expect(&cs[s], PLUMB__ENVELOPE__BODY_LOGPROBS_REP, "logprobs");
-            if (rc == 0) rc = reply_f32(cs[s].rep->logprobs_rep->logprobs, p->N, "lp", &x[s]);
+            rc = expect(r, &cs[s], PLUMB__ENVELOPE__BODY_LOGPROBS_REP, "logprobs");
+            if (rc == 0) rc = reply_f32(r, &cs[s], cs[s].rep->logprobs_rep->logprobs, p->N, "lp", &x[s]);
         }
     }
     if (rc == 0) {
@@ -1122,7 +1135,7 @@ static int checkpoint(Run *r, int export_hf) {
         calls[n++].req = e;
     }
     if (rc == 0) rc = call(r, calls, n);
-    for (int i = 0; rc == 0 && i < n; i++) rc = expect(&calls[i], PLUMB__ENVELOPE__BODY_OK, "checkpoint");
+    for (int i = 0; rc == 0 && i < n; i++) rc = expect(r, &calls[i], PLUMB__ENVELOPE__BODY_OK, "checkpoint");
     pool_calls_free(calls, n);
     wire_arena_free(&a);
     if (rc == 0) {
@@ -1495,7 +1508,7 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
     }
     char err[2048];
     snprintf(err, sizeof err, "%s", pl_error());
-    pool_free(&r->pool, 5000);
+    pool_free(&r->pool, rc < 0 ? 500 : 5000); /* after a failure, do not wait on the dead */
     run_free(r);
     if (rc < 0) pl_fail(rc, "%s", err);
     return rc;

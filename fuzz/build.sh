@@ -27,20 +27,25 @@ fi
 
 BLAS_PC=/usr/lib/$(gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)/openblas-openmp/pkgconfig
 [ -d "$BLAS_PC" ] && export PKG_CONFIG_PATH="$BLAS_PC${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-PKGS="jansson libpcre2-8 hiredis libutf8proc openblas"
+PKGS="jansson libpcre2-8 hiredis libutf8proc openblas libzmq libprotobuf-c yaml-0.1"
 PKG_CFLAGS=$(pkg-config --cflags $PKGS)
 PKG_LIBS=$(pkg-config --libs $PKGS)
 
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
-CFLAGS="-std=gnu11 -g -O1 $SAN -fopenmp -I. $PKG_CFLAGS -Wall -Wno-unused-parameter -Wno-sign-compare -Wno-pass-failed ${FUZZ_CFLAGS:-}"
+CFLAGS="-std=gnu11 -g -O1 $SAN -fopenmp -I. -I$OUT $PKG_CFLAGS -Wall -Wno-unused-parameter -Wno-sign-compare -Wno-pass-failed ${FUZZ_CFLAGS:-}"
 ROOT=$(pwd)
 
-mkdir -p "$OUT/obj" "$OUT/crashes"
+mkdir -p "$OUT/obj" "$OUT/crashes" "$OUT/proto"
+# The wire messages' C code, as the CMake build generates it.
+if [ ! -f "$OUT/proto/plumb.pb-c.c" ] || [ proto/plumb.proto -nt "$OUT/proto/plumb.pb-c.c" ]; then
+    protoc-c --c_out="$OUT/proto" -Iproto proto/plumb.proto
+fi
 
 # The library, as CMakeLists.txt globs it, compiled in parallel. A source
 # that does not compile (work in progress elsewhere) is reported and left
 # out of the archive; the link then fails only if a harness needs it.
-SRCS=$(ls common/*.c kernels/cpu/*.c model/*.c algo/*.c data/*.c 2>/dev/null)
+SRCS="$(ls common/*.c kernels/cpu/*.c model/*.c algo/*.c data/*.c worker/*.c actor/*.c \
+    critic/*.c reward/*.c reference/*.c coordinator/*.c 2>/dev/null) $OUT/proto/plumb.pb-c.c"
 JOBF="$OUT/jobs.$$"
 : > "$JOBF"
 for s in $SRCS; do

@@ -1,0 +1,1073 @@
+/* test_run.c: whole runs with real processes on loopback.
+ *
+ * Every test starts the built plumb program (plumb train, or plumb
+ * coordinator plus plumb worker processes) on a tiny random model and the
+ * synthetic arithmetic task, and checks what the design promises: every
+ * algorithm runs, placement of roles into processes does not change a
+ * number, a resumed run repeats the original exactly, a dead worker stops
+ * the run within seconds and never hangs it, bad frames and bad workers are
+ * refused while the run goes on, metrics reach a real redis-server, and
+ * CURVE keys work end to end.
+ *
+ * Sizes: model dim 32, 1 layer, context 24; 200 training examples; 2-4
+ * steps of 4 prompts; 4 new tokens per response. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "common/wire.h"
+#include "model/weights.h"
+#include "proto/plumb.pb-c.h"
+#include "testutil.h"
+
+static const char *dir;      /* scratch folder of this program          */
+static char data[512];       /* the arithmetic task (and its tokenizer) */
+
+/* ------------------------------------------------------------ helpers */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Runs "plumb ARGS 2>&1"; returns the exit status, *out the output. */
+static int plumb(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int plumb(char **out, const char *fmt, ...) {
+    char args[4096], cmd[4600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", tu_plumb_bin(), args);
+    char *o = NULL;
+    int rc = tu_run(cmd, &o);
+    if (out) *out = o;
+    else free(o);
+    return rc;
+}
+
+/* Starts "plumb ARGS" in the background with stdout and stderr going to
+ * log; returns its pid (the shell execs plumb, so the pid is plumb's). */
+static pid_t spawn(const char *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static pid_t spawn(const char *log, const char *fmt, ...) {
+    char args[4096], cmd[4700];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "exec %s %s", tu_plumb_bin(), args);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) dup2(fd, 1), dup2(fd, 2), close(fd);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    assert_true(pid > 0);
+    return pid;
+}
+
+/* Waits up to timeout_s for pid to exit: 1 with *status set, 0 on timeout. */
+static int wait_exit(pid_t pid, double timeout_s, int *status) {
+    double end = now_s() + timeout_s;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) {
+            if (status) *status = st;
+            return 1;
+        }
+        if (r < 0) return 1; /* already reaped */
+        if (now_s() > end) return 0;
+        sleep_ms(20);
+    }
+}
+
+/* Kills pid (one of ours) if it still runs, and reaps it. */
+static void stop(pid_t pid) {
+    if (pid <= 0) return;
+    if (waitpid(pid, NULL, WNOHANG) == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+}
+
+/* 1 while pid names a live process (a zombie counts as gone). */
+static int process_alive(pid_t pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+/* Waits up to timeout_s for file path to contain needle. */
+static int wait_text(const char *path, const char *needle, double timeout_s) {
+    double end = now_s() + timeout_s;
+    do {
+        char *t = tu_read_file(path, NULL);
+        int hit = t && strstr(t, needle);
+        free(t);
+        if (hit) return 1;
+        sleep_ms(30);
+    } while (now_s() < end);
+    return 0;
+}
+
+static long count_lines(const char *path) {
+    char *t = tu_read_file(path, NULL);
+    long n = 0;
+    for (char *p = t; p && *p; p++) n += *p == '\n';
+    free(t);
+    return n;
+}
+
+/* Waits up to timeout_s for path to have at least n lines. */
+static int wait_lines(const char *path, long n, double timeout_s) {
+    double end = now_s() + timeout_s;
+    do {
+        if (count_lines(path) >= n) return 1;
+        sleep_ms(30);
+    } while (now_s() < end);
+    return 0;
+}
+
+static int free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &l) < 0) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* Writes DIR/NAME.yaml: the tiny shared settings (run.dir DIR/NAME) plus
+ * body; the path goes to out. */
+static void config(char *out, size_t cap, const char *name, const char *body) {
+    char text[16384];
+    snprintf(text, sizeof text,
+             "# %s: a tiny run of test_run\n"
+             "run.dir: %s/%s\n"
+             "run.seed: 7\n"
+             "run.steps: 3\n"
+             "model.path:\n"
+             "model.tokenizer: %s\n"
+             "model.init.dim: 32\n"
+             "model.init.hidden: 64\n"
+             "model.init.layers: 1\n"
+             "model.init.heads: 2\n"
+             "model.init.kv_heads: 1\n"
+             "model.init.max_seq: 24\n"
+             "lora.rank: 4\n"
+             "lora.alpha: 8\n"
+             "train.batch_size: 4\n"
+             "rollout.max_new_tokens: 4\n"
+             "eval.n: 8\n"
+             "launch.threads: 1\n"
+             "%s",
+             name, dir, name, data, body);
+    snprintf(out, cap, "%s/%s.yaml", dir, name);
+    assert_int_equal(tu_write_file(out, text, strlen(text)), 0);
+}
+
+/* The body of each algorithm's config (data paths into the task). */
+static void algo_body(char *out, size_t cap, const char *algo) {
+    if (!strcmp(algo, "sft"))
+        snprintf(out, cap, "algo.name: sft\ndata.train: %s/sft.jsonl\ndata.eval: %s/eval.jsonl\n",
+                 data, data);
+    else if (!strcmp(algo, "rm"))
+        snprintf(out, cap, "algo.name: rm\ndata.train: %s/pref.jsonl\n"
+                           "data.eval_pref: %s/eval_pref.jsonl\n", data, data);
+    else if (!strcmp(algo, "dpo") || !strcmp(algo, "orpo"))
+        snprintf(out, cap, "algo.name: %s\ndata.train: %s/pref.jsonl\ndata.eval: %s/eval.jsonl\n"
+                           "data.eval_pref: %s/eval_pref.jsonl\n", algo, data, data, data);
+    else if (!strcmp(algo, "grpo"))
+        snprintf(out, cap, "algo.name: grpo\nalgo.group_size: 2\nalgo.kl_coef: 0.04\n"
+                           "data.train: %s/prompts.jsonl\ndata.eval: %s/eval.jsonl\n", data, data);
+    else if (!strcmp(algo, "ppo"))
+        snprintf(out, cap, "algo.name: ppo\nalgo.group_size: 2\nalgo.kl_coef: 0.05\n"
+                           "data.train: %s/prompts.jsonl\ndata.eval: %s/eval.jsonl\n", data, data);
+    else fail_msg("no config for %s", algo);
+}
+
+/* RUN/metrics.jsonl as an array of objects (fails on a line that is not
+ * a JSON object with an integer "step"). */
+static json_t *metrics_load(const char *run) {
+    char *t = tu_read_file(tu_path("%s/metrics.jsonl", run), NULL);
+    if (!t) fail_msg("%s/metrics.jsonl: missing", run);
+    json_t *arr = json_array();
+    char *save = NULL;
+    for (char *line = strtok_r(t, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        json_error_t err;
+        json_t *j = json_loads(line, 0, &err);
+        if (!json_is_object(j) || !json_is_integer(json_object_get(j, "step")))
+            fail_msg("%s/metrics.jsonl: bad line: %s", run, line);
+        json_array_append_new(arr, j);
+    }
+    free(t);
+    return arr;
+}
+
+/* The line of step s, or NULL. */
+static json_t *metrics_step(json_t *m, long s) {
+    size_t i;
+    json_t *j;
+    json_array_foreach(m, i, j) {
+        if (json_integer_value(json_object_get(j, "step")) == s) return j;
+    }
+    return NULL;
+}
+
+/* Steps of m, in order, must be exactly first..last. */
+static void assert_steps(json_t *m, long first, long last, const char *what) {
+    if ((long)json_array_size(m) != last - first + 1)
+        fail_msg("%s: %zu metric lines, expected steps %ld..%ld", what, json_array_size(m), first,
+                 last);
+    for (long s = first; s <= last; s++) {
+        long got = (long)json_integer_value(json_object_get(json_array_get(m, s - first), "step"));
+        if (got != s) fail_msg("%s: line %ld is step %ld, expected %ld", what, s - first + 1, got, s);
+    }
+}
+
+/* key is present in line and a finite number. */
+static void assert_finite(json_t *line, const char *key, const char *what) {
+    json_t *v = json_object_get(line, key);
+    if (!json_is_number(v) || !isfinite(json_number_value(v)))
+        fail_msg("%s step %lld: \"%s\" missing or not a finite number", what,
+                 json_integer_value(json_object_get(line, "step")), key);
+}
+
+/* Every key not under perf/ of step s is the same value in a and b, and
+ * both have the same such keys. */
+static void assert_same_step(json_t *a, json_t *b, long s, const char *what) {
+    json_t *la = metrics_step(a, s), *lb = metrics_step(b, s);
+    if (!la || !lb) fail_msg("%s: step %ld missing (%s)", what, s, la ? "second" : "first");
+    const char *k;
+    json_t *v;
+    json_object_foreach(la, k, v) {
+        if (!strncmp(k, "perf/", 5)) continue;
+        json_t *w = json_object_get(lb, k);
+        if (!w) fail_msg("%s step %ld: \"%s\" only in the first run", what, s, k);
+        if (!json_equal(v, w)) {
+            char *x = json_dumps(v, JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+            char *y = json_dumps(w, JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+            fail_msg("%s step %ld: \"%s\" is %s vs %s", what, s, k, x, y);
+        }
+    }
+    json_object_foreach(lb, k, v) {
+        if (strncmp(k, "perf/", 5) && !json_object_get(la, k))
+            fail_msg("%s step %ld: \"%s\" only in the second run", what, s, k);
+    }
+}
+
+/* ------------------------------------------------------------ fixtures */
+
+/* The arithmetic task, made once: 200 training and 40 eval examples. */
+static int group_setup(void **state) {
+    (void)state;
+    dir = tu_tmp_dir();
+    snprintf(data, sizeof data, "%s/arith", dir);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s data arith --out %s --n-train 200 --n-eval 40 --max-operand 20 "
+             "--seed 3 > /dev/null", tu_plumb_bin(), data);
+    signal(SIGPIPE, SIG_IGN);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---------------------------------------------------- every algorithm */
+
+/* Runs algo for 3 steps through plumb train and checks the metric lines:
+ * one per step 0..3 (step 0 the eval of the start), with the keys of the
+ * algorithm, and RUN/final for the algorithms with an actor. */
+static void run_algo(const char *algo, const char *const *each_step, const char *const *evals) {
+    char body[8192], cfg[2048], run[1024];
+    algo_body(body, sizeof body, algo);
+    snprintf(run, sizeof run, "algo-%s", algo);
+    config(cfg, sizeof cfg, run, body);
+    snprintf(run, sizeof run, "%s/algo-%s", dir, algo);
+    char *out;
+    int rc = plumb(&out, "train %s --quiet", cfg);
+    if (rc != 0) fail_msg("plumb train (%s): exit %d\n%s", algo, rc, out);
+    free(out);
+    json_t *m = metrics_load(run);
+    assert_steps(m, 0, 3, algo);
+    for (long s = 1; s <= 3; s++)
+        for (int i = 0; each_step[i]; i++) assert_finite(metrics_step(m, s), each_step[i], algo);
+    for (int i = 0; evals[i]; i++) {
+        assert_finite(metrics_step(m, 0), evals[i], algo);
+        assert_finite(metrics_step(m, 3), evals[i], algo);
+    }
+    struct stat st;
+    if (strcmp(algo, "rm") != 0) {
+        if (stat(tu_path("%s/final/config.json", run), &st) != 0)
+            fail_msg("%s: %s/final/config.json missing", algo, run);
+    }
+    if (stat(tu_path("%s/checkpoints/step-000003/coordinator.json", run), &st) != 0)
+        fail_msg("%s: no final checkpoint", algo);
+    json_decref(m);
+}
+
+/* SFT: loss every step, generation eval at the start and the end. */
+static void test_algo_sft(void **state) {
+    (void)state;
+    const char *step[] = {"train/loss", "train/grad_norm", NULL}, *ev[] = {"eval/accuracy", NULL};
+    run_algo("sft", step, ev);
+}
+
+/* Reward model: Bradley-Terry loss, pair accuracy on held-out pairs. */
+static void test_algo_rm(void **state) {
+    (void)state;
+    const char *step[] = {"train/loss", NULL}, *ev[] = {"eval/accuracy", NULL};
+    run_algo("rm", step, ev);
+}
+
+/* DPO: loss, generation eval, preference and implicit-reward accuracy. */
+static void test_algo_dpo(void **state) {
+    (void)state;
+    const char *step[] = {"train/loss", NULL};
+    const char *ev[] = {"eval/accuracy", "eval/pref_accuracy", "eval/reward_accuracy", NULL};
+    run_algo("dpo", step, ev);
+}
+
+/* ORPO: loss, generation eval and preference accuracy. */
+static void test_algo_orpo(void **state) {
+    (void)state;
+    const char *step[] = {"train/loss", NULL}, *ev[] = {"eval/accuracy", "eval/pref_accuracy", NULL};
+    run_algo("orpo", step, ev);
+}
+
+/* GRPO: rollout reward and KL to the reference, policy loss. */
+static void test_algo_grpo(void **state) {
+    (void)state;
+    const char *step[] = {"train/loss", "rollout/reward_mean", "rollout/kl", NULL};
+    const char *ev[] = {"eval/accuracy", NULL};
+    run_algo("grpo", step, ev);
+}
+
+/* PPO: rollout reward, values, policy and critic losses. */
+static void test_algo_ppo(void **state) {
+    (void)state;
+    const char *step[] = {"train/loss", "rollout/reward_mean", "rollout/value_mean",
+                          "critic/value_loss", NULL};
+    const char *ev[] = {"eval/accuracy", NULL};
+    run_algo("ppo", step, ev);
+}
+
+/* -------------------------------------------------- placement of roles */
+
+/* PPO with one process per role and with all four roles in one process
+ * gives the same numbers: every non-perf value of every line is equal. */
+static void test_placement_same_numbers(void **state) {
+    (void)state;
+    char body[8192], cfg[2048], *out;
+    algo_body(body, sizeof body, "ppo");
+    config(cfg, sizeof cfg, "place", body);
+    int rc = plumb(&out, "train %s --quiet run.dir=%s/place-auto launch.workers=auto", cfg, dir);
+    if (rc != 0) fail_msg("auto: exit %d\n%s", rc, out);
+    free(out);
+    rc = plumb(&out, "train %s --quiet run.dir=%s/place-one launch.workers=actor,critic,reward,reference",
+               cfg, dir);
+    if (rc != 0) fail_msg("one process: exit %d\n%s", rc, out);
+    free(out);
+    json_t *a = metrics_load(tu_path("%s/place-auto", dir));
+    json_t *b = metrics_load(tu_path("%s/place-one", dir));
+    assert_steps(a, 0, 3, "auto");
+    assert_steps(b, 0, 3, "one process");
+    for (long s = 0; s <= 3; s++) assert_same_step(a, b, s, "auto vs one process");
+    json_decref(a);
+    json_decref(b);
+}
+
+/* -------------------------------------------------------------- resume */
+
+/* Run A does 4 steps with a checkpoint every 2; run B starts from a copy of
+ * A's step-2 checkpoint with the same config and must log steps 3 and 4
+ * exactly as A did. With whole_run, B also gets a copy of A's complete
+ * metrics.jsonl and is resumed from its run folder (its newest
+ * checkpoint): the lines after step 2 are dropped and written again, so B
+ * ends with steps 0..4; otherwise B logs only steps 3 and 4. */
+static void resume_same(const char *algo, const char *extra, int whole_run) {
+    char body[8192], cfg[2048], name[64], *out;
+    algo_body(body, sizeof body, algo);
+    strncat(body, extra, sizeof body - strlen(body) - 1);
+    snprintf(name, sizeof name, "resume-%s", algo);
+    config(cfg, sizeof cfg, name, body);
+    const char *a = strdup(tu_path("%s/%s-a", dir, algo));
+    const char *b = strdup(tu_path("%s/%s-b", dir, algo));
+    int rc = plumb(&out, "train %s --quiet run.steps=4 checkpoint.every=2 checkpoint.keep=0 run.dir=%s",
+                   cfg, a);
+    if (rc != 0) fail_msg("%s run A: exit %d\n%s", algo, rc, out);
+    free(out);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s/checkpoints && "
+             "cp -r %s/checkpoints/step-000002 %s/checkpoints/", b, b, a, b);
+    if (whole_run) {
+        size_t at = strlen(cmd);
+        snprintf(cmd + at, sizeof cmd - at, " && cp %s/metrics.jsonl %s/", a, b);
+    }
+    assert_int_equal(system(cmd), 0);
+    rc = plumb(&out, "train %s --quiet run.steps=4 checkpoint.every=2 checkpoint.keep=0 run.dir=%s "
+                     "--resume %s%s", cfg, b, b, whole_run ? "" : "/checkpoints/step-000002");
+    if (rc != 0) fail_msg("%s run B (resumed): exit %d\n%s", algo, rc, out);
+    free(out);
+    json_t *ma = metrics_load(a), *mb = metrics_load(b);
+    assert_steps(ma, 0, 4, "run A");
+    assert_steps(mb, whole_run ? 0 : 3, 4, "resumed run B");
+    for (long s = whole_run ? 0 : 3; s <= 4; s++) assert_same_step(ma, mb, s, algo);
+    json_decref(ma);
+    json_decref(mb);
+    free((void *)a);
+    free((void *)b);
+}
+
+/* GRPO (generation, reference, the actor's adapter and optimizer). */
+static void test_resume_grpo(void **state) {
+    (void)state;
+    resume_same("grpo", "", 0);
+}
+
+/* SFT with full fine-tuning (the base weights themselves are the state),
+ * resumed from the run folder, its metrics file cut back to the checkpoint. */
+static void test_resume_sft(void **state) {
+    (void)state;
+    resume_same("sft", "actor.full_finetune: true\n", 1);
+}
+
+/* ------------------------------------------------------ a dying worker */
+
+/* plumb coordinator and one plumb worker: once steps are logged the worker
+ * is SIGKILLed; the coordinator must notice it by heartbeats (dead after
+ * 3 s), stop with a non-zero exit in under 8 s, and name the worker, its
+ * role and its pid on stderr. It is killed (and the test fails) after 30 s. */
+static void test_coordinator_worker_killed(void **state) {
+    (void)state;
+    char body[8192], cfg[2048];
+    snprintf(body, sizeof body, "algo.name: sft\ndata.train: %s/sft.jsonl\n", data);
+    config(cfg, sizeof cfg, "killed", body);
+    int port = free_port();
+    assert_true(port > 0);
+    const char *run = strdup(tu_path("%s/killed", dir));
+    const char *clog = strdup(tu_path("%s/killed-coordinator.log", dir));
+    const char *wlog = strdup(tu_path("%s/killed-worker.log", dir));
+    pid_t co = spawn(clog, "coordinator %s run.steps=100000 transport.endpoint=tcp://127.0.0.1:%d",
+                     cfg, port);
+    pid_t wk = -1;
+    if (!wait_text(clog, "listening on", 20)) {
+        stop(co);
+        fail_msg("the coordinator did not start:\n%s", tu_read_file(clog, NULL));
+    }
+    wk = spawn(wlog, "worker --role actor --connect tcp://127.0.0.1:%d --model %s/init "
+                     "--tokenizer %s --threads 1", port, run, data);
+    if (!wait_lines(tu_path("%s/metrics.jsonl", run), 3, 30)) {
+        stop(wk), stop(co);
+        fail_msg("no steps logged:\n%s\n%s", tu_read_file(clog, NULL), tu_read_file(wlog, NULL));
+    }
+    kill(wk, SIGKILL);
+    double t0 = now_s();
+    waitpid(wk, NULL, 0);
+    int st = 0;
+    int done = wait_exit(co, 30, &st);
+    double dt = now_s() - t0;
+    stop(co);
+    char *log = tu_read_file(clog, NULL);
+    if (!done) fail_msg("the coordinator still runs 30 s after its only worker died:\n%s", log);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) == 0)
+        fail_msg("the coordinator ended with status 0x%x, expected a non-zero exit:\n%s", st, log);
+    if (dt >= 8) fail_msg("the coordinator took %.1f s to stop (limit 8 s)", dt);
+    char pid[32];
+    snprintf(pid, sizeof pid, "pid %d", (int)wk);
+    if (!strstr(log, "actor") || !strstr(log, pid) || !(strstr(log, "died") || strstr(log, "dead")))
+        fail_msg("the coordinator's stderr does not name the dead actor worker (%s):\n%s", pid, log);
+    free(log);
+    free((void *)run), free((void *)clog), free((void *)wlog);
+}
+
+/* plumb train with PPO in four processes: SIGKILL the critic mid-run; the
+ * launcher stops with a non-zero exit within 8 s, names the worker and its
+ * role, and leaves none of the other workers running. */
+static void test_train_child_killed(void **state) {
+    (void)state;
+    char body[8192], cfg[2048];
+    algo_body(body, sizeof body, "ppo");
+    config(cfg, sizeof cfg, "trainkill", body);
+    const char *run = strdup(tu_path("%s/trainkill", dir));
+    const char *log = strdup(tu_path("%s/trainkill.log", dir));
+    pid_t tr = spawn(log, "train %s run.steps=100000 data.eval= --quiet", cfg);
+    if (!wait_lines(tu_path("%s/metrics.jsonl", run), 3, 30)) {
+        stop(tr);
+        fail_msg("no steps logged:\n%s", tu_read_file(log, NULL));
+    }
+    /* the worker pids from "plumb train: worker I (ROLES) pid P, log ..." */
+    pid_t kids[8];
+    char roles[8][64];
+    int n = 0;
+    char *t = tu_read_file(log, NULL), *p = t;
+    while (p && (p = strstr(p, "plumb train: worker ")) && n < 8) {
+        int i, pid;
+        char r[64];
+        if (sscanf(p, "plumb train: worker %d (%63[^)]) pid %d", &i, r, &pid) == 3) {
+            kids[n] = pid;
+            snprintf(roles[n++], 64, "%s", r);
+        }
+        p++;
+    }
+    free(t);
+    if (n != 4) {
+        stop(tr);
+        fail_msg("expected 4 worker pids in the launcher's output, found %d", n);
+    }
+    int victim = -1;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(roles[i], "critic")) victim = i;
+    assert_true(victim >= 0);
+    kill(kids[victim], SIGKILL);
+    double t0 = now_s();
+    int st = 0, done = wait_exit(tr, 30, &st);
+    double dt = now_s() - t0;
+    stop(tr);
+    char *out = tu_read_file(log, NULL);
+    if (!done) fail_msg("plumb train still runs 30 s after a worker died:\n%s", out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) == 0)
+        fail_msg("plumb train ended with status 0x%x, expected a non-zero exit:\n%s", st, out);
+    if (dt >= 8) fail_msg("plumb train took %.1f s to stop (limit 8 s)", dt);
+    if (!strstr(out, "critic") || !strstr(out, "signal 9"))
+        fail_msg("plumb train's stderr does not say that the critic worker was killed:\n%s", out);
+    free(out);
+    for (int i = 0; i < n; i++) {
+        double end = now_s() + 2;
+        while (process_alive(kids[i]) && now_s() < end) sleep_ms(50);
+        if (process_alive(kids[i])) {
+            kill(kids[i], SIGKILL);
+            fail_msg("worker %d (%s, pid %d) is still running after plumb train exited", i,
+                     roles[i], (int)kids[i]);
+        }
+    }
+    free((void *)run), free((void *)log);
+}
+
+/* ------------------------------------------------------- bad input */
+
+/* A raw DEALER client that speaks (or mangles) the wire protocol. */
+typedef struct {
+    void *ctx, *sock;
+} Raw;
+
+static void raw_open(Raw *r, int port, const char *identity) {
+    r->ctx = zmq_ctx_new();
+    r->sock = zmq_socket(r->ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(r->sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (identity) zmq_setsockopt(r->sock, ZMQ_ROUTING_ID, identity, strlen(identity));
+    char ep[64];
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+    assert_int_equal(zmq_connect(r->sock, ep), 0);
+}
+
+static void raw_close(Raw *r) {
+    zmq_close(r->sock);
+    zmq_ctx_term(r->ctx);
+}
+
+static void raw_send(Raw *r, const void *buf, size_t len) {
+    assert_int_equal(zmq_send(r->sock, buf, len, 0), (int)len);
+}
+
+static void raw_send_env(Raw *r, const Plumb__Envelope *e) {
+    void *buf;
+    size_t len;
+    assert_int_equal(wire_pack(e, &buf, &len), 0);
+    raw_send(r, buf, len);
+    free(buf);
+}
+
+/* Receives one envelope within ms (NULL on timeout or when not one). */
+static Plumb__Envelope *raw_recv(Raw *r, int ms) {
+    zmq_pollitem_t it = {.socket = r->sock, .events = ZMQ_POLLIN};
+    if (zmq_poll(&it, 1, ms) <= 0) return NULL;
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, r->sock, 0) < 0) return NULL;
+    Plumb__Envelope *e = NULL;
+    wire_unpack(zmq_msg_data(&m), zmq_msg_size(&m), WIRE_MAX_MESSAGE_DEFAULT, "the coordinator", &e);
+    zmq_msg_close(&m);
+    return e;
+}
+
+/* The next Error from the coordinator (other messages skipped), or fails. */
+static void expect_error(Raw *r, const char *what, const char *needle) {
+    double end = now_s() + 5;
+    while (now_s() < end) {
+        Plumb__Envelope *e = raw_recv(r, 200);
+        if (!e) continue;
+        int is_err = e->body_case == PLUMB__ENVELOPE__BODY_ERROR;
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", is_err ? e->error->message : "");
+        wire_free(&e);
+        if (!is_err) continue;
+        if (needle && !strstr(msg, needle))
+            fail_msg("%s: the Error reply \"%s\" does not mention \"%s\"", what, msg, needle);
+        return;
+    }
+    fail_msg("%s: no Error reply within 5 s", what);
+}
+
+/* Seqs whose tokens tensor claims shape (n_claim) but carries n ints. */
+static Plumb__Seqs *lying_seqs(WireArena *a, const int *tok, int n, int n_claim) {
+    static int offs[2];
+    offs[0] = 0, offs[1] = n_claim;
+    Plumb__Seqs *s = wire_seqs(a, tok, offs, NULL, 1);
+    int64_t *shape = wire_alloc(a, sizeof *shape);
+    shape[0] = n_claim;
+    s->tokens->shape = shape;
+    s->tokens->n_shape = 1;
+    s->tokens->data.len = (size_t)n * sizeof(int);
+    return s;
+}
+
+/* The coordinator of a DPO run (needs actor and reference) with a 1 MiB
+ * message limit, waiting for its reference worker while one legitimate
+ * actor worker is registered; raw frames then arrive: (a) another protocol
+ * version, (b) garbage, (c) 2 MB, (d) a reply whose tensor shape disagrees
+ * with its bytes; and (f) a worker whose base model differs. Each is
+ * refused with a message on the coordinator's stderr and (where the sender
+ * is known) an Error reply; the other worker exits non-zero saying the base
+ * model differs. Then the reference worker joins and the run completes all
+ * its steps with exit 0, using the actor worker registered before. */
+static void test_bad_frames(void **state) {
+    (void)state;
+    char body[8192], cfg[2048];
+    algo_body(body, sizeof body, "dpo");
+    config(cfg, sizeof cfg, "bad", body);
+    int port = free_port();
+    assert_true(port > 0);
+    const char *run = strdup(tu_path("%s/bad", dir));
+    const char *clog = strdup(tu_path("%s/bad-coordinator.log", dir));
+    const char *alog = strdup(tu_path("%s/bad-actor.log", dir));
+    const char *olog = strdup(tu_path("%s/bad-other.log", dir));
+    const char *rlog = strdup(tu_path("%s/bad-reference.log", dir));
+    char other[1024];
+    snprintf(other, sizeof other, "%s/other-model", dir);
+    char *out;
+    int rc = plumb(&out, "init --out %s --format hf --vocab 259 --dim 32 --hidden 64 --layers 1 "
+                         "--heads 2 --kv-heads 1 --seq-len 24 --seed 99", other);
+    if (rc != 0) fail_msg("plumb init: %s", out);
+    free(out);
+
+    pid_t co = spawn(clog, "coordinator %s transport.endpoint=tcp://127.0.0.1:%d "
+                           "transport.max_message_mb=1 transport.startup_timeout_s=60", cfg, port);
+    pid_t wa = -1, wo = -1, wr = -1;
+    if (!wait_text(clog, "listening on", 20)) {
+        stop(co);
+        fail_msg("the coordinator did not start:\n%s", tu_read_file(clog, NULL));
+    }
+    wa = spawn(alog, "worker --role actor --connect tcp://127.0.0.1:%d --model %s/init "
+                     "--tokenizer %s --threads 1", port, run, data);
+    if (!wait_text(clog, "(actor, pid", 20)) {
+        stop(wa), stop(co);
+        fail_msg("the actor worker did not register:\n%s", tu_read_file(alog, NULL));
+    }
+
+    Raw raw;
+    raw_open(&raw, port, "raw-client");
+    WireArena *a = wire_arena_new();
+
+    /* (a) another protocol version */
+    Plumb__Envelope *e = wire_envelope(a, 1, NULL);
+    Plumb__Heartbeat *hb = wire_alloc(a, sizeof *hb);
+    plumb__heartbeat__init(hb);
+    hb->worker_id = "raw-client";
+    e->protocol = PLUMB_PROTOCOL + 41;
+    e->body_case = PLUMB__ENVELOPE__BODY_HEARTBEAT;
+    e->heartbeat = hb;
+    raw_send_env(&raw, e);
+    expect_error(&raw, "(a) protocol", "protocol");
+    if (!wait_text(clog, tu_path("protocol %d", PLUMB_PROTOCOL + 41), 5))
+        fail_msg("(a): the coordinator's stderr does not mention protocol %d", PLUMB_PROTOCOL + 41);
+
+    /* (b) garbage: no valid protobuf starts with a field of wire type 7 */
+    unsigned char junk[64];
+    memset(junk, 0xff, sizeof junk);
+    raw_send(&raw, junk, sizeof junk);
+    expect_error(&raw, "(b) garbage", "not a plumb Envelope");
+    if (!wait_text(clog, "not a plumb Envelope", 5))
+        fail_msg("(b): the coordinator's stderr does not mention the garbage frame");
+
+    /* (c) 2 MB against a 1 MiB limit */
+    size_t big = 2u << 20;
+    unsigned char *huge = calloc(1, big);
+    raw_send(&raw, huge, big);
+    free(huge);
+    expect_error(&raw, "(c) oversized", "over the limit");
+    if (!wait_text(clog, "2097152-byte message is over the limit", 5))
+        fail_msg("(c): the coordinator's stderr does not mention the 2 MB message");
+
+    /* (d) a reply whose tokens claim 500 entries but carry 3 */
+    int tok[3] = {1, 2, 3};
+    e = wire_envelope(a, 77, "actor");
+    Plumb__GenerateRep *g = wire_alloc(a, sizeof *g);
+    plumb__generate_rep__init(g);
+    g->seqs = lying_seqs(a, tok, 3, 500);
+    e->body_case = PLUMB__ENVELOPE__BODY_GENERATED;
+    e->generated = g;
+    raw_send_env(&raw, e);
+    expect_error(&raw, "(d) lying shape", "register");
+    if (!wait_text(clog, "refused a reply from peer", 5))
+        fail_msg("(d): the coordinator's stderr does not mention the refused reply");
+    wire_arena_free(&a);
+    raw_close(&raw);
+
+    /* (f) a worker on another base model */
+    wo = spawn(olog, "worker --role reference --connect tcp://127.0.0.1:%d --model %s "
+                     "--tokenizer %s --threads 1", port, other, data);
+    int st = 0;
+    if (!wait_exit(wo, 30, &st)) {
+        stop(wa), stop(wo), stop(co);
+        fail_msg("(f): the worker on another model still runs after 30 s");
+    }
+    char *olt = tu_read_file(olog, NULL);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) == 0 || !strstr(olt, "base model differs"))
+        fail_msg("(f): the worker on another model ended with status 0x%x:\n%s", st, olt);
+    free(olt);
+    if (!wait_text(clog, "base model differs", 5))
+        fail_msg("(f): the coordinator's stderr does not mention the refused worker");
+
+    /* the legitimate run goes on */
+    wr = spawn(rlog, "worker --role reference --connect tcp://127.0.0.1:%d --model %s/init "
+                     "--tokenizer %s --threads 1", port, run, data);
+    int done = wait_exit(co, 60, &st);
+    stop(co);
+    char *log = tu_read_file(clog, NULL);
+    int ok = done && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    if (ok) {
+        /* the workers leave after the Shutdown */
+        ok = wait_exit(wa, 10, NULL) && wait_exit(wr, 10, NULL);
+    }
+    stop(wa), stop(wr);
+    if (!ok) fail_msg("the run did not complete after the bad input (status 0x%x):\n%s", st, log);
+    json_t *m = metrics_load(run);
+    assert_steps(m, 0, 3, "run after bad input");
+    json_decref(m);
+    free(log);
+    free((void *)run), free((void *)clog), free((void *)alog), free((void *)olog),
+        free((void *)rlog);
+}
+
+/* A registered worker whose reply lies about its tensor's shape: a raw
+ * client registers (with the right base fingerprint) as the reference of a
+ * DPO run before the real reference worker, and answers the reference
+ * log-prob requests with a tensor that claims N floats but carries 2. The
+ * coordinator must not use the data; it must go on (exit 0) or stop with
+ * a message naming both the field and the worker that sent it; never crash
+ * or hang. */
+static void test_bad_reply_shape(void **state) {
+    (void)state;
+    char body[8192], cfg[2048];
+    algo_body(body, sizeof body, "dpo");
+    config(cfg, sizeof cfg, "liar", body);
+    int port = free_port();
+    assert_true(port > 0);
+    const char *run = strdup(tu_path("%s/liar", dir));
+    const char *clog = strdup(tu_path("%s/liar-coordinator.log", dir));
+    const char *wlog = strdup(tu_path("%s/liar-workers.log", dir));
+    pid_t co = spawn(clog, "coordinator %s transport.endpoint=tcp://127.0.0.1:%d", cfg, port);
+    if (!wait_text(clog, "listening on", 20)) {
+        stop(co);
+        fail_msg("the coordinator did not start:\n%s", tu_read_file(clog, NULL));
+    }
+    Base *base = NULL;
+    assert_int_equal(base_load(&base, tu_path("%s/init", run)), 0);
+    char fp[33];
+    assert_int_equal(wire_fingerprint(base, fp), 0);
+
+    Raw raw;
+    raw_open(&raw, port, "liar:1:0");
+    WireArena *a = wire_arena_new();
+    Plumb__Envelope *e = wire_envelope(a, 1, NULL);
+    Plumb__Register *r = wire_alloc(a, sizeof *r);
+    Plumb__ModelInfo *mi = wire_alloc(a, sizeof *mi);
+    plumb__register__init(r);
+    plumb__model_info__init(mi);
+    char *roles[1] = {"reference"};
+    r->worker_id = "liar:1:0";
+    r->n_roles = 1, r->roles = roles;
+    r->device = "cpu", r->host = "liar", r->pid = 424242;
+    r->fingerprint = fp;
+    mi->vocab = base->cfg.vocab_size, mi->max_seq = base->cfg.max_seq_len;
+    mi->dim = base->cfg.dim, mi->layers = base->cfg.n_layers;
+    r->model = mi;
+    e->body_case = PLUMB__ENVELOPE__BODY_REGISTER;
+    e->register_ = r;
+    raw_send_env(&raw, e);
+    base_free(&base);
+    Plumb__Envelope *w = raw_recv(&raw, 5000);
+    if (!w || w->body_case != PLUMB__ENVELOPE__BODY_WELCOME) {
+        stop(co);
+        fail_msg("the raw client was not welcomed (%s)",
+                 w && w->body_case == PLUMB__ENVELOPE__BODY_ERROR ? w->error->message : "no reply");
+    }
+    wire_free(&w);
+    pid_t wk = spawn(wlog, "worker --role actor,reference --connect tcp://127.0.0.1:%d "
+                           "--model %s/init --tokenizer %s --threads 1", port, run, data);
+    /* answer every request with a lying tensor; beat while waiting */
+    double end = now_s() + 30, next_beat = 0;
+    int lies = 0, st = 0, done = 0;
+    while (now_s() < end) {
+        if (waitpid(co, &st, WNOHANG) == co) {
+            done = 1;
+            break;
+        }
+        if (now_s() > next_beat) {
+            Plumb__Envelope *h = wire_envelope(a, 0, NULL);
+            Plumb__Heartbeat *hb = wire_alloc(a, sizeof *hb);
+            plumb__heartbeat__init(hb);
+            hb->worker_id = "liar:1:0";
+            h->body_case = PLUMB__ENVELOPE__BODY_HEARTBEAT;
+            h->heartbeat = hb;
+            raw_send_env(&raw, h);
+            next_beat = now_s() + 0.3;
+        }
+        Plumb__Envelope *q = raw_recv(&raw, 50);
+        if (!q) continue;
+        if (q->body_case == PLUMB__ENVELOPE__BODY_LOGPROBS) {
+            long N = q->logprobs->seqs && q->logprobs->seqs->tokens
+                         ? (long)(q->logprobs->seqs->tokens->data.len / sizeof(int)) : 1;
+            static float two[2] = {-1.0f, -2.0f};
+            Plumb__Envelope *rep = wire_envelope(a, q->id, "reference");
+            Plumb__LogprobsRep *lr = wire_alloc(a, sizeof *lr);
+            plumb__logprobs_rep__init(lr);
+            int64_t shape = N;
+            lr->logprobs = wire_tensor(a, PLUMB__DTYPE__DT_F32, two, 1, &shape);
+            lr->logprobs->data.len = sizeof two;
+            rep->body_case = PLUMB__ENVELOPE__BODY_LOGPROBS_REP;
+            rep->logprobs_rep = lr;
+            raw_send_env(&raw, rep);
+            lies++;
+        } else if (q->body_case == PLUMB__ENVELOPE__BODY_SHUTDOWN) {
+            Plumb__Envelope *ok = wire_envelope(a, q->id, NULL);
+            Plumb__Ok *o = wire_alloc(a, sizeof *o);
+            plumb__ok__init(o);
+            ok->body_case = PLUMB__ENVELOPE__BODY_OK;
+            ok->ok = o;
+            raw_send_env(&raw, ok);
+        }
+        wire_free(&q);
+    }
+    wire_arena_free(&a);
+    raw_close(&raw);
+    stop(co);
+    int wst = 0;
+    if (!wait_exit(wk, 10, &wst)) stop(wk);
+    char *log = tu_read_file(clog, NULL);
+    if (!done) fail_msg("the coordinator still runs 30 s after a lying reply:\n%s", log);
+    if (lies == 0) fail_msg("the raw reference was never asked (test setup):\n%s", log);
+    if (!WIFEXITED(st)) fail_msg("the coordinator crashed (status 0x%x):\n%s", st, log);
+    if (WEXITSTATUS(st) != 0) {
+        /* stopping is allowed, with the place named: a line about the bad
+         * field must also name its sender */
+        int named = 0, about = 0;
+        char *copy = strdup(log), *save = NULL;
+        for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+            if (!strstr(l, "logprobs") || strstr(l, "registered")) continue;
+            about = 1;
+            named |= strstr(l, "liar") || strstr(l, "424242");
+        }
+        free(copy);
+        if (!about || !named)
+            fail_msg("the coordinator stopped on a lying reply without naming the field and the "
+                     "worker (liar:1:0, pid 424242) that sent it:\n%s", log);
+    } else {
+        json_t *m = metrics_load(run);
+        assert_steps(m, 0, 3, "run after a lying reply");
+        json_decref(m);
+    }
+    free(log);
+    free((void *)run), free((void *)clog), free((void *)wlog);
+}
+
+/* (e) An unknown config key: plumb train exits 2 naming the key and its
+ * file and line, and starts nothing. */
+static void test_unknown_key(void **state) {
+    (void)state;
+    char body[8192], cfg[2048];
+    snprintf(body, sizeof body, "algo.name: sft\ndata.train: %s/sft.jsonl\noptim.lrr: 3\n", data);
+    config(cfg, sizeof cfg, "badkey", body);
+    char *text = tu_read_file(cfg, NULL), *at = strstr(text, "optim.lrr");
+    int line = 1;
+    for (char *p = text; p < at; p++) line += *p == '\n';
+    free(text);
+    char *out;
+    int rc = plumb(&out, "train %s", cfg);
+    assert_int_equal(rc, 2);
+    char want[2100];
+    snprintf(want, sizeof want, "%s:%d:", cfg, line);
+    if (!strstr(out, want) || !strstr(out, "optim.lrr"))
+        fail_msg("expected a message naming %s and 'optim.lrr', got:\n%s", want, out);
+    struct stat st;
+    assert_int_not_equal(stat(tu_path("%s/badkey/logs", dir), &st), 0);
+    free(out);
+}
+
+/* ----------------------------------------------------------- metrics */
+
+/* SFT with metrics.redis: a real redis-server on a free port receives one
+ * stream entry per logged step, each the same JSON text as the jsonl
+ * line with the same step. */
+static void test_metrics_redis(void **state) {
+    (void)state;
+    if (system("command -v redis-server > /dev/null") != 0) skip();
+    int port = free_port();
+    assert_true(port > 0);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize yes "
+             "--dir %s --logfile %s/redis.log > /dev/null && "
+             "for i in $(seq 50); do redis-cli -p %d ping 2>/dev/null | grep -q PONG && exit 0; "
+             "sleep 0.1; done; exit 1",
+             port, dir, dir, port);
+    assert_int_equal(system(cmd), 0);
+    char body[8192], cfg[2048], *out;
+    algo_body(body, sizeof body, "sft");
+    config(cfg, sizeof cfg, "redis", body);
+    int rc = plumb(&out, "train %s --quiet metrics.redis=redis://127.0.0.1:%d/2 "
+                         "metrics.stream=plumb:test:redis", cfg, port);
+    redisContext *c = redisConnect("127.0.0.1", port);
+    redisReply *rep = NULL;
+    if (c && !c->err) {
+        redisReply *sel = redisCommand(c, "SELECT 2");
+        if (sel) freeReplyObject(sel);
+        rep = redisCommand(c, "XRANGE plumb:test:redis - +");
+    }
+    snprintf(cmd, sizeof cmd, "redis-cli -p %d shutdown nosave > /dev/null 2>&1", port);
+    if (rc != 0) {
+        system(cmd);
+        fail_msg("plumb train with redis: exit %d\n%s", rc, out);
+    }
+    free(out);
+    char *lines = tu_read_file(tu_path("%s/redis/metrics.jsonl", dir), NULL);
+    assert_non_null(lines);
+    int ok = rep && rep->type == REDIS_REPLY_ARRAY;
+    size_t n = ok ? rep->elements : 0;
+    char msg[4096] = "";
+    char *save = NULL, *line = strtok_r(lines, "\n", &save);
+    size_t i = 0;
+    for (; ok && line; line = strtok_r(NULL, "\n", &save), i++) {
+        if (i >= n) {
+            snprintf(msg, sizeof msg, "the stream has %zu entries, the jsonl more", n);
+            ok = 0;
+            break;
+        }
+        redisReply *f = rep->element[i]->element[1];
+        const char *step = NULL, *js = NULL;
+        for (size_t k = 0; k + 1 < f->elements; k += 2) {
+            if (!strcmp(f->element[k]->str, "step")) step = f->element[k + 1]->str;
+            if (!strcmp(f->element[k]->str, "json")) js = f->element[k + 1]->str;
+        }
+        json_t *j = json_loads(line, 0, NULL);
+        char want[32];
+        snprintf(want, sizeof want, "%lld", json_integer_value(json_object_get(j, "step")));
+        json_decref(j);
+        if (!step || strcmp(step, want) || !js || strcmp(js, line)) {
+            snprintf(msg, sizeof msg, "entry %zu: step %s json %.500s\n  vs line %.500s", i,
+                     step ? step : "(none)", js ? js : "(none)", line);
+            ok = 0;
+        }
+    }
+    if (ok && i != n) snprintf(msg, sizeof msg, "the stream has %zu entries, the jsonl %zu", n, i), ok = 0;
+    if (ok && i != 4) snprintf(msg, sizeof msg, "%zu lines, expected steps 0..3", i), ok = 0;
+    if (rep) freeReplyObject(rep);
+    if (c) redisFree(c);
+    free(lines);
+    system(cmd);
+    if (!ok) fail_msg("redis stream vs metrics.jsonl: %s", msg);
+}
+
+/* -------------------------------------------------------------- CURVE */
+
+/* plumb keygen makes a server and a client key; a run whose coordinator
+ * requires CURVE and lists the client key completes, and one whose workers
+ * use a key not listed ends non-zero (no worker could register). */
+static void test_curve(void **state) {
+    (void)state;
+    char *out;
+    assert_int_equal(plumb(&out, "keygen %s/server", dir), 0);
+    free(out);
+    assert_int_equal(plumb(&out, "keygen %s/client", dir), 0);
+    free(out);
+    assert_int_equal(plumb(&out, "keygen %s/stranger", dir), 0);
+    free(out);
+    char *pub = tu_read_file(tu_path("%s/client.pub", dir), NULL);
+    assert_non_null(pub);
+    char auth[4096];
+    snprintf(auth, sizeof auth, "# workers allowed to join\n%s", pub);
+    free(pub);
+    assert_int_equal(tu_write_file(tu_path("%s/authorized_keys", dir), auth, strlen(auth)), 0);
+    char body[8192], cfg[2048];
+    algo_body(body, sizeof body, "ppo");
+    config(cfg, sizeof cfg, "curve", body);
+    int rc = plumb(&out, "train %s --quiet run.steps=2 transport.secret_key=%s/server.key "
+                         "transport.authorized_keys=%s/authorized_keys transport.client_key=%s/client.key",
+                   cfg, dir, dir, dir);
+    if (rc != 0) fail_msg("CURVE run: exit %d\n%s", rc, out);
+    free(out);
+    json_t *m = metrics_load(tu_path("%s/curve", dir));
+    assert_steps(m, 0, 2, "CURVE run");
+    json_decref(m);
+    rc = plumb(&out, "train %s --quiet run.steps=2 run.dir=%s/curve-stranger "
+                     "transport.startup_timeout_s=2 transport.secret_key=%s/server.key "
+                     "transport.authorized_keys=%s/authorized_keys "
+                     "transport.client_key=%s/stranger.key",
+               cfg, dir, dir, dir, dir);
+    if (rc == 0 || !strstr(out, "registered within"))
+        fail_msg("workers with an unlisted key: exit %d\n%s", rc, out);
+    free(out);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_algo_sft),
+        cmocka_unit_test(test_algo_rm),
+        cmocka_unit_test(test_algo_dpo),
+        cmocka_unit_test(test_algo_orpo),
+        cmocka_unit_test(test_algo_grpo),
+        cmocka_unit_test(test_algo_ppo),
+        cmocka_unit_test(test_placement_same_numbers),
+        cmocka_unit_test(test_resume_grpo),
+        cmocka_unit_test(test_resume_sft),
+        cmocka_unit_test(test_coordinator_worker_killed),
+        cmocka_unit_test(test_train_child_killed),
+        cmocka_unit_test(test_bad_frames),
+        cmocka_unit_test(test_bad_reply_shape),
+        cmocka_unit_test(test_unknown_key),
+        cmocka_unit_test(test_metrics_redis),
+        cmocka_unit_test(test_curve),
+    };
+    return cmocka_run_group_tests(tests, group_setup, NULL);
+}
