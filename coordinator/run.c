@@ -347,15 +347,16 @@ static void put_train_metrics(Run *r, const char *prefix, const Plumb__TrainRep 
 /* Runs calls in parallel and books their timings into the step. */
 static int call(Run *r, PoolCall *calls, int n) {
     int rc = pool_call(r->pool, calls, n);
-    double comp = 0, trans = 0;
+    /* the group's critical path: the longest handling time is compute, the
+     * rest of the longest call is transport and queueing */
+    double comp = 0, wall = 0;
     for (int i = 0; i < n; i++) {
         if (calls[i].compute_s > comp) comp = calls[i].compute_s;
-        double t = calls[i].wall_s - calls[i].compute_s;
-        if (t > trans) trans = t;
+        if (calls[i].wall_s > wall) wall = calls[i].wall_s;
         r->serialize_s += calls[i].pack_s;
     }
     r->compute_s += comp;
-    r->transport_s += trans;
+    r->transport_s += wall > comp ? wall - comp : 0;
     return rc;
 }
 
