@@ -1305,12 +1305,13 @@ static void free_cache(float **c, long n) {
 }
 
 static void run_free(Run *r) {
-    records_free(&r->train);
-    records_free(&r->eval);
+    /* the caches first: their sizes are the record counts */
     free_cache(r->ref_c, r->train.n);
     free_cache(r->ref_r, r->train.n);
     free_cache(r->eval_ref_c, r->eval_pref.n + 1);
     free_cache(r->eval_ref_r, r->eval_pref.n + 1);
+    records_free(&r->train);
+    records_free(&r->eval);
     records_free(&r->eval_pref);
     free(r->order.perm);
     clear_metrics(r);
