@@ -5,8 +5,8 @@
 #   2. SFT: trains a tiny Llama from scratch to a partly-correct starting
 #      point (configs/sft-arith.yaml), exported as a Hugging Face folder;
 #   3. GRPO from that model (configs/grpo-arith.yaml): the coordinator
-#      drives an actor, a reward and a reference worker, each its own
-#      process, over ZeroMQ; the exact-match reward is a rule;
+#      drives an actor and a reward worker, each its own process, over
+#      ZeroMQ; the exact-match reward is a rule;
 #   4. prints held-out accuracy before and after, and where the metrics are.
 # RUNS (default runs/) holds the data and the run folders.
 set -e
@@ -23,10 +23,10 @@ echo "== 2. SFT from scratch: $RUNS/sft-arith"
     model.tokenizer="$RUNS/arith" data.train="$RUNS/arith/sft.jsonl" \
     data.eval="$RUNS/arith/eval.jsonl"
 
-echo "== 3. GRPO from the SFT model, actor / reward / reference in separate processes: $RUNS/grpo-arith"
+echo "== 3. GRPO from the SFT model, actor and reward in separate processes: $RUNS/grpo-arith"
 "$PLUMB" train configs/grpo-arith.yaml run.dir="$RUNS/grpo-arith" \
     model.path="$RUNS/sft-arith/final" data.train="$RUNS/arith/prompts.jsonl" \
-    data.eval="$RUNS/arith/eval.jsonl" launch.workers="actor reward reference"
+    data.eval="$RUNS/arith/eval.jsonl" launch.workers="actor reward"
 
 # the first and last eval/accuracy of a metrics.jsonl
 acc() { grep -o '"eval/accuracy": [0-9.e-]*' "$1" | sed -n "$2" | awk '{ printf "%.1f%%", $2 * 100 }'; }
