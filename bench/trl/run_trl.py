@@ -2,8 +2,10 @@
 """TRL side of the plumb vs TRL comparison (see README.md in this folder).
 
 Runs TRL's own GRPOTrainer or DPOTrainer on CPU with the settings of
-configs/grpo-arith.yaml / configs/dpo-arith.yaml, on the data and SFT model
-that plumb made, and evaluates before and after the way plumb does:
+configs/grpo-arith.yaml / configs/dpo-arith.yaml as first written (or those
+of any plumb config given with --config, with --set overrides), on the data
+and SFT model that plumb made, and evaluates before and after the way plumb
+does:
 
   eval/accuracy       greedy decoding (max_new_tokens 5) of the first 200
                       prompts of eval.jsonl; exact match of the stripped
@@ -14,11 +16,13 @@ that plumb made, and evaluates before and after the way plumb does:
   eval/reward_accuracy (dpo) the same with the implicit reward
                       (policy - reference log-prob)
 
-Usage:
-  run_trl.py grpo --model runs/sft-arith/final --data runs/arith --steps 100 \
+Usage (from the repository root):
+  run_trl.py grpo --model runs/sft-arith/final --data runs/arith --steps 100
       --out bench/trl/results-grpo.json
-  run_trl.py dpo  --model runs/sft-arith/final --data runs/arith --steps 100 \
+  run_trl.py dpo  --model runs/sft-arith/final --data runs/arith --steps 100
       --out bench/trl/results-dpo.json
+  run_trl.py grpo --config configs/grpo-arith.yaml --set optim.lr=1e-3
+      --out /tmp/grpo.json
 """
 
 import argparse
@@ -56,11 +60,13 @@ PLUMB = {
         "batch_size": 16,          # prompts per step
         "group_size": 8,           # completions per prompt
         "kl_coef": 0.04,           # k3 estimator, in the loss
-        "clip": 0.2,               # clip_low = clip_high
+        "clip_low": 0.2,
+        "clip_high": 0.2,
         "temperature": 1.0,
         "top_k": 0,
         "top_p": 1.0,
         "max_new_tokens": 5,
+        "reward_type": "exact_match",
         "loss_agg": "token_mean",
         "advantage": "group",
         "epochs": 1,
@@ -75,6 +81,104 @@ PLUMB = {
 }
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+
+# plumb config key -> (section of PLUMB, field, type, allowed values or None)
+KEYS = {
+    "run.seed": ("common", "seed", int, None),
+    "run.steps": ("run", "steps", int, None),
+    "lora.rank": ("common", "lora_rank", int, None),
+    "lora.alpha": ("common", "lora_alpha", float, None),
+    "optim.lr": ("common", "lr", float, None),
+    "optim.weight_decay": ("common", "weight_decay", float, None),
+    "optim.grad_clip": ("common", "grad_clip", float, None),
+    "optim.beta1": ("common", "beta1", float, None),
+    "optim.beta2": ("common", "beta2", float, None),
+    "optim.eps": ("common", "eps", float, None),
+    "optim.schedule": ("common", "schedule", str, ("constant", "linear")),
+    "optim.warmup_steps": ("common", "warmup_steps", int, None),
+    "optim.min_lr_ratio": ("common", "min_lr_ratio", float, (0.0,)),
+    "eval.n": ("common", "eval_n", int, None),
+    "eval.max_new_tokens": ("common", "eval_max_new_tokens", int, None),
+    "lora.targets": ("common", "lora_targets_str", str, ("q,k,v,o,gate,up,down",)),
+    "actor.full_finetune": ("common", "full_finetune", lambda v: str(v).lower() in ("1", "true", "yes"), (False,)),
+    "rollout.max_new_tokens": ("common", "rollout_max_new_tokens", int, None),
+    "train.batch_size": ("algo", "batch_size", int, None),
+    "train.epochs": ("grpo", "epochs", int, None),
+    "train.minibatches": ("grpo", "minibatches", int, (1,)),
+    "algo.group_size": ("grpo", "group_size", int, None),
+    "algo.kl_coef": ("grpo", "kl_coef", float, None),
+    "algo.kl_estimator": ("grpo", "kl_estimator", str, ("auto", "k3")),
+    "algo.clip_low": ("grpo", "clip_low", float, None),
+    "algo.clip_high": ("grpo", "clip_high", float, None),
+    "algo.dual_clip": ("grpo", "dual_clip", float, (0.0,)),
+    "algo.entropy_coef": ("grpo", "entropy_coef", float, (0.0,)),
+    "algo.loss_agg": ("grpo", "loss_agg", str, ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")),
+    "algo.advantage": ("grpo", "advantage", str, ("group", "none", "batch")),
+    "rollout.temperature": ("grpo", "temperature", float, None),
+    "rollout.top_k": ("grpo", "top_k", int, None),
+    "rollout.top_p": ("grpo", "top_p", float, None),
+    "reward.type": ("grpo", "reward_type", str, ("exact_match",)),
+    "algo.beta": ("dpo", "beta", float, None),
+    "algo.loss_type": ("dpo", "loss_type", str, ("sigmoid", "ipo", "hinge")),
+    "algo.label_smoothing": ("dpo", "label_smoothing", float, None),
+}
+LOSS_AGG = {"token_mean": "dapo", "seq_mean_token_mean": "grpo", "seq_mean_token_sum_norm": "dr_grpo"}
+ADVANTAGE = {"group": "group", "none": "none", "batch": "batch"}
+
+
+def flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def apply_settings(algo, items, steps):
+    """Applies plumb config keys (from --config, then --set) to PLUMB and
+    returns (steps, applied, not_used). A value this script cannot map to
+    TRL stops the run; keys with no bearing on the TRL side (paths, logging,
+    transport, launch, eval period, ...) are returned as not used."""
+    applied, not_used = {}, {}
+    rollout_new, eval_new, cfg_steps = None, None, None
+    for key, val in items:
+        if key == "algo.name":
+            if str(val) != algo:
+                raise SystemExit(f"the config is for algo.name={val}, not {algo}")
+            continue
+        if key not in KEYS:
+            not_used[key] = val
+            continue
+        sec, field, typ, allowed = KEYS[key]
+        if (sec in ("grpo", "dpo") and sec != algo) or str(val) == "auto":
+            not_used[key] = val  # other algorithm's key, or plumb's default (= ours)
+            continue
+        val = typ(float(val)) if typ is int else typ(val)
+        if allowed is not None and val not in allowed:
+            raise SystemExit(f"{key}={val!r}: this script maps only {allowed}")
+        applied[key] = val
+        if sec == "run":
+            cfg_steps = val
+        elif key == "rollout.max_new_tokens":
+            rollout_new = val
+        elif key == "eval.max_new_tokens":
+            eval_new = val
+        elif key == "train.batch_size":
+            PLUMB[algo]["batch_size"] = val
+        else:
+            PLUMB[sec][field] = val
+    if rollout_new is not None:
+        PLUMB["grpo"]["max_new_tokens"] = rollout_new
+    if eval_new:
+        PLUMB["common"]["eval_max_new_tokens"] = eval_new
+    elif rollout_new is not None:
+        PLUMB["common"]["eval_max_new_tokens"] = rollout_new
+    if steps is None:
+        steps = 100 if cfg_steps is None else cfg_steps
+    return steps, applied, not_used
 
 
 def read_jsonl(path, n=None):
@@ -260,8 +364,8 @@ def common_args(steps, out_dir):
         output_dir=out_dir,
         max_steps=steps,
         learning_rate=c["lr"],
-        lr_scheduler_type="constant",
-        warmup_steps=0,
+        lr_scheduler_type=c["schedule"],
+        warmup_steps=c["warmup_steps"],
         optim="adamw_torch",
         adam_beta1=c["beta1"],
         adam_beta2=c["beta2"],
@@ -291,11 +395,27 @@ def main():
     ap.add_argument("algo", choices=["grpo", "dpo"])
     ap.add_argument("--model", default="runs/sft-arith/final")
     ap.add_argument("--data", default="runs/arith")
-    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=None,
+                    help="optimizer steps (default: run.steps of --config, else 100)")
+    ap.add_argument("--config", help="a plumb run config (YAML) whose settings to use instead of the "
+                    "built-in ones (configs/grpo-arith.yaml and configs/dpo-arith.yaml as first written)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="plumb config keys to override, e.g. algo.group_size=16 optim.lr=5e-4")
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--note", default="", help="free text stored in the JSON")
     a = ap.parse_args()
+
+    items = []
+    if a.config:
+        import yaml
+
+        with open(a.config) as f:
+            items += list(flatten(yaml.safe_load(f) or {}).items())
+    for kv in a.set:
+        k, _, v = kv.partition("=")
+        items.append((k.strip(), v.strip()))
+    a.steps, applied, ignored = apply_settings(a.algo, items, a.steps)
 
     torch.set_num_threads(a.threads)
     load_start = list(os.getloadavg())
@@ -346,10 +466,10 @@ def main():
             top_p=g["top_p"],
             repetition_penalty=1.0,
             beta=g["kl_coef"],
-            epsilon=g["clip"],
-            epsilon_high=g["clip"],
-            loss_type="dapo",           # token_mean over the whole step's batch
-            scale_rewards="group",      # (s - mean_g) / (std_g + 1e-4), unbiased std
+            epsilon=g["clip_low"],
+            epsilon_high=g["clip_high"],
+            loss_type=LOSS_AGG[g["loss_agg"]],  # token_mean -> dapo: over all tokens of the step
+            scale_rewards=ADVANTAGE[g["advantage"]],  # group: (s - mean_g) / (std_g + 1e-4), unbiased
             importance_sampling_level="token",
             mask_truncated_completions=False,
             use_bias_correction_kl=False,  # plumb: + kl_coef * k3, no ratio factor
@@ -373,7 +493,7 @@ def main():
             **common_args(a.steps, tmp),
             per_device_train_batch_size=d["batch_size"],
             beta=d["beta"],
-            loss_type=[d["loss_type"]],
+            loss_type=[d["loss_type"]],  # sigmoid (ipo, hinge also exist in TRL)
             label_smoothing=d["label_smoothing"],
             max_length=None,            # nothing truncated (sequences are <= 11 tokens)
             precompute_ref_log_probs=False,  # reference = adapter-disabled model, per step
@@ -410,6 +530,9 @@ def main():
         "model_resolved": os.path.relpath(model_path),
         "model_sha256": sha256(os.path.join(model_path, "model.safetensors")),
         "data": a.data,
+        "plumb_config": a.config,
+        "plumb_keys_applied": applied,
+        "plumb_keys_not_used": ignored,
         "plumb_settings": {**PLUMB["common"], **PLUMB[a.algo]},
         "trl_args": {k: v for k, v in args.to_dict().items()
                      if k in TRL_KEYS_TO_RECORD},
