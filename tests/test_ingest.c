@@ -116,24 +116,11 @@ static void test_ingest_file(void **state) {
     free(shard);
 }
 
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &l) < 0) {
-        if (fd >= 0) close(fd);
-        return -1;
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* A real redis-server: ingest, re-ingest, dead letters; then the server
  * stops and ingestion fails with a message naming the URL. */
 static void test_ingest_redis(void **state) {
     if (system("command -v redis-server > /dev/null") != 0) skip();
-    int port = free_port();
+    int port = tu_free_port();
     assert_true(port > 0);
     char cmd[1024];
     snprintf(cmd, sizeof cmd,

@@ -37,131 +37,33 @@
 
 /* ------------------------------------------------------------ the server */
 
-#define MAX_SERVERS 8
-static pid_t g_pids[MAX_SERVERS]; /* atexit backstop: servers not yet stopped */
 static int g_have_redis;
 
-static void kill_all(void) {
-    for (int i = 0; i < MAX_SERVERS; i++)
-        if (g_pids[i] > 0) {
-            kill(g_pids[i], SIGKILL);
-            waitpid(g_pids[i], NULL, 0);
-            g_pids[i] = 0;
-        }
-}
-
-static int free_port(void) {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) ||
-        getsockname(s, (struct sockaddr *)&a, &len)) {
-        if (s >= 0) close(s);
-        return -1;
-    }
-    close(s);
-    return ntohs(a.sin_port);
-}
-
-typedef struct {
-    pid_t pid;
-    int port;
-    char dir[512];
-    char password[64]; /* --requirepass when set */
-} Server;
-
-static void sleep_ms(int ms) {
-    struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&t, NULL);
-}
-
-/* Starts redis-server on s->port (picked if 0) and waits for PING. */
-static int server_start(Server *s) {
-    if (!s->port) s->port = free_port();
-    if (!s->dir[0]) {
-        static int seq;
-        snprintf(s->dir, sizeof s->dir, "%s/redis%d", tu_tmp_dir(), seq++);
-        mkdir(s->dir, 0755);
-    }
-    char port[16];
-    snprintf(port, sizeof port, "%d", s->port);
-    const char *argv[20] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-                            "--dir", s->dir, "--daemonize", "no", "--loglevel", "warning",
-                            "--appendonly", "no"};
-    int argc = 15;
-    if (s->password[0]) argv[argc++] = "--requirepass", argv[argc++] = s->password;
-    argv[argc] = NULL;
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_WRONLY);
-        if (devnull >= 0) dup2(devnull, 1);
-        execvp("redis-server", (char *const *)argv);
-        _exit(127);
-    }
-    s->pid = pid;
-    for (int i = 0; i < MAX_SERVERS; i++)
-        if (g_pids[i] == 0) {
-            g_pids[i] = pid;
-            break;
-        }
-    for (int t = 0; t < 500; t++) { /* up to 5 s */
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-            s->pid = 0;
-            return -1;
-        }
-        struct timeval tv = {0, 200000};
-        redisContext *c = redisConnectWithTimeout("127.0.0.1", s->port, tv);
-        if (c && !c->err) {
-            redisReply *r = redisCommand(c, "PING");
-            int up = r && (r->type == REDIS_REPLY_STATUS ||
-                           (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOAUTH", 6) == 0));
-            if (r) freeReplyObject(r);
-            redisFree(c);
-            if (up) return 0;
-        } else if (c) {
-            redisFree(c);
-        }
-        sleep_ms(10);
-    }
-    return -1;
-}
-
-static void server_stop(Server *s, int sig) {
-    if (s->pid <= 0) return;
-    kill(s->pid, sig);
-    waitpid(s->pid, NULL, 0);
-    for (int i = 0; i < MAX_SERVERS; i++)
-        if (g_pids[i] == s->pid) g_pids[i] = 0;
-    s->pid = 0;
-}
-
 static int setup(void **state) {
-    Server *s = calloc(1, sizeof *s);
+    TuRedis *s = calloc(1, sizeof *s);
     *state = s;
     if (!g_have_redis) return 0; /* the test skips */
-    return s && server_start(s) == 0 ? 0 : -1;
+    return s && tu_redis_start(s) == 0 ? 0 : -1;
 }
 
 static int setup_auth(void **state) {
-    Server *s = calloc(1, sizeof *s);
+    TuRedis *s = calloc(1, sizeof *s);
     *state = s;
     if (!s) return -1;
     strcpy(s->password, "s3cret");
     if (!g_have_redis) return 0;
-    return server_start(s) == 0 ? 0 : -1;
+    return tu_redis_start(s) == 0 ? 0 : -1;
 }
 
 static int teardown(void **state) {
-    Server *s = *state;
-    server_stop(s, SIGTERM);
+    TuRedis *s = *state;
+    tu_redis_stop(s, SIGTERM);
     free(s);
     return 0;
 }
 
 /* A plain connection for checking what reached the server. */
-static redisContext *client(const Server *s, int db) {
+static redisContext *client(const TuRedis *s, int db) {
     redisContext *c = redisConnect("127.0.0.1", s->port);
     assert_true(c && !c->err);
     if (s->password[0]) freeReplyObject(redisCommand(c, "AUTH %s", s->password));
@@ -374,7 +276,7 @@ static void test_progress(void **state) {
  * malformed URL is refused. */
 static void test_redis_stream(void **state) {
     SKIP_WITHOUT_REDIS();
-    Server *s = *state;
+    TuRedis *s = *state;
     const char *dir = run_dir("stream");
     Metrics *m = NULL;
     assert_true(metrics_open(&m, dir, "http://nope", NULL) < 0);
@@ -409,7 +311,7 @@ static void test_redis_stream(void **state) {
  * plumb:metrics:<run dir name>; messages never show the password. */
 static void test_redis_auth_default_stream(void **state) {
     SKIP_WITHOUT_REDIS();
-    Server *s = *state;
+    TuRedis *s = *state;
     const char *dir = run_dir("exp42/");
     Metrics *m = NULL;
     if (metrics_open(&m, dir, tu_path("redis://:s3cret@127.0.0.1:%d/3", s->port), "") < 0)
@@ -439,14 +341,14 @@ static void test_redis_auth_default_stream(void **state) {
  * sink reconnects and the stream gets new lines again. */
 static void test_redis_killed(void **state) {
     SKIP_WITHOUT_REDIS();
-    Server *s = *state;
+    TuRedis *s = *state;
     const char *dir = run_dir("killed");
     Metrics *m = NULL;
     assert_int_equal(metrics_open(&m, dir, tu_path("redis://127.0.0.1:%d", s->port), "k"), 0);
     log3(m, 1, 1, 1, 1);
     assert_int_equal(metrics_redis_errors(m), 0);
 
-    server_stop(s, SIGKILL);
+    tu_redis_stop(s, SIGKILL);
     for (int i = 2; i <= 5; i++) log3(m, i, i, i, i); /* fails in log3 on error */
     assert_int_equal(metrics_redis_errors(m), 4);
     assert_true(strlen(metrics_redis_last_error(m)) > 0);
@@ -455,7 +357,7 @@ static void test_redis_killed(void **state) {
     free(text);
 
     /* back on the same port; retry at once instead of after 10 s */
-    assert_int_equal(server_start(s), 0);
+    assert_int_equal(tu_redis_start(s), 0);
     metrics_set_retry_s(m, 0);
     log3(m, 6, 6, 6, 6);
     assert_int_equal(metrics_redis_errors(m), 4);
@@ -473,7 +375,7 @@ static void test_redis_unreachable(void **state) {
     SKIP_WITHOUT_REDIS();
     const char *dir = run_dir("unreachable");
     Metrics *m = NULL;
-    int port = free_port();
+    int port = tu_free_port();
     assert_int_equal(metrics_open(&m, dir, tu_path("redis://127.0.0.1:%d", port), "u"), 0);
     for (int i = 1; i <= 3; i++) log3(m, i, i, i, i);
     assert_int_equal(metrics_redis_errors(m), 3);
@@ -487,7 +389,6 @@ static void test_redis_unreachable(void **state) {
 int main(void) {
     g_have_redis = system("command -v redis-server >/dev/null 2>&1") == 0;
     if (!g_have_redis) fprintf(stderr, "test_metrics: redis-server not installed, skipping its tests\n");
-    atexit(kill_all);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jsonl_lines),
         cmocka_unit_test(test_nonfinite_is_null),

@@ -27,136 +27,36 @@
 
 /* ------------------------------------------------------------ the server */
 
-#define MAX_SERVERS 16
-static pid_t g_pids[MAX_SERVERS]; /* atexit backstop: servers not yet stopped */
 
-static void kill_all(void) {
-    for (int i = 0; i < MAX_SERVERS; i++)
-        if (g_pids[i] > 0) {
-            kill(g_pids[i], SIGKILL);
-            waitpid(g_pids[i], NULL, 0);
-            g_pids[i] = 0;
-        }
-}
-
-static int free_port(void) {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) || getsockname(s, (struct sockaddr *)&a, &len)) {
-        if (s >= 0) close(s);
-        return -1;
-    }
-    close(s);
-    return ntohs(a.sin_port);
-}
-
-typedef struct {
-    pid_t pid;
-    int port;
-    char dir[512];
-    char password[64]; /* --requirepass when set        */
-    int persist;       /* appendonly yes, fsync always  */
-} Server;
-
-static void sleep_ms(int ms) {
-    struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&t, NULL);
-}
-
-/* Starts redis-server on s->port (picked if 0) and waits for PING. */
-static int server_start(Server *s) {
-    if (!s->port) s->port = free_port();
-    if (!s->dir[0]) {
-        static int seq;
-        snprintf(s->dir, sizeof s->dir, "%s/redis%d", tu_tmp_dir(), seq++);
-        mkdir(s->dir, 0755);
-    }
-    char port[16];
-    snprintf(port, sizeof port, "%d", s->port);
-    const char *argv[24] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-                            "--dir", s->dir, "--daemonize", "no", "--loglevel", "warning",
-                            "--appendonly", s->persist ? "yes" : "no"};
-    int argc = 15;
-    if (s->persist) argv[argc++] = "--appendfsync", argv[argc++] = "always";
-    if (s->password[0]) argv[argc++] = "--requirepass", argv[argc++] = s->password;
-    argv[argc] = NULL;
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_WRONLY);
-        if (devnull >= 0) dup2(devnull, 1);
-        execvp("redis-server", (char *const *)argv);
-        _exit(127);
-    }
-    s->pid = pid;
-    for (int i = 0; i < MAX_SERVERS; i++)
-        if (g_pids[i] == 0) {
-            g_pids[i] = pid;
-            break;
-        }
-    for (int t = 0; t < 500; t++) { /* up to 5 s */
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-            s->pid = 0;
-            return -1;
-        }
-        struct timeval tv = {0, 200000};
-        redisContext *c = redisConnectWithTimeout("127.0.0.1", s->port, tv);
-        if (c && !c->err) {
-            redisReply *r = redisCommand(c, "PING");
-            /* up: PONG, or NOAUTH with requirepass; not LOADING (AOF replay) */
-            int up = r && (r->type == REDIS_REPLY_STATUS ||
-                           (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOAUTH", 6) == 0));
-            if (r) freeReplyObject(r);
-            redisFree(c);
-            if (up) return 0;
-        } else if (c) {
-            redisFree(c);
-        }
-        sleep_ms(10);
-    }
-    return -1;
-}
-
-static void server_stop(Server *s, int sig) {
-    if (s->pid <= 0) return;
-    kill(s->pid, sig);
-    waitpid(s->pid, NULL, 0);
-    for (int i = 0; i < MAX_SERVERS; i++)
-        if (g_pids[i] == s->pid) g_pids[i] = 0;
-    s->pid = 0;
-}
-
-static const char *server_url(const Server *s) {
+static const char *server_url(const TuRedis *s) {
     return tu_path("redis://127.0.0.1:%d/0", s->port);
 }
 
 static int setup(void **state) {
-    Server *s = calloc(1, sizeof *s);
+    TuRedis *s = calloc(1, sizeof *s);
     *state = s;
-    return s && server_start(s) == 0 ? 0 : -1;
+    return s && tu_redis_start(s) == 0 ? 0 : -1;
 }
 
 static int setup_auth(void **state) {
-    Server *s = calloc(1, sizeof *s);
+    TuRedis *s = calloc(1, sizeof *s);
     *state = s;
     if (!s) return -1;
     strcpy(s->password, "goodpw");
-    return server_start(s) == 0 ? 0 : -1;
+    return tu_redis_start(s) == 0 ? 0 : -1;
 }
 
 static int setup_persist(void **state) {
-    Server *s = calloc(1, sizeof *s);
+    TuRedis *s = calloc(1, sizeof *s);
     *state = s;
     if (!s) return -1;
     s->persist = 1;
-    return server_start(s) == 0 ? 0 : -1;
+    return tu_redis_start(s) == 0 ? 0 : -1;
 }
 
 static int teardown(void **state) {
-    Server *s = *state;
-    server_stop(s, SIGTERM);
+    TuRedis *s = *state;
+    tu_redis_stop(s, SIGTERM);
     free(s);
     return 0;
 }
@@ -256,7 +156,7 @@ static void test_hash(void **state) {
 /* AUTH: the right password connects, a wrong or missing one fails with a
  * message naming the redacted URL and the failing step; SELECT picks db. */
 static void test_auth(void **state) {
-    Server *sp = *state, s = *sp;
+    TuRedis *sp = *state, s = *sp;
     RdsConn *c = NULL;
     int rc = rds_connect(&c, tu_path("redis://:goodpw@127.0.0.1:%d/2", s.port), 2.0);
     if (rc < 0) fail_msg("%s", pl_error());
@@ -286,7 +186,7 @@ static void test_auth(void **state) {
     assert_null(strstr(pl_error(), "wrongpw"));
     assert_true(rds_connect(&c, tu_path("redis://127.0.0.1:%d", s.port), 2.0) < 0);
     assert_non_null(strstr(pl_error(), "NOAUTH"));
-    server_stop(sp, SIGTERM);
+    tu_redis_stop(sp, SIGTERM);
     /* nobody listening: a clear connect error */
     assert_true(rds_connect(&c, tu_path("redis://127.0.0.1:%d", s.port), 1.0) < 0);
     assert_non_null(strstr(pl_error(), "redis connect to"));
@@ -295,7 +195,7 @@ static void test_auth(void **state) {
 /* Appending N records twice stores N; the second pass reports N
  * duplicates; single appends agree; payloads come back byte for byte. */
 static void test_append_dedupe(void **state) {
-    Server *s = *state;
+    TuRedis *s = *state;
     RdsConn *c = NULL;
     assert_int_equal(rds_connect(&c, server_url(s), 2.0), 0);
     const int N = 500;
@@ -361,7 +261,7 @@ static void test_append_dedupe(void **state) {
 /* Dead letters keep line number, reason and (truncated) raw line, and a
  * re-run does not repeat them. */
 static void test_dead_letter(void **state) {
-    Server *s = *state;
+    TuRedis *s = *state;
     RdsConn *c = NULL;
     assert_int_equal(rds_connect(&c, server_url(s), 2.0), 0);
     RdsSummary sum = {0};
@@ -406,7 +306,7 @@ static void test_dead_letter(void **state) {
 /* Keys of the wrong type and foreign entries give clear errors, not
  * crashes: every reply is checked. */
 static void test_bad_replies(void **state) {
-    Server *s = *state;
+    TuRedis *s = *state;
     RdsConn *c = NULL;
     assert_int_equal(rds_connect(&c, server_url(s), 2.0), 0);
     redisContext *raw = redisConnect("127.0.0.1", s->port);
@@ -444,7 +344,7 @@ static void test_bad_replies(void **state) {
 /* One consumer reads everything in batches, acks each batch: every record
  * exactly once, nothing pending after, and a later read finds nothing. */
 static void test_consume_all(void **state) {
-    Server *s = *state;
+    TuRedis *s = *state;
     RdsConn *c = NULL;
     assert_int_equal(rds_connect(&c, server_url(s), 2.0), 0);
     const int N = 300;
@@ -555,7 +455,7 @@ static int step(RdsReader *rd, Ledger *l, int max, int ack) {
  * entries with XAUTOCLAIM; every record is trained on at least once and
  * acknowledged exactly once, and nothing stays pending. */
 static void test_crash_recovery(void **state) {
-    Server *s = *state;
+    TuRedis *s = *state;
     RdsConn *c = NULL;
     assert_int_equal(rds_connect(&c, server_url(s), 2.0), 0);
     const int N = 120;
@@ -621,7 +521,7 @@ static void test_crash_recovery(void **state) {
  * naming the operation; after a restart (AOF, fsync always) re-running the
  * whole ingestion completes and duplicates nothing. */
 static void test_redis_restart(void **state) {
-    Server *s = *state;
+    TuRedis *s = *state;
     const char *url = tu_path("redis://127.0.0.1:%d/0", s->port);
     char url_copy[256];
     snprintf(url_copy, sizeof url_copy, "%s", url);
@@ -634,7 +534,7 @@ static void test_redis_restart(void **state) {
         rds_hash_hex(buf, n, h);
         assert_int_equal(rds_append(c, "pref", buf, n, h, NULL), 0);
     }
-    server_stop(s, SIGKILL);
+    tu_redis_stop(s, SIGKILL);
     size_t n = make_record(K, buf, sizeof buf);
     rds_hash_hex(buf, n, h);
     int rc = rds_append(c, "pref", buf, n, h, NULL);
@@ -647,7 +547,7 @@ static void test_redis_restart(void **state) {
     assert_non_null(strstr(pl_error(), "connection lost"));
     rds_free(&c);
 
-    assert_int_equal(server_start(s), 0); /* same port, same dir: the AOF reloads */
+    assert_int_equal(tu_redis_start(s), 0); /* same port, same dir: the AOF reloads */
     assert_int_equal(rds_connect(&c, url_copy, 1.0), 0);
     long long len = 0;
     assert_int_equal(rds_stream_len(c, "pref", &len), 0);
@@ -665,7 +565,6 @@ int main(void) {
         fprintf(stderr, "test_redis: redis-server not installed, skipping\n");
         return 77;
     }
-    atexit(kill_all);
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_url_parse),

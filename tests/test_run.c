@@ -156,19 +156,6 @@ static int wait_lines(const char *path, long n, double timeout_s) {
     return 0;
 }
 
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &l) < 0) {
-        if (fd >= 0) close(fd);
-        return -1;
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* Writes DIR/NAME.yaml: the tiny shared settings (run.dir DIR/NAME) plus
  * body; the path goes to out. */
 static void config(char *out, size_t cap, const char *name, const char *body) {
@@ -472,7 +459,7 @@ static void test_coordinator_worker_killed(void **state) {
     char body[8192], cfg[2048];
     snprintf(body, sizeof body, "algo.name: sft\ndata.train: %s/sft.jsonl\n", data);
     config(cfg, sizeof cfg, "killed", body);
-    int port = free_port();
+    int port = tu_free_port();
     assert_true(port > 0);
     const char *run = strdup(tu_path("%s/killed", dir));
     const char *clog = strdup(tu_path("%s/killed-coordinator.log", dir));
@@ -666,7 +653,7 @@ static void test_bad_frames(void **state) {
     char body[8192], cfg[2048];
     algo_body(body, sizeof body, "dpo");
     config(cfg, sizeof cfg, "bad", body);
-    int port = free_port();
+    int port = tu_free_port();
     assert_true(port > 0);
     const char *run = strdup(tu_path("%s/bad", dir));
     const char *clog = strdup(tu_path("%s/bad-coordinator.log", dir));
@@ -792,7 +779,7 @@ static void test_bad_reply_shape(void **state) {
     char body[8192], cfg[2048];
     algo_body(body, sizeof body, "dpo");
     config(cfg, sizeof cfg, "liar", body);
-    int port = free_port();
+    int port = tu_free_port();
     assert_true(port > 0);
     const char *run = strdup(tu_path("%s/liar", dir));
     const char *clog = strdup(tu_path("%s/liar-coordinator.log", dir));
@@ -943,7 +930,7 @@ static void test_unknown_key(void **state) {
 static void test_metrics_redis(void **state) {
     (void)state;
     if (system("command -v redis-server > /dev/null") != 0) skip();
-    int port = free_port();
+    int port = tu_free_port();
     assert_true(port > 0);
     char cmd[2048];
     snprintf(cmd, sizeof cmd,

@@ -47,4 +47,23 @@ char *tu_read_file(const char *path, size_t *len);
 /* Writes len bytes to path; returns 0 on success. */
 int tu_write_file(const char *path, const void *data, size_t len);
 
+/* A free TCP port on 127.0.0.1 (bound, read back, released), or -1. */
+int tu_free_port(void);
+
+/* A real redis-server for tests that need one. */
+typedef struct {
+    int pid;           /* 0 when not running                          */
+    int port;          /* picked by tu_redis_start when 0             */
+    char dir[512];     /* its --dir (a fresh folder under tu_tmp_dir when empty) */
+    char password[64]; /* --requirepass when set                      */
+    int persist;       /* appendonly yes, fsync always                */
+} TuRedis;
+
+/* Starts redis-server on s->port and waits up to 5 s until it answers PING
+ * (or NOAUTH). A server not yet stopped is killed at exit. Returns 0 or -1. */
+int tu_redis_start(TuRedis *s);
+
+/* Sends sig (SIGTERM, or SIGKILL to simulate a crash) and reaps it. */
+void tu_redis_stop(TuRedis *s, int sig);
+
 #endif
