@@ -76,9 +76,12 @@ for h in fuzz/fuzz_*.c; do
     [ "$h" = fuzz/fuzz_util.c ] && continue
     name=$(basename "$h" .c)
     # A harness for a module still being written names the source it needs.
-    req=$(sed -n 's/^ \* FUZZ_REQUIRES: *//p' "$h")
+    # (the line may end the comment: "*/" is dropped, and no name is globbed)
+    req=$(sed -n 's/^ \* FUZZ_REQUIRES: *//p' "$h" | sed 's|\*/||g')
     skip=""
+    set -f
     for r in $req; do [ -f "$r" ] || skip="$r"; done
+    set +f
     if [ -n "$skip" ]; then
         echo "plumb fuzz: skipping $name: $skip does not exist yet"
         rm -f "$OUT/$name"
