@@ -126,6 +126,8 @@ static const Key KEYS[] = {
          "reward of a response: a rule, or a trained reward model"),
     STR("reward.arg", reward_arg, "", "the rule's argument"),
     PATH("reward.model", reward_model, "", "reward.type model: an rm run's checkpoint folder"),
+    BOOL("reward.full_finetune", reward_full_finetune, "false",
+         "rm: train all base weights of the reward model, not an adapter"),
 
     /* data */
     PATH("data.train", train_path, "", "training data (JSONL)"),

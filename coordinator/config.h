@@ -81,6 +81,7 @@ typedef struct {
                                     length|model                                */
     char reward_arg[CFG_STR];    /* reward.arg: the rule's argument             */
     char reward_model[CFG_PATH]; /* reward.model: an rm run's checkpoint folder  */
+    int reward_full_finetune;    /* reward.full_finetune: rm trains all weights  */
 
     /* data */
     char train_path[CFG_PATH];   /* data.train (JSONL)                          */

@@ -1238,7 +1238,8 @@ static Plumb__RoleConfig *role_config(void *ctx, RoleKind k, WireArena *a) {
     case ROLE_REWARD:
         rc->seed = mix3(c->seed, TAG_REWARD, 0);
         if (c->algo == ALGO_RM) {
-            rc->lora_rank = c->lora_rank;
+            if (c->reward_full_finetune) rc->train_base = 1;
+            else rc->lora_rank = c->lora_rank;
             rc->head = 1;
         } else if (!strcmp(c->reward_type, "model")) {
             char p[CFG_PATH + 64];
@@ -1247,6 +1248,8 @@ static Plumb__RoleConfig *role_config(void *ctx, RoleKind k, WireArena *a) {
             snprintf(p, sizeof p, "%s/reward/adapter", c->reward_model);
             if (access(p, R_OK) == 0) rc->init_adapter = wire_strdup(a, p);
             else rc->lora_rank = 0;
+            snprintf(p, sizeof p, "%s/reward/model", c->reward_model);
+            if (access(p, R_OK) == 0) rc->base_path = wire_strdup(a, p); /* full fine-tuned rm */
             snprintf(p, sizeof p, "%s/reward/head.safetensors", c->reward_model);
             rc->head_path = wire_strdup(a, p);
         } else {

@@ -448,6 +448,66 @@ static void test_resume_sft(void **state) {
     resume_same("sft", "actor.full_finetune: true\n", 1);
 }
 
+/* A fully fine-tuned reward model (its weights are the state). */
+static void test_resume_rm_full(void **state) {
+    (void)state;
+    resume_same("rm", "reward.full_finetune: true\n", 0);
+}
+
+/* ------------------------------------------------ a trained reward model */
+
+/* An rm run's checkpoint scores GRPO's rollouts (reward.type model): with
+ * a LoRA reward model (its adapter and head) and with a fully fine-tuned
+ * one (its own model folder and head). The scores are the head's, not a
+ * rule's 0/1; a full reward model whose weights are damaged stops the run
+ * with an error naming its file, which shows they are the ones loaded. */
+static void test_reward_model(void **state) {
+    (void)state;
+    char body[8192], cfg[2048], *out;
+    for (int full = 0; full <= 1; full++) {
+        const char *rm = strdup(tu_path("%s/rm-%s", dir, full ? "full" : "lora"));
+        algo_body(body, sizeof body, "rm");
+        if (full) strncat(body, "reward.full_finetune: true\n", sizeof body - strlen(body) - 1);
+        config(cfg, sizeof cfg, full ? "rm-full" : "rm-lora", body);
+        int rc = plumb(&out, "train %s --quiet run.dir=%s", cfg, rm);
+        if (rc != 0) fail_msg("rm (full %d): exit %d\n%s", full, rc, out);
+        free(out);
+        struct stat st;
+        const char *ck = strdup(tu_path("%s/checkpoints/step-000003", rm));
+        int has_model = stat(tu_path("%s/reward/model/model.safetensors", ck), &st) == 0;
+        int has_adapter = stat(tu_path("%s/reward/adapter", ck), &st) == 0;
+        if (has_model != full || has_adapter == full)
+            fail_msg("rm (full %d): checkpoint has model %d, adapter %d", full, has_model,
+                     has_adapter);
+
+        snprintf(body, sizeof body, "algo.name: grpo\nalgo.group_size: 2\nalgo.kl_coef: 0\n"
+                 "reward.type: model\nreward.model: %s\ndata.train: %s/prompts.jsonl\n", ck, data);
+        config(cfg, sizeof cfg, full ? "grpo-rm-full" : "grpo-rm-lora", body);
+        rc = plumb(&out, "train %s --quiet run.steps=2", cfg);
+        if (rc != 0) fail_msg("grpo with rm (full %d): exit %d\n%s", full, rc, out);
+        free(out);
+        json_t *m = metrics_load(tu_path("%s/grpo-rm-%s", dir, full ? "full" : "lora"));
+        for (long s = 1; s <= 2; s++) {
+            json_t *line = metrics_step(m, s);
+            assert_finite(line, "rollout/reward_mean", "grpo with rm");
+            double v = json_number_value(json_object_get(line, "rollout/reward_mean"));
+            if (v == 0.0 || v == 1.0) fail_msg("grpo with rm (full %d): reward mean %g", full, v);
+        }
+        json_decref(m);
+        if (full) {
+            char cmd[4096];
+            snprintf(cmd, sizeof cmd, "truncate -s 100 %s/reward/model/model.safetensors", ck);
+            assert_int_equal(system(cmd), 0);
+            rc = plumb(&out, "train %s --quiet run.steps=2", cfg);
+            if (rc == 0 || !strstr(out, "reward/model"))
+                fail_msg("grpo with a damaged rm: exit %d\n%s", rc, out);
+            free(out);
+        }
+        free((void *)ck);
+        free((void *)rm);
+    }
+}
+
 /* ------------------------------------------------------ a dying worker */
 
 /* plumb coordinator and one plumb worker: once steps are logged the worker
@@ -1048,6 +1108,8 @@ int main(void) {
         cmocka_unit_test(test_placement_same_numbers),
         cmocka_unit_test(test_resume_grpo),
         cmocka_unit_test(test_resume_sft),
+        cmocka_unit_test(test_resume_rm_full),
+        cmocka_unit_test(test_reward_model),
         cmocka_unit_test(test_coordinator_worker_killed),
         cmocka_unit_test(test_train_child_killed),
         cmocka_unit_test(test_bad_frames),

@@ -245,6 +245,7 @@ static int role_build(Role *r, const Plumb__RoleConfig *cfg_in, const char *base
         ref_cfg.head = 0;
         ref_cfg.train_base = 0;
         ref_cfg.head_path = NULL;
+        ref_cfg.base_path = NULL;
         ref_cfg.resume_dir = NULL;
         cfg = &ref_cfg;
     }
@@ -266,16 +267,22 @@ static int role_build(Role *r, const Plumb__RoleConfig *cfg_in, const char *base
     r->micro_batch = cfg->micro_batch;
     snprintf(r->base_path, sizeof r->base_path, "%s", base_path ? base_path : "");
 
-    if (cfg->train_base) {
+    /* an own model: a full fine-tuning role's (its checkpoint's on resume,
+     * else base_path's, else a flat copy of the shared base) */
+    const char *own_path = cfg->base_path && *cfg->base_path ? cfg->base_path : NULL;
+    if (cfg->train_base && resume) {
+        PL_TRY(join(path, rdir, "model"));
+        own_path = path;
+    }
+    if (cfg->train_base || own_path) {
         Base *own = NULL;
-        if (resume) {
-            PL_TRY(join(path, rdir, "model"));
-            PL_TRY(base_load(&own, path));
-            int rc = base_make_flat(own);
+        if (own_path) {
+            PL_TRY(base_load(&own, own_path));
+            int rc = cfg->train_base ? base_make_flat(own) : 0;
             if (rc == 0 && (own->cfg.vocab_size != r->base->cfg.vocab_size ||
                             own->cfg.dim != r->base->cfg.dim ||
                             own->cfg.n_layers != r->base->cfg.n_layers))
-                rc = pl_fail(PL_EFORMAT, "%s: a model of another shape than the base", path);
+                rc = pl_fail(PL_EFORMAT, "%s: a model of another shape than the base", own_path);
             if (rc < 0) {
                 base_free(&own);
                 return rc;

@@ -66,8 +66,11 @@ typedef struct Role {
  * With cfg->resume_dir the adapter, head, optimizer moments, opt_step,
  * adapter_version and (train_base) the weights are loaded from
  * resume_dir/<role>/ (role_save's layout), so training continues bit for
- * bit. A train_base role works on its own flat copy of base. The reference
- * ignores lora_rank, head, train_base and resume_dir (it is the frozen base,
+ * bit. A train_base role works on its own flat copy of base. With
+ * cfg->base_path the role uses that model folder (a fully fine-tuned
+ * reward model's, of base's vocabulary and shape) instead of base. The
+ * reference ignores lora_rank, head, train_base, base_path and resume_dir
+ * (it is the frozen base,
  * plus init_adapter when given); a role with no adapter, head or base to
  * train (a rule-based reward) ignores resume_dir. cfg->optim fields beta1,
  * beta2 and eps left 0 take optim_defaults; an empty schedule is constant.
