@@ -94,9 +94,9 @@ KEYS = {
     "optim.beta1": ("common", "beta1", float, None),
     "optim.beta2": ("common", "beta2", float, None),
     "optim.eps": ("common", "eps", float, None),
-    "optim.schedule": ("common", "schedule", str, ("constant", "linear")),
+    "optim.schedule": ("common", "schedule", str, ("constant", "linear", "cosine")),
     "optim.warmup_steps": ("common", "warmup_steps", int, None),
-    "optim.min_lr_ratio": ("common", "min_lr_ratio", float, (0.0,)),
+    "optim.min_lr_ratio": ("common", "min_lr_ratio", float, None),  # checked in common_args
     "eval.n": ("common", "eval_n", int, None),
     "eval.max_new_tokens": ("common", "eval_max_new_tokens", int, None),
     "lora.targets": ("common", "lora_targets_str", str, ("q,k,v,o,gate,up,down",)),
@@ -358,13 +358,26 @@ def timing_summary(steps, cpu):
     }
 
 
+def schedule_args(c):
+    """TRL's scheduler for plumb's optim.schedule and optim.min_lr_ratio:
+    cosine with a floor is transformers' cosine_with_min_lr (the same
+    formula as plumb's); constant and linear have no floor there."""
+    r = c.get("min_lr_ratio", 0.0)
+    if c["schedule"] == "cosine":
+        return dict(lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": r})
+    if r != 0.0:
+        sys.exit(f"run_trl: optim.min_lr_ratio {r} with schedule {c['schedule']}: "
+                 "transformers has no such schedule")
+    return dict(lr_scheduler_type=c["schedule"])
+
+
 def common_args(steps, out_dir):
     c = PLUMB["common"]
     return dict(
         output_dir=out_dir,
         max_steps=steps,
         learning_rate=c["lr"],
-        lr_scheduler_type=c["schedule"],
+        **schedule_args(c),
         warmup_steps=c["warmup_steps"],
         optim="adamw_torch",
         adam_beta1=c["beta1"],
@@ -565,7 +578,7 @@ def main():
 
 
 TRL_KEYS_TO_RECORD = {
-    "max_steps", "learning_rate", "lr_scheduler_type", "warmup_steps", "optim", "adam_beta1", "adam_beta2",
+    "max_steps", "learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "optim", "adam_beta1", "adam_beta2",
     "adam_epsilon", "weight_decay", "max_grad_norm", "gradient_accumulation_steps", "gradient_checkpointing",
     "bf16", "seed", "data_seed", "per_device_train_batch_size",
     # grpo
