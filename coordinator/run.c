@@ -959,13 +959,21 @@ static int step_rl(Run *r, const long *which, int n) {
 
 /* ---------------------------------------------------------------- eval */
 
+/* The indices 0..n-1 of the first n of `total` eval records (eval.n of
+ * them when set), or NULL when out of memory. */
+static long *eval_which(const RunConfig *c, long total, long *n_out) {
+    long n = c->eval_n > 0 && c->eval_n < total ? c->eval_n : total;
+    long *which = malloc(sizeof(long) * (n ? n : 1));
+    for (long i = 0; which && i < n; i++) which[i] = i;
+    *n_out = n;
+    return which;
+}
+
 static int eval_generate(Run *r) {
     const RunConfig *c = r->cfg;
-    long n = r->eval.n;
-    if (c->eval_n > 0 && c->eval_n < n) n = c->eval_n;
-    long *which = malloc(sizeof(long) * (n ? n : 1));
+    long n;
+    long *which = eval_which(c, r->eval.n, &n);
     PL_CHECK_ALLOC(which);
-    for (long i = 0; i < n; i++) which[i] = i;
     Rollout ro;
     int max_new = c->eval_max_new_tokens > 0 ? c->eval_max_new_tokens : c->max_new_tokens;
     int rc = sync_adapters(r);
@@ -1011,11 +1019,9 @@ static int eval_generate(Run *r) {
  * and rejected on held-out pairs. */
 static int eval_pref(Run *r) {
     const RunConfig *c = r->cfg;
-    long n = r->eval_pref.n;
-    if (c->eval_n > 0 && c->eval_n < n) n = c->eval_n;
-    long *which = malloc(sizeof(long) * (n ? n : 1));
+    long n;
+    long *which = eval_which(c, r->eval_pref.n, &n);
     PL_CHECK_ALLOC(which);
-    for (long i = 0; i < n; i++) which[i] = i;
     Packed pc, pr;
     int rc = pack_records(&r->eval_pref, which, (int)n, 0, &pc);
     if (rc == 0) rc = pack_records(&r->eval_pref, which, (int)n, 1, &pr);
@@ -1204,6 +1210,14 @@ static int resume_dir(const char *path, char *out, size_t cap) {
 
 /* ------------------------------------------------------- role configs */
 
+/* rm_dir/reward/name in a, or NULL when optional and not readable (or
+ * out of memory). */
+static char *rm_file(WireArena *a, const char *rm_dir, const char *name, int optional) {
+    char p[CFG_PATH + 64];
+    snprintf(p, sizeof p, "%s/reward/%s", rm_dir, name);
+    return optional && access(p, R_OK) != 0 ? NULL : wire_strdup(a, p);
+}
+
 static Plumb__RoleConfig *role_config(void *ctx, RoleKind k, WireArena *a) {
     Run *r = ctx;
     const RunConfig *c = r->cfg;
@@ -1242,16 +1256,11 @@ static Plumb__RoleConfig *role_config(void *ctx, RoleKind k, WireArena *a) {
             else rc->lora_rank = c->lora_rank;
             rc->head = 1;
         } else if (!strcmp(c->reward_type, "model")) {
-            char p[CFG_PATH + 64];
-            rc->lora_rank = c->lora_rank;
             rc->head = 1;
-            snprintf(p, sizeof p, "%s/reward/adapter", c->reward_model);
-            if (access(p, R_OK) == 0) rc->init_adapter = wire_strdup(a, p);
-            else rc->lora_rank = 0;
-            snprintf(p, sizeof p, "%s/reward/model", c->reward_model);
-            if (access(p, R_OK) == 0) rc->base_path = wire_strdup(a, p); /* full fine-tuned rm */
-            snprintf(p, sizeof p, "%s/reward/head.safetensors", c->reward_model);
-            rc->head_path = wire_strdup(a, p);
+            rc->init_adapter = rm_file(a, c->reward_model, "adapter", 1);
+            rc->lora_rank = rc->init_adapter ? c->lora_rank : 0;
+            rc->base_path = rm_file(a, c->reward_model, "model", 1); /* a fully fine-tuned rm */
+            rc->head_path = rm_file(a, c->reward_model, "head.safetensors", 0);
         } else {
             rc->rule = (char *)c->reward_type;
             rc->rule_arg = (char *)c->reward_arg;

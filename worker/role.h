@@ -70,9 +70,8 @@ typedef struct Role {
  * cfg->base_path the role uses that model folder (a fully fine-tuned
  * reward model's, of base's vocabulary and shape) instead of base. The
  * reference ignores lora_rank, head, train_base, base_path and resume_dir
- * (it is the frozen base,
- * plus init_adapter when given); a role with no adapter, head or base to
- * train (a rule-based reward) ignores resume_dir. cfg->optim fields beta1,
+ * (it is the frozen base, plus init_adapter when given); a role with no
+ * adapter, head or base to train (a rule-based reward) ignores resume_dir. cfg->optim fields beta1,
  * beta2 and eps left 0 take optim_defaults; an empty schedule is constant.
  * Fails with a message naming the role and the bad setting or file. */
 int role_new(Role **out, const Plumb__RoleConfig *cfg, Base *base, const char *base_path,
