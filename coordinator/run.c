@@ -674,6 +674,47 @@ static int step_sft(Run *r, const long *which, int n) {
     return rc;
 }
 
+/* Packs the chosen (pc) and rejected (pr) sequences of records which[0..n)
+ * and sends both at once to the first worker with role k: score requests
+ * when score (x[s]: one value per sequence), else logprobs at temperature
+ * 1 (x[s]: one per token). The caller frees x[0], x[1], pc and pr, also on
+ * failure. */
+static int pair_call(Run *r, const Records *recs, const long *which, int n, RoleKind k, int score_,
+                     Packed *pc, Packed *pr, float *x[2]) {
+    x[0] = x[1] = NULL;
+    memset(pr, 0, sizeof *pr);
+    int rc = pack_records(recs, which, n, 0, pc);
+    if (rc == 0) rc = pack_records(recs, which, n, 1, pr);
+    WireArena *a = wire_arena_new();
+    PoolCall cs[2];
+    memset(cs, 0, sizeof cs);
+    if (rc == 0 && !a) rc = pl_fail(PL_ENOMEM, "pair requests: out of memory");
+    for (int s = 0; rc == 0 && s < 2; s++) {
+        const Packed *p = s ? pr : pc;
+        if (score_) {
+            rc = score(r, a, recs, which, 1, p, &cs[s]);
+        } else {
+            cs[s].worker = first_worker(r, k);
+            if (cs[s].worker < 0) rc = cs[s].worker;
+            cs[s].req = logprobs_req(a, k, p, 1.0f);
+        }
+    }
+    if (rc == 0) rc = call(r, cs, 2);
+    for (int s = 0; rc == 0 && s < 2; s++) {
+        const Packed *p = s ? pr : pc;
+        if (score_) {
+            rc = expect(r, &cs[s], PLUMB__ENVELOPE__BODY_SCORE_REP, "score");
+            if (rc == 0) rc = reply_f32(r, &cs[s], cs[s].rep->score_rep->scores, p->B, "scores", &x[s]);
+        } else {
+            rc = expect(r, &cs[s], PLUMB__ENVELOPE__BODY_LOGPROBS_REP, "logprobs");
+            if (rc == 0) rc = reply_f32(r, &cs[s], cs[s].rep->logprobs_rep->logprobs, p->N, "logprobs", &x[s]);
+        }
+    }
+    pool_calls_free(cs, 2);
+    wire_arena_free(&a);
+    return rc;
+}
+
 /* Reference log-probs of the chosen and rejected sequences of records
  * which[], cached per record (cache[i] NULL until computed). */
 static int ref_cached(Run *r, const Records *recs, const long *which, int n, float **cc,
@@ -688,25 +729,10 @@ static int ref_cached(Run *r, const Records *recs, const long *which, int n, flo
         }
     if (nm == 0) return 0;
     Packed pc, pr;
-    int rc = pack_records(recs, miss, nm, 0, &pc);
-    if (rc == 0) rc = pack_records(recs, miss, nm, 1, &pr);
-    WireArena *a = wire_arena_new();
-    PoolCall c[2];
-    memset(c, 0, sizeof c);
-    if (rc == 0) {
-        c[0].worker = c[1].worker = first_worker(r, ROLE_REFERENCE);
-        if (c[0].worker < 0) rc = c[0].worker;
-    }
-    if (rc == 0) {
-        c[0].req = logprobs_req(a, ROLE_REFERENCE, &pc, 1.0f);
-        c[1].req = logprobs_req(a, ROLE_REFERENCE, &pr, 1.0f);
-        rc = call(r, c, 2);
-    }
+    float *lp[2];
+    int rc = pair_call(r, recs, miss, nm, ROLE_REFERENCE, 0, &pc, &pr, lp);
     for (int s = 0; s < 2 && rc == 0; s++) {
         const Packed *p = s ? &pr : &pc;
-        float *lp = NULL;
-        rc = expect(r, &c[s], PLUMB__ENVELOPE__BODY_LOGPROBS_REP, "reference logprobs");
-        if (rc == 0) rc = reply_f32(r, &c[s], c[s].rep->logprobs_rep->logprobs, p->N, "logprobs", &lp);
         for (int i = 0; rc == 0 && i < nm; i++) {
             int len = p->offsets[i + 1] - p->offsets[i];
             float *x = malloc(sizeof(float) * len);
@@ -714,13 +740,11 @@ static int ref_cached(Run *r, const Records *recs, const long *which, int n, flo
                 rc = pl_fail(PL_ENOMEM, "reference cache");
                 break;
             }
-            memcpy(x, lp + p->offsets[i], sizeof(float) * len);
+            memcpy(x, lp[s] + p->offsets[i], sizeof(float) * len);
             (s ? cr : cc)[miss[i]] = x;
         }
-        free(lp);
     }
-    pool_calls_free(c, 2);
-    wire_arena_free(&a);
+    free(lp[0]), free(lp[1]);
     packed_free(&pc);
     packed_free(&pr);
     return rc;
@@ -1022,46 +1046,16 @@ static int eval_pref(Run *r) {
     long n;
     long *which = eval_which(c, r->eval_pref.n, &n);
     PL_CHECK_ALLOC(which);
-    Packed pc, pr;
-    int rc = pack_records(&r->eval_pref, which, (int)n, 0, &pc);
-    if (rc == 0) rc = pack_records(&r->eval_pref, which, (int)n, 1, &pr);
-    if (rc == 0 && c->algo == ALGO_DPO)
+    int rc = 0, rm = c->algo == ALGO_RM;
+    if (c->algo == ALGO_DPO)
         rc = ref_cached(r, &r->eval_pref, which, (int)n, r->eval_ref_c, r->eval_ref_r);
-    WireArena *a = wire_arena_new();
-    PoolCall cs[2];
-    memset(cs, 0, sizeof cs);
+    Packed pc, pr;
     float *x[2] = {NULL, NULL};
-    int rm = c->algo == ALGO_RM;
-    RoleKind k = rm ? ROLE_REWARD : ROLE_ACTOR;
-    if (rc == 0) {
-        cs[0].worker = cs[1].worker = first_worker(r, k);
-        if (cs[0].worker < 0) rc = cs[0].worker;
-    }
-    for (int s = 0; rc == 0 && s < 2; s++) {
-        const Packed *p = s ? &pr : &pc;
-        if (rm) {
-            Plumb__Envelope *e = env(a, ROLE_REWARD);
-            Plumb__ScoreReq *q = wire_alloc(a, sizeof *q);
-            plumb__score_req__init(q);
-            q->seqs = wire_seqs(a, p->tokens, p->offsets, p->mask, p->B);
-            e->body_case = PLUMB__ENVELOPE__BODY_SCORE;
-            e->score = q;
-            cs[s].req = e;
-        } else {
-            cs[s].req = logprobs_req(a, ROLE_ACTOR, p, 1.0f);
-        }
-    }
-    if (rc == 0) rc = call(r, cs, 2);
-    for (int s = 0; rc == 0 && s < 2; s++) {
-        const Packed *p = s ? &pr : &pc;
-        if (rm) {
-            rc = expect(r, &cs[s], PLUMB__ENVELOPE__BODY_SCORE_REP, "score");
-            if (rc == 0) rc = reply_f32(r, &cs[s], cs[s].rep->score_rep->scores, p->B, "scores", &x[s]);
-        } else {
-            rc = expect(r, &cs[s], PLUMB__ENVELOPE__BODY_LOGPROBS_REP, "logprobs");
-            if (rc == 0) rc = reply_f32(r, &cs[s], cs[s].rep->logprobs_rep->logprobs, p->N, "lp", &x[s]);
-        }
-    }
+    memset(&pc, 0, sizeof pc);
+    memset(&pr, 0, sizeof pr);
+    if (rc == 0)
+        rc = pair_call(r, &r->eval_pref, which, (int)n, rm ? ROLE_REWARD : ROLE_ACTOR, rm, &pc,
+                       &pr, x);
     if (rc == 0) {
         long right = 0, right_ref = 0;
         for (long i = 0; i < n; i++) {
@@ -1088,8 +1082,6 @@ static int eval_pref(Run *r) {
             put_metric(r, "eval/reward_accuracy", (double)right_ref / (n ? n : 1));
     }
     free(x[0]), free(x[1]);
-    pool_calls_free(cs, 2);
-    wire_arena_free(&a);
     packed_free(&pc);
     packed_free(&pr);
     free(which);
