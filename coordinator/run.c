@@ -676,11 +676,12 @@ static int step_sft(Run *r, const long *which, int n) {
 
 /* Packs the chosen (pc) and rejected (pr) sequences of records which[0..n)
  * and sends both at once to the first worker with role k: score requests
- * when score (x[s]: one value per sequence), else logprobs at temperature
- * 1 (x[s]: one per token). The caller frees x[0], x[1], pc and pr, also on
- * failure. */
-static int pair_call(Run *r, const Records *recs, const long *which, int n, RoleKind k, int score_,
+ * to the reward role (x[s]: one value per sequence), else logprobs at
+ * temperature 1 (x[s]: one per token). The caller frees x[0], x[1], pc and
+ * pr, also on failure. */
+static int pair_call(Run *r, const Records *recs, const long *which, int n, RoleKind k,
                      Packed *pc, Packed *pr, float *x[2]) {
+    int score_ = k == ROLE_REWARD;
     x[0] = x[1] = NULL;
     memset(pr, 0, sizeof *pr);
     int rc = pack_records(recs, which, n, 0, pc);
@@ -730,7 +731,7 @@ static int ref_cached(Run *r, const Records *recs, const long *which, int n, flo
     if (nm == 0) return 0;
     Packed pc, pr;
     float *lp[2];
-    int rc = pair_call(r, recs, miss, nm, ROLE_REFERENCE, 0, &pc, &pr, lp);
+    int rc = pair_call(r, recs, miss, nm, ROLE_REFERENCE, &pc, &pr, lp);
     for (int s = 0; s < 2 && rc == 0; s++) {
         const Packed *p = s ? &pr : &pc;
         for (int i = 0; rc == 0 && i < nm; i++) {
@@ -1016,7 +1017,6 @@ static int eval_generate(Run *r) {
     put_metric(r, "eval/accuracy", (double)right / (n ? n : 1));
     int rw;
     if (pool_workers_with(r->pool, ROLE_REWARD, &rw, 1) > 0) {
-        for (long i = 0; i < n; i++) which[i] = i;
         WireArena *a = wire_arena_new();
         PoolCall sc;
         memset(&sc, 0, sizeof sc);
@@ -1054,8 +1054,7 @@ static int eval_pref(Run *r) {
     memset(&pc, 0, sizeof pc);
     memset(&pr, 0, sizeof pr);
     if (rc == 0)
-        rc = pair_call(r, &r->eval_pref, which, (int)n, rm ? ROLE_REWARD : ROLE_ACTOR, rm, &pc,
-                       &pr, x);
+        rc = pair_call(r, &r->eval_pref, which, (int)n, rm ? ROLE_REWARD : ROLE_ACTOR, &pc, &pr, x);
     if (rc == 0) {
         long right = 0, right_ref = 0;
         for (long i = 0; i < n; i++) {
