@@ -20,7 +20,7 @@
 
 #include "proto/plumb.pb-c.h"
 
-#define PLUMB_PROTOCOL 1
+#define PLUMB_PROTOCOL 2
 #define WIRE_MAX_MESSAGE_DEFAULT (256u << 20)  /* bytes */
 
 struct Base;

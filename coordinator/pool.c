@@ -10,8 +10,21 @@
 
 #include "common/err.h"
 
+#define POOL_MAX_REDUCTIONS 16
+
+/* An all-reduce in progress: the contributions of a data-parallel group's
+ * replicas to its reduction seq, by rank. */
+typedef struct {
+    int used;
+    uint64_t group;
+    int seq, size, got;
+    Plumb__Envelope *part[POOL_MAX_WORKERS];
+    int worker[POOL_MAX_WORKERS];
+} Reduction;
+
 struct Pool {
     PoolOptions o;
+    Reduction red[POOL_MAX_REDUCTIONS];
     ZtServer *server;
     PoolWorker w[POOL_MAX_WORKERS];
     int n;
@@ -53,6 +66,7 @@ static const char *body_name(Plumb__Envelope__BodyCase c) {
     case PLUMB__ENVELOPE__BODY_ADAPTER: return "adapter";
     case PLUMB__ENVELOPE__BODY_CHECKPOINT: return "checkpoint";
     case PLUMB__ENVELOPE__BODY_SHUTDOWN: return "shutdown";
+    case PLUMB__ENVELOPE__BODY_ALL_REDUCE: return "all-reduce";
     default: return "reply";
     }
 }
@@ -249,6 +263,126 @@ static void on_reply(Pool *p, int wi, Plumb__Envelope *e, double unpack_s) {
     wire_free(&e);
 }
 
+static void reduction_clear(Reduction *x) {
+    for (int i = 0; i < POOL_MAX_WORKERS; i++) wire_free(&x->part[i]);
+    memset(x, 0, sizeof *x);
+}
+
+/* Answers every contribution of x with an Error (message msg). */
+static void reduction_fail(Pool *p, Reduction *x, const char *msg) {
+    for (int i = 0; i < x->size && i < POOL_MAX_WORKERS; i++)
+        if (x->part[i]) send_error(p, &p->w[x->worker[i]].peer, x->part[i]->id, PL_EPROTO, msg);
+    reduction_clear(x);
+}
+
+/* All contributions are in: sums them in rank order and sends the sum to
+ * every replica, as the answer to its own request. */
+static void reduction_finish(Pool *p, Reduction *x) {
+    char msg[256];
+    const Plumb__Tensor *t0 = x->part[0]->all_reduce->data;
+    size_t n = t0->data.len / sizeof(float);
+    for (int i = 1; i < x->size; i++)
+        if (x->part[i]->all_reduce->data->data.len != t0->data.len) {
+            snprintf(msg, sizeof msg,
+                     "all-reduce %d of group %llu: rank %d sent %zu values and rank 0 %zu", x->seq,
+                     (unsigned long long)x->group, i,
+                     x->part[i]->all_reduce->data->data.len / sizeof(float), n);
+            plog(p, "%s", msg);
+            reduction_fail(p, x, msg);
+            return;
+        }
+    float *sum = malloc(sizeof(float) * (n ? n : 1)), *v = malloc(sizeof(float) * (n ? n : 1));
+    if (!sum || !v) {
+        free(sum), free(v);
+        reduction_fail(p, x, "all-reduce: the coordinator is out of memory");
+        return;
+    }
+    memcpy(sum, t0->data.data, sizeof(float) * n);
+    for (int i = 1; i < x->size; i++) {
+        memcpy(v, x->part[i]->all_reduce->data->data.data, sizeof(float) * n);
+        for (size_t k = 0; k < n; k++) sum[k] += v[k];
+    }
+    free(v);
+    WireArena *a = wire_arena_new();
+    for (int i = 0; a && i < x->size; i++) {
+        Plumb__Envelope *e = wire_envelope(a, x->part[i]->id, NULL);
+        Plumb__AllReduce *m = e ? wire_alloc(a, sizeof *m) : NULL;
+        if (!m) break;
+        plumb__all_reduce__init(m);
+        m->group = x->group, m->rank = i, m->size = x->size, m->seq = x->seq;
+        m->data = wire_f32(a, sum, (int)n);
+        e->body_case = PLUMB__ENVELOPE__BODY_ALL_REDUCE;
+        e->all_reduce = m;
+        size_t bytes = 0;
+        send_to(p, &p->w[x->worker[i]].peer, e, &bytes);
+        for (int c = 0; c < p->n_calls; c++)
+            if (p->calls[c].req->id == x->part[i]->id) p->calls[c].bytes_out += bytes;
+    }
+    wire_arena_free(&a);
+    free(sum);
+    reduction_clear(x);
+}
+
+/* A replica's contribution to an all-reduce: checked against the train
+ * request it serves (in flight, sent to that worker, with the same group,
+ * rank and size). Takes e. */
+static void on_allreduce(Pool *p, int wi, Plumb__Envelope *e) {
+    char nm[256], msg[512];
+    const Plumb__AllReduce *m = e->all_reduce;
+    const Plumb__DataParallel *dp = NULL;
+    for (int c = 0; c < p->n_calls; c++) {
+        const PoolCall *call = &p->calls[c];
+        if (call->rep || call->req->id != e->id || call->worker != wi) continue;
+        if (call->req->body_case == PLUMB__ENVELOPE__BODY_TRAIN) dp = call->req->train->dp;
+        if (dp) p->calls[c].bytes_in += m->data ? m->data->data.len : 0;
+        break;
+    }
+    msg[0] = 0;
+    if (!dp || dp->size <= 1)
+        snprintf(msg, sizeof msg, "all-reduce for request %llu, which is no data-parallel train "
+                 "request in flight at this worker", (unsigned long long)e->id);
+    else if (m->group != dp->group || m->rank != dp->rank || m->size != dp->size)
+        snprintf(msg, sizeof msg, "all-reduce as rank %d of %d in group %llu, but request %llu "
+                 "made this worker rank %d of %d in group %llu", m->rank, m->size,
+                 (unsigned long long)m->group, (unsigned long long)e->id, dp->rank, dp->size,
+                 (unsigned long long)dp->group);
+    else if (!m->data || m->data->dtype != PLUMB__DTYPE__DT_F32 || m->data->n_shape != 1 ||
+             m->data->shape[0] < 0 || (size_t)m->data->shape[0] * sizeof(float) != m->data->data.len)
+        snprintf(msg, sizeof msg, "all-reduce %d: data is not a (n) f32 tensor", m->seq);
+    if (msg[0]) {
+        plog(p, "refused from %s: %s", wname(p, wi, nm, sizeof nm), msg);
+        send_error(p, &p->w[wi].peer, e->id, PL_EPROTO, msg);
+        wire_free(&e);
+        return;
+    }
+    Reduction *x = NULL, *spare = NULL;
+    for (int i = 0; i < POOL_MAX_REDUCTIONS; i++) {
+        Reduction *y = &p->red[i];
+        if (y->used && y->group == m->group && y->seq == m->seq) x = y;
+        if (!y->used && !spare) spare = y;
+    }
+    if (!x && !spare) {
+        snprintf(msg, sizeof msg, "all-reduce: over %d reductions in progress", POOL_MAX_REDUCTIONS);
+        send_error(p, &p->w[wi].peer, e->id, PL_EPROTO, msg);
+        wire_free(&e);
+        return;
+    }
+    if (!x) {
+        x = spare;
+        x->used = 1, x->group = m->group, x->seq = m->seq, x->size = m->size;
+    }
+    if (x->part[m->rank]) {
+        snprintf(msg, sizeof msg, "all-reduce %d of group %llu: rank %d sent twice", m->seq,
+                 (unsigned long long)m->group, m->rank);
+        send_error(p, &p->w[wi].peer, e->id, PL_EPROTO, msg);
+        wire_free(&e);
+        return;
+    }
+    x->part[m->rank] = e;
+    x->worker[m->rank] = wi;
+    if (++x->got == x->size) reduction_finish(p, x);
+}
+
 /* Receives and handles one frame (waiting up to ms). */
 static int serve(Pool *p, int ms) {
     ZtPeer peer;
@@ -283,6 +417,15 @@ static int serve(Pool *p, int ms) {
     switch (e->body_case) {
     case PLUMB__ENVELOPE__BODY_REGISTER: on_register(p, &peer, e); break;
     case PLUMB__ENVELOPE__BODY_HEARTBEAT: on_heartbeat(p, &peer, e); break;
+    case PLUMB__ENVELOPE__BODY_ALL_REDUCE:
+        if (wi < 0) {
+            plog(p, "refused an all-reduce from %s, which has not registered", who);
+            send_error(p, &peer, e->id, PL_EPROTO, "register first");
+            break;
+        }
+        p->w[wi].last_seen = now_s();
+        on_allreduce(p, wi, e);
+        return 0; /* on_allreduce took e */
     case PLUMB__ENVELOPE__BODY_ERROR:
     case PLUMB__ENVELOPE__BODY_OK:
     case PLUMB__ENVELOPE__BODY_GENERATED:
@@ -415,9 +558,12 @@ int pool_call(Pool *p, PoolCall *calls, int n) {
         if (rc < 0 || pending == 0) break;
         if ((rc = poll_once(p, 100)) < 0) break;
     }
-    /* Replies still owed are dropped when they come (nothing matches them). */
+    /* Replies still owed are dropped when they come (nothing matches them);
+     * so are the reductions of the calls. */
     for (int i = 0; i < n; i++)
         if (!calls[i].rep && calls[i].worker < p->n) p->w[calls[i].worker].busy = 0;
+    for (int i = 0; i < POOL_MAX_REDUCTIONS; i++)
+        if (p->red[i].used) reduction_fail(p, &p->red[i], "the train request was given up");
     p->calls = NULL, p->n_calls = 0;
     return rc;
 }
@@ -450,6 +596,7 @@ void pool_free(Pool **pp, int timeout_ms) {
         pool_calls_free(calls, n);
         wire_arena_free(&a);
     }
+    for (int i = 0; i < POOL_MAX_REDUCTIONS; i++) reduction_clear(&p->red[i]);
     zt_server_free(&p->server);
     free(p);
     *pp = NULL;

@@ -12,7 +12,14 @@
  * matched to its reply by id; a reply that matches nothing is dropped with
  * a warning. Bad input from any peer (garbage, another protocol version,
  * an oversized frame, a registration with another base model) is answered
- * with an Error and logged; the pool keeps serving the others. */
+ * with an Error and logged; the pool keeps serving the others.
+ *
+ * Data parallelism: while pool_call waits, the replicas of a data-parallel
+ * train request (TrainReq.dp) send AllReduce messages; the pool checks each
+ * against the request in flight at its sender, and once every rank of the
+ * group has sent reduction seq, answers each with the sum in rank order.
+ * When pool_call ends, reductions still open are answered with an Error,
+ * so that no replica waits on a group that was given up. */
 #ifndef PLUMB_POOL_H
 #define PLUMB_POOL_H
 

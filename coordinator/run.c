@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,18 @@ unsigned coord_needed_roles(const RunConfig *c) {
 }
 
 /* ------------------------------------------------------------ files */
+
+/* snprintf into out[cap], failing (instead of truncating) when the result
+ * would not fit. */
+static int path_fmt(char *out, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(out, cap, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= cap)
+        return pl_fail(PL_ERANGE, "path too long (over %zu bytes): %.80s...", cap - 1, out);
+    return 0;
+}
 
 static int mkdirs(const char *path) {
     char tmp[CFG_PATH];
@@ -111,7 +124,7 @@ int coord_prepare_model(RunConfig *c) {
             return pl_fail(PL_EINVAL, "model.init needs model.tokenizer (a folder with "
                                       "tokenizer.json) since there is no model.path");
         char cfgpath[CFG_PATH + 32];
-        snprintf(cfgpath, sizeof cfgpath, "%s/model.safetensors", dir);
+        PL_TRY(path_fmt(cfgpath, sizeof cfgpath, "%s/model.safetensors", dir));
         if (access(cfgpath, R_OK) != 0) {
             Tokenizer *tok = NULL;
             int rc = tok_load(&tok, c->tokenizer);
@@ -141,7 +154,7 @@ int coord_prepare_model(RunConfig *c) {
             snprintf(to, sizeof to, "%s/%s", dir, files[i]);
             PL_TRY(copy_file(from, to));
         }
-        snprintf(c->model_path, sizeof c->model_path, "%s", dir);
+        PL_TRY(path_fmt(c->model_path, sizeof c->model_path, "%s", dir));
     }
     if (!c->tokenizer[0]) {
         struct stat st;
@@ -300,6 +313,7 @@ typedef struct {
     int eos;
     long step;               /* completed steps                        */
     uint64_t adapter_version;/* the trainer's                          */
+    uint64_t dp_groups;      /* data-parallel groups formed so far      */
     KlController kl;
     float **ref_c, **ref_r;  /* DPO reference cache per train record    */
     float **eval_ref_c, **eval_ref_r;
@@ -639,19 +653,75 @@ static int pack_records(const Records *recs, const long *which, int n, int rejec
     return 0;
 }
 
-static int train_call(Run *r, RoleKind k, Plumb__Envelope *e, const char *prefix) {
-    PoolCall c = {.req = e};
-    c.worker = first_worker(r, k);
-    if (c.worker < 0) return c.worker;
-    int rc = call(r, &c, 1);
-    if (rc == 0) rc = expect(r, &c, PLUMB__ENVELOPE__BODY_TRAIN_REP, "train");
-    if (rc == 0) {
-        put_train_metrics(r, prefix, c.rep->train_rep);
-        if (k == ROLE_ACTOR) r->adapter_version = c.rep->train_rep->adapter_version;
-        ((PoolWorker *)pool_worker(r->pool, c.worker))->adapter_version =
-            c.rep->train_rep->adapter_version;
+/* Appends train request e (body set) for role k to calls[0..cap): one call
+ * to the role's worker, or, with several live replicas, one per replica,
+ * each a copy of e with its rank in a new data-parallel group (the
+ * replicas then split every minibatch and sum outputs and gradients; see
+ * role.h). Returns the number of calls added, or < 0. */
+static int add_train(Run *r, WireArena *a, RoleKind k, Plumb__Envelope *e, PoolCall *calls,
+                     int cap) {
+    int idx[POOL_MAX_WORKERS];
+    int n = pool_workers_with(r->pool, k, idx, POOL_MAX_WORKERS);
+    if (n == 0) return pl_fail(PL_EPEER, "no live worker hosts the %s role", role_kind_name(k));
+    if (n > cap) return pl_fail(PL_EINVAL, "%d %s replicas: at most %d", n, role_kind_name(k), cap);
+    memset(calls, 0, sizeof *calls * (size_t)n);
+    calls[0].worker = idx[0], calls[0].req = e;
+    if (n == 1) return 1;
+    uint64_t group = ++r->dp_groups;
+    for (int i = 0; i < n; i++) {
+        Plumb__Envelope *ce = i ? wire_alloc(a, sizeof *ce) : e;
+        Plumb__TrainReq *t = i ? wire_alloc(a, sizeof *t) : e->train;
+        Plumb__DataParallel *dp = wire_alloc(a, sizeof *dp);
+        if (!ce || !t || !dp) return pl_fail(PL_ENOMEM, "train requests: out of memory");
+        if (i) *ce = *e, *t = *e->train, ce->train = t;
+        plumb__data_parallel__init(dp);
+        dp->group = group, dp->rank = i, dp->size = n;
+        t->dp = dp;
+        calls[i].worker = idx[i], calls[i].req = ce;
     }
-    pool_calls_free(&c, 1);
+    return n;
+}
+
+/* Takes the replies of the n train calls add_train made for role k: the
+ * metrics (the replicas' agree: they are reduced) of the first under
+ * prefix, every replica's adapter version, and a check that data-parallel
+ * replicas still hold the same parameters. */
+static int train_done(Run *r, RoleKind k, const PoolCall *calls, int n, const char *prefix) {
+    for (int i = 0; i < n; i++) PL_TRY(expect(r, &calls[i], PLUMB__ENVELOPE__BODY_TRAIN_REP, "train"));
+    const Plumb__TrainRep *t0 = calls[0].rep->train_rep;
+    for (int i = 1; i < n; i++) {
+        const Plumb__TrainRep *t = calls[i].rep->train_rep;
+        if (t->params_hash != t0->params_hash || t->adapter_version != t0->adapter_version) {
+            char a[256], b[256];
+            return pl_fail(PL_EPEER,
+                           "the %s replicas diverged: %s holds parameters %016llx (version %llu), "
+                           "%s %016llx (version %llu)",
+                           role_kind_name(k), pool_worker_name(r->pool, calls[0].worker, a, sizeof a),
+                           (unsigned long long)t0->params_hash,
+                           (unsigned long long)t0->adapter_version,
+                           pool_worker_name(r->pool, calls[i].worker, b, sizeof b),
+                           (unsigned long long)t->params_hash, (unsigned long long)t->adapter_version);
+        }
+    }
+    put_train_metrics(r, prefix, t0);
+    if (k == ROLE_ACTOR) r->adapter_version = t0->adapter_version;
+    for (int i = 0; i < n; i++)
+        ((PoolWorker *)pool_worker(r->pool, calls[i].worker))->adapter_version = t0->adapter_version;
+    if (n > 1) {
+        char name[64];
+        snprintf(name, sizeof name, "%sreplicas", prefix);
+        put_metric(r, name, n);
+    }
+    return 0;
+}
+
+static int train_call(Run *r, RoleKind k, Plumb__Envelope *e, WireArena *a, const char *prefix) {
+    PoolCall c[POOL_MAX_WORKERS];
+    int n = add_train(r, a, k, e, c, POOL_MAX_WORKERS);
+    if (n < 0) return n;
+    int rc = call(r, c, n);
+    if (rc == 0) rc = train_done(r, k, c, n, prefix);
+    pool_calls_free(c, n);
     return rc;
 }
 
@@ -667,7 +737,7 @@ static int step_sft(Run *r, const long *which, int n) {
         e->train->body_case = PLUMB__TRAIN_REQ__BODY_SFT;
         e->train->sft = b;
         r->tokens += p.N;
-        rc = train_call(r, ROLE_ACTOR, e, "train/");
+        rc = train_call(r, ROLE_ACTOR, e, a, "train/");
     }
     wire_arena_free(&a);
     packed_free(&p);
@@ -808,7 +878,7 @@ static int step_pref(Run *r, const long *which, int n) {
             e->train->bt = b;
         }
         r->tokens += pc.N + pr.N;
-        rc = train_call(r, k, e, "train/");
+        rc = train_call(r, k, e, a, "train/");
     }
     free(rc_), free(rr_), free(margin);
     wire_arena_free(&a);
@@ -916,10 +986,10 @@ static int step_rl(Run *r, const long *which, int n) {
         put_metric(r, "rollout/kl", kl / (p->B ? p->B : 1));
     }
 
-    /* update(s) */
-    PoolCall up[2];
+    /* update(s): the actor's replicas, then the critic's */
+    PoolCall up[2 * POOL_MAX_WORKERS];
     memset(up, 0, sizeof up);
-    int nu = 0;
+    int nu = 0, na = 0;
     if (rc == 0) {
         Plumb__Envelope *e = train_req(a, ROLE_ACTOR, r, mix3(c->seed, TAG_TRAIN, r->step));
         Plumb__PolicyBody *b = wire_alloc(a, sizeof *b);
@@ -942,9 +1012,9 @@ static int step_rl(Run *r, const long *which, int n) {
             e->train->body_case = PLUMB__TRAIN_REQ__BODY_GRPO;
             e->train->grpo = b;
         }
-        up[nu].worker = first_worker(r, ROLE_ACTOR);
-        up[nu++].req = e;
-        if (ppo) {
+        rc = na = add_train(r, a, ROLE_ACTOR, e, up, POOL_MAX_WORKERS);
+        if (rc > 0) nu = na, rc = 0;
+        if (rc == 0 && ppo) {
             Plumb__Envelope *v = train_req(a, ROLE_CRITIC, r, mix3(c->seed, TAG_CRITIC_TRAIN, r->step));
             Plumb__ValueBody *vb = wire_alloc(a, sizeof *vb);
             plumb__value_body__init(vb);
@@ -956,19 +1026,13 @@ static int step_rl(Run *r, const long *which, int n) {
             vb->max_new_tokens = c->max_new_tokens;
             v->train->body_case = PLUMB__TRAIN_REQ__BODY_VALUE;
             v->train->value = vb;
-            up[nu].worker = first_worker(r, ROLE_CRITIC);
-            up[nu++].req = v;
+            rc = add_train(r, a, ROLE_CRITIC, v, up + na, POOL_MAX_WORKERS);
+            if (rc > 0) nu += rc, rc = 0;
         }
-        rc = call(r, up, nu);
+        if (rc == 0) rc = call(r, up, nu);
     }
-    for (int i = 0; rc == 0 && i < nu; i++) {
-        rc = expect(r, &up[i], PLUMB__ENVELOPE__BODY_TRAIN_REP, "train");
-        if (rc < 0) break;
-        put_train_metrics(r, i == 0 ? "train/" : "critic/", up[i].rep->train_rep);
-        ((PoolWorker *)pool_worker(r->pool, up[i].worker))->adapter_version =
-            up[i].rep->train_rep->adapter_version;
-        if (i == 0) r->adapter_version = up[i].rep->train_rep->adapter_version;
-    }
+    if (rc == 0) rc = train_done(r, ROLE_ACTOR, up, na, "train/");
+    if (rc == 0 && nu > na) rc = train_done(r, ROLE_CRITIC, up + na, nu - na, "critic/");
     pool_calls_free(up, nu);
     if (rc == 0 && ppo && c->kl_target > 0) {
         double kl = get_metric(r, "rollout/kl");
@@ -1195,8 +1259,7 @@ static int resume_dir(const char *path, char *out, size_t cap) {
         return pl_fail(PL_EIO, "--resume %s: neither a checkpoint (no coordinator.json) nor a "
                                "run folder with checkpoints",
                        path);
-    snprintf(out, cap, "%s/step-%06ld", f, best);
-    return 0;
+    return path_fmt(out, cap, "%s/step-%06ld", f, best);
 }
 
 /* ------------------------------------------------------- role configs */
@@ -1416,13 +1479,7 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
         snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->run_dir);
         unlink(path);
     }
-    char stream[CFG_STR + 64];
-    if (cfg->redis_stream[0]) snprintf(stream, sizeof stream, "%s", cfg->redis_stream);
-    else {
-        const char *base_name = strrchr(cfg->run_dir, '/');
-        snprintf(stream, sizeof stream, "plumb:metrics:%s", base_name ? base_name + 1 : cfg->run_dir);
-    }
-    if ((rc = metrics_open(&r->metrics, cfg->run_dir, cfg->redis_url, stream)) < 0) {
+    if ((rc = metrics_open(&r->metrics, cfg->run_dir, cfg->redis_url, cfg->redis_stream)) < 0) {
         run_free(r);
         return rc;
     }

@@ -393,6 +393,107 @@ static void test_placement_same_numbers(void **state) {
     json_decref(b);
 }
 
+/* ------------------------------------------------------ data parallel */
+
+/* Every numeric key of step s not under perf/ (nor a replicas count) is
+ * within rel (relative) of the same key in b, and both have the same keys. */
+static void assert_close_step(json_t *a, json_t *b, long s, double rel, const char *what) {
+    json_t *la = metrics_step(a, s), *lb = metrics_step(b, s);
+    if (!la || !lb) fail_msg("%s: step %ld missing (%s)", what, s, la ? "second" : "first");
+    const char *k;
+    json_t *v;
+    json_object_foreach(la, k, v) {
+        if (!strncmp(k, "perf/", 5) || strstr(k, "/replicas")) continue;
+        json_t *w = json_object_get(lb, k);
+        if (!w) fail_msg("%s step %ld: \"%s\" only in the first run", what, s, k);
+        double x = json_number_value(v), y = json_number_value(w);
+        if (fabs(x - y) > rel * fmax(1.0, fmax(fabs(x), fabs(y))))
+            fail_msg("%s step %ld: \"%s\" is %.9g vs %.9g", what, s, k, x, y);
+    }
+    json_object_foreach(lb, k, v) {
+        if (strncmp(k, "perf/", 5) && !strstr(k, "/replicas") && !json_object_get(la, k))
+            fail_msg("%s step %ld: \"%s\" only in the second run", what, s, k);
+    }
+}
+
+/* algo run with launch.workers one (one replica per role) and dp (several
+ * replicas of some): the metrics of steps 1..last_same agree (the replicas
+ * split each minibatch and sum outputs and gradients, so only the order of
+ * float additions differs): step 1, computed before any update, to 1e-6;
+ * later steps to 1e-3, since AdamW's first steps move every parameter by
+ * about lr whatever the size of its gradient, so that last-bit differences
+ * of near-zero gradients grow to a few parts in 1e5 of a metric within a
+ * step or two; each dp step reports `replicas` under
+ * every prefix in prefixes; the run fails if the replicas' parameters ever
+ * differ (the coordinator compares them after every update). */
+static void dp_same(const char *algo, const char *one, const char *dp, long last_same,
+                    const char *const *prefixes) {
+    char body[8192], cfg[2048], name[64], *out;
+    algo_body(body, sizeof body, algo);
+    snprintf(name, sizeof name, "dp-%s", algo);
+    config(cfg, sizeof cfg, name, body);
+    char *a = strdup(tu_path("%s/dp-%s-one", dir, algo)), *b = strdup(tu_path("%s/dp-%s-dp", dir, algo));
+    int rc = plumb(&out, "train %s --quiet run.dir=%s 'launch.workers=%s'", cfg, a, one);
+    if (rc != 0) fail_msg("%s with %s: exit %d\n%s", algo, one, rc, out);
+    free(out);
+    rc = plumb(&out, "train %s --quiet run.dir=%s 'launch.workers=%s'", cfg, b, dp);
+    if (rc != 0) fail_msg("%s with %s: exit %d\n%s", algo, dp, rc, out);
+    free(out);
+    json_t *ma = metrics_load(a), *mb = metrics_load(b);
+    assert_steps(mb, 0, 3, dp);
+    for (long s = 1; s <= last_same; s++) assert_close_step(ma, mb, s, s == 1 ? 1e-6 : 1e-3, algo);
+    for (long s = 1; s <= 3; s++)
+        for (int i = 0; prefixes[i]; i++) {
+            char key[64];
+            snprintf(key, sizeof key, "%sreplicas", prefixes[i]);
+            json_t *v = json_object_get(metrics_step(mb, s), key);
+            if (json_number_value(v) != 2)
+                fail_msg("%s step %ld: \"%s\" is not 2", algo, s, key);
+        }
+    json_decref(ma);
+    json_decref(mb);
+    free(a);
+    free(b);
+}
+
+/* Two actor replicas train SFT as one. */
+static void test_dp_sft(void **state) {
+    (void)state;
+    const char *pre[] = {"train/", NULL};
+    dp_same("sft", "actor", "actor actor", 3, pre);
+}
+
+/* Two reward replicas train a reward model (pairs split) as one. */
+static void test_dp_rm(void **state) {
+    (void)state;
+    const char *pre[] = {"train/", NULL};
+    dp_same("rm", "reward", "reward reward", 3, pre);
+}
+
+/* PPO with two actor and two critic replicas: the first update agrees with
+ * one replica each (later steps sample from policies that differ in the
+ * last bits, so only their replicas' agreement is checked). */
+static void test_dp_ppo(void **state) {
+    (void)state;
+    const char *pre[] = {"train/", "critic/", NULL};
+    dp_same("ppo", "actor critic reward reference", "actor actor,critic critic reward,reference",
+            1, pre);
+}
+
+/* Minibatches smaller than the replicas: a clear error, no hang. */
+static void test_dp_too_small(void **state) {
+    (void)state;
+    char body[8192], cfg[2048], *out;
+    algo_body(body, sizeof body, "rm");
+    strncat(body, "train.minibatches: 4\n", sizeof body - strlen(body) - 1);
+    config(cfg, sizeof cfg, "dp-small", body);
+    int rc = plumb(&out, "train %s --quiet 'launch.workers=reward reward'", cfg);
+    if (rc == 0) fail_msg("minibatches of one pair for two replicas: exit 0\n%s", out);
+    if (!strstr(out, "minibatches of 1 pairs for 2 replicas"))
+        fail_msg("the error does not say why:\n%s", out);
+    free(out);
+}
+
 /* -------------------------------------------------------------- resume */
 
 /* Run A does 4 steps with a checkpoint every 2; run B starts from a copy of
@@ -555,6 +656,62 @@ static void test_coordinator_worker_killed(void **state) {
     free((void *)run), free((void *)clog), free((void *)wlog);
 }
 
+/* SFT on two actor replicas (data parallel, so every step's replicas wait
+ * on each other's sums): SIGKILL one mid-run. The coordinator stops with a
+ * non-zero exit within 8 s naming the dead worker, and the other replica,
+ * which may be waiting for a sum that will not come, exits too. */
+static void test_dp_replica_killed(void **state) {
+    (void)state;
+    char body[8192], cfg[2048];
+    snprintf(body, sizeof body, "algo.name: sft\ndata.train: %s/sft.jsonl\n", data);
+    config(cfg, sizeof cfg, "dpkill", body);
+    int port = tu_free_port();
+    assert_true(port > 0);
+    const char *run = strdup(tu_path("%s/dpkill", dir));
+    const char *clog = strdup(tu_path("%s/dpkill-coordinator.log", dir));
+    const char *log1 = strdup(tu_path("%s/dpkill-1.log", dir));
+    const char *log2 = strdup(tu_path("%s/dpkill-2.log", dir));
+    pid_t co = spawn(clog, "coordinator %s run.steps=100000 transport.endpoint=tcp://127.0.0.1:%d "
+                           "transport.startup_timeout_s=30", cfg, port);
+    if (!wait_text(clog, "listening on", 20)) {
+        stop(co);
+        fail_msg("the coordinator did not start:\n%s", tu_read_file(clog, NULL));
+    }
+    pid_t w1 = spawn(log1, "worker --role actor --connect tcp://127.0.0.1:%d --model %s/init "
+                           "--tokenizer %s --threads 1", port, run, data);
+    if (!wait_text(clog, "(actor, pid", 20)) {
+        stop(w1), stop(co);
+        fail_msg("the first replica did not register:\n%s", tu_read_file(log1, NULL));
+    }
+    pid_t w2 = spawn(log2, "worker --role actor --connect tcp://127.0.0.1:%d --model %s/init "
+                           "--tokenizer %s --threads 1", port, run, data);
+    /* steps before the second replica registered ran on the first alone */
+    if (!wait_text(tu_path("%s/metrics.jsonl", run), "\"train/replicas\": 2", 30)) {
+        stop(w1), stop(w2), stop(co);
+        fail_msg("no data-parallel step logged:\n%s", tu_read_file(clog, NULL));
+    }
+    kill(w2, SIGKILL);
+    double t0 = now_s();
+    waitpid(w2, NULL, 0);
+    int st = 0, st1 = 0;
+    int done = wait_exit(co, 30, &st);
+    double dt = now_s() - t0;
+    int done1 = wait_exit(w1, 15, &st1);
+    stop(co), stop(w1);
+    char *log = tu_read_file(clog, NULL);
+    if (!done) fail_msg("the coordinator still runs 30 s after a replica died:\n%s", log);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) == 0)
+        fail_msg("the coordinator ended with status 0x%x, expected a non-zero exit:\n%s", st, log);
+    if (dt >= 8) fail_msg("the coordinator took %.1f s to stop (limit 8 s)", dt);
+    char pid[32];
+    snprintf(pid, sizeof pid, "pid %d", (int)w2);
+    if (!strstr(log, pid) || !(strstr(log, "died") || strstr(log, "dead")))
+        fail_msg("the coordinator's stderr does not name the dead replica (%s):\n%s", pid, log);
+    if (!done1) fail_msg("the surviving replica still runs 15 s after the coordinator stopped");
+    free(log);
+    free((void *)run), free((void *)clog), free((void *)log1), free((void *)log2);
+}
+
 /* plumb train with PPO in four processes: SIGKILL the critic mid-run; the
  * launcher stops with a non-zero exit within 8 s, names the worker and its
  * role, and leaves none of the other workers running. */
@@ -701,7 +858,8 @@ static Plumb__Seqs *lying_seqs(WireArena *a, const int *tok, int n, int n_claim)
  * message limit, waiting for its reference worker while one legitimate
  * actor worker is registered; raw frames then arrive: (a) another protocol
  * version, (b) garbage, (c) 2 MB, (d) a reply whose tensor shape disagrees
- * with its bytes; and (f) a worker whose base model differs. Each is
+ * with its bytes, (e) an all-reduce nothing asked for; and (f) a worker
+ * whose base model differs. Each is
  * refused with a message on the coordinator's stderr and (where the sender
  * is known) an Error reply; the other worker exits non-zero saying the base
  * model differs. Then the reference worker joins and the run completes all
@@ -786,6 +944,20 @@ static void test_bad_frames(void **state) {
     expect_error(&raw, "(d) lying shape", "register");
     if (!wait_text(clog, "refused a reply from peer", 5))
         fail_msg("(d): the coordinator's stderr does not mention the refused reply");
+
+    /* (e) an all-reduce from a peer that serves no train request */
+    float v[2] = {1.0f, 2.0f};
+    e = wire_envelope(a, 78, NULL);
+    Plumb__AllReduce *ar = wire_alloc(a, sizeof *ar);
+    plumb__all_reduce__init(ar);
+    ar->size = 2;
+    ar->data = wire_f32(a, v, 2);
+    e->body_case = PLUMB__ENVELOPE__BODY_ALL_REDUCE;
+    e->all_reduce = ar;
+    raw_send_env(&raw, e);
+    expect_error(&raw, "(e) stray all-reduce", "register");
+    if (!wait_text(clog, "refused an all-reduce from peer", 5))
+        fail_msg("(e): the coordinator's stderr does not mention the refused all-reduce");
     wire_arena_free(&a);
     raw_close(&raw);
 
@@ -1104,12 +1276,17 @@ int main(void) {
         cmocka_unit_test(test_algo_grpo),
         cmocka_unit_test(test_algo_ppo),
         cmocka_unit_test(test_placement_same_numbers),
+        cmocka_unit_test(test_dp_sft),
+        cmocka_unit_test(test_dp_rm),
+        cmocka_unit_test(test_dp_ppo),
+        cmocka_unit_test(test_dp_too_small),
         cmocka_unit_test(test_resume_grpo),
         cmocka_unit_test(test_resume_sft),
         cmocka_unit_test(test_resume_rm_full),
         cmocka_unit_test(test_reward_model),
         cmocka_unit_test(test_coordinator_worker_killed),
         cmocka_unit_test(test_train_child_killed),
+        cmocka_unit_test(test_dp_replica_killed),
         cmocka_unit_test(test_bad_frames),
         cmocka_unit_test(test_bad_reply_shape),
         cmocka_unit_test(test_unknown_key),

@@ -674,6 +674,7 @@ typedef struct {
     float lambda, center_coef;
     const char *const *names; /* metric names                                */
     int n_metrics;
+    const Plumb__DataParallel *dp; /* NULL: alone                            */
 } Job;
 
 /* One minibatch, packed: for pairs the P chosen sequences, then the P
@@ -1007,25 +1008,74 @@ static int part_loss(const Job *j, const Part *p, Work *w, double *m) {
     }
 }
 
-/* One optimizer step on part p: forward (per micro-batch), loss over the
- * whole part, backward (again per micro-batch, after a second forward of
- * it), clip, AdamW. */
+/* The sequences of part p that this replica runs, as up to two ranges
+ * [s0[g], s1[g]): all of them alone; with data parallelism its share of
+ * the units (for pairs, in both the chosen and the rejected half). */
+typedef struct {
+    int n, s0[2], s1[2];
+} Share;
+
+static Share share_of(const Job *j, const Part *p) {
+    Share sh = {.n = 1, .s0 = {0}, .s1 = {p->S}};
+    if (!j->dp || j->dp->size <= 1) return sh;
+    int U = p->P ? p->P : p->S, rk = j->dp->rank, sz = j->dp->size;
+    int u0 = (int)((long)U * rk / sz), u1 = (int)((long)U * (rk + 1) / sz);
+    sh.s0[0] = u0, sh.s1[0] = u1;
+    if (p->P) sh.n = 2, sh.s0[1] = p->P + u0, sh.s1[1] = p->P + u1;
+    return sh;
+}
+
+/* Sums the n arrays x[i] (sizes[i] floats each) element-wise over the
+ * replicas, in place, through one r->allreduce of their concatenation. */
+static int dp_sum(Role *r, const Job *j, float **x, const size_t *sizes, int n, const char *what) {
+    size_t total = 0, at = 0;
+    for (int i = 0; i < n; i++) total += sizes[i];
+    float *buf = malloc(sizeof(float) * (total ? total : 1));
+    if (!buf) return pl_fail(PL_ENOMEM, "train: out of memory for %zu %s", total, what);
+    for (int i = 0; i < n; i++) memcpy(buf + at, x[i], sizeof(float) * sizes[i]), at += sizes[i];
+    int rc = r->allreduce(r->allreduce_ctx, j->dp, buf, total);
+    at = 0;
+    for (int i = 0; rc == 0 && i < n; i++) memcpy(x[i], buf + at, sizeof(float) * sizes[i]), at += sizes[i];
+    free(buf);
+    return rc < 0 ? pl_wrap(rc, "train: summing the replicas' %s", what) : 0;
+}
+
+/* One optimizer step on part p: forward (per micro-batch) of this
+ * replica's share, the replicas' outputs summed, loss over the whole part,
+ * backward of the share (after a second forward of each micro-batch unless
+ * there was only one), the replicas' gradients summed, clip, AdamW. */
 static int train_step(Role *r, const Job *j, const Part *p, Work *w, double *m) {
     Model *md = r->model;
     int S = p->S, N = p->N, mb = chunk(r, S);
-    int vals = j->need_val || j->need_last;
+    int vals = j->need_val || j->need_last, dp = j->dp && j->dp->size > 1;
     float *ment = j->need_ent ? w->ment : NULL, *mval = vals ? w->mval : NULL;
+    Share sh = share_of(j, p);
+    size_t nb = sizeof(float) * (size_t)N;
+    if (dp) {
+        memset(w->mlp, 0, nb);
+        if (ment) memset(ment, 0, nb);
+        if (mval) memset(mval, 0, nb);
+    }
     model_zero_grad(md);
-    for (int s0 = 0; s0 < S; s0 += mb) {
-        int s1 = s0 + mb < S ? s0 + mb : S;
-        PL_TRY(fwd_range(md, p->tokens, p->targets, p->offsets, s0, s1, j->T, w->cu, w->mlp, ment,
-                         mval));
+    int chunks = 0;
+    for (int g = 0; g < sh.n; g++)
+        for (int s0 = sh.s0[g]; s0 < sh.s1[g]; s0 += mb, chunks++) {
+            int s1 = s0 + mb < sh.s1[g] ? s0 + mb : sh.s1[g];
+            PL_TRY(fwd_range(md, p->tokens, p->targets, p->offsets, s0, s1, j->T, w->cu, w->mlp,
+                             ment, mval));
+        }
+    if (dp) { /* each replica wrote only its share; the rest is 0 */
+        float *x[3] = {w->mlp};
+        size_t sz[3] = {(size_t)N, (size_t)N, (size_t)N};
+        int nx = 1;
+        if (ment) x[nx++] = ment;
+        if (mval) x[nx++] = mval;
+        PL_TRY(dp_sum(r, j, x, sz, nx, "outputs"));
     }
     shift_in(p->offsets, S, w->mlp, w->lp);
     if (ment) shift_in(p->offsets, S, ment, w->ent);
     if (j->need_val) shift_in(p->offsets, S, mval, w->val);
     for (int s = 0; j->need_last && s < S; s++) w->last[s] = mval[p->offsets[s + 1] - 1];
-    size_t nb = sizeof(float) * (size_t)N;
     memset(w->dlp, 0, nb);
     memset(w->dent, 0, nb);
     memset(w->dval, 0, nb);
@@ -1039,28 +1089,39 @@ static int train_step(Role *r, const Job *j, const Part *p, Work *w, double *m) 
         for (int s = 0; j->need_last && s < S; s++) w->dmval[p->offsets[s + 1] - 1] += w->dlast[s];
     }
     const float *dment = ment ? w->dment : NULL, *dmval = vals ? w->dmval : NULL;
-    if (mb >= S) {
-        PL_TRY(bwd_range(md, p->tokens, p->targets, p->offsets, 0, S, j->T, w->cu, w->dmlp, dment,
-                         dmval));
-    } else {
-        /* the model keeps the activations of its last forward only */
-        for (int s0 = 0; s0 < S; s0 += mb) {
-            int s1 = s0 + mb < S ? s0 + mb : S;
-            PL_TRY(fwd_range(md, p->tokens, p->targets, p->offsets, s0, s1, j->T, w->cu, w->mlp,
-                             ment, mval));
+    /* the model keeps the activations of its last forward only */
+    for (int g = 0; g < sh.n; g++)
+        for (int s0 = sh.s0[g]; s0 < sh.s1[g]; s0 += mb) {
+            int s1 = s0 + mb < sh.s1[g] ? s0 + mb : sh.s1[g];
+            if (chunks > 1)
+                PL_TRY(fwd_range(md, p->tokens, p->targets, p->offsets, s0, s1, j->T, w->cu,
+                                 w->mlp, ment, mval));
             PL_TRY(bwd_range(md, p->tokens, p->targets, p->offsets, s0, s1, j->T, w->cu, w->dmlp,
                              dment, dmval));
         }
-    }
     float *params[3], *grads[3];
     size_t sizes[3];
     int n = model_trainable(md, params, grads, sizes);
+    if (dp) PL_TRY(dp_sum(r, j, grads, sizes, n, "gradients"));
     m[1] = grad_clip(grads, sizes, n, r->optim.grad_clip);
     m[2] = lr_at(&r->optim, r->opt_step);
     for (int i = 0; i < n && i < r->n_opt; i++) adamw_step(&r->opt[i], params[i], grads[i]);
     r->opt_step++;
     r->adapter_version++;
     return 0;
+}
+
+/* FNV-1a over the 32-bit words of the role's trainable parameters. */
+static uint64_t params_hash(const Role *r) {
+    float *params[3], *grads[3];
+    size_t sizes[3];
+    int n = model_trainable(r->model, params, grads, sizes);
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (int i = 0; i < n; i++) {
+        const uint32_t *x = (const uint32_t *)params[i];
+        for (size_t k = 0; k < sizes[i]; k++) h = (h ^ x[k]) * 0x100000001b3ULL;
+    }
+    return h;
 }
 
 int role_train(Role *r, const Plumb__TrainReq *q, WireArena *a, Plumb__Envelope *rep) {
@@ -1078,6 +1139,19 @@ int role_train(Role *r, const Plumb__TrainReq *q, WireArena *a, Plumb__Envelope 
     if (rc == 0 && (j.U < 1 || M > j.U))
         rc = pl_fail(PL_EPROTO, "train: %d minibatches of %d %s", M, j.U,
                      j.pairs ? "pairs" : "sequences");
+    if (rc == 0 && q->dp && q->dp->size > 1) {
+        const Plumb__DataParallel *dp = q->dp;
+        if (dp->rank < 0 || dp->rank >= dp->size)
+            rc = pl_fail(PL_EPROTO, "train.dp: rank %d of %d replicas", dp->rank, dp->size);
+        else if (!r->allreduce)
+            rc = pl_fail(PL_EPROTO, "train.dp: %d replicas, but this role cannot reach its peers",
+                         dp->size);
+        else if (j.U / M < dp->size)
+            rc = pl_fail(PL_EPROTO, "train.dp: minibatches of %d %s for %d replicas (each needs "
+                                    "at least one)",
+                         j.U / M, j.pairs ? "pairs" : "sequences", dp->size);
+        j.dp = dp;
+    }
     if (rc < 0) goto done;
     /* the order: identity for one minibatch, else shuffled from seed */
     order = malloc(sizeof(int) * j.U);
@@ -1139,6 +1213,7 @@ int role_train(Role *r, const Plumb__TrainReq *q, WireArena *a, Plumb__Envelope 
     tr->metrics = ms;
     tr->adapter_version = r->adapter_version;
     tr->optimizer_step = r->opt_step;
+    if (j.dp) tr->params_hash = params_hash(r); /* replicas compare it */
     rep->body_case = PLUMB__ENVELOPE__BODY_TRAIN_REP;
     rep->train_rep = tr;
 done:

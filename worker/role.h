@@ -57,6 +57,12 @@ typedef struct Role {
     int rule_id;             /* reward: RewardRule (reward/rules.h), -1 = model */
     void *rule_state;        /* reward: compiled regex etc.                    */
     WireLimits limits;       /* what requests are checked against              */
+    /* Sums buf[0..n) element-wise over the replicas of data-parallel group
+     * dp, in rank order, and writes the sum back into buf on every replica
+     * (the worker relays it through the coordinator); NULL: no data
+     * parallelism here, and a train request with dp.size > 1 fails. */
+    int (*allreduce)(void *ctx, const Plumb__DataParallel *dp, float *buf, size_t n);
+    void *allreduce_ctx;
 } Role;
 
 /* Builds a role from cfg on base (shared, not owned; base_path is where it
@@ -98,7 +104,17 @@ void role_free(Role **r);
  * value_mean; dpo: reward_chosen, reward_rejected, margin, accuracy; orpo:
  * those and nll, log_odds; bt: accuracy, margin, reward_chosen,
  * reward_rejected. Every tensor and option is checked before the model is
- * touched. */
+ * touched.
+ *
+ * With dp.size > 1 the same request goes to dp.size replicas of the role.
+ * Each cuts the minibatches as above, runs forward and backward on its
+ * share of every minibatch (units [U*rank/size, U*(rank+1)/size) of the
+ * minibatch's U), and sums through r->allreduce first the model outputs
+ * (so that every replica computes the loss, its gradient and the metrics
+ * over the whole minibatch, exactly as one replica would) and then the
+ * parameter gradients; all replicas then clip and step alike. A minibatch
+ * with fewer units than replicas fails. The reply's params_hash lets the
+ * caller check that the replicas still hold the same parameters. */
 int role_handle(Role *r, const Plumb__Envelope *q, WireArena *a, Plumb__Envelope *rep);
 
 /* Writes the role's state into dir/<role>/: adapter/ (PEFT layout),
