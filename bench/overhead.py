@@ -3,7 +3,9 @@
 
 perf/step_s is the coordinator's wall time of a step; perf/compute_s the
 workers' own handling time on the step's critical path (the longest call
-of each group of parallel requests); perf/transport_s the rest of those
+of each group of parallel requests), less the time data-parallel replicas
+spend in all-reduces (sending, the relay, waiting for the slowest
+replica), which is counted with transport; perf/transport_s the rest of those
 calls (sending, queueing, receiving); perf/serialize_s packing and
 unpacking on the coordinator. What remains is the coordinator's own work
 (advantages, bookkeeping) and waiting.

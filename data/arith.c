@@ -125,6 +125,37 @@ long arith_wrong_answer(long correct, Rng *r) {
     return cand[rng_u64(r) % (uint64_t)n];
 }
 
+/* Adds magnitude w, with correct's sign, to out[0..*n) unless it is
+ * correct or already there. */
+static void put_wrong(long *out, int *n, int cap, long correct, long w) {
+    w = correct < 0 ? -w : w;
+    if (w == correct || *n == cap) return;
+    for (int k = 0; k < *n; k++)
+        if (out[k] == w) return;
+    out[(*n)++] = w;
+}
+
+int arith_wrong_answers(long correct, long *out, int cap) {
+    char d[24], t[24];
+    long m = correct < 0 ? -correct : correct;
+    int n = 0, len = snprintf(d, sizeof d, "%ld", m);
+    for (int i = 0; i < len; i++)
+        for (char c = '0'; c <= '9'; c++) {
+            if (c == d[i] || (i == 0 && c == '0' && len > 1)) continue;
+            memcpy(t, d, (size_t)len + 1);
+            t[i] = c;
+            put_wrong(out, &n, cap, correct, strtol(t, NULL, 10));
+        }
+    if (len == 1)
+        for (long c = 1; c <= 9; c++) put_wrong(out, &n, cap, correct, c * 10 + m);
+    if (len >= 2 && d[len - 1] != d[len - 2] && (len > 2 || d[len - 1] != '0')) {
+        memcpy(t, d, (size_t)len + 1);
+        t[len - 1] = d[len - 2], t[len - 2] = d[len - 1];
+        put_wrong(out, &n, cap, correct, strtol(t, NULL, 10));
+    }
+    return n;
+}
+
 static int parse_ops(const char *ops, int *plus, int *minus) {
     *plus = *minus = 0;
     for (const char *s = ops; *s; s++) {
@@ -148,12 +179,14 @@ static FILE *open_out(const char *dir, const char *name) {
     return f;
 }
 
-/* Writes prompts (with answers) and preference pairs for probs[0..n). */
+/* Writes prompts (with answers) and preference pairs for probs[0..n), and
+ * with dense (when not NULL) a pair for every answer arith_wrong_answers
+ * gives. */
 static int write_set(const char *dir, const char *prompts, const char *sft, const char *pref,
-                     const Problem *probs, int n, Rng *r) {
+                     const char *dense, const Problem *probs, int n, Rng *r, long *n_dense) {
     FILE *fp = open_out(dir, prompts), *fs = sft ? open_out(dir, sft) : NULL,
-         *fr = open_out(dir, pref);
-    int rc = (!fp || (sft && !fs) || !fr) ? PL_EIO : 0;
+         *fr = open_out(dir, pref), *fd = dense ? open_out(dir, dense) : NULL;
+    int rc = (!fp || (sft && !fs) || !fr || (dense && !fd)) ? PL_EIO : 0;
     for (int i = 0; !rc && i < n; i++) {
         const Problem *p = &probs[i];
         long c = answer(p), w = arith_wrong_answer(c, r);
@@ -163,20 +196,27 @@ static int write_set(const char *dir, const char *prompts, const char *sft, cons
                     c);
         fprintf(fr, "{\"prompt\": \"%d%c%d=\", \"chosen\": \"%ld\", \"rejected\": \"%ld\"}\n", p->a,
                 p->op, p->b, c, w);
+        long ws[ARITH_MAX_WRONG];
+        int nw = fd ? arith_wrong_answers(c, ws, ARITH_MAX_WRONG) : 0;
+        if (n_dense) *n_dense += nw;
+        for (int k = 0; k < nw; k++)
+            fprintf(fd, "{\"prompt\": \"%d%c%d=\", \"chosen\": \"%ld\", \"rejected\": \"%ld\"}\n",
+                    p->a, p->op, p->b, c, ws[k]);
     }
-    FILE *fs_[3] = {fp, fs, fr};
-    for (int i = 0; i < 3; i++)
+    FILE *fs_[4] = {fp, fs, fr, fd};
+    for (int i = 0; i < 4; i++)
         if (fs_[i] && (ferror(fs_[i]) | fclose(fs_[i])) && !rc)
             rc = pl_fail(PL_EIO, "writing %s: %s", dir, strerror(errno));
     return rc;
 }
 
-static int write_manifest(const char *dir, const ArithConfig *c, int n_total) {
+static int write_manifest(const char *dir, const ArithConfig *c, int n_total, long n_dense) {
     json_t *m = json_pack(
-        "{s:s, s:I, s:i, s:s, s:i, s:i, s:i, s:{s:s, s:s, s:s, s:s, s:s}}", "task", "arith", "seed",
-        (json_int_t)c->seed, "max_operand", c->max_operand, "ops", c->ops, "n_problems", n_total,
-        "n_train", c->n_train, "n_eval", c->n_eval, "files", "prompts", "prompts.jsonl", "sft",
-        "sft.jsonl", "pref", "pref.jsonl", "eval", "eval.jsonl", "eval_pref", "eval_pref.jsonl");
+        "{s:s, s:I, s:i, s:s, s:i, s:i, s:i, s:{s:s, s:s, s:s, s:s, s:s, s:s}}", "task", "arith",
+        "seed", (json_int_t)c->seed, "max_operand", c->max_operand, "ops", c->ops, "n_problems",
+        n_total, "n_train", c->n_train, "n_eval", c->n_eval, "files", "prompts", "prompts.jsonl",
+        "sft", "sft.jsonl", "pref", "pref.jsonl", "pref_dense", "pref_dense.jsonl", "eval",
+        "eval.jsonl", "eval_pref", "eval_pref.jsonl");
     PL_TRY(dump(m, dir, "manifest.json"));
     FILE *f = open_out(dir, "README.md");
     if (!f) return PL_EIO;
@@ -191,12 +231,15 @@ static int write_manifest(const char *dir, const ArithConfig *c, int n_total) {
             "| sft.jsonl | %d | {\"prompt\", \"completion\"} (train) |\n"
             "| pref.jsonl | %d | {\"prompt\", \"chosen\", \"rejected\"} (train; rejected is "
             "off by one, off by ten or two digits swapped) |\n"
+            "| pref_dense.jsonl | %ld | {\"prompt\", \"chosen\", \"rejected\"} (train; a pair "
+            "for every wrong answer one digit away, and the last two digits swapped) |\n"
             "| eval.jsonl | %d | {\"prompt\", \"answer\"} (held out) |\n"
             "| eval_pref.jsonl | %d | {\"prompt\", \"chosen\", \"rejected\"} (held out) |\n\n"
             "tokenizer.json is a byte-level BPE without merges: ids 0-255 are bytes, 256 "
             "<|bos|>, 257 <|eos|>, 258 <|pad|>.\n",
             (unsigned long long)c->seed, c->max_operand, c->n_train, c->n_eval, c->ops,
-            c->max_operand, n_total, c->n_train, c->n_train, c->n_train, c->n_eval, c->n_eval);
+            c->max_operand, n_total, c->n_train, c->n_train, c->n_train, n_dense, c->n_eval,
+            c->n_eval);
     if (ferror(f) | fclose(f)) return pl_fail(PL_EIO, "writing %s/README.md", dir);
     return 0;
 }
@@ -235,12 +278,14 @@ int arith_write(const char *dir, const ArithConfig *c) {
     }
     Rng wr;
     rng_seed2(&wr, c->seed, 1);
-    int rc = write_set(dir, "eval.jsonl", NULL, "eval_pref.jsonl", probs, c->n_eval, &wr);
+    long n_dense = 0;
+    int rc = write_set(dir, "eval.jsonl", NULL, "eval_pref.jsonl", NULL, probs, c->n_eval, &wr,
+                       NULL);
     if (!rc)
-        rc = write_set(dir, "prompts.jsonl", "sft.jsonl", "pref.jsonl", probs + c->n_eval,
-                       c->n_train, &wr);
+        rc = write_set(dir, "prompts.jsonl", "sft.jsonl", "pref.jsonl", "pref_dense.jsonl",
+                       probs + c->n_eval, c->n_train, &wr, &n_dense);
     free(probs);
     if (!rc) rc = arith_write_tokenizer(dir);
-    if (!rc) rc = write_manifest(dir, c, (int)total);
+    if (!rc) rc = write_manifest(dir, c, (int)total, n_dense);
     return rc;
 }

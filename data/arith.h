@@ -8,6 +8,10 @@
  *                           "rejected"}: the correct answer chosen, a plausible
  *                           wrong one rejected (off by one, off by ten, or the
  *                           last two digits swapped)
+ *   pref_dense.jsonl      the train problems once per wrong answer of
+ *                           arith_wrong_answers (every digit changed to every
+ *                           other digit, and the last two swapped): about 18
+ *                           pairs per problem, for reward models
  *   eval.jsonl            held-out prompts with answers: no (a, op, b) of the
  *                           eval set appears in any train file
  *   eval_pref.jsonl       the held-out problems as preference pairs
@@ -59,5 +63,14 @@ int arith_write_tokenizer(const char *dir);
  * +-1, +-10, or its last two digits swapped, drawn from r; never equal to
  * correct, never negative when correct is not. */
 long arith_wrong_answer(long correct, Rng *r);
+
+/* Every wrong answer one digit away from correct, into out (at most cap):
+ * each digit changed to each other digit (never a leading 0), for a
+ * one-digit answer also each digit 1-9 put in front, and the last two
+ * digits swapped when that changes the number; each once, in that order,
+ * with correct's sign. Returns the count (18 for a two-digit answer with
+ * distinct digits, 27 for a three-digit one). */
+#define ARITH_MAX_WRONG 64
+int arith_wrong_answers(long correct, long *out, int cap);
 
 #endif

@@ -15,6 +15,7 @@
 static const char *FILES[] = {"prompts.jsonl",
                               "sft.jsonl",
                               "pref.jsonl",
+                              "pref_dense.jsonl",
                               "eval.jsonl",
                               "eval_pref.jsonl",
                               "tokenizer.json",
@@ -141,6 +142,27 @@ static void check_task(const char *dir, int want_minus) {
         if (json_object_get(train, q)) fail_msg("eval problem %s is also in train", q);
     }
     assert_int_equal(minus, want_minus);
+    /* pref_dense: train problems only, the right answer chosen, each wrong
+     * answer of arith_wrong_answers once */
+    size_t nd;
+    json_t *D = load_lines(tu_path("%s/pref_dense.jsonl", dir), &nd);
+    size_t want_nd = 0;
+    for (size_t i = 0; i < np; i++) {
+        long w[ARITH_MAX_WRONG];
+        want_nd += (size_t)arith_wrong_answers(solve(sget(json_array_get(P, i), "prompt")), w,
+                                               ARITH_MAX_WRONG);
+    }
+    assert_int_equal(nd, want_nd);
+    for (size_t i = 0; i < nd; i++) {
+        json_t *d = json_array_get(D, i);
+        const char *q = sget(d, "prompt");
+        char want[32];
+        snprintf(want, sizeof want, "%ld", solve(q));
+        if (!json_object_get(train, q)) fail_msg("pref_dense: %s is no train problem", q);
+        assert_string_equal(sget(d, "chosen"), want);
+        assert_string_not_equal(sget(d, "rejected"), want);
+    }
+    json_decref(D);
     json_decref(train);
     json_decref(P);
     json_decref(S);
@@ -167,6 +189,40 @@ static void test_wrong_answer(void **state) {
             assert_true(d == 1 || d == 10 || (c >= 10 && c % 100 / 10 != c % 10));
         }
     assert_int_equal(arith_wrong_answer(-7, &r) != -7, 1);
+}
+
+/* The dense wrong answers: the counts of arith_wrong_answers' rule, each
+ * one digit (or the last two swapped) away, distinct, never the answer,
+ * no leading zero, the sign kept; cap respected. */
+static void test_wrong_answers(void **state) {
+    (void)state;
+    long w[ARITH_MAX_WRONG];
+    struct {
+        long c;
+        int n;
+    } cases[] = {{7, 18}, {0, 18}, {48, 18}, {40, 17}, {44, 17}, {115, 27}, {120, 27}, {-48, 18}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        long c = cases[i].c;
+        int n = arith_wrong_answers(c, w, ARITH_MAX_WRONG);
+        if (n != cases[i].n) fail_msg("%ld: %d wrong answers, expected %d", c, n, cases[i].n);
+        char a[24], b[24];
+        int la = snprintf(a, sizeof a, "%ld", labs(c));
+        for (int k = 0; k < n; k++) {
+            if (w[k] == c || (c >= 0) != (w[k] >= 0)) fail_msg("%ld: bad wrong answer %ld", c, w[k]);
+            for (int j = 0; j < k; j++)
+                if (w[j] == w[k]) fail_msg("%ld: %ld twice", c, w[k]);
+            int lb = snprintf(b, sizeof b, "%ld", labs(w[k])), diff = 0;
+            if (lb == la) {
+                for (int x = 0; x < la; x++) diff += a[x] != b[x];
+                int swapped = la >= 2 && a[la - 1] == b[la - 2] && a[la - 2] == b[la - 1];
+                if (diff != 1 && !(diff == 2 && swapped))
+                    fail_msg("%ld: %ld is not one digit away", c, w[k]);
+            } else if (!(la == 1 && lb == 2 && b[1] == a[0])) {
+                fail_msg("%ld: %ld has another length", c, w[k]);
+            }
+        }
+    }
+    assert_int_equal(arith_wrong_answers(48, w, 5), 5);
 }
 
 /* The tokenizer loads, maps bytes to ids 0..255 and the specials to
@@ -263,7 +319,8 @@ static void test_cli(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deterministic), cmocka_unit_test(test_answers_and_split),
-        cmocka_unit_test(test_wrong_answer),  cmocka_unit_test(test_tokenizer),
+        cmocka_unit_test(test_wrong_answer),  cmocka_unit_test(test_wrong_answers),
+        cmocka_unit_test(test_tokenizer),
         cmocka_unit_test(test_bad_options),   cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

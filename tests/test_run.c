@@ -609,107 +609,99 @@ static void test_reward_model(void **state) {
 
 /* ------------------------------------------------------ a dying worker */
 
+/* An SFT config NAME and its coordinator on a free port (*port), run.steps
+ * 100000, logging to *clog (malloc'ed); fails unless it listens in 20 s. */
+static pid_t sft_coordinator(const char *name, int *port, char **clog) {
+    char body[8192], cfg[2048];
+    snprintf(body, sizeof body, "algo.name: sft\ndata.train: %s/sft.jsonl\n", data);
+    config(cfg, sizeof cfg, name, body);
+    *port = tu_free_port();
+    assert_true(*port > 0);
+    *clog = strdup(tu_path("%s/%s-coordinator.log", dir, name));
+    pid_t co = spawn(*clog, "coordinator %s run.steps=100000 transport.endpoint=tcp://127.0.0.1:%d",
+                     cfg, *port);
+    if (!wait_text(*clog, "listening on", 20)) {
+        stop(co);
+        fail_msg("the coordinator did not start:\n%s", tu_read_file(*clog, NULL));
+    }
+    return co;
+}
+
+/* An actor worker for run NAME's model on port, logging to NAME-LOG.log. */
+static pid_t actor_worker(const char *name, const char *log, int port) {
+    return spawn(tu_path("%s/%s-%s.log", dir, name, log),
+                 "worker --role actor --connect tcp://127.0.0.1:%d --model %s/%s/init "
+                 "--tokenizer %s --threads 1", port, dir, name, data);
+}
+
+/* Worker `dead` was SIGKILLed just now: the coordinator co must exit
+ * non-zero within 8 s (it is stopped after 30), naming the worker's pid
+ * and that it died, on stderr (clog). */
+static void expect_stop_naming(pid_t co, pid_t dead, const char *clog) {
+    double t0 = now_s();
+    waitpid(dead, NULL, 0);
+    int st = 0;
+    int done = wait_exit(co, 30, &st);
+    double dt = now_s() - t0;
+    stop(co);
+    char *log = tu_read_file(clog, NULL);
+    if (!done) fail_msg("the coordinator still runs 30 s after a worker died:\n%s", log);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) == 0)
+        fail_msg("the coordinator ended with status 0x%x, expected a non-zero exit:\n%s", st, log);
+    if (dt >= 8) fail_msg("the coordinator took %.1f s to stop (limit 8 s)", dt);
+    char pid[32];
+    snprintf(pid, sizeof pid, "pid %d", (int)dead);
+    if (!strstr(log, "actor") || !strstr(log, pid) || !(strstr(log, "died") || strstr(log, "dead")))
+        fail_msg("the coordinator's stderr does not name the dead actor worker (%s):\n%s", pid, log);
+    free(log);
+}
+
 /* plumb coordinator and one plumb worker: once steps are logged the worker
  * is SIGKILLed; the coordinator must notice it by heartbeats (dead after
  * 3 s), stop with a non-zero exit in under 8 s, and name the worker, its
  * role and its pid on stderr. It is killed (and the test fails) after 30 s. */
 static void test_coordinator_worker_killed(void **state) {
     (void)state;
-    char body[8192], cfg[2048];
-    snprintf(body, sizeof body, "algo.name: sft\ndata.train: %s/sft.jsonl\n", data);
-    config(cfg, sizeof cfg, "killed", body);
-    int port = tu_free_port();
-    assert_true(port > 0);
-    const char *run = strdup(tu_path("%s/killed", dir));
-    const char *clog = strdup(tu_path("%s/killed-coordinator.log", dir));
-    const char *wlog = strdup(tu_path("%s/killed-worker.log", dir));
-    pid_t co = spawn(clog, "coordinator %s run.steps=100000 transport.endpoint=tcp://127.0.0.1:%d",
-                     cfg, port);
-    pid_t wk = -1;
-    if (!wait_text(clog, "listening on", 20)) {
-        stop(co);
-        fail_msg("the coordinator did not start:\n%s", tu_read_file(clog, NULL));
-    }
-    wk = spawn(wlog, "worker --role actor --connect tcp://127.0.0.1:%d --model %s/init "
-                     "--tokenizer %s --threads 1", port, run, data);
-    if (!wait_lines(tu_path("%s/metrics.jsonl", run), 3, 30)) {
+    int port;
+    char *clog;
+    pid_t co = sft_coordinator("killed", &port, &clog);
+    pid_t wk = actor_worker("killed", "worker", port);
+    if (!wait_lines(tu_path("%s/killed/metrics.jsonl", dir), 3, 30)) {
         stop(wk), stop(co);
-        fail_msg("no steps logged:\n%s\n%s", tu_read_file(clog, NULL), tu_read_file(wlog, NULL));
+        fail_msg("no steps logged:\n%s", tu_read_file(clog, NULL));
     }
     kill(wk, SIGKILL);
-    double t0 = now_s();
-    waitpid(wk, NULL, 0);
-    int st = 0;
-    int done = wait_exit(co, 30, &st);
-    double dt = now_s() - t0;
-    stop(co);
-    char *log = tu_read_file(clog, NULL);
-    if (!done) fail_msg("the coordinator still runs 30 s after its only worker died:\n%s", log);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) == 0)
-        fail_msg("the coordinator ended with status 0x%x, expected a non-zero exit:\n%s", st, log);
-    if (dt >= 8) fail_msg("the coordinator took %.1f s to stop (limit 8 s)", dt);
-    char pid[32];
-    snprintf(pid, sizeof pid, "pid %d", (int)wk);
-    if (!strstr(log, "actor") || !strstr(log, pid) || !(strstr(log, "died") || strstr(log, "dead")))
-        fail_msg("the coordinator's stderr does not name the dead actor worker (%s):\n%s", pid, log);
-    free(log);
-    free((void *)run), free((void *)clog), free((void *)wlog);
+    expect_stop_naming(co, wk, clog);
+    free(clog);
 }
 
 /* SFT on two actor replicas (data parallel, so every step's replicas wait
- * on each other's sums): SIGKILL one mid-run. The coordinator stops with a
- * non-zero exit within 8 s naming the dead worker, and the other replica,
- * which may be waiting for a sum that will not come, exits too. */
+ * on each other's sums): SIGKILL one mid-run. The coordinator stops as
+ * above, and the other replica, which may be waiting for a sum that will
+ * not come, exits too. */
 static void test_dp_replica_killed(void **state) {
     (void)state;
-    char body[8192], cfg[2048];
-    snprintf(body, sizeof body, "algo.name: sft\ndata.train: %s/sft.jsonl\n", data);
-    config(cfg, sizeof cfg, "dpkill", body);
-    int port = tu_free_port();
-    assert_true(port > 0);
-    const char *run = strdup(tu_path("%s/dpkill", dir));
-    const char *clog = strdup(tu_path("%s/dpkill-coordinator.log", dir));
-    const char *log1 = strdup(tu_path("%s/dpkill-1.log", dir));
-    const char *log2 = strdup(tu_path("%s/dpkill-2.log", dir));
-    pid_t co = spawn(clog, "coordinator %s run.steps=100000 transport.endpoint=tcp://127.0.0.1:%d "
-                           "transport.startup_timeout_s=30", cfg, port);
-    if (!wait_text(clog, "listening on", 20)) {
-        stop(co);
-        fail_msg("the coordinator did not start:\n%s", tu_read_file(clog, NULL));
-    }
-    pid_t w1 = spawn(log1, "worker --role actor --connect tcp://127.0.0.1:%d --model %s/init "
-                           "--tokenizer %s --threads 1", port, run, data);
+    int port;
+    char *clog;
+    pid_t co = sft_coordinator("dpkill", &port, &clog);
+    pid_t w1 = actor_worker("dpkill", "1", port);
     if (!wait_text(clog, "(actor, pid", 20)) {
         stop(w1), stop(co);
-        fail_msg("the first replica did not register:\n%s", tu_read_file(log1, NULL));
+        fail_msg("the first replica did not register:\n%s", tu_read_file(clog, NULL));
     }
-    pid_t w2 = spawn(log2, "worker --role actor --connect tcp://127.0.0.1:%d --model %s/init "
-                           "--tokenizer %s --threads 1", port, run, data);
+    pid_t w2 = actor_worker("dpkill", "2", port);
     /* steps before the second replica registered ran on the first alone */
-    if (!wait_text(tu_path("%s/metrics.jsonl", run), "\"train/replicas\": 2", 30)) {
+    if (!wait_text(tu_path("%s/dpkill/metrics.jsonl", dir), "\"train/replicas\": 2", 30)) {
         stop(w1), stop(w2), stop(co);
         fail_msg("no data-parallel step logged:\n%s", tu_read_file(clog, NULL));
     }
     kill(w2, SIGKILL);
-    double t0 = now_s();
-    waitpid(w2, NULL, 0);
-    int st = 0, st1 = 0;
-    int done = wait_exit(co, 30, &st);
-    double dt = now_s() - t0;
+    expect_stop_naming(co, w2, clog);
+    int st1 = 0;
     int done1 = wait_exit(w1, 15, &st1);
-    stop(co), stop(w1);
-    char *log = tu_read_file(clog, NULL);
-    if (!done) fail_msg("the coordinator still runs 30 s after a replica died:\n%s", log);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) == 0)
-        fail_msg("the coordinator ended with status 0x%x, expected a non-zero exit:\n%s", st, log);
-    if (dt >= 8) fail_msg("the coordinator took %.1f s to stop (limit 8 s)", dt);
-    char pid[32];
-    snprintf(pid, sizeof pid, "pid %d", (int)w2);
-    if (!strstr(log, pid) || !(strstr(log, "died") || strstr(log, "dead")))
-        fail_msg("the coordinator's stderr does not name the dead replica (%s):\n%s", pid, log);
+    stop(w1);
     if (!done1) fail_msg("the surviving replica still runs 15 s after the coordinator stopped");
-    free(log);
-    free((void *)run), free((void *)clog), free((void *)log1), free((void *)log2);
+    free(clog);
 }
 
 /* plumb train with PPO in four processes: SIGKILL the critic mid-run; the

@@ -119,6 +119,7 @@ typedef struct {
     atomic_int *coordinator_gone; /* set by the heartbeat thread             */
     uint64_t cur_id;         /* the request being served                      */
     int dp_seq;              /* its all-reduces so far                        */
+    double dp_s;             /* and the seconds spent in them (not compute)   */
     struct {                 /* frames that came while an all-reduce waited   */
         void *buf;
         size_t len;
@@ -222,12 +223,14 @@ static int dp_wait(Worker *w, int seq, float *out, size_t n) {
 static int dp_allreduce(void *ctx, const Plumb__DataParallel *dp, float *buf, size_t n) {
     Worker *w = ctx;
     size_t per = dp_slice(w);
+    double t0 = now_s();
+    int rc = 0;
     for (size_t at = 0; at == 0 || at < n; at += per) {
         size_t k = n - at < per ? n - at : per;
         WireArena *a = wire_arena_new();
         Plumb__Envelope *e = a ? wire_envelope(a, w->cur_id, NULL) : NULL;
         Plumb__AllReduce *m = e ? wire_alloc(a, sizeof *m) : NULL;
-        int rc = m ? 0 : pl_fail(PL_ENOMEM, "all-reduce: out of memory");
+        rc = m ? 0 : pl_fail(PL_ENOMEM, "all-reduce: out of memory");
         int seq = w->dp_seq++;
         if (rc == 0) {
             plumb__all_reduce__init(m);
@@ -239,10 +242,10 @@ static int dp_allreduce(void *ctx, const Plumb__DataParallel *dp, float *buf, si
         }
         wire_arena_free(&a);
         if (rc == 0) rc = dp_wait(w, seq, buf + at, k);
-        PL_TRY(rc);
-        if (n == 0) break;
+        if (rc < 0 || n == 0) break;
     }
-    return 0;
+    w->dp_s += now_s() - t0;
+    return rc;
 }
 
 /* Registers and waits for the Welcome; builds the roles from it. */
@@ -371,11 +374,12 @@ static int serve_one(Worker *w, const void *buf, size_t len) {
                      (unsigned long long)q->id, q->role);
     } else {
         Plumb__Envelope *rep = wire_envelope(a, q->id, q->role);
-        w->cur_id = q->id, w->dp_seq = 0;
+        w->cur_id = q->id, w->dp_seq = 0, w->dp_s = 0;
         role->allreduce = dp_allreduce, role->allreduce_ctx = w;
         rc = role_handle(role, q, a, rep);
         if (rc == 0) {
-            rep->compute_s = now_s() - t0;
+            /* time in all-reduces is communication and waiting for peers */
+            rep->compute_s = now_s() - t0 - w->dp_s;
             rc = send_env(w, rep);
             wire_arena_free(&a);
             wire_free(&q);
