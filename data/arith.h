@@ -10,7 +10,7 @@
  *                           last two digits swapped)
  *   pref_dense.jsonl      the train problems once per wrong answer of
  *                           arith_wrong_answers (every digit changed to every
- *                           other digit, and the last two swapped): about 18
+ *                           other digit, and the last two swapped): 17 to 27
  *                           pairs per problem, for reward models
  *   eval.jsonl            held-out prompts with answers: no (a, op, b) of the
  *                           eval set appears in any train file

@@ -8,9 +8,11 @@ the SFT checkpoint plumb made, all weights trained, with the settings of
 configs/rm-arith.yaml: 64 pairs a step drawn without replacement from a
 shuffled pass over the training pairs, loss -log sigmoid(r_chosen -
 r_rejected), AdamW (betas 0.9/0.999, eps 1e-8, no weight decay), gradient
-norm clipped to 1, lr 3e-4 with 50 warmup steps then a cosine decay to 10%,
-2000 steps. Sequences are BOS + prompt bytes + answer bytes + EOS, as plumb
-packs them; padding is on the right.
+norm clipped to 1, lr 3e-4 with 50 warmup steps then a cosine decay to 10%
+over --steps. The training pairs are --train in --data: pref.jsonl and 2000
+steps by default (the first rm-arith config), pref_dense.jsonl and 16000
+steps for the config as it is now. Sequences are BOS + prompt bytes +
+answer bytes + EOS, as plumb packs them; padding is on the right.
 
 Every --eval-every steps it scores all held-out pairs (pairwise accuracy:
 r_chosen > r_rejected), also split by how the rejected answer was made: off
@@ -72,6 +74,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="runs/sft-arith/final")
     ap.add_argument("--data", default="runs/arith")
+    ap.add_argument("--train", default="pref.jsonl", help="training pairs in --data")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -88,7 +91,7 @@ def main():
     torch.manual_seed(a.seed)
     rng = random.Random(a.seed)
     torch.set_num_threads(a.threads)
-    train = read_jsonl(f"{a.data}/pref.jsonl")
+    train = read_jsonl(f"{a.data}/{a.train}")
     held = read_jsonl(f"{a.data}/eval_pref.jsonl")
     model = LlamaForSequenceClassification.from_pretrained(a.model, num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = PAD
