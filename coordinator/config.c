@@ -193,6 +193,9 @@ static const Key KEYS[] = {
         "longest wait for one request's reply"),
     INT("transport.startup_timeout_s", startup_timeout_s, "60", "[1,)",
         "longest wait for the workers to connect"),
+    INT("transport.min_workers", min_workers, "0", "[0,64]",
+        "workers to wait for before the first step (0: one per needed role; plumb train: "
+        "all it starts)"),
 
     /* launch (plumb train) */
     STR("launch.workers", workers, "auto",

@@ -135,6 +135,7 @@ typedef struct {
     int dead_after_ms;           /* transport.dead_after_ms (3000)              */
     int request_timeout_s;       /* transport.request_timeout_s (1800)          */
     int startup_timeout_s;       /* transport.startup_timeout_s (60)            */
+    int min_workers;             /* transport.min_workers (0)                   */
 
     /* launch (plumb train) */
     char workers[CFG_STR];       /* launch.workers: "auto" (one process per role)

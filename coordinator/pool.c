@@ -481,13 +481,17 @@ int pool_poll(Pool *p, int ms) {
     return 0;
 }
 
-int pool_wait_roles(Pool *p, unsigned needed, int timeout_ms) {
+int pool_wait_roles(Pool *p, unsigned needed, int min_workers, int timeout_ms) {
     double end = now_s() + timeout_ms * 1e-3;
     for (;;) {
         unsigned have = 0;
+        int live = 0;
         for (int i = 0; i < p->n; i++)
-            if (p->w[i].alive) have |= p->w[i].roles;
-        if ((have & needed) == needed) return 0;
+            if (p->w[i].alive) have |= p->w[i].roles, live++;
+        if ((have & needed) == needed && live >= min_workers) return 0;
+        if (now_s() > end && (have & needed) == needed)
+            return pl_fail(PL_ETIMEOUT, "%d of the %d workers awaited registered within %d s",
+                           live, min_workers, timeout_ms / 1000);
         if (now_s() > end) {
             char missing[128] = "";
             for (int k = 0; k < ROLE_NKINDS; k++)

@@ -73,9 +73,9 @@ void pool_free(Pool **p, int timeout_ms);
 const char *pool_endpoint(const Pool *p);
 
 /* Serves registrations until every role in `needed` (bit mask) has at least
- * one live worker, or timeout_ms passes (PL_ETIMEOUT naming the missing
- * roles). */
-int pool_wait_roles(Pool *p, unsigned needed, int timeout_ms);
+ * one live worker and at least min_workers workers are live, or timeout_ms
+ * passes (PL_ETIMEOUT naming the missing roles or the count). */
+int pool_wait_roles(Pool *p, unsigned needed, int min_workers, int timeout_ms);
 
 /* Live workers hosting role k, in registration order, into idx (at most
  * max); returns their count. */

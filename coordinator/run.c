@@ -314,6 +314,10 @@ typedef struct {
     long step;               /* completed steps                        */
     uint64_t adapter_version;/* the trainer's                          */
     uint64_t dp_groups;      /* data-parallel groups formed so far      */
+    /* each role's trainers: its replicas live at its first train request
+     * (a replica that registers later has neither the updates nor the
+     * optimizer state, and only generates); n_trainers[k] 0: none yet */
+    int trainers[ROLE_NKINDS][POOL_MAX_WORKERS], n_trainers[ROLE_NKINDS];
     KlController kl;
     float **ref_c, **ref_r;  /* DPO reference cache per train record    */
     float **eval_ref_c, **eval_ref_r;
@@ -495,13 +499,18 @@ static int sync_adapters(Run *r) {
 }
 
 /* Generates G samples for each of n prompts (records rec[first..]) across
- * the actor replicas; greedy when temp = 0. */
+ * the actor replicas that hold the trainer's adapter version (a replica
+ * that joined a full fine-tuning run late holds older weights and is left
+ * out); greedy when temp = 0. */
 static int generate(Run *r, const Records *recs, const long *which, int n, int G, float temp,
                     int max_new, uint64_t seed, Rollout *out) {
     memset(out, 0, sizeof *out);
     int idx[POOL_MAX_WORKERS];
-    int nw = pool_workers_with(r->pool, ROLE_ACTOR, idx, POOL_MAX_WORKERS);
-    if (nw == 0) return pl_fail(PL_EPEER, "no live actor worker");
+    int nw = 0, all = pool_workers_with(r->pool, ROLE_ACTOR, idx, POOL_MAX_WORKERS);
+    for (int i = 0; i < all; i++)
+        if (pool_worker(r->pool, idx[i])->adapter_version == r->adapter_version) idx[nw++] = idx[i];
+    if (nw == 0) return pl_fail(PL_EPEER, "no live actor worker holds adapter version %llu",
+                                (unsigned long long)r->adapter_version);
     if (nw > n) nw = n;
     WireArena *a = wire_arena_new();
     PL_CHECK_ALLOC(a);
@@ -538,7 +547,7 @@ static int generate(Run *r, const Records *recs, const long *which, int n, int G
         rc = expect(r, &calls[w], PLUMB__ENVELOPE__BODY_GENERATED, "generate");
         if (rc < 0) break;
         const Plumb__GenerateRep *g = calls[w].rep->generated;
-        if (temp > 0 && g->adapter_version != r->adapter_version) {
+        if (g->adapter_version != r->adapter_version) {
             rc = pl_fail(PL_EPROTO,
                          "stale rollout: actor worker %d generated with adapter version %llu, "
                          "the trainer is at %llu",
@@ -654,15 +663,18 @@ static int pack_records(const Records *recs, const long *which, int n, int rejec
 }
 
 /* Appends train request e (body set) for role k to calls[0..cap): one call
- * to the role's worker, or, with several live replicas, one per replica,
- * each a copy of e with its rank in a new data-parallel group (the
- * replicas then split every minibatch and sum outputs and gradients; see
- * role.h). Returns the number of calls added, or < 0. */
+ * to the role's trainer, or, with several, one per trainer, each a copy of
+ * e with its rank in a new data-parallel group (the replicas then split
+ * every minibatch and sum outputs and gradients; see role.h). The trainers
+ * are the role's replicas live at its first train request. Returns the
+ * number of calls added, or < 0. */
 static int add_train(Run *r, WireArena *a, RoleKind k, Plumb__Envelope *e, PoolCall *calls,
                      int cap) {
-    int idx[POOL_MAX_WORKERS];
-    int n = pool_workers_with(r->pool, k, idx, POOL_MAX_WORKERS);
-    if (n == 0) return pl_fail(PL_EPEER, "no live worker hosts the %s role", role_kind_name(k));
+    int *idx = r->trainers[k], n = r->n_trainers[k];
+    if (n == 0) {
+        n = r->n_trainers[k] = pool_workers_with(r->pool, k, idx, POOL_MAX_WORKERS);
+        if (n == 0) return pl_fail(PL_EPEER, "no live worker hosts the %s role", role_kind_name(k));
+    }
     if (n > cap) return pl_fail(PL_EINVAL, "%d %s replicas: at most %d", n, role_kind_name(k), cap);
     memset(calls, 0, sizeof *calls * (size_t)n);
     calls[0].worker = idx[0], calls[0].req = e;
@@ -1503,7 +1515,16 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
                 algo_name_str(cfg->algo), cfg->steps, pool_endpoint(r->pool));
     if (r->hooks->on_bound) rc = r->hooks->on_bound(r->hooks->ctx, pool_endpoint(r->pool));
     if (rc == 0)
-        rc = pool_wait_roles(r->pool, coord_needed_roles(cfg), cfg->startup_timeout_s * 1000);
+        rc = pool_wait_roles(r->pool, coord_needed_roles(cfg),
+                             r->hooks->min_workers > cfg->min_workers ? r->hooks->min_workers
+                                                                      : cfg->min_workers,
+                             cfg->startup_timeout_s * 1000);
+    if (rc == 0 && r->resume_from[0]) { /* the actors loaded the checkpoint's adapter */
+        int idx[POOL_MAX_WORKERS];
+        int n = pool_workers_with(r->pool, ROLE_ACTOR, idx, POOL_MAX_WORKERS);
+        for (int i = 0; i < n; i++)
+            ((PoolWorker *)pool_worker(r->pool, idx[i]))->adapter_version = r->adapter_version;
+    }
 
     double t_start = now_s();
     if (rc == 0 && first_step == 0) {

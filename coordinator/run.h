@@ -29,6 +29,8 @@ typedef struct {
     int (*tick)(void *ctx);
     void *ctx;
     int quiet;               /* no progress lines                                 */
+    int min_workers;         /* wait for this many workers (the launcher's count)
+                              * when more than transport.min_workers          */
 } CoordHooks;
 
 /* The roles an algorithm needs (bit (1u << RoleKind)). */

@@ -610,16 +610,17 @@ static void test_reward_model(void **state) {
 /* ------------------------------------------------------ a dying worker */
 
 /* An SFT config NAME and its coordinator on a free port (*port), run.steps
- * 100000, logging to *clog (malloc'ed); fails unless it listens in 20 s. */
-static pid_t sft_coordinator(const char *name, int *port, char **clog) {
+ * 100000, waiting for min_workers workers, logging to *clog (malloc'ed);
+ * fails unless it listens in 20 s. */
+static pid_t sft_coordinator(const char *name, int min_workers, int *port, char **clog) {
     char body[8192], cfg[2048];
     snprintf(body, sizeof body, "algo.name: sft\ndata.train: %s/sft.jsonl\n", data);
     config(cfg, sizeof cfg, name, body);
     *port = tu_free_port();
     assert_true(*port > 0);
     *clog = strdup(tu_path("%s/%s-coordinator.log", dir, name));
-    pid_t co = spawn(*clog, "coordinator %s run.steps=100000 transport.endpoint=tcp://127.0.0.1:%d",
-                     cfg, *port);
+    pid_t co = spawn(*clog, "coordinator %s run.steps=100000 transport.endpoint=tcp://127.0.0.1:%d "
+                            "transport.min_workers=%d", cfg, *port, min_workers);
     if (!wait_text(*clog, "listening on", 20)) {
         stop(co);
         fail_msg("the coordinator did not start:\n%s", tu_read_file(*clog, NULL));
@@ -664,7 +665,7 @@ static void test_coordinator_worker_killed(void **state) {
     (void)state;
     int port;
     char *clog;
-    pid_t co = sft_coordinator("killed", &port, &clog);
+    pid_t co = sft_coordinator("killed", 0, &port, &clog);
     pid_t wk = actor_worker("killed", "worker", port);
     if (!wait_lines(tu_path("%s/killed/metrics.jsonl", dir), 3, 30)) {
         stop(wk), stop(co);
@@ -683,15 +684,20 @@ static void test_dp_replica_killed(void **state) {
     (void)state;
     int port;
     char *clog;
-    pid_t co = sft_coordinator("dpkill", &port, &clog);
+    pid_t co = sft_coordinator("dpkill", 2, &port, &clog);
     pid_t w1 = actor_worker("dpkill", "1", port);
     if (!wait_text(clog, "(actor, pid", 20)) {
         stop(w1), stop(co);
         fail_msg("the first replica did not register:\n%s", tu_read_file(clog, NULL));
     }
+    sleep_ms(500); /* the run waits for the second (transport.min_workers=2) */
+    if (count_lines(tu_path("%s/dpkill/metrics.jsonl", dir)) > 0) {
+        stop(w1), stop(co);
+        fail_msg("the run started before its second worker registered");
+    }
     pid_t w2 = actor_worker("dpkill", "2", port);
-    /* steps before the second replica registered ran on the first alone */
-    if (!wait_text(tu_path("%s/dpkill/metrics.jsonl", dir), "\"train/replicas\": 2", 30)) {
+    if (!wait_lines(tu_path("%s/dpkill/metrics.jsonl", dir), 3, 30) ||
+        !wait_text(tu_path("%s/dpkill/metrics.jsonl", dir), "\"train/replicas\": 2", 5)) {
         stop(w1), stop(w2), stop(co);
         fail_msg("no data-parallel step logged:\n%s", tu_read_file(clog, NULL));
     }

@@ -221,7 +221,7 @@ int cmd_train(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     l.running = 1;
     CoordHooks h = {.resume = a.resume, .on_bound = spawn, .tick = watch, .ctx = &l,
-                    .quiet = a.quiet};
+                    .quiet = a.quiet, .min_workers = l.n};
     rc = coord_run(&a.cfg, &h);
     l.running = 0;
     if (rc < 0) fprintf(stderr, "plumb train: %s\n", pl_error());
