@@ -609,12 +609,13 @@ static void test_reward_model(void **state) {
 
 /* ------------------------------------------------------ a dying worker */
 
-/* An SFT config NAME and its coordinator on a free port (*port), run.steps
- * 100000, waiting for min_workers workers, logging to *clog (malloc'ed);
- * fails unless it listens in 20 s. */
-static pid_t sft_coordinator(const char *name, int min_workers, int *port, char **clog) {
+/* A config NAME for algo and its coordinator on a free port (*port),
+ * run.steps 100000, waiting for min_workers workers, logging to *clog
+ * (malloc'ed); fails unless it listens in 20 s. */
+static pid_t coordinator_for(const char *algo, const char *name, int min_workers, int *port,
+                             char **clog) {
     char body[8192], cfg[2048];
-    snprintf(body, sizeof body, "algo.name: sft\ndata.train: %s/sft.jsonl\n", data);
+    algo_body(body, sizeof body, algo);
     config(cfg, sizeof cfg, name, body);
     *port = tu_free_port();
     assert_true(*port > 0);
@@ -628,11 +629,12 @@ static pid_t sft_coordinator(const char *name, int min_workers, int *port, char 
     return co;
 }
 
-/* An actor worker for run NAME's model on port, logging to NAME-LOG.log. */
-static pid_t actor_worker(const char *name, const char *log, int port) {
+/* A worker with roles for run NAME's model on port, logging to
+ * NAME-LOG.log. */
+static pid_t role_worker(const char *roles, const char *name, const char *log, int port) {
     return spawn(tu_path("%s/%s-%s.log", dir, name, log),
-                 "worker --role actor --connect tcp://127.0.0.1:%d --model %s/%s/init "
-                 "--tokenizer %s --threads 1", port, dir, name, data);
+                 "worker --role %s --connect tcp://127.0.0.1:%d --model %s/%s/init "
+                 "--tokenizer %s --threads 1", roles, port, dir, name, data);
 }
 
 /* Worker `dead` was SIGKILLed just now: the coordinator co must exit
@@ -665,8 +667,8 @@ static void test_coordinator_worker_killed(void **state) {
     (void)state;
     int port;
     char *clog;
-    pid_t co = sft_coordinator("killed", 0, &port, &clog);
-    pid_t wk = actor_worker("killed", "worker", port);
+    pid_t co = coordinator_for("sft", "killed", 0, &port, &clog);
+    pid_t wk = role_worker("actor", "killed", "worker", port);
     if (!wait_lines(tu_path("%s/killed/metrics.jsonl", dir), 3, 30)) {
         stop(wk), stop(co);
         fail_msg("no steps logged:\n%s", tu_read_file(clog, NULL));
@@ -684,8 +686,8 @@ static void test_dp_replica_killed(void **state) {
     (void)state;
     int port;
     char *clog;
-    pid_t co = sft_coordinator("dpkill", 2, &port, &clog);
-    pid_t w1 = actor_worker("dpkill", "1", port);
+    pid_t co = coordinator_for("sft", "dpkill", 2, &port, &clog);
+    pid_t w1 = role_worker("actor", "dpkill", "1", port);
     if (!wait_text(clog, "(actor, pid", 20)) {
         stop(w1), stop(co);
         fail_msg("the first replica did not register:\n%s", tu_read_file(clog, NULL));
@@ -695,7 +697,7 @@ static void test_dp_replica_killed(void **state) {
         stop(w1), stop(co);
         fail_msg("the run started before its second worker registered");
     }
-    pid_t w2 = actor_worker("dpkill", "2", port);
+    pid_t w2 = role_worker("actor", "dpkill", "2", port);
     if (!wait_lines(tu_path("%s/dpkill/metrics.jsonl", dir), 3, 30) ||
         !wait_text(tu_path("%s/dpkill/metrics.jsonl", dir), "\"train/replicas\": 2", 5)) {
         stop(w1), stop(w2), stop(co);
@@ -708,6 +710,38 @@ static void test_dp_replica_killed(void **state) {
     stop(w1);
     if (!done1) fail_msg("the surviving replica still runs 15 s after the coordinator stopped");
     free(clog);
+}
+
+/* GRPO with one actor; a second actor registers mid-run. It holds neither
+ * the updates nor the optimizer state, so it must not join the training
+ * (no step logs train/replicas); it gets the trainer's adapter and shares
+ * the generation, and the run goes on without a stale or diverged
+ * replica. */
+static void test_dp_late_replica(void **state) {
+    (void)state;
+    int port;
+    char *clog;
+    pid_t co = coordinator_for("grpo", "late", 0, &port, &clog);
+    pid_t w1 = role_worker("actor,reward,reference", "late", "1", port);
+    const char *metrics = strdup(tu_path("%s/late/metrics.jsonl", dir));
+    if (!wait_lines(metrics, 3, 30)) {
+        stop(w1), stop(co);
+        fail_msg("no steps logged:\n%s", tu_read_file(clog, NULL));
+    }
+    pid_t w2 = role_worker("actor", "late", "2", port);
+    if (!wait_text(clog, "worker 1 (actor, pid", 20)) {
+        stop(w1), stop(w2), stop(co);
+        fail_msg("the second actor did not register:\n%s", tu_read_file(clog, NULL));
+    }
+    long n = count_lines(metrics);
+    int ok = wait_lines(metrics, n + 4, 30);
+    char *log = tu_read_file(clog, NULL), *m = tu_read_file(metrics, NULL);
+    int alive = waitpid(co, NULL, WNOHANG) == 0;
+    stop(w1), stop(w2), stop(co);
+    if (!ok || !alive) fail_msg("the run did not go on after the second actor joined:\n%s", log);
+    if (strstr(m, "replicas")) fail_msg("the late actor joined the training:\n%s", m);
+    if (strstr(log, "stale") || strstr(log, "diverged")) fail_msg("%s", log);
+    free(log), free(m), free(clog), free((void *)metrics);
 }
 
 /* plumb train with PPO in four processes: SIGKILL the critic mid-run; the
@@ -1285,6 +1319,7 @@ int main(void) {
         cmocka_unit_test(test_coordinator_worker_killed),
         cmocka_unit_test(test_train_child_killed),
         cmocka_unit_test(test_dp_replica_killed),
+        cmocka_unit_test(test_dp_late_replica),
         cmocka_unit_test(test_bad_frames),
         cmocka_unit_test(test_bad_reply_shape),
         cmocka_unit_test(test_unknown_key),
