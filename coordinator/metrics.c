@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "common/err.h"
+#include "common/fs.h"
 #include "common/redis.h"
 
 #define METRICS_FILE "metrics.jsonl"
@@ -46,26 +47,6 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-/* mkdir -p */
-static int make_dirs(const char *dir) {
-    char p[4096];
-    size_t n = strlen(dir);
-    if (n == 0) return PL_OK;
-    if (n >= sizeof p) return pl_fail(PL_EINVAL, "path too long: %s", dir);
-    memcpy(p, dir, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (p[i] != '/' && p[i] != '\0') continue;
-        char save = p[i];
-        p[i] = '\0';
-        if (mkdir(p, 0755) < 0 && errno != EEXIST)
-            return pl_fail(PL_EIO, "mkdir %s: %s", p, strerror(errno));
-        p[i] = save;
-    }
-    struct stat st;
-    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
-        return pl_fail(PL_EIO, "%s is not a directory", dir);
-    return PL_OK;
-}
 
 /* ================================================================= Redis */
 
@@ -261,7 +242,7 @@ int metrics_open(Metrics **out, const char *run_dir, const char *redis_url, cons
             snprintf(m->stream, sizeof m->stream, "plumb:metrics:%.*s", (int)(n - b), run_dir + b);
         }
     }
-    if ((rc = make_dirs(run_dir)) < 0) goto fail;
+    if ((rc = pl_mkdirs(run_dir)) < 0) goto fail;
     snprintf(m->path, sizeof m->path, "%s/%s", run_dir, METRICS_FILE);
     m->f = fopen(m->path, "a+");
     if (!m->f) {

@@ -17,6 +17,7 @@
 #include "algo/grpo.h"
 #include "algo/ppo.h"
 #include "common/err.h"
+#include "common/fs.h"
 #include "common/rng.h"
 #include "coordinator/metrics.h"
 #include "coordinator/pool.h"
@@ -68,20 +69,6 @@ static int path_fmt(char *out, size_t cap, const char *fmt, ...) {
     return 0;
 }
 
-static int mkdirs(const char *path) {
-    char tmp[CFG_PATH];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *s = tmp + 1; *s; s++)
-        if (*s == '/') {
-            *s = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-                return pl_fail(PL_EIO, "mkdir %s: %s", tmp, strerror(errno));
-            *s = '/';
-        }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return pl_fail(PL_EIO, "mkdir %s: %s", tmp, strerror(errno));
-    return 0;
-}
 
 static int copy_file(const char *from, const char *to) {
     FILE *in = fopen(from, "rb");
@@ -142,7 +129,7 @@ int coord_prepare_model(RunConfig *c) {
             PL_TRY(config_validate(&mc));
             Base *b = NULL;
             PL_TRY(base_new_random(&b, &mc, mix3(c->seed, 99, 0), c->init_std));
-            rc = mkdirs(dir);
+            rc = pl_mkdirs(dir);
             if (rc == 0) rc = base_save_hf(b, dir);
             base_free(&b);
             PL_TRY(rc);
@@ -1185,7 +1172,7 @@ static int checkpoint(Run *r, int export_hf) {
     ckpt_name(r, r->step, tmp, sizeof tmp, 1);
     ckpt_name(r, r->step, dst, sizeof dst, 0);
     rm_rf(tmp);
-    PL_TRY(mkdirs(tmp));
+    PL_TRY(pl_mkdirs(tmp));
     WireArena *a = wire_arena_new();
     PL_CHECK_ALLOC(a);
     PoolCall calls[ROLE_NKINDS];
@@ -1448,7 +1435,7 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
     int rc = 0;
     if (r->hooks->resume) PL_TRY(resume_dir(r->hooks->resume, r->resume_from, sizeof r->resume_from));
     PL_TRY(coord_prepare_model(cfg));
-    PL_TRY(mkdirs(cfg->run_dir));
+    PL_TRY(pl_mkdirs(cfg->run_dir));
 
     /* the base model's identity, which every worker must match */
     Base *base = NULL;

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "common/err.h"
+#include "common/fs.h"
 
 void arith_config_default(ArithConfig *c) {
     c->seed = 1;
@@ -258,8 +259,7 @@ int arith_write(const char *dir, const ArithConfig *c) {
                        "--n-train %d + --n-eval %d is more than the %ld distinct problems with "
                        "--max-operand %d (raise --max-operand)",
                        c->n_train, c->n_eval, total, c->max_operand);
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
-        return pl_fail(PL_EIO, "mkdir %s: %s", dir, strerror(errno));
+    PL_TRY(pl_mkdirs(dir));
     Problem *probs = malloc(sizeof(Problem) * (size_t)total);
     PL_CHECK_ALLOC(probs);
     long n = 0;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/err.h"
 #include "data/arith.h"
@@ -225,6 +226,23 @@ static void test_wrong_answers(void **state) {
     assert_int_equal(arith_wrong_answers(48, w, 5), 5);
 }
 
+/* --out's missing parents are made; a parent that is a file fails with
+ * PL_EIO naming it. */
+static void test_out_parents(void **state) {
+    (void)state;
+    ArithConfig c;
+    arith_config_default(&c);
+    c.n_train = 10, c.n_eval = 5;
+    assert_int_equal(arith_write(tu_path("%s/deep/er/arith", tu_tmp_dir()), &c), 0);
+    struct stat st;
+    assert_int_equal(stat(tu_path("%s/deep/er/arith/pref_dense.jsonl", tu_tmp_dir()), &st), 0);
+    const char *file = tu_path("%s/deep/er/arith/sft.jsonl", tu_tmp_dir());
+    char out[1024];
+    snprintf(out, sizeof out, "%s/sub", file);
+    assert_int_equal(arith_write(out, &c), PL_EIO);
+    if (!strstr(pl_error(), "sft.jsonl")) fail_msg("the error does not name the file: %s", pl_error());
+}
+
 /* The tokenizer loads, maps bytes to ids 0..255 and the specials to
  * 256..258, adds BOS, and round-trips all task text. */
 static void test_tokenizer(void **state) {
@@ -320,7 +338,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deterministic), cmocka_unit_test(test_answers_and_split),
         cmocka_unit_test(test_wrong_answer),  cmocka_unit_test(test_wrong_answers),
-        cmocka_unit_test(test_tokenizer),
+        cmocka_unit_test(test_out_parents),  cmocka_unit_test(test_tokenizer),
         cmocka_unit_test(test_bad_options),   cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -20,6 +20,7 @@
 #include "algo/ppo.h"
 #include "algo/pref.h"
 #include "common/err.h"
+#include "common/fs.h"
 #include "common/rng.h"
 #include "model/safetensors.h"
 #include "reward/rules.h"
@@ -51,21 +52,6 @@ static int join(char *buf, const char *dir, const char *name) {
     return 0;
 }
 
-static int mkdir_p(const char *dir) {
-    char buf[ROLE_PATH];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
-        return pl_fail(PL_EINVAL, "path too long: %s", dir);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-            return pl_fail(PL_EIO, "mkdir %s: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-        return pl_fail(PL_EIO, "mkdir %s: %s", buf, strerror(errno));
-    return 0;
-}
 
 static int exists(const char *path) {
     struct stat st;
@@ -407,7 +393,7 @@ int role_save(const Role *r, const char *dir) {
     const char *name = role_kind_name(r->kind);
     char rdir[ROLE_PATH], path[ROLE_PATH];
     int rc = join(rdir, dir, name);
-    if (rc == 0) rc = mkdir_p(rdir);
+    if (rc == 0) rc = pl_mkdirs(rdir);
     const Model *m = r->model;
     if (rc == 0 && m->lora && (rc = join(path, rdir, "adapter")) == 0)
         rc = lora_save_peft(m->lora, &r->base->cfg, path, r->base_path[0] ? r->base_path : NULL);
@@ -428,7 +414,7 @@ int role_export_hf(const Role *r, const char *dir) {
     const Lora *src = r->model->lora;
     const ModelConfig *mc = &r->base->cfg;
     char path[ROLE_PATH], from[ROLE_PATH];
-    int rc = mkdir_p(dir);
+    int rc = pl_mkdirs(dir);
     if (rc == 0) rc = base_copy_flat(r->base, &copy);
     if (rc == 0 && src) {
         rc = lora_new(&l, mc, &src->cfg, 0);
