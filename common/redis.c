@@ -215,6 +215,15 @@ int rds_parse_url(const char *url, RdsUrl *out) {
     } else if (*p) {
         return pl_fail(PL_EINVAL, "redis URL %s: unexpected '%c' after host", shown, *p);
     }
+    /* no password in the URL: redis-cli's variable, so that the URL (which
+     * run configs record) need not carry it */
+    const char *env = getenv("REDISCLI_AUTH");
+    if (!out->password[0] && env && *env) {
+        if (strlen(env) >= sizeof out->password)
+            return pl_fail(PL_EINVAL, "REDISCLI_AUTH: the password is over %zu bytes",
+                           sizeof out->password - 1);
+        strcpy(out->password, env);
+    }
     return PL_OK;
 }
 

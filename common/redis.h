@@ -44,8 +44,10 @@ typedef struct {
     int db;             /* SELECT index, default 0                        */
 } RdsUrl;
 
-/* Parses redis://[[user]:password@]host[:port][/db]. On error returns
- * PL_EINVAL naming the (redacted) URL and what is wrong. */
+/* Parses redis://[[user]:password@]host[:port][/db]. A URL without a
+ * password takes the one in the environment variable REDISCLI_AUTH (as
+ * redis-cli does) when it is set. On error returns PL_EINVAL naming the
+ * (redacted) URL and what is wrong. */
 int rds_parse_url(const char *url, RdsUrl *out);
 
 /* Writes the URL with its password replaced by "***" into buf (n bytes). */

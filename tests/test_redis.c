@@ -137,6 +137,16 @@ static void test_url_parse(void **state) {
     }
     assert_int_equal(rds_parse_url("redis://:topsecret@h:12x", &u), PL_EINVAL);
     assert_null(strstr(pl_error(), "topsecret"));
+
+    /* REDISCLI_AUTH fills a missing password; the URL's own wins */
+    setenv("REDISCLI_AUTH", "fromenv", 1);
+    assert_int_equal(rds_parse_url("redis://h:1", &u), 0);
+    assert_string_equal(u.password, "fromenv");
+    assert_int_equal(rds_parse_url("redis://:inurl@h:1", &u), 0);
+    assert_string_equal(u.password, "inurl");
+    unsetenv("REDISCLI_AUTH");
+    assert_int_equal(rds_parse_url("redis://h:1", &u), 0);
+    assert_string_equal(u.password, "");
 }
 
 /* The hash is FNV-1a 128: published vectors, and it separates records. */
@@ -153,8 +163,9 @@ static void test_hash(void **state) {
     assert_string_not_equal(h, g);
 }
 
-/* AUTH: the right password connects, a wrong or missing one fails with a
- * message naming the redacted URL and the failing step; SELECT picks db. */
+/* AUTH: the right password connects (in the URL or in REDISCLI_AUTH), a
+ * wrong or missing one fails with a message naming the redacted URL and
+ * the failing step; SELECT picks db. */
 static void test_auth(void **state) {
     TuRedis *sp = *state, s = *sp;
     RdsConn *c = NULL;
@@ -186,6 +197,12 @@ static void test_auth(void **state) {
     assert_null(strstr(pl_error(), "wrongpw"));
     assert_true(rds_connect(&c, tu_path("redis://127.0.0.1:%d", s.port), 2.0) < 0);
     assert_non_null(strstr(pl_error(), "NOAUTH"));
+    /* the same URL with the password in REDISCLI_AUTH */
+    setenv("REDISCLI_AUTH", "goodpw", 1);
+    rc = rds_connect(&c, tu_path("redis://127.0.0.1:%d", s.port), 2.0);
+    unsetenv("REDISCLI_AUTH");
+    if (rc < 0) fail_msg("with REDISCLI_AUTH: %s", pl_error());
+    rds_free(&c);
     tu_redis_stop(sp, SIGTERM);
     /* nobody listening: a clear connect error */
     assert_true(rds_connect(&c, tu_path("redis://127.0.0.1:%d", s.port), 1.0) < 0);
