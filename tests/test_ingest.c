@@ -176,6 +176,7 @@ static void test_bad_arguments(void **state) {
 }
 
 int main(void) {
+    unsetenv("REDISCLI_AUTH"); /* the test servers have no password */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_record_roundtrip),
         cmocka_unit_test(test_ingest_file),

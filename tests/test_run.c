@@ -1300,6 +1300,7 @@ static void test_curve(void **state) {
 }
 
 int main(void) {
+    unsetenv("REDISCLI_AUTH"); /* the test servers have no password */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_algo_sft),
         cmocka_unit_test(test_algo_rm),
