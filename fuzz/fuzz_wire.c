@@ -38,6 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         f32(e->generated->logprobs);
         break;
     case PLUMB__ENVELOPE__BODY_LOGPROBS: seqs(e->logprobs->seqs); break;
+    case PLUMB__ENVELOPE__BODY_ALL_REDUCE: f32(e->all_reduce->data); break;
     case PLUMB__ENVELOPE__BODY_LOGPROBS_REP: f32(e->logprobs_rep->logprobs); break;
     case PLUMB__ENVELOPE__BODY_SCORE: seqs(e->score->seqs); break;
     case PLUMB__ENVELOPE__BODY_TRAIN:
