@@ -21,6 +21,7 @@
 #include <yaml.h>
 
 #include "common/err.h"
+#include "coordinator/metrics.h"
 #include "model/lora.h"
 
 /* ================================================================= table */
@@ -845,17 +846,9 @@ int runcfg_validate(RunConfig *c) {
     if (c->group_size == -1) c->group_size = grpo ? 8 : 1;
     if (c->kl_coef < 0) c->kl_coef = grpo ? 0.04f : ppo ? 0.05f : 0.0f;
     if (!strcmp(c->kl_estimator, "auto")) strcpy(c->kl_estimator, ppo ? "k1" : "k3");
-    if (!c->redis_stream[0]) {
-        const char *d = c->run_dir;
-        size_t n = strnlen(d, CFG_PATH);
-        while (n > 1 && d[n - 1] == '/') n--;
-        size_t b = n;
-        while (b > 0 && d[b - 1] != '/') b--;
-        if (n - b + strlen("plumb:metrics:") >= CFG_STR)
-            return pl_fail(PL_EINVAL, "metrics.stream: the run dir's name is too long to name "
-                                      "the stream; set metrics.stream");
-        snprintf(c->redis_stream, CFG_STR, "plumb:metrics:%.*s", (int)(n - b), d + b);
-    }
+    if (!c->redis_stream[0] && metrics_default_stream(c->run_dir, c->redis_stream, CFG_STR) < 0)
+        return pl_fail(PL_EINVAL, "metrics.stream: the run dir's name is too long to name "
+                                  "the stream; set metrics.stream");
 
     PL_TRY(check_fields(c));
 

@@ -218,6 +218,19 @@ static int put_number(Metrics *m, size_t *len, double x) {
     return put(m, len, buf, strlen(buf));
 }
 
+int metrics_default_stream(const char *run_dir, char *out, size_t cap) {
+    size_t n = strlen(run_dir);
+    while (n > 1 && run_dir[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && run_dir[b - 1] != '/') b--;
+    int len = snprintf(out, cap, "plumb:metrics:%.*s", (int)(n - b), run_dir + b);
+    if (len < 0 || (size_t)len >= cap) {
+        out[0] = '\0';
+        return pl_fail(PL_EINVAL, "the stream name for %s is over %zu bytes", run_dir, cap - 1);
+    }
+    return PL_OK;
+}
+
 int metrics_open(Metrics **out, const char *run_dir, const char *redis_url, const char *stream) {
     *out = NULL;
     Metrics *m = calloc(1, sizeof *m);
@@ -232,15 +245,10 @@ int metrics_open(Metrics **out, const char *run_dir, const char *redis_url, cons
         }
         rds_url_redacted(&m->url, m->url_shown, sizeof m->url_shown);
         m->use_redis = 1;
-        if (stream && stream[0]) {
+        if (stream && stream[0])
             snprintf(m->stream, sizeof m->stream, "%s", stream);
-        } else { /* plumb:metrics:<last part of run_dir> */
-            size_t n = strlen(run_dir);
-            while (n > 1 && run_dir[n - 1] == '/') n--;
-            size_t b = n;
-            while (b > 0 && run_dir[b - 1] != '/') b--;
-            snprintf(m->stream, sizeof m->stream, "plumb:metrics:%.*s", (int)(n - b), run_dir + b);
-        }
+        else if ((rc = metrics_default_stream(run_dir, m->stream, sizeof m->stream)) < 0)
+            goto fail;
     }
     if ((rc = pl_mkdirs(run_dir)) < 0) goto fail;
     snprintf(m->path, sizeof m->path, "%s/%s", run_dir, METRICS_FILE);

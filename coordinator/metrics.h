@@ -31,6 +31,10 @@ typedef struct Metrics Metrics;
  * *out is NULL. */
 int metrics_open(Metrics **out, const char *run_dir, const char *redis_url, const char *stream);
 
+/* The default stream name, plumb:metrics:<last part of run_dir> (trailing
+ * slashes ignored), into out[cap]; PL_EINVAL (out "") when it does not fit. */
+int metrics_default_stream(const char *run_dir, char *out, size_t cap);
+
 /* Writes {"step": step, names[0]: values[0], ...} (n pairs, in order) as
  * one line and flushes it; values that are not finite are written as null.
  * Then sends the line to the stream if there is one. Fails (PL_EIO) only

@@ -69,7 +69,6 @@ static int path_fmt(char *out, size_t cap, const char *fmt, ...) {
     return 0;
 }
 
-
 static int copy_file(const char *from, const char *to) {
     FILE *in = fopen(from, "rb");
     if (!in) return 1; /* absent: nothing to copy */

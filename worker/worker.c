@@ -225,7 +225,8 @@ static int dp_allreduce(void *ctx, const Plumb__DataParallel *dp, float *buf, si
     size_t per = dp_slice(w);
     double t0 = now_s();
     int rc = 0;
-    for (size_t at = 0; at == 0 || at < n; at += per) {
+    size_t at = 0;
+    do { /* at least one frame, also for n = 0 */
         size_t k = n - at < per ? n - at : per;
         WireArena *a = wire_arena_new();
         Plumb__Envelope *e = a ? wire_envelope(a, w->cur_id, NULL) : NULL;
@@ -242,8 +243,8 @@ static int dp_allreduce(void *ctx, const Plumb__DataParallel *dp, float *buf, si
         }
         wire_arena_free(&a);
         if (rc == 0) rc = dp_wait(w, seq, buf + at, k);
-        if (rc < 0 || n == 0) break;
-    }
+        at += k;
+    } while (rc == 0 && at < n);
     w->dp_s += now_s() - t0;
     return rc;
 }
