@@ -13,10 +13,12 @@ all: build
 deps:
 	@sh scripts/deps.sh
 
-$(BUILD)/CMakeCache.txt:
+# Stamped by the generated Makefile, not CMakeCache.txt: a configure that
+# failed (a package missing) leaves a cache but no Makefile, and reruns.
+$(BUILD)/Makefile:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
 
-build: $(BUILD)/CMakeCache.txt
+build: $(BUILD)/Makefile
 	cmake --build $(BUILD) -j $(JOBS)
 
 # The main job: see scripts/demo.sh.

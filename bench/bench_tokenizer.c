@@ -171,7 +171,7 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-    const char *dir = "../shared/fixtures/tokenizers/gpt2", *dump = NULL;
+    const char *dir = "tests/data/tok/gpt2", *dump = NULL;
     int mb = 20, repeat = 3;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--tokenizer"))

@@ -1,7 +1,7 @@
 /* test_dataset.c: JSONL records -> prompt/response token spans (data/dataset.h).
  *
  * Each shape is checked against the tokenizer run on the texts the rules in
- * dataset.h say (GPT-2 from ../shared/fixtures/tokenizers/gpt2, Llama 2 from
+ * dataset.h say (GPT-2 from tests/data/tok/gpt2, Llama 2 from
  * tests/data/tok/llama2-sp, neither with a chat template, so conversational
  * shapes use "plain" or a named format), with masks, truncation, each
  * rejection reason with its line number, a 100 MB line and `plumb data check`. */
@@ -20,7 +20,7 @@ static Tokenizer *g_gpt2, *g_llama;
 
 static const char *gpt2_dir(void) {
     static char dir[4096];
-    snprintf(dir, sizeof dir, "%s/../../../shared/fixtures/tokenizers/gpt2", tu_data_dir());
+    snprintf(dir, sizeof dir, "%s/tok/gpt2", tu_data_dir());
     return dir;
 }
 static const char *llama_dir(void) { return tu_path("%s/tok/llama2-sp", tu_data_dir()); }

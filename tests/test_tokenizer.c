@@ -2,9 +2,9 @@
  * and `sentencepiece` (ids in tests/data/tok/expected.json, made by
  * tests/ref/make_tok_ref.py), plus the tokenize/detokenize commands.
  *
- * GPT-2's tokenizer.json is read from ../shared/fixtures/tokenizers/gpt2
- * (beside the repository); the Llama 2 SentencePiece tokenizer.json is
- * committed in tests/data/tok/llama2-sp. */
+ * The tokenizers are committed in tests/data/tok: GPT-2's tokenizer.json
+ * in gpt2/, the Llama 2 SentencePiece one in llama2-sp/ (their sources and
+ * licences: tests/data/tok/README.md). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,12 +19,10 @@ static json_t *g_exp;
 
 static const char *gpt2_dir(void) {
     static char dir[4096];
-    snprintf(dir, sizeof dir, "%s/../../../shared/fixtures/tokenizers/gpt2", tu_data_dir());
+    snprintf(dir, sizeof dir, "%s/tok/gpt2", tu_data_dir());
     struct stat st;
     if (stat(tu_path("%s/tokenizer.json", dir), &st) != 0)
-        fail_msg("GPT-2 fixture missing: %s/tokenizer.json (the shared/ folder must sit beside the "
-                 "repository)",
-                 dir);
+        fail_msg("GPT-2 fixture missing: %s/tokenizer.json", dir);
     return dir;
 }
 

@@ -4,7 +4,7 @@ implementations: Hugging Face `tokenizers` (which loads tokenizer.json
 offline) and Google's `sentencepiece` (which loads tokenizer.model).
 
     pip install tokenizers sentencepiece transformers protobuf
-    python3 tests/ref/make_tok_ref.py --shared ../shared --out tests/data/tok
+    python3 tests/ref/make_tok_ref.py --out tests/data/tok
     python3 tests/ref/make_tok_ref.py --bench DIR/tokenizer.json TEXT   # HF's speed
 
 Writes:
@@ -146,7 +146,13 @@ def run(t, texts):
 def make_llama2_fixture(model_path, out_dir):
     from tokenizers import processors
     from transformers import LlamaTokenizerFast
-    tk = LlamaTokenizerFast.from_pretrained(os.path.dirname(model_path), local_files_only=True)
+    import shutil
+    import tempfile
+    # convert from tokenizer.model alone: beside it lies the tokenizer.json
+    # this writes, which from_pretrained would load instead
+    with tempfile.TemporaryDirectory() as src:
+        shutil.copy(model_path, src)
+        tk = LlamaTokenizerFast.from_pretrained(src, local_files_only=True)
     os.makedirs(out_dir, exist_ok=True)
     tk.save_pretrained(out_dir + "/.tmp")
     d = json.load(open(out_dir + "/.tmp/tokenizer.json"))
@@ -198,12 +204,10 @@ def main():
     if len(sys.argv) == 4 and sys.argv[1] == "--bench":
         return bench(sys.argv[2], sys.argv[3])
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shared", default=os.path.join(os.path.dirname(__file__), "../../../shared"))
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "../data/tok"))
     a = ap.parse_args()
-    fx = os.path.join(a.shared, "fixtures/tokenizers")
-    gpt2 = json.load(open(fx + "/gpt2/tokenizer.json"))
-    llama = make_llama2_fixture(fx + "/llama2-sp/tokenizer.model", a.out + "/llama2-sp")
+    gpt2 = json.load(open(a.out + "/gpt2/tokenizer.json"))
+    llama = make_llama2_fixture(a.out + "/llama2-sp/tokenizer.model", a.out + "/llama2-sp")
 
     exp = {"versions": {"tokenizers": tokenizers.__version__, "sentencepiece": sentencepiece.__version__,
                         "transformers": transformers.__version__},
@@ -219,7 +223,7 @@ def main():
         assert added.token_to_id(tk["content"]) == tk["id"], tk
     exp["gpt2_added"] = run(added, ADDED_CORPUS)
 
-    sp = sentencepiece.SentencePieceProcessor(model_file=fx + "/llama2-sp/tokenizer.model")
+    sp = sentencepiece.SentencePieceProcessor(model_file=a.out + "/llama2-sp/tokenizer.model")
     sp_ids = [sp.encode(s) for s in CORPUS]
     exp["llama2"]["sp_ids"] = sp_ids
     exp["llama2"]["sp_same"] = [int(x == y) for x, y in zip(sp_ids, exp["llama2"]["ids"])]
