@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "common/enum.h"
 #include "common/err.h"
 
 int algo_seqs_check(const AlgoSeqs *s, const char *who) {
@@ -37,22 +38,17 @@ int algo_seqs_check(const AlgoSeqs *s, const char *who) {
 
 /* ------------------------------------------------------------- loss_agg */
 
-static const char *agg_names[] = {"token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"};
+static const char *const agg_names[] = {"token_mean", "seq_mean_token_mean",
+                                        "seq_mean_token_sum_norm"};
 
 int loss_agg_parse(const char *name, LossAgg *out) {
-    for (int i = 0; name && i < 3; i++)
-        if (strcmp(name, agg_names[i]) == 0) {
-            *out = (LossAgg)i;
-            return 0;
-        }
-    return pl_fail(PL_EINVAL,
-                   "loss_agg: unknown '%s' (token_mean | seq_mean_token_mean | seq_mean_token_sum_norm)",
-                   name ? name : "(null)");
+    int i;
+    PL_TRY(pl_enum_parse(agg_names, 3, name, "loss_agg", &i));
+    *out = (LossAgg)i;
+    return 0;
 }
 
-const char *loss_agg_name(LossAgg a) {
-    return (unsigned)a < 3 ? agg_names[a] : "?";
-}
+const char *loss_agg_name(LossAgg a) { return pl_enum_name(agg_names, 3, (int)a); }
 
 int algo_agg_init(AlgoAgg *a, const AlgoSeqs *s, LossAgg agg, int max_new_tokens) {
     if ((unsigned)agg > LOSS_AGG_SEQ_MEAN_TOKEN_SUM_NORM)
@@ -197,20 +193,17 @@ int algo_seq_sum(const AlgoSeqs *s, const float *lp, float *sum, float *count) {
 
 /* ------------------------------------------------------ names, defaults */
 
-static const char *algo_names[] = {"sft", "rm", "ppo", "grpo", "dpo", "orpo", "simpo", "kto"};
+static const char *const algo_names[] = {"sft", "rm", "ppo", "grpo", "dpo", "orpo", "simpo", "kto"};
 enum { N_ALGO_NAMES = sizeof algo_names / sizeof *algo_names };
 
 int algo_name_parse(const char *name, AlgoName *out) {
-    for (int i = 0; name && i < N_ALGO_NAMES; i++)
-        if (strcmp(name, algo_names[i]) == 0) {
-            *out = (AlgoName)i;
-            return 0;
-        }
-    return pl_fail(PL_EINVAL, "algo.name: unknown '%s' (sft | rm | ppo | grpo | dpo | orpo | simpo | kto)",
-                   name ? name : "(null)");
+    int i;
+    PL_TRY(pl_enum_parse(algo_names, N_ALGO_NAMES, name, "algo.name", &i));
+    *out = (AlgoName)i;
+    return 0;
 }
 
-const char *algo_name_str(AlgoName a) { return (unsigned)a < N_ALGO_NAMES ? algo_names[a] : "?"; }
+const char *algo_name_str(AlgoName a) { return pl_enum_name(algo_names, N_ALGO_NAMES, (int)a); }
 
 /* --------------------------------------------------------- small helpers */
 

@@ -4,21 +4,19 @@
 #include <math.h>
 #include <string.h>
 
+#include "common/enum.h"
 #include "common/err.h"
 
-static const char *names[] = {"group", "none", "rloo", "batch", "reinforce_pp"};
+static const char *const names[] = {"group", "none", "rloo", "batch", "reinforce_pp"};
 
 int adv_estimator_parse(const char *name, AdvEstimator *out) {
-    for (int i = 0; name && i < 5; i++)
-        if (strcmp(name, names[i]) == 0) {
-            *out = (AdvEstimator)i;
-            return 0;
-        }
-    return pl_fail(PL_EINVAL, "advantage: unknown '%s' (group | none | rloo | batch | reinforce_pp)",
-                   name ? name : "(null)");
+    int i;
+    PL_TRY(pl_enum_parse(names, 5, name, "advantage", &i));
+    *out = (AdvEstimator)i;
+    return 0;
 }
 
-const char *adv_estimator_name(AdvEstimator e) { return (unsigned)e < 5 ? names[e] : "?"; }
+const char *adv_estimator_name(AdvEstimator e) { return pl_enum_name(names, 5, (int)e); }
 
 /* Unbiased std of x[0..n) around mu (0 for n < 2). */
 static double ustd(const float *x, int n, double mu) {

@@ -4,20 +4,19 @@
 #include <math.h>
 #include <string.h>
 
+#include "common/enum.h"
 #include "common/err.h"
 
-static const char *names[] = {"k1", "k2", "k3"};
+static const char *const names[] = {"k1", "k2", "k3"};
 
 int kl_estimator_parse(const char *name, KlEstimator *out) {
-    for (int i = 0; name && i < 3; i++)
-        if (strcmp(name, names[i]) == 0) {
-            *out = (KlEstimator)i;
-            return 0;
-        }
-    return pl_fail(PL_EINVAL, "kl_estimator: unknown '%s' (k1 | k2 | k3)", name ? name : "(null)");
+    int i;
+    PL_TRY(pl_enum_parse(names, 3, name, "kl_estimator", &i));
+    *out = (KlEstimator)i;
+    return 0;
 }
 
-const char *kl_estimator_name(KlEstimator e) { return (unsigned)e < 3 ? names[e] : "?"; }
+const char *kl_estimator_name(KlEstimator e) { return pl_enum_name(names, 3, (int)e); }
 
 double algo_kl_token(KlEstimator e, double lp, double lp_ref, double *dd) {
     double d = lp - lp_ref, g = 1.0;

@@ -6,20 +6,19 @@
 #include <math.h>
 #include <string.h>
 
+#include "common/enum.h"
 #include "common/err.h"
 
-static const char *names[] = {"sigmoid", "ipo", "hinge"};
+static const char *const names[] = {"sigmoid", "ipo", "hinge"};
 
 int dpo_loss_parse(const char *name, DpoLoss *out) {
-    for (int i = 0; name && i < 3; i++)
-        if (strcmp(name, names[i]) == 0) {
-            *out = (DpoLoss)i;
-            return 0;
-        }
-    return pl_fail(PL_EINVAL, "loss_type: unknown '%s' (sigmoid | ipo | hinge)", name ? name : "(null)");
+    int i;
+    PL_TRY(pl_enum_parse(names, 3, name, "loss_type", &i));
+    *out = (DpoLoss)i;
+    return 0;
 }
 
-const char *dpo_loss_name(DpoLoss l) { return (unsigned)l < 3 ? names[l] : "?"; }
+const char *dpo_loss_name(DpoLoss l) { return pl_enum_name(names, 3, (int)l); }
 
 void algo_dpo_defaults(DpoOpts *o) {
     o->loss_type = DPO_SIGMOID;

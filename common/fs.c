@@ -1,14 +1,18 @@
 /* fs.c: filesystem helpers (fs.h). */
 #include "common/fs.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/err.h"
 
 int pl_mkdirs(const char *dir) {
-    char p[4096];
+    char p[PL_PATH];
     size_t n = strlen(dir);
     if (n == 0) return PL_OK;
     if (n >= sizeof p) return pl_fail(PL_EINVAL, "path too long: %.80s...", dir);
@@ -24,5 +28,72 @@ int pl_mkdirs(const char *dir) {
     struct stat st;
     if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
         return pl_fail(PL_EIO, "%s is not a directory", dir);
+    return PL_OK;
+}
+
+int pl_path_fmt(char *out, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(out, cap, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= cap)
+        return pl_fail(PL_ERANGE, "path too long (over %zu bytes): %.80s...", cap - 1, out);
+    return PL_OK;
+}
+
+int pl_path_join(char *out, size_t cap, const char *dir, const char *name) {
+    return pl_path_fmt(out, cap, "%s/%s", dir, name);
+}
+
+int pl_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+int pl_copy_file(const char *src, const char *dst) {
+    char tmp[PL_PATH + 8];
+    PL_TRY(pl_path_fmt(tmp, sizeof tmp, "%s.tmp", dst));
+    FILE *in = fopen(src, "rb");
+    if (!in) return pl_fail(PL_EIO, "open %s: %s", src, strerror(errno));
+    FILE *out = fopen(tmp, "wb");
+    if (!out) {
+        int e = errno;
+        fclose(in);
+        return pl_fail(PL_EIO, "open %s: %s", tmp, strerror(e));
+    }
+    char buf[1 << 16];
+    size_t n;
+    int bad = 0;
+    while (!bad && (n = fread(buf, 1, sizeof buf, in)) > 0) bad = fwrite(buf, 1, n, out) != n;
+    bad |= ferror(in);
+    fclose(in);
+    bad |= fclose(out) != 0;
+    if (bad || rename(tmp, dst) != 0) {
+        unlink(tmp);
+        return pl_fail(PL_EIO, "copying %s to %s failed", src, dst);
+    }
+    return PL_OK;
+}
+
+int pl_rm_rf(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0) return errno == ENOENT ? PL_OK : pl_fail(PL_EIO, "%s: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        if (!d) return pl_fail(PL_EIO, "opendir %s: %s", path, strerror(errno));
+        struct dirent *e;
+        int rc = PL_OK;
+        while (rc == PL_OK && (e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            char sub[PL_PATH];
+            rc = pl_path_join(sub, sizeof sub, path, e->d_name);
+            if (rc == PL_OK) rc = pl_rm_rf(sub);
+        }
+        closedir(d);
+        PL_TRY(rc);
+        if (rmdir(path) != 0) return pl_fail(PL_EIO, "rmdir %s: %s", path, strerror(errno));
+        return PL_OK;
+    }
+    if (unlink(path) != 0) return pl_fail(PL_EIO, "unlink %s: %s", path, strerror(errno));
     return PL_OK;
 }

@@ -19,6 +19,11 @@ void rng_seed(Rng *r, uint64_t seed);
  * of a batch samples the same tokens whether run alone or batched. */
 void rng_seed2(Rng *r, uint64_t seed, uint64_t index);
 
+/* A seed for stream (tag, i) of a run seeded with seed: the run derives
+ * every stream it needs (data order, generation per step, each role's
+ * init) from its one seed, so that none depends on another's draws. */
+uint64_t rng_mix3(uint64_t seed, uint64_t tag, uint64_t i);
+
 uint64_t rng_u64(Rng *r);
 
 /* Uniform in [0, 1), 24 random bits. */

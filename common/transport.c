@@ -22,6 +22,7 @@
 
 #include <zmq.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/wire.h"
 
@@ -32,11 +33,7 @@
 
 /* ------------------------------------------------------------- helpers */
 
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
+static double now_ms(void) { return pl_now_s() * 1e3; }
 
 /* Milliseconds left until deadline (timeout -1: forever, deadline < 0). */
 static long remaining_ms(double deadline) {

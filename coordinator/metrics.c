@@ -16,6 +16,7 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/fs.h"
 #include "common/redis.h"
@@ -41,12 +42,6 @@ struct Metrics {
     char last_error[1536];
 };
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 
 /* ================================================================= Redis */
 
@@ -55,7 +50,7 @@ static void redis_failed(Metrics *m, const char *what, const char *detail) {
              detail);
     if (m->ctx) redisFree(m->ctx);
     m->ctx = NULL;
-    m->next_try = now_s() + m->retry_s;
+    m->next_try = pl_now_s() + m->retry_s;
 }
 
 /* One command expecting +OK; 0 or -1 (after redis_failed). */
@@ -141,7 +136,7 @@ static void redis_send(Metrics *m, long step, const char *line, size_t len) {
 
 static void redis_send_guarded(Metrics *m, long step, const char *line, size_t len) {
     if (!m->ctx) {
-        if (now_s() < m->next_try || redis_connect(m) < 0) {
+        if (pl_now_s() < m->next_try || redis_connect(m) < 0) {
             m->errors++;
             return;
         }
@@ -305,7 +300,7 @@ const char *metrics_redis_last_error(const Metrics *m) { return m->last_error; }
 
 void metrics_set_retry_s(Metrics *m, double seconds) {
     m->retry_s = seconds > 0 ? seconds : 0;
-    if (!m->ctx) m->next_try = now_s() + m->retry_s;
+    if (!m->ctx) m->next_try = pl_now_s() + m->retry_s;
 }
 
 void metrics_close(Metrics **pm) {

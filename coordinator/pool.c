@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 
 #define POOL_MAX_REDUCTIONS 16
@@ -33,12 +34,6 @@ struct Pool {
     int n_calls;
     size_t max_message;
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void plog(Pool *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void plog(Pool *p, const char *fmt, ...) {
@@ -74,12 +69,8 @@ static const char *body_name(Plumb__Envelope__BodyCase c) {
 /* "worker 2 (host:pid:x, actor,reference, pid 1234)" */
 static const char *wname(const Pool *p, int i, char *buf, size_t cap) {
     const PoolWorker *w = &p->w[i];
-    char roles[128] = "";
-    for (int k = 0; k < ROLE_NKINDS; k++)
-        if (w->roles & (1u << k)) {
-            if (roles[0]) strcat(roles, ",");
-            strcat(roles, role_kind_name((RoleKind)k));
-        }
+    char roles[128];
+    role_mask_str(w->roles, ",", roles, sizeof roles);
     snprintf(buf, cap, "worker %d (%s, pid %d on %s)", i, roles, w->pid, w->host);
     return buf;
 }
@@ -210,7 +201,7 @@ static void on_register(Pool *p, const ZtPeer *peer, const Plumb__Envelope *e) {
     w->rank = r->rank, w->pid = r->pid;
     snprintf(w->host, sizeof w->host, "%s", r->host);
     snprintf(w->device, sizeof w->device, "%s", r->device);
-    w->last_seen = now_s();
+    w->last_seen = pl_now_s();
     w->alive = 1;
     wel->worker_index = i;
     wel->roles = rcs;
@@ -226,7 +217,7 @@ static void on_register(Pool *p, const ZtPeer *peer, const Plumb__Envelope *e) {
 static void on_heartbeat(Pool *p, const ZtPeer *peer, const Plumb__Envelope *e) {
     int i = find_id(p, e->heartbeat->worker_id);
     if (i < 0 || !p->w[i].alive) return; /* not (or no longer) one of ours */
-    p->w[i].last_seen = now_s();
+    p->w[i].last_seen = pl_now_s();
     WireArena *a = wire_arena_new();
     Plumb__Envelope *ack = a ? wire_envelope(a, 0, NULL) : NULL;
     Plumb__Heartbeat *hb = ack ? wire_alloc(a, sizeof *hb) : NULL;
@@ -249,7 +240,7 @@ static void on_reply(Pool *p, int wi, Plumb__Envelope *e, double unpack_s) {
         if (call->rep || call->req->id != e->id) continue;
         if (call->worker != wi) break;
         call->rep = e;
-        call->wall_s = now_s() - call->wall_s;
+        call->wall_s = pl_now_s() - call->wall_s;
         call->compute_s = e->compute_s;
         call->pack_s += unpack_s;
         p->w[wi].busy--;
@@ -404,7 +395,7 @@ static int serve(Pool *p, int ms) {
         return 0;
     }
     if (rc <= 0) return rc;
-    double t0 = now_s();
+    double t0 = pl_now_s();
     Plumb__Envelope *e = NULL;
     rc = wire_unpack(buf, len, p->max_message, who, &e);
     free(buf);
@@ -413,7 +404,7 @@ static int serve(Pool *p, int ms) {
         send_error(p, &peer, 0, rc, pl_error());
         return 0;
     }
-    double unpack_s = now_s() - t0;
+    double unpack_s = pl_now_s() - t0;
     switch (e->body_case) {
     case PLUMB__ENVELOPE__BODY_REGISTER: on_register(p, &peer, e); break;
     case PLUMB__ENVELOPE__BODY_HEARTBEAT: on_heartbeat(p, &peer, e); break;
@@ -423,7 +414,7 @@ static int serve(Pool *p, int ms) {
             send_error(p, &peer, e->id, PL_EPROTO, "register first");
             break;
         }
-        p->w[wi].last_seen = now_s();
+        p->w[wi].last_seen = pl_now_s();
         on_allreduce(p, wi, e);
         return 0; /* on_allreduce took e */
     case PLUMB__ENVELOPE__BODY_ERROR:
@@ -440,7 +431,7 @@ static int serve(Pool *p, int ms) {
             send_error(p, &peer, e->id, PL_EPROTO, "register first");
             break;
         }
-        p->w[wi].last_seen = now_s();
+        p->w[wi].last_seen = pl_now_s();
         on_reply(p, wi, e, unpack_s);
         return 0; /* on_reply took e */
     default:
@@ -453,7 +444,7 @@ static int serve(Pool *p, int ms) {
 
 /* Marks workers whose heartbeats stopped as dead. */
 static void check_dead(Pool *p) {
-    double t = now_s();
+    double t = pl_now_s();
     char nm[256];
     for (int i = 0; i < p->n; i++) {
         PoolWorker *w = &p->w[i];
@@ -473,32 +464,28 @@ static int poll_once(Pool *p, int ms) {
 }
 
 int pool_poll(Pool *p, int ms) {
-    double end = now_s() + ms * 1e-3;
+    double end = pl_now_s() + ms * 1e-3;
     do {
-        double left = (end - now_s()) * 1e3;
+        double left = (end - pl_now_s()) * 1e3;
         PL_TRY(poll_once(p, left < 100 ? (left > 0 ? (int)left : 0) : 100));
-    } while (now_s() < end);
+    } while (pl_now_s() < end);
     return 0;
 }
 
 int pool_wait_roles(Pool *p, unsigned needed, int min_workers, int timeout_ms) {
-    double end = now_s() + timeout_ms * 1e-3;
+    double end = pl_now_s() + timeout_ms * 1e-3;
     for (;;) {
         unsigned have = 0;
         int live = 0;
         for (int i = 0; i < p->n; i++)
             if (p->w[i].alive) have |= p->w[i].roles, live++;
         if ((have & needed) == needed && live >= min_workers) return 0;
-        if (now_s() > end && (have & needed) == needed)
+        if (pl_now_s() > end && (have & needed) == needed)
             return pl_fail(PL_ETIMEOUT, "%d of the %d workers awaited registered within %d s",
                            live, min_workers, timeout_ms / 1000);
-        if (now_s() > end) {
-            char missing[128] = "";
-            for (int k = 0; k < ROLE_NKINDS; k++)
-                if ((needed & ~have) & (1u << k)) {
-                    if (missing[0]) strcat(missing, ", ");
-                    strcat(missing, role_kind_name((RoleKind)k));
-                }
+        if (pl_now_s() > end) {
+            char missing[128];
+            role_mask_str(needed & ~have, ", ", missing, sizeof missing);
             return pl_fail(PL_ETIMEOUT, "no worker for role(s) %s registered within %d s",
                            missing, timeout_ms / 1000);
         }
@@ -523,19 +510,19 @@ int pool_call(Pool *p, PoolCall *calls, int n) {
         c->req->protocol = PLUMB_PROTOCOL;
         void *buf;
         size_t len;
-        double t0 = now_s();
+        double t0 = pl_now_s();
         PL_TRY(wire_pack(c->req, &buf, &len));
-        c->pack_s = now_s() - t0;
+        c->pack_s = pl_now_s() - t0;
         c->bytes_out = len;
         int rc = zt_server_send(p->server, &p->w[c->worker].peer, buf, len);
         free(buf);
         if (rc < 0) return pl_wrap(rc, "sending %s to %s", body_name(c->req->body_case),
                                    wname(p, c->worker, nm, sizeof nm));
-        c->wall_s = now_s(); /* the start; on_reply turns it into a duration */
+        c->wall_s = pl_now_s(); /* the start; on_reply turns it into a duration */
         p->w[c->worker].busy++;
     }
     p->calls = calls, p->n_calls = n;
-    double start = now_s();
+    double start = pl_now_s();
     int rc = 0;
     for (;;) {
         int pending = 0;
@@ -554,7 +541,7 @@ int pool_call(Pool *p, PoolCall *calls, int n) {
                              "%s died (no heartbeat for %.1f s) while handling %s request %llu",
                              wname(p, c->worker, nm, sizeof nm), p->o.dead_after_ms * 1e-3,
                              body_name(c->req->body_case), (unsigned long long)c->req->id);
-            else if (now_s() - start > p->o.request_timeout_ms * 1e-3)
+            else if (pl_now_s() - start > p->o.request_timeout_ms * 1e-3)
                 rc = pl_fail(PL_ETIMEOUT, "%s did not answer %s request %llu within %d s",
                              wname(p, c->worker, nm, sizeof nm), body_name(c->req->body_case),
                              (unsigned long long)c->req->id, p->o.request_timeout_ms / 1000);

@@ -28,7 +28,7 @@
 
 #include "common/transport.h"
 #include "common/wire.h"
-#include "worker/role.h"
+#include "common/roles.h"
 
 #define POOL_MAX_WORKERS 64
 

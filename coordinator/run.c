@@ -16,6 +16,7 @@
 
 #include "algo/grpo.h"
 #include "algo/ppo.h"
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/fs.h"
 #include "common/rng.h"
@@ -25,21 +26,8 @@
 #include "model/lora.h"
 #include "model/tokenizer.h"
 #include "model/weights.h"
-#include "reward/rules.h"
+#include "algo/rules.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* splitmix64 of (seed, tag, i): independent streams from one seed. */
-static uint64_t mix3(uint64_t seed, uint64_t tag, uint64_t i) {
-    uint64_t z = seed ^ (tag * 0x9e3779b97f4a7c15ULL) ^ (i * 0xbf58476d1ce4e5b9ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
 enum { TAG_DATA = 1, TAG_GEN, TAG_TRAIN, TAG_ACTOR, TAG_CRITIC, TAG_REWARD, TAG_CRITIC_TRAIN };
 
 unsigned coord_needed_roles(const RunConfig *c) {
@@ -127,7 +115,7 @@ int coord_prepare_model(RunConfig *c) {
             tok_free(&tok);
             PL_TRY(config_validate(&mc));
             Base *b = NULL;
-            PL_TRY(base_new_random(&b, &mc, mix3(c->seed, 99, 0), c->init_std));
+            PL_TRY(base_new_random(&b, &mc, rng_mix3(c->seed, 99, 0), c->init_std));
             rc = pl_mkdirs(dir);
             if (rc == 0) rc = base_save_hf(b, dir);
             base_free(&b);
@@ -272,7 +260,7 @@ static long order_at(Order *o, long k) {
         for (long j = 0; j < o->n; j++) o->perm[j] = j;
         if (o->shuffle) {
             Rng r;
-            rng_seed2(&r, mix3(o->seed, TAG_DATA, 0), (uint64_t)e);
+            rng_seed2(&r, rng_mix3(o->seed, TAG_DATA, 0), (uint64_t)e);
             for (long j = o->n - 1; j > 0; j--) {
                 long t = (long)(rng_u64(&r) % (uint64_t)(j + 1));
                 long x = o->perm[j];
@@ -728,7 +716,7 @@ static int step_sft(Run *r, const long *which, int n) {
     int rc = pack_records(&r->train, which, n, 0, &p);
     WireArena *a = wire_arena_new();
     if (rc == 0 && a) {
-        Plumb__Envelope *e = train_req(a, ROLE_ACTOR, r, mix3(r->cfg->seed, TAG_TRAIN, r->step));
+        Plumb__Envelope *e = train_req(a, ROLE_ACTOR, r, rng_mix3(r->cfg->seed, TAG_TRAIN, r->step));
         Plumb__SftBody *b = wire_alloc(a, sizeof *b);
         plumb__sft_body__init(b);
         b->seqs = wire_seqs(a, p.tokens, p.offsets, p.mask, p.B);
@@ -838,7 +826,7 @@ static int step_pref(Run *r, const long *which, int n) {
     WireArena *a = wire_arena_new();
     if (rc == 0 && a) {
         RoleKind k = c->algo == ALGO_RM ? ROLE_REWARD : ROLE_ACTOR;
-        Plumb__Envelope *e = train_req(a, k, r, mix3(c->seed, TAG_TRAIN, r->step));
+        Plumb__Envelope *e = train_req(a, k, r, rng_mix3(c->seed, TAG_TRAIN, r->step));
         Plumb__Seqs *sc = wire_seqs(a, pc.tokens, pc.offsets, pc.mask, pc.B);
         Plumb__Seqs *sr = wire_seqs(a, pr.tokens, pr.offsets, pr.mask, pr.B);
         if (c->algo == ALGO_DPO) {
@@ -896,7 +884,7 @@ static int step_rl(Run *r, const long *which, int n) {
     int rc = sync_adapters(r);
     if (rc == 0)
         rc = generate(r, &r->train, which, n, G, c->temperature, c->max_new_tokens,
-                      mix3(c->seed, TAG_GEN, r->step), &ro);
+                      rng_mix3(c->seed, TAG_GEN, r->step), &ro);
     if (rc < 0) {
         free(rep_which);
         return rc;
@@ -989,7 +977,7 @@ static int step_rl(Run *r, const long *which, int n) {
     memset(up, 0, sizeof up);
     int nu = 0, na = 0;
     if (rc == 0) {
-        Plumb__Envelope *e = train_req(a, ROLE_ACTOR, r, mix3(c->seed, TAG_TRAIN, r->step));
+        Plumb__Envelope *e = train_req(a, ROLE_ACTOR, r, rng_mix3(c->seed, TAG_TRAIN, r->step));
         Plumb__PolicyBody *b = wire_alloc(a, sizeof *b);
         plumb__policy_body__init(b);
         b->seqs = wire_seqs(a, p->tokens, p->offsets, p->mask, p->B);
@@ -1013,7 +1001,7 @@ static int step_rl(Run *r, const long *which, int n) {
         rc = na = add_train(r, a, ROLE_ACTOR, e, up, POOL_MAX_WORKERS);
         if (rc > 0) nu = na, rc = 0;
         if (rc == 0 && ppo) {
-            Plumb__Envelope *v = train_req(a, ROLE_CRITIC, r, mix3(c->seed, TAG_CRITIC_TRAIN, r->step));
+            Plumb__Envelope *v = train_req(a, ROLE_CRITIC, r, rng_mix3(c->seed, TAG_CRITIC_TRAIN, r->step));
             Plumb__ValueBody *vb = wire_alloc(a, sizeof *vb);
             plumb__value_body__init(vb);
             vb->seqs = b->seqs;
@@ -1293,16 +1281,16 @@ static Plumb__RoleConfig *role_config(void *ctx, RoleKind k, WireArena *a) {
     case ROLE_ACTOR:
         if (c->full_finetune) rc->train_base = 1;
         else rc->lora_rank = c->lora_rank;
-        rc->seed = mix3(c->seed, TAG_ACTOR, 0);
+        rc->seed = rng_mix3(c->seed, TAG_ACTOR, 0);
         break;
     case ROLE_CRITIC:
         rc->lora_rank = c->lora_rank;
         rc->head = 1;
-        rc->seed = mix3(c->seed, TAG_CRITIC, 0);
+        rc->seed = rng_mix3(c->seed, TAG_CRITIC, 0);
         if (c->critic_lr > 0) o->lr = c->critic_lr;
         break;
     case ROLE_REWARD:
-        rc->seed = mix3(c->seed, TAG_REWARD, 0);
+        rc->seed = rng_mix3(c->seed, TAG_REWARD, 0);
         if (c->algo == ALGO_RM) {
             if (c->reward_full_finetune) rc->train_base = 1;
             else rc->lora_rank = c->lora_rank;
@@ -1408,7 +1396,7 @@ static int load_coordinator_state(Run *r) {
 static void progress(Run *r, double t_start, long first_step) {
     const RunConfig *c = r->cfg;
     if (r->hooks->quiet || (r->step % c->log_every != 0 && r->step != c->steps)) return;
-    double el = now_s() - t_start;
+    double el = pl_now_s() - t_start;
     double tps = get_metric(r, "perf/tokens_per_s");
     double reward = get_metric(r, "rollout/reward_mean");
     if (isnan(reward)) reward = get_metric(r, "train/accuracy");
@@ -1512,7 +1500,7 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
             ((PoolWorker *)pool_worker(r->pool, idx[i]))->adapter_version = r->adapter_version;
     }
 
-    double t_start = now_s();
+    double t_start = pl_now_s();
     if (rc == 0 && first_step == 0) {
         /* eval of the starting point, logged as step 0 */
         rc = run_eval(r);
@@ -1529,7 +1517,7 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
         clear_metrics(r);
         r->compute_s = r->transport_s = r->serialize_s = 0;
         r->tokens = 0;
-        double t0 = now_s();
+        double t0 = pl_now_s();
         batch_indices(r, which, B);
         switch (cfg->algo) {
         case ALGO_SFT: rc = step_sft(r, which, B); break;
@@ -1543,7 +1531,7 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
         }
         if (rc < 0) break;
         r->step++;
-        double dt = now_s() - t0;
+        double dt = pl_now_s() - t0;
         put_metric(r, "perf/step_s", dt);
         put_metric(r, "perf/compute_s", r->compute_s);
         put_metric(r, "perf/transport_s", r->transport_s);

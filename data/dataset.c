@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/enum.h"
 #include "common/err.h"
 
 /* --------------------------------------------------------------- names */
@@ -24,13 +25,11 @@ const char *ds_shape_name(DsShape s) { return s >= 0 && s < DS_NSHAPES ? SHAPE_N
 const char *ds_reason_name(DsReason r) { return r >= 0 && r < DS_NREASONS ? REASON_NAMES[r] : "?"; }
 
 int ds_format_parse(const char *s, DsFormat *out) {
-    static const char *names[] = {"auto", "prompt", "sft", "pref"};
-    for (int i = 0; i < 4; i++)
-        if (!strcmp(s, names[i])) {
-            *out = (DsFormat)i;
-            return 0;
-        }
-    return pl_fail(PL_EINVAL, "unknown dataset format '%s' (auto, prompt, sft, pref)", s);
+    static const char *const names[] = {"auto", "prompt", "sft", "pref"};
+    int i;
+    PL_TRY(pl_enum_parse(names, 4, s, "dataset format", &i));
+    *out = (DsFormat)i;
+    return 0;
 }
 
 /* -------------------------------------------------------------- config */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/enum.h"
 #include "common/err.h"
 
 static const char *const FORMAT_NAMES[CHAT_NFORMATS] = {
@@ -19,18 +20,14 @@ static const char *const FORMAT_NAMES[CHAT_NFORMATS] = {
 /* ------------------------------------------------------------ names */
 
 int chat_format_parse(const char *name, ChatFormat *out) {
-    for (int f = 0; f < CHAT_NFORMATS; f++) {
-        if (name && strcmp(name, FORMAT_NAMES[f]) == 0) {
-            *out = (ChatFormat)f;
-            return PL_OK;
-        }
-    }
-    return pl_fail(PL_EINVAL, "unknown chat format \"%s\" (expected one of: " FORMAT_LIST ")",
-                   name ? name : "(null)");
+    int f;
+    PL_TRY(pl_enum_parse(FORMAT_NAMES, CHAT_NFORMATS, name, "chat format", &f));
+    *out = (ChatFormat)f;
+    return PL_OK;
 }
 
 const char *chat_format_name(ChatFormat f) {
-    return (f >= 0 && f < CHAT_NFORMATS) ? FORMAT_NAMES[f] : "?";
+    return pl_enum_name(FORMAT_NAMES, CHAT_NFORMATS, (int)f);
 }
 
 /* ------------------------------------------------------ text buffer */

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/enum.h"
 #include "common/err.h"
 
 /* Below this many elements the OpenMP fork costs more than the loop. */
@@ -32,13 +33,12 @@ void optim_defaults(OptimConfig *c) {
     c->min_lr_ratio = 0.0f;
 }
 
+static const char *const schedule_names[] = {"constant", "linear", "cosine"};
+
 int lr_schedule_parse(const char *name, LrSchedule *out) {
-    if (name && strcmp(name, "constant") == 0) *out = LR_CONSTANT;
-    else if (name && strcmp(name, "linear") == 0) *out = LR_LINEAR;
-    else if (name && strcmp(name, "cosine") == 0) *out = LR_COSINE;
-    else
-        return pl_fail(PL_EINVAL, "unknown lr schedule '%s' (want constant, linear or cosine)",
-                       name ? name : "(null)");
+    int i;
+    PL_TRY(pl_enum_parse(schedule_names, 3, name, "lr schedule", &i));
+    *out = (LrSchedule)i;
     return PL_OK;
 }
 

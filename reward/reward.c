@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "common/err.h"
-#include "reward/rules.h"
+#include "algo/rules.h"
 #include "worker/role_impl.h"
 
 /* 1 when id ends generation (the model's EOS ids or the tokenizer's). */

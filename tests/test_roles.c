@@ -24,7 +24,7 @@
 
 #include "common/err.h"
 #include "data/arith.h"
-#include "reward/rules.h"
+#include "algo/rules.h"
 #include "testutil.h"
 #include "worker/role.h"
 

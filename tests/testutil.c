@@ -160,7 +160,8 @@ int tu_redis_start(TuRedis *s) {
     if (!registered) atexit(redis_kill_all), registered = 1;
     if (!s->port) s->port = tu_free_port();
     if (!s->dir[0]) {
-        snprintf(s->dir, sizeof s->dir, "%s/redis%d", tu_tmp_dir(), seq++);
+        if (snprintf(s->dir, sizeof s->dir, "%s/redis%d", tu_tmp_dir(), seq++) >= (int)sizeof s->dir)
+            return -1;
         mkdir(s->dir, 0755);
     }
     char port[16];

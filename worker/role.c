@@ -23,26 +23,10 @@
 #include "common/fs.h"
 #include "common/rng.h"
 #include "model/safetensors.h"
-#include "reward/rules.h"
+#include "algo/rules.h"
 #include "worker/role_impl.h"
 
 #define ROLE_PATH 4352
-
-static const char *const kind_names[ROLE_NKINDS] = {"actor", "critic", "reward", "reference"};
-
-int role_kind_parse(const char *s, RoleKind *out) {
-    for (int k = 0; s && k < ROLE_NKINDS; k++)
-        if (!strcmp(s, kind_names[k])) {
-            *out = (RoleKind)k;
-            return 0;
-        }
-    return pl_fail(PL_EINVAL, "unknown role '%s' (actor, critic, reward, reference)",
-                   s ? s : "(null)");
-}
-
-const char *role_kind_name(RoleKind k) {
-    return k >= 0 && k < ROLE_NKINDS ? kind_names[k] : "?";
-}
 
 /* ------------------------------------------------------------ files */
 

@@ -27,16 +27,11 @@
 
 #include <stdint.h>
 
+#include "common/roles.h"
 #include "common/wire.h"
 #include "model/model.h"
 #include "model/optim.h"
 #include "model/tokenizer.h"
-
-typedef enum { ROLE_ACTOR, ROLE_CRITIC, ROLE_REWARD, ROLE_REFERENCE, ROLE_NKINDS } RoleKind;
-
-/* "actor" | "critic" | "reward" | "reference" -> kind; PL_EINVAL naming s. */
-int role_kind_parse(const char *s, RoleKind *out);
-const char *role_kind_name(RoleKind k);
 
 typedef struct Role {
     RoleKind kind;
@@ -54,7 +49,7 @@ typedef struct Role {
     int micro_batch;         /* sequences per forward (0: the whole batch)     */
     char rule[32];           /* reward: rule name, "" = model                  */
     char rule_arg[1024];
-    int rule_id;             /* reward: RewardRule (reward/rules.h), -1 = model */
+    int rule_id;             /* reward: RewardRule (algo/rules.h), -1 = model */
     void *rule_state;        /* reward: compiled regex etc.                    */
     WireLimits limits;       /* what requests are checked against              */
     /* Sums buf[0..n) element-wise over the replicas of data-parallel group

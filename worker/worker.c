@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/transport.h"
 #include "common/wire.h"
@@ -20,12 +21,6 @@
 
 #define MAX_ROLES ROLE_NKINDS
 #define WORKER_MAX_HELD 64
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 int worker_rank_from_env(void) {
     const char *names[] = {"SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "RANK"};
@@ -59,7 +54,7 @@ static void *heartbeat_main(void *arg) {
         atomic_store(&h->coordinator_gone, 1);
         return NULL;
     }
-    double last_ack = now_s();
+    double last_ack = pl_now_s();
     uint64_t seq = 0;
     while (!atomic_load(&h->stop)) {
         WireArena *a = wire_arena_new();
@@ -80,18 +75,18 @@ static void *heartbeat_main(void *arg) {
         }
         wire_arena_free(&a);
         /* Drain acknowledgements until the next beat is due. */
-        double next = now_s() + h->period_ms * 1e-3;
+        double next = pl_now_s() + h->period_ms * 1e-3;
         for (;;) {
-            int wait = (int)((next - now_s()) * 1e3);
+            int wait = (int)((next - pl_now_s()) * 1e3);
             if (wait <= 0 || atomic_load(&h->stop)) break;
             void *buf;
             size_t len;
             if (zt_client_recv(c, &buf, &len, wait) == 1) {
-                last_ack = now_s();
+                last_ack = pl_now_s();
                 free(buf);
             }
         }
-        if (now_s() - last_ack > h->coordinator_timeout_ms * 1e-3) {
+        if (pl_now_s() - last_ack > h->coordinator_timeout_ms * 1e-3) {
             atomic_store(&h->coordinator_gone, 1);
             break;
         }
@@ -223,7 +218,7 @@ static int dp_wait(Worker *w, int seq, float *out, size_t n) {
 static int dp_allreduce(void *ctx, const Plumb__DataParallel *dp, float *buf, size_t n) {
     Worker *w = ctx;
     size_t per = dp_slice(w);
-    double t0 = now_s();
+    double t0 = pl_now_s();
     int rc = 0;
     size_t at = 0;
     do { /* at least one frame, also for n = 0 */
@@ -245,7 +240,7 @@ static int dp_allreduce(void *ctx, const Plumb__DataParallel *dp, float *buf, si
         if (rc == 0) rc = dp_wait(w, seq, buf + at, k);
         at += k;
     } while (rc == 0 && at < n);
-    w->dp_s += now_s() - t0;
+    w->dp_s += pl_now_s() - t0;
     return rc;
 }
 
@@ -339,7 +334,7 @@ static int serve_one(Worker *w, const void *buf, size_t len) {
         fprintf(stderr, "plumb worker %s: %s\n", w->worker_id, pl_error());
         return send_error(w, 0, PL_EPROTO, pl_error()) < 0 ? -1 : 0;
     }
-    double t0 = now_s();
+    double t0 = pl_now_s();
     if (q->body_case == PLUMB__ENVELOPE__BODY_ALL_REDUCE ||
         q->body_case == PLUMB__ENVELOPE__BODY_ERROR) {
         /* the answer to an all-reduce of a request that failed here before
@@ -380,7 +375,7 @@ static int serve_one(Worker *w, const void *buf, size_t len) {
         rc = role_handle(role, q, a, rep);
         if (rc == 0) {
             /* time in all-reduces is communication and waiting for peers */
-            rep->compute_s = now_s() - t0 - w->dp_s;
+            rep->compute_s = pl_now_s() - t0 - w->dp_s;
             rc = send_env(w, rep);
             wire_arena_free(&a);
             wire_free(&q);
@@ -416,7 +411,7 @@ int worker_run(const WorkerOptions *o) {
     PL_TRY(parse_roles(&w, o->roles));
     if (gethostname(w.host, sizeof w.host - 1) != 0) strcpy(w.host, "unknown");
     snprintf(w.worker_id, sizeof w.worker_id, "%s:%d:%08lx", w.host, (int)getpid(),
-             (unsigned long)(now_s() * 1e6) & 0xffffffffUL);
+             (unsigned long)(pl_now_s() * 1e6) & 0xffffffffUL);
 
     /* The tokenizer folder: given, or the model's (its parent for a file). */
     if (o->tokenizer && *o->tokenizer) {

@@ -7,8 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/enum.h"
 #include "common/err.h"
-#include "reward/rules.h"
+#include "algo/rules.h"
 
 static const char *const rule_names[RULE_N] = {"exact_match", "numeric_match", "regex", "length"};
 
@@ -19,18 +20,13 @@ typedef struct {
 } RuleState;
 
 int reward_rule_parse(const char *name, RewardRule *out) {
-    for (int i = 0; name && i < RULE_N; i++)
-        if (!strcmp(name, rule_names[i])) {
-            *out = (RewardRule)i;
-            return 0;
-        }
-    return pl_fail(PL_EINVAL, "unknown reward rule '%s' (exact_match, numeric_match, regex, length)",
-                   name ? name : "(null)");
+    int i;
+    PL_TRY(pl_enum_parse(rule_names, RULE_N, name, "reward rule", &i));
+    *out = (RewardRule)i;
+    return 0;
 }
 
-const char *reward_rule_name(RewardRule r) {
-    return r >= 0 && r < RULE_N ? rule_names[r] : "?";
-}
+const char *reward_rule_name(RewardRule r) { return pl_enum_name(rule_names, RULE_N, (int)r); }
 
 int reward_rule_needs_answer(RewardRule r) {
     return r == RULE_EXACT_MATCH || r == RULE_NUMERIC_MATCH;

@@ -2,7 +2,7 @@
  * answer, without a model.
  *
  * Pure functions on strings, shared by the reward role (reward/reward.c)
- * and the coordinator's evaluation. A rule is prepared once from its
+ * and the coordinator's evaluation (coordinator/eval.c). A rule is prepared once from its
  * argument (a regex is compiled, a length parsed) into an opaque state
  * that is read-only afterwards, so one state may score from many threads.
  *
@@ -14,8 +14,8 @@
  *   length         min(1, response tokens / L) for the argument L, a
  *                  positive integer; the answer is not used
  * Trimming removes ASCII whitespace at both ends. */
-#ifndef PLUMB_REWARD_RULES_H
-#define PLUMB_REWARD_RULES_H
+#ifndef PLUMB_ALGO_RULES_H
+#define PLUMB_ALGO_RULES_H
 
 typedef enum {
     RULE_EXACT_MATCH = 0,
