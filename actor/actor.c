@@ -1,5 +1,5 @@
-/* actor.c: the actor's requests: generate, logprobs, train (sft, ppo, grpo,
- * dpo, orpo), adapter get / set, checkpoint (with the Hugging Face export).
+/* actor.c: the actor's own requests, generate and adapter get / set, and
+ * its table (actor.h).
  *
  * Dimension letters: B prompts, n samples per prompt, N packed tokens. */
 #include <limits.h>
@@ -7,15 +7,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "actor/actor.h"
+#include "actor/bodies.h"
 #include "common/err.h"
 #include "model/generate.h"
-#include "worker/role_impl.h"
+#include "worker/infer.h"
 
 /* B * n sequences in prompt-major order: sample j of prompt i is sequence
  * i * n + j and draws from Rng stream first_index + i * n + j, so that a
  * split of the prompts across replicas (each given its first_index) yields
  * the same tokens. Generation runs r->micro_batch sequences at a time. */
-static int generate(Role *r, const Plumb__GenerateReq *g, WireArena *a, Plumb__Envelope *rep) {
+static int generate(Role *r, const Plumb__Envelope *e, WireArena *a, Plumb__Envelope *rep) {
+    const Plumb__GenerateReq *g = e->generate;
     WireSeqs p;
     PL_TRY(wire_get_seqs(g->prompts, &r->limits, "generate.prompts", &p));
     SamplerParams sp = {.temperature = g->temperature, .top_k = g->top_k,
@@ -109,7 +112,8 @@ done:
 
 /* get: the adapter's flat buffer and version. set: installs data (checked
  * against the adapter's size) at the given version. */
-static int adapter(Role *r, const Plumb__AdapterMsg *q, WireArena *a, Plumb__Envelope *rep) {
+static int adapter(Role *r, const Plumb__Envelope *e, WireArena *a, Plumb__Envelope *rep) {
+    const Plumb__AdapterMsg *q = e->adapter;
     Lora *l = r->model->lora;
     if (!l) return pl_fail(PL_EPROTO, "adapter: role %s has no adapter (lora_rank 0)", "actor");
     if (l->n > INT_MAX) return pl_fail(PL_ERANGE, "adapter: %zu floats do not fit one tensor", l->n);
@@ -134,21 +138,14 @@ static int adapter(Role *r, const Plumb__AdapterMsg *q, WireArena *a, Plumb__Env
     return role_reply_ok(a, rep);
 }
 
-int actor_handle(Role *r, const Plumb__Envelope *q, WireArena *a, Plumb__Envelope *rep) {
-    switch (q->body_case) {
-    case PLUMB__ENVELOPE__BODY_GENERATE: return generate(r, q->generate, a, rep);
-    case PLUMB__ENVELOPE__BODY_LOGPROBS: return role_logprobs(r, q->logprobs, a, rep);
-    case PLUMB__ENVELOPE__BODY_ADAPTER: return adapter(r, q->adapter, a, rep);
-    case PLUMB__ENVELOPE__BODY_CHECKPOINT: return role_checkpoint(r, q->checkpoint, 1, a, rep);
-    case PLUMB__ENVELOPE__BODY_TRAIN:
-        switch (q->train->body_case) {
-        case PLUMB__TRAIN_REQ__BODY_SFT:
-        case PLUMB__TRAIN_REQ__BODY_PPO:
-        case PLUMB__TRAIN_REQ__BODY_GRPO:
-        case PLUMB__TRAIN_REQ__BODY_DPO:
-        case PLUMB__TRAIN_REQ__BODY_ORPO: return role_train(r, q->train, a, rep);
-        default: return role_unsupported(r, q);
-        }
-    default: return role_unsupported(r, q);
-    }
-}
+static const RoleRequest requests[] = {
+    {PLUMB__ENVELOPE__BODY_GENERATE, generate},
+    {PLUMB__ENVELOPE__BODY_LOGPROBS, role_on_logprobs},
+    {PLUMB__ENVELOPE__BODY_ADAPTER, adapter},
+    {PLUMB__ENVELOPE__BODY_CHECKPOINT, role_on_checkpoint_hf},
+};
+static const TrainBody *const bodies[] = {&actor_sft, &actor_ppo,   &actor_grpo, &actor_dpo,
+                                          &actor_orpo, &actor_simpo, &actor_kto};
+
+const RoleDesc actor_role = {.kind = ROLE_ACTOR, .requests = requests, .n_requests = 4,
+                             .bodies = bodies, .n_bodies = 7};

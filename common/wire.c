@@ -330,3 +330,26 @@ int wire_fingerprint(const Base *b, char out[33]) {
     free(buf);
     return rc;
 }
+
+/* ---------------------------------------------------------------- names */
+
+/* The field of descriptor d numbered c: the oneof member a body case
+ * names (protobuf-c's case values are the field numbers). */
+static const char *field_name(const ProtobufCMessageDescriptor *d, unsigned c) {
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(d, c);
+    return f ? f->name : NULL;
+}
+
+const char *wire_train_body_name(Plumb__TrainReq__BodyCase c) {
+    const char *n = c ? field_name(&plumb__train_req__descriptor, (unsigned)c) : NULL;
+    return n ? n : "?";
+}
+
+const char *wire_body_name(const Plumb__Envelope *e, char *buf, size_t cap) {
+    const char *n = e && e->body_case ? field_name(&plumb__envelope__descriptor, e->body_case) : NULL;
+    if (!n) snprintf(buf, cap, "an empty message");
+    else if (e->body_case != PLUMB__ENVELOPE__BODY_TRAIN) snprintf(buf, cap, "%s", n);
+    else if (!e->train || !e->train->body_case) snprintf(buf, cap, "train without a body");
+    else snprintf(buf, cap, "train.%s", wire_train_body_name(e->train->body_case));
+    return buf;
+}

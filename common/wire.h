@@ -20,7 +20,7 @@
 
 #include "proto/plumb.pb-c.h"
 
-#define PLUMB_PROTOCOL 2
+#define PLUMB_PROTOCOL 3
 #define WIRE_MAX_MESSAGE_DEFAULT (256u << 20)  /* bytes */
 
 struct Base;
@@ -93,6 +93,17 @@ void wire_seqs_free(WireSeqs *s);
 /* Checks that t is f32 of shape (n) (finite values when finite != 0) and
  * copies it into a malloc'ed *out. */
 int wire_get_f32(const Plumb__Tensor *t, long n, int finite, const char *what, float **out);
+
+/* ---------------------------------------------------------------- names */
+
+/* The name of a train body as plumb.proto spells it ("sft", "dpo"); "?"
+ * for none. */
+const char *wire_train_body_name(Plumb__TrainReq__BodyCase c);
+
+/* e's body as plumb.proto spells it ("generate", "train_rep"; a train
+ * request with its body: "train.sft") into buf (cap bytes); returns buf.
+ * An envelope without a body is "an empty message". */
+const char *wire_body_name(const Plumb__Envelope *e, char *buf, size_t cap);
 
 /* ------------------------------------------------------------ identity */
 

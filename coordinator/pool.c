@@ -10,22 +10,11 @@
 
 #include "common/clock.h"
 #include "common/err.h"
-
-#define POOL_MAX_REDUCTIONS 16
-
-/* An all-reduce in progress: the contributions of a data-parallel group's
- * replicas to its reduction seq, by rank. */
-typedef struct {
-    int used;
-    uint64_t group;
-    int seq, size, got;
-    Plumb__Envelope *part[POOL_MAX_WORKERS];
-    int worker[POOL_MAX_WORKERS];
-} Reduction;
+#include "coordinator/reduce.h"
 
 struct Pool {
     PoolOptions o;
-    Reduction red[POOL_MAX_REDUCTIONS];
+    Reducer *reducer;      /* the collective relay's calls in progress       */
     ZtServer *server;
     PoolWorker w[POOL_MAX_WORKERS];
     int n;
@@ -49,21 +38,9 @@ static void plog(Pool *p, const char *fmt, ...) {
 
 /* A message kind as a word, for messages. */
 static const char *body_name(Plumb__Envelope__BodyCase c) {
-    switch (c) {
-    case PLUMB__ENVELOPE__BODY_REGISTER: return "register";
-    case PLUMB__ENVELOPE__BODY_WELCOME: return "welcome";
-    case PLUMB__ENVELOPE__BODY_HEARTBEAT: return "heartbeat";
-    case PLUMB__ENVELOPE__BODY_GENERATE: return "generate";
-    case PLUMB__ENVELOPE__BODY_LOGPROBS: return "logprobs";
-    case PLUMB__ENVELOPE__BODY_VALUES: return "values";
-    case PLUMB__ENVELOPE__BODY_SCORE: return "score";
-    case PLUMB__ENVELOPE__BODY_TRAIN: return "train";
-    case PLUMB__ENVELOPE__BODY_ADAPTER: return "adapter";
-    case PLUMB__ENVELOPE__BODY_CHECKPOINT: return "checkpoint";
-    case PLUMB__ENVELOPE__BODY_SHUTDOWN: return "shutdown";
-    case PLUMB__ENVELOPE__BODY_ALL_REDUCE: return "all-reduce";
-    default: return "reply";
-    }
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field(&plumb__envelope__descriptor, (unsigned)c);
+    return f ? f->name : "an empty message";
 }
 
 /* "worker 2 (host:pid:x, actor,reference, pid 1234)" */
@@ -90,6 +67,16 @@ static int find_peer(const Pool *p, const ZtPeer *peer) {
     return -1;
 }
 
+/* The worker whose collective socket ("<id>/dp", worker/relay.h) peer is. */
+static int find_dp_peer(const Pool *p, const ZtPeer *peer) {
+    for (int i = 0; i < p->n; i++) {
+        size_t n = strlen(p->w[i].id);
+        if (peer->len == n + 3 && !memcmp(peer->id, p->w[i].id, n) && !memcmp(peer->id + n, "/dp", 3))
+            return i;
+    }
+    return -1;
+}
+
 static int find_id(const Pool *p, const char *id) {
     for (int i = 0; i < p->n; i++)
         if (strcmp(p->w[i].id, id) == 0) return i;
@@ -113,6 +100,17 @@ static void send_error(Pool *p, const ZtPeer *peer, uint64_t id, int code, const
     wire_arena_free(&a);
 }
 
+/* The reducer's answers: sent, and booked as bytes out of the call whose
+ * request they answer. */
+static int reduce_send(void *ctx, const ZtPeer *peer, const Plumb__Envelope *e) {
+    Pool *p = ctx;
+    size_t bytes = 0;
+    int rc = send_to(p, peer, e, &bytes);
+    for (int c = 0; c < p->n_calls; c++)
+        if (p->calls[c].req->id == e->id) p->calls[c].bytes_out += bytes;
+    return rc;
+}
+
 int pool_new(Pool **out, const PoolOptions *o) {
     *out = NULL;
     Pool *p = calloc(1, sizeof *p);
@@ -120,8 +118,10 @@ int pool_new(Pool **out, const PoolOptions *o) {
     p->o = *o;
     p->next_id = 1;
     p->max_message = o->server.max_message ? o->server.max_message : WIRE_MAX_MESSAGE_DEFAULT;
-    int rc = zt_server_new(&p->server, &o->server);
+    int rc = reducer_new(&p->reducer, reduce_send, p);
+    if (rc == 0) rc = zt_server_new(&p->server, &o->server);
     if (rc < 0) {
+        reducer_free(&p->reducer);
         free(p);
         return rc;
     }
@@ -254,70 +254,11 @@ static void on_reply(Pool *p, int wi, Plumb__Envelope *e, double unpack_s) {
     wire_free(&e);
 }
 
-static void reduction_clear(Reduction *x) {
-    for (int i = 0; i < POOL_MAX_WORKERS; i++) wire_free(&x->part[i]);
-    memset(x, 0, sizeof *x);
-}
-
-/* Answers every contribution of x with an Error (message msg). */
-static void reduction_fail(Pool *p, Reduction *x, const char *msg) {
-    for (int i = 0; i < x->size && i < POOL_MAX_WORKERS; i++)
-        if (x->part[i]) send_error(p, &p->w[x->worker[i]].peer, x->part[i]->id, PL_EPROTO, msg);
-    reduction_clear(x);
-}
-
-/* All contributions are in: sums them in rank order and sends the sum to
- * every replica, as the answer to its own request. */
-static void reduction_finish(Pool *p, Reduction *x) {
-    char msg[256];
-    const Plumb__Tensor *t0 = x->part[0]->all_reduce->data;
-    size_t n = t0->data.len / sizeof(float);
-    for (int i = 1; i < x->size; i++)
-        if (x->part[i]->all_reduce->data->data.len != t0->data.len) {
-            snprintf(msg, sizeof msg,
-                     "all-reduce %d of group %llu: rank %d sent %zu values and rank 0 %zu", x->seq,
-                     (unsigned long long)x->group, i,
-                     x->part[i]->all_reduce->data->data.len / sizeof(float), n);
-            plog(p, "%s", msg);
-            reduction_fail(p, x, msg);
-            return;
-        }
-    float *sum = malloc(sizeof(float) * (n ? n : 1)), *v = malloc(sizeof(float) * (n ? n : 1));
-    if (!sum || !v) {
-        free(sum), free(v);
-        reduction_fail(p, x, "all-reduce: the coordinator is out of memory");
-        return;
-    }
-    memcpy(sum, t0->data.data, sizeof(float) * n);
-    for (int i = 1; i < x->size; i++) {
-        memcpy(v, x->part[i]->all_reduce->data->data.data, sizeof(float) * n);
-        for (size_t k = 0; k < n; k++) sum[k] += v[k];
-    }
-    free(v);
-    WireArena *a = wire_arena_new();
-    for (int i = 0; a && i < x->size; i++) {
-        Plumb__Envelope *e = wire_envelope(a, x->part[i]->id, NULL);
-        Plumb__AllReduce *m = e ? wire_alloc(a, sizeof *m) : NULL;
-        if (!m) break;
-        plumb__all_reduce__init(m);
-        m->group = x->group, m->rank = i, m->size = x->size, m->seq = x->seq;
-        m->data = wire_f32(a, sum, (int)n);
-        e->body_case = PLUMB__ENVELOPE__BODY_ALL_REDUCE;
-        e->all_reduce = m;
-        size_t bytes = 0;
-        send_to(p, &p->w[x->worker[i]].peer, e, &bytes);
-        for (int c = 0; c < p->n_calls; c++)
-            if (p->calls[c].req->id == x->part[i]->id) p->calls[c].bytes_out += bytes;
-    }
-    wire_arena_free(&a);
-    free(sum);
-    reduction_clear(x);
-}
-
-/* A replica's contribution to an all-reduce: checked against the train
- * request it serves (in flight, sent to that worker, with the same group,
- * rank and size). Takes e. */
-static void on_allreduce(Pool *p, int wi, Plumb__Envelope *e) {
+/* A replica's contribution to a collective, from peer (its collective
+ * socket): checked against the train request it serves (in flight, sent
+ * to that worker, with the same group, rank and size), then handed to the
+ * reducer. Takes e. */
+static void on_allreduce(Pool *p, int wi, const ZtPeer *peer, Plumb__Envelope *e) {
     char nm[256], msg[512];
     const Plumb__AllReduce *m = e->all_reduce;
     const Plumb__DataParallel *dp = NULL;
@@ -337,41 +278,13 @@ static void on_allreduce(Pool *p, int wi, Plumb__Envelope *e) {
                  "made this worker rank %d of %d in group %llu", m->rank, m->size,
                  (unsigned long long)m->group, (unsigned long long)e->id, dp->rank, dp->size,
                  (unsigned long long)dp->group);
-    else if (!m->data || m->data->dtype != PLUMB__DTYPE__DT_F32 || m->data->n_shape != 1 ||
-             m->data->shape[0] < 0 || (size_t)m->data->shape[0] * sizeof(float) != m->data->data.len)
-        snprintf(msg, sizeof msg, "all-reduce %d: data is not a (n) f32 tensor", m->seq);
     if (msg[0]) {
-        plog(p, "refused from %s: %s", wname(p, wi, nm, sizeof nm), msg);
-        send_error(p, &p->w[wi].peer, e->id, PL_EPROTO, msg);
+        send_error(p, peer, e->id, PL_EPROTO, msg);
         wire_free(&e);
+    } else if (reducer_add(p->reducer, peer, e, msg, sizeof msg) == 0) {
         return;
     }
-    Reduction *x = NULL, *spare = NULL;
-    for (int i = 0; i < POOL_MAX_REDUCTIONS; i++) {
-        Reduction *y = &p->red[i];
-        if (y->used && y->group == m->group && y->seq == m->seq) x = y;
-        if (!y->used && !spare) spare = y;
-    }
-    if (!x && !spare) {
-        snprintf(msg, sizeof msg, "all-reduce: over %d reductions in progress", POOL_MAX_REDUCTIONS);
-        send_error(p, &p->w[wi].peer, e->id, PL_EPROTO, msg);
-        wire_free(&e);
-        return;
-    }
-    if (!x) {
-        x = spare;
-        x->used = 1, x->group = m->group, x->seq = m->seq, x->size = m->size;
-    }
-    if (x->part[m->rank]) {
-        snprintf(msg, sizeof msg, "all-reduce %d of group %llu: rank %d sent twice", m->seq,
-                 (unsigned long long)m->group, m->rank);
-        send_error(p, &p->w[wi].peer, e->id, PL_EPROTO, msg);
-        wire_free(&e);
-        return;
-    }
-    x->part[m->rank] = e;
-    x->worker[m->rank] = wi;
-    if (++x->got == x->size) reduction_finish(p, x);
+    plog(p, "refused from %s: %s", wname(p, wi, nm, sizeof nm), msg);
 }
 
 /* Receives and handles one frame (waiting up to ms). */
@@ -409,13 +322,14 @@ static int serve(Pool *p, int ms) {
     case PLUMB__ENVELOPE__BODY_REGISTER: on_register(p, &peer, e); break;
     case PLUMB__ENVELOPE__BODY_HEARTBEAT: on_heartbeat(p, &peer, e); break;
     case PLUMB__ENVELOPE__BODY_ALL_REDUCE:
+        if (wi < 0) wi = find_dp_peer(p, &peer);
         if (wi < 0) {
             plog(p, "refused an all-reduce from %s, which has not registered", who);
             send_error(p, &peer, e->id, PL_EPROTO, "register first");
             break;
         }
         p->w[wi].last_seen = pl_now_s();
-        on_allreduce(p, wi, e);
+        on_allreduce(p, wi, &peer, e);
         return 0; /* on_allreduce took e */
     case PLUMB__ENVELOPE__BODY_ERROR:
     case PLUMB__ENVELOPE__BODY_OK:
@@ -426,8 +340,8 @@ static int serve(Pool *p, int ms) {
     case PLUMB__ENVELOPE__BODY_TRAIN_REP:
     case PLUMB__ENVELOPE__BODY_ADAPTER:
         if (wi < 0) {
-            plog(p, "refused a %s from %s, which has not registered", body_name(e->body_case),
-                 who);
+            plog(p, "refused a reply from %s, which has not registered (%s)", who,
+                 body_name(e->body_case));
             send_error(p, &peer, e->id, PL_EPROTO, "register first");
             break;
         }
@@ -550,11 +464,14 @@ int pool_call(Pool *p, PoolCall *calls, int n) {
         if ((rc = poll_once(p, 100)) < 0) break;
     }
     /* Replies still owed are dropped when they come (nothing matches them);
-     * so are the reductions of the calls. */
+     * the collectives of the calls are answered with why they were given up,
+     * so that no replica waits on a group that is gone. */
     for (int i = 0; i < n; i++)
         if (!calls[i].rep && calls[i].worker < p->n) p->w[calls[i].worker].busy = 0;
-    for (int i = 0; i < POOL_MAX_REDUCTIONS; i++)
-        if (p->red[i].used) reduction_fail(p, &p->red[i], "the train request was given up");
+    char why[1024];
+    snprintf(why, sizeof why, "the train request was given up: %s",
+             rc < 0 ? pl_error() : "the call ended");
+    reducer_fail_all(p->reducer, why);
     p->calls = NULL, p->n_calls = 0;
     return rc;
 }
@@ -587,7 +504,7 @@ void pool_free(Pool **pp, int timeout_ms) {
         pool_calls_free(calls, n);
         wire_arena_free(&a);
     }
-    for (int i = 0; i < POOL_MAX_REDUCTIONS; i++) reduction_clear(&p->red[i]);
+    reducer_free(&p->reducer);
     zt_server_free(&p->server);
     free(p);
     *pp = NULL;

@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "common/err.h"
+#include "common/fs.h"
 #include "safetensors.h"
 #include "weights.h"
 
@@ -378,16 +379,42 @@ int base_load(Base **out, const char *path) {
     return 0;
 }
 
-int base_make_flat(Base *b) {
-    if (b->flat && !b->heap && b->n_files == 0) return 0;
+/* b's tensors, wherever they live, in the table's flat layout. */
+static float *flat_copy(const Base *b) {
     float *flat = weights_alloc(b->table.total);
-    if (!flat)
-        return pl_fail(PL_ENOMEM, "base_make_flat: out of memory for %zu floats",
-                       b->table.total);
+    if (!flat) {
+        pl_fail(PL_ENOMEM, "out of memory for a copy of %zu floats of weights", b->table.total);
+        return NULL;
+    }
+    Weights *w = (Weights *)&b->w; /* weights_slot only reads through it here */
     for (int i = 0; i < b->table.n; i++) {
         const Param *p = &b->table.p[i];
-        memcpy(flat + p->offset, *weights_slot(&b->w, p), p->numel * sizeof(float));
+        memcpy(flat + p->offset, *weights_slot(w, p), p->numel * sizeof(float));
     }
+    return flat;
+}
+
+int base_clone_flat(const Base *src, Base **out) {
+    *out = NULL;
+    Base *b = calloc(1, sizeof *b);
+    PL_CHECK_ALLOC(b);
+    b->cfg = src->cfg;
+    int rc = param_table_build(&b->table, &b->cfg);
+    if (rc == 0) rc = weights_init(&b->w, b->cfg.n_layers);
+    if (rc == 0 && !(b->flat = flat_copy(src))) rc = PL_ENOMEM;
+    if (rc < 0) {
+        base_free(&b);
+        return rc;
+    }
+    weights_bind_flat(&b->w, &b->table, b->flat, b->cfg.tie_embeddings);
+    *out = b;
+    return 0;
+}
+
+int base_make_flat(Base *b) {
+    if (b->flat && !b->heap && b->n_files == 0) return 0;
+    float *flat = flat_copy(b);
+    if (!flat) return pl_wrap(PL_ENOMEM, "base_make_flat");
     weights_bind_flat(&b->w, &b->table, flat, b->cfg.tie_embeddings);
     for (int i = 0; i < b->n_files; i++) st_close(&b->files[i]);
     free(b->files);
@@ -400,27 +427,8 @@ int base_make_flat(Base *b) {
     return 0;
 }
 
-static int mkdir_p(const char *dir) {
-    char buf[4096];
-    size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof buf) return pl_fail(PL_EINVAL, "bad directory \"%s\"", dir);
-    memcpy(buf, dir, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0') continue;
-        char keep = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return pl_fail(PL_EIO, "mkdir %s: %s", buf, strerror(errno));
-        buf[i] = keep;
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return pl_fail(PL_EIO, "%s is not a directory", dir);
-    return 0;
-}
-
 int base_save_hf(const Base *b, const char *dir) {
-    PL_TRY(mkdir_p(dir));
+    PL_TRY(pl_mkdirs(dir));
     char path[4096];
     PL_TRY(config_save_json(&b->cfg, join(path, sizeof path, dir, "config.json")));
     const ParamTable *t = &b->table;

@@ -118,6 +118,9 @@ int base_load(Base **out, const char *path);
 /* Copies mapped tensors into one owned flat buffer (for full fine-tuning). */
 int base_make_flat(Base *b);
 
+/* A new base holding a flat copy of src's weights (src is unchanged). */
+int base_clone_flat(const Base *src, Base **out);
+
 /* Writes config.json and model.safetensors (F32) into dir (created). */
 int base_save_hf(const Base *b, const char *dir);
 

@@ -1,10 +1,19 @@
-/* reference.c: the reference policy answers logprobs only. It is the base
- * (with an init_adapter when configured, e.g. an SFT adapter for DPO) and
- * never trains. */
-#include "common/err.h"
-#include "worker/role_impl.h"
+/* reference.c: the reference role (reference.h). */
+#include "reference/reference.h"
+#include "worker/infer.h"
 
-int reference_handle(Role *r, const Plumb__Envelope *q, WireArena *a, Plumb__Envelope *rep) {
-    if (q->body_case == PLUMB__ENVELOPE__BODY_LOGPROBS) return role_logprobs(r, q->logprobs, a, rep);
-    return role_unsupported(r, q);
+/* The run-wide configuration names the trained roles' adapter, head, full
+ * fine-tuning and resume state; the reference takes none of them. */
+static void configure(Plumb__RoleConfig *cfg) {
+    cfg->lora_rank = 0;
+    cfg->head = 0;
+    cfg->train_base = 0;
+    cfg->head_path = NULL;
+    cfg->base_path = NULL;
+    cfg->resume_dir = NULL;
 }
+
+static const RoleRequest requests[] = {{PLUMB__ENVELOPE__BODY_LOGPROBS, role_on_logprobs}};
+
+const RoleDesc reference_role = {.kind = ROLE_REFERENCE, .requests = requests, .n_requests = 1,
+                                 .configure = configure};

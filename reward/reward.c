@@ -1,11 +1,44 @@
-/* reward.c: the reward role's requests: score (by rule, or by the model's
- * head at each sequence's last token), train (bt), checkpoint. */
+/* reward.c: the reward role's requests, its rule state and the
+ * Bradley-Terry loss (reward.h). */
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/err.h"
+#include "algo/pref.h"
 #include "algo/rules.h"
-#include "worker/role_impl.h"
+#include "common/err.h"
+#include "reward/reward.h"
+#include "worker/infer.h"
+#include "worker/train.h"
+
+/* The role's own state (Role.priv): its rule, when it scores by one. */
+typedef struct {
+    RewardRule rule;
+    char name[32];
+    void *state;             /* reward_rule_prepare's                         */
+} Rule;
+
+/* reward.type other than "model" names a rule. */
+static int init(Role *r, const Plumb__RoleConfig *cfg) {
+    const char *name = cfg->rule && *cfg->rule && strcmp(cfg->rule, "model") ? cfg->rule : NULL;
+    if (!name) return 0;
+    Rule *u = calloc(1, sizeof *u);
+    PL_CHECK_ALLOC(u);
+    r->priv = u;
+    PL_TRY(reward_rule_parse(name, &u->rule));
+    if (reward_rule_needs_text(u->rule) && !r->tok)
+        return pl_fail(PL_EINVAL, "rule %s needs a tokenizer to decode responses", name);
+    snprintf(u->name, sizeof u->name, "%s", name);
+    return reward_rule_prepare(u->rule, cfg->rule_arg ? cfg->rule_arg : "", &u->state);
+}
+
+static void free_priv(Role *r) {
+    Rule *u = r->priv;
+    if (u) reward_rule_free(&u->state);
+    free(u);
+    r->priv = NULL;
+}
 
 /* 1 when id ends generation (the model's EOS ids or the tokenizer's). */
 static int is_eos(const Role *r, int id) {
@@ -17,12 +50,12 @@ static int is_eos(const Role *r, int id) {
 
 /* The rule's score of every sequence: its mask-1 tokens less a trailing
  * EOS, decoded without special tokens, against answers[b]. */
-static int score_rule(Role *r, const WireSeqs *s, char **answers, size_t n_answers, float *out) {
-    RewardRule rule = (RewardRule)r->rule_id;
+static int score_rule(Role *r, const Rule *u, const WireSeqs *s, char **answers, size_t n_answers,
+                      float *out) {
     if (n_answers != 0 && n_answers != (size_t)s->B)
         return pl_fail(PL_EPROTO, "score: %zu answers for %d sequences", n_answers, s->B);
-    if (reward_rule_needs_answer(rule) && n_answers == 0 && s->B > 0)
-        return pl_fail(PL_EPROTO, "score: sequence 0 has no answer (rule %s needs one)", r->rule);
+    if (reward_rule_needs_answer(u->rule) && n_answers == 0 && s->B > 0)
+        return pl_fail(PL_EPROTO, "score: sequence 0 has no answer (rule %s needs one)", u->name);
     int *ids = malloc(sizeof(int) * (size_t)(s->N ? s->N : 1));
     PL_CHECK_ALLOC(ids);
     int rc = 0;
@@ -32,7 +65,7 @@ static int score_rule(Role *r, const WireSeqs *s, char **answers, size_t n_answe
             if (s->mask[t]) ids[n++] = s->tokens[t];
         if (n > 0 && is_eos(r, ids[n - 1])) n--;
         char *text = NULL;
-        if (reward_rule_needs_text(rule)) {
+        if (reward_rule_needs_text(u->rule)) {
             rc = tok_decode(r->tok, ids, n, 1, &text);
             if (rc < 0) {
                 rc = pl_wrap(rc, "score: decoding sequence %d", b);
@@ -40,15 +73,17 @@ static int score_rule(Role *r, const WireSeqs *s, char **answers, size_t n_answe
             }
         }
         const char *answer = n_answers ? answers[b] : NULL;
-        out[b] = (float)reward_rule_score(rule, r->rule_state, text ? text : "", n, answer);
+        out[b] = (float)reward_rule_score(u->rule, u->state, text ? text : "", n, answer);
         free(text);
     }
     free(ids);
     return rc;
 }
 
-static int score(Role *r, const Plumb__ScoreReq *q, WireArena *a, Plumb__Envelope *rep) {
-    if (r->rule_id < 0 && !r->model->head)
+static int score(Role *r, const Plumb__Envelope *e, WireArena *a, Plumb__Envelope *rep) {
+    const Plumb__ScoreReq *q = e->score;
+    const Rule *u = r->priv;
+    if (!u && !r->model->head)
         return pl_fail(PL_EPROTO, "score: role reward has neither a rule nor a score head");
     WireSeqs s;
     PL_TRY(wire_get_seqs(q->seqs, &r->limits, "score.seqs", &s));
@@ -56,7 +91,7 @@ static int score(Role *r, const Plumb__ScoreReq *q, WireArena *a, Plumb__Envelop
     Plumb__ScoreRep *m = wire_alloc(a, sizeof *m);
     int rc = !sc || !m ? pl_fail(PL_ENOMEM, "score: out of memory") : 0;
     if (rc == 0) {
-        if (r->rule_id >= 0) rc = score_rule(r, &s, q->answers, q->n_answers, sc);
+        if (u) rc = score_rule(r, u, &s, q->answers, q->n_answers, sc);
         else rc = role_infer(r, s.tokens, s.offsets, s.B, 1.0f, NULL, NULL, NULL, sc);
     }
     if (rc == 0) {
@@ -69,13 +104,45 @@ static int score(Role *r, const Plumb__ScoreReq *q, WireArena *a, Plumb__Envelop
     return rc;
 }
 
-int reward_handle(Role *r, const Plumb__Envelope *q, WireArena *a, Plumb__Envelope *rep) {
-    switch (q->body_case) {
-    case PLUMB__ENVELOPE__BODY_SCORE: return score(r, q->score, a, rep);
-    case PLUMB__ENVELOPE__BODY_CHECKPOINT: return role_checkpoint(r, q->checkpoint, 0, a, rep);
-    case PLUMB__ENVELOPE__BODY_TRAIN:
-        if (q->train->body_case == PLUMB__TRAIN_REQ__BODY_BT) return role_train(r, q->train, a, rep);
-        return role_unsupported(r, q);
-    default: return role_unsupported(r, q);
-    }
+/* ------------------------------------------------------- Bradley-Terry */
+
+static int bt_prepare(const Role *r, const Plumb__TrainReq *q, TrainJob *j) {
+    const Plumb__BtBody *b = q->bt;
+    if (!r->model->head)
+        return pl_fail(PL_EPROTO, "%s: role %s has no score head", train_what(j), role_kind_name(r->kind));
+    PL_TRY(train_get_pair(r, b->chosen, b->rejected, j));
+    if (b->margin) PL_TRY(train_get_unit(b->margin, j, 0, "margin"));
+    if (!(b->center_coef >= 0) || !isfinite(b->center_coef))
+        return pl_fail(PL_EPROTO, "%s: center_coef %g must be >= 0", train_what(j), b->center_coef);
+    *(float *)j->opts = b->center_coef;
+    j->need_last = 1;
+    return 0;
 }
+
+/* The head at each last token: the P chosen, then the P rejected; uin[0]
+ * the pairs' margins, or NULL. */
+static int bt_loss(const TrainJob *j, const TrainPart *p, TrainOut *o, double *loss, double *m) {
+    PrefOut out;
+    PL_TRY(algo_bt_loss(o->last, o->last + p->P, p->uin[0], p->P, *(const float *)j->opts, &out,
+                        o->dlast, o->dlast + p->P));
+    *loss = out.loss;
+    m[0] = out.accuracy, m[1] = out.margin, m[2] = out.reward_chosen, m[3] = out.reward_rejected;
+    return 0;
+}
+
+static const char *const bt_metrics[] = {"accuracy", "margin", "reward_chosen", "reward_rejected"};
+
+static const TrainBody reward_bt = {.body = PLUMB__TRAIN_REQ__BODY_BT, .metrics = bt_metrics,
+                                    .n_metrics = 4, .opts_size = sizeof(float),
+                                    .prepare = bt_prepare, .loss = bt_loss};
+
+/* ---------------------------------------------------------------- role */
+
+static const RoleRequest requests[] = {
+    {PLUMB__ENVELOPE__BODY_SCORE, score},
+    {PLUMB__ENVELOPE__BODY_CHECKPOINT, role_on_checkpoint},
+};
+static const TrainBody *const bodies[] = {&reward_bt};
+
+const RoleDesc reward_role = {.kind = ROLE_REWARD, .requests = requests, .n_requests = 2,
+                              .bodies = bodies, .n_bodies = 1, .init = init, .free = free_priv};

@@ -26,6 +26,10 @@
 #include "data/arith.h"
 #include "algo/rules.h"
 #include "testutil.h"
+#include "actor/actor.h"
+#include "critic/critic.h"
+#include "reference/reference.h"
+#include "reward/reward.h"
 #include "worker/role.h"
 
 #define EOS ARITH_EOS
@@ -74,6 +78,15 @@ typedef struct {
     unsigned long long seed;
 } Spec;
 
+/* The role folders' descriptors, as the worker program's table has them. */
+static const RoleDesc *desc_of(const char *role) {
+    static const RoleDesc *const all[ROLE_NKINDS] = {&actor_role, &critic_role, &reward_role,
+                                                     &reference_role};
+    RoleKind k;
+    if (role_kind_parse(role, &k) < 0) fail_msg("%s", pl_error());
+    return all[k];
+}
+
 static int mk(Role **out, Spec s) {
     Plumb__Optim o = PLUMB__OPTIM__INIT;
     o.lr = s.lr > 0 ? s.lr : 1e-2f;
@@ -93,7 +106,7 @@ static int mk(Role **out, Spec s) {
     if (s.rule) c.rule = (char *)s.rule;
     if (s.arg) c.rule_arg = (char *)s.arg;
     if (s.resume) c.resume_dir = (char *)s.resume;
-    return role_new(out, &c, base, NULL, tok, tokdir);
+    return role_new(out, desc_of(s.role), &c, base, NULL, tok, tokdir);
 }
 
 static Role *mk_ok(Spec s) {

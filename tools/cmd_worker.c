@@ -3,10 +3,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "actor/actor.h"
 #include "common/err.h"
+#include "critic/critic.h"
+#include "reference/reference.h"
+#include "reward/reward.h"
 #include "tools/cmd.h"
 #include "tools/util.h"
 #include "worker/worker.h"
+
+/* The roles this program serves: worker/ hosts them, and each role's
+ * folder says what it is. */
+static const RoleDesc *const ROLES[ROLE_NKINDS] = {
+    [ROLE_ACTOR] = &actor_role,
+    [ROLE_CRITIC] = &critic_role,
+    [ROLE_REWARD] = &reward_role,
+    [ROLE_REFERENCE] = &reference_role,
+};
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -28,7 +41,7 @@ static void usage(FILE *f) {
 }
 
 int cmd_worker(int argc, char **argv) {
-    WorkerOptions o = {.rank = -1, .device = "cpu"};
+    WorkerOptions o = {.roles_table = ROLES, .rank = -1, .device = "cpu"};
     int threads = 0, mb = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];

@@ -17,10 +17,10 @@
 #include "common/err.h"
 #include "common/transport.h"
 #include "common/wire.h"
+#include "worker/relay.h"
 #include "worker/role.h"
 
 #define MAX_ROLES ROLE_NKINDS
-#define WORKER_MAX_HELD 64
 
 int worker_rank_from_env(void) {
     const char *names[] = {"SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "RANK"};
@@ -112,14 +112,7 @@ typedef struct {
     size_t max_message;
     int heartbeat_ms;
     atomic_int *coordinator_gone; /* set by the heartbeat thread             */
-    uint64_t cur_id;         /* the request being served                      */
-    int dp_seq;              /* its all-reduces so far                        */
-    double dp_s;             /* and the seconds spent in them (not compute)   */
-    struct {                 /* frames that came while an all-reduce waited   */
-        void *buf;
-        size_t len;
-    } held[WORKER_MAX_HELD];
-    int n_held;
+    Collective *coll;        /* the replicas' relay (its own socket)          */
 } Worker;
 
 /* Parses "actor,reference" into w->kinds. */
@@ -156,91 +149,6 @@ static int send_error(Worker *w, uint64_t id, int code, const char *msg) {
     Plumb__Envelope *e = wire_error(a, id, code, msg);
     int rc = e ? send_env(w, e) : PL_ENOMEM;
     wire_arena_free(&a);
-    return rc;
-}
-
-/* ------------------------------------------------- data-parallel relay */
-
-/* Floats per AllReduce frame: well under the message limit. */
-static size_t dp_slice(const Worker *w) {
-    size_t n = w->max_message > 8192 ? (w->max_message - 4096) / 2 / sizeof(float) : 0;
-    return n < 1024 ? 1024 : n;
-}
-
-/* Waits for the coordinator's sum of all-reduce seq of the current request
- * and copies it into out[n]. Frames of other kinds are held for the main
- * loop; an Error for this request or a Shutdown ends the wait. */
-static int dp_wait(Worker *w, int seq, float *out, size_t n) {
-    for (;;) {
-        if (atomic_load(w->coordinator_gone))
-            return pl_fail(PL_ETIMEOUT, "the coordinator stopped answering heartbeats");
-        void *buf;
-        size_t len;
-        int got = zt_client_recv(w->client, &buf, &len, 200);
-        if (got == 0) continue;
-        if (got < 0) return pl_wrap(got, "waiting for all-reduce %d", seq);
-        Plumb__Envelope *e = NULL;
-        if (wire_unpack(buf, len, w->max_message, "the coordinator", &e) < 0) {
-            free(buf);
-            return pl_wrap(PL_EPROTO, "waiting for all-reduce %d", seq);
-        }
-        int rc = 1;
-        if (e->body_case == PLUMB__ENVELOPE__BODY_ALL_REDUCE && e->id == w->cur_id) {
-            const Plumb__AllReduce *m = e->all_reduce;
-            float *x = NULL;
-            if (m->seq != seq)
-                rc = pl_fail(PL_EPROTO, "all-reduce %d answered as %d", seq, m->seq);
-            else if ((rc = wire_get_f32(m->data, (long)n, 0, "all_reduce.data", &x)) == 0)
-                memcpy(out, x, sizeof(float) * n);
-            free(x);
-        } else if (e->body_case == PLUMB__ENVELOPE__BODY_ERROR && e->id == w->cur_id) {
-            rc = pl_fail(PL_EPEER, "all-reduce %d: %s", seq, e->error->message);
-        } else if (e->body_case == PLUMB__ENVELOPE__BODY_ALL_REDUCE ||
-                   e->body_case == PLUMB__ENVELOPE__BODY_ERROR) {
-            /* late answers to a request given up before: nothing waits */
-        } else if (w->n_held == WORKER_MAX_HELD) {
-            rc = pl_fail(PL_EPROTO, "over %d requests came during all-reduce %d", WORKER_MAX_HELD,
-                         seq);
-        } else {
-            w->held[w->n_held].buf = buf, w->held[w->n_held++].len = len;
-            buf = NULL;
-            if (e->body_case == PLUMB__ENVELOPE__BODY_SHUTDOWN)
-                rc = pl_fail(PL_EPEER, "shut down during all-reduce %d", seq);
-        }
-        wire_free(&e);
-        free(buf);
-        if (rc <= 0) return rc;
-    }
-}
-
-/* Role.allreduce: sends buf to the coordinator in slices and waits for
- * each slice's sum over the replicas. */
-static int dp_allreduce(void *ctx, const Plumb__DataParallel *dp, float *buf, size_t n) {
-    Worker *w = ctx;
-    size_t per = dp_slice(w);
-    double t0 = pl_now_s();
-    int rc = 0;
-    size_t at = 0;
-    do { /* at least one frame, also for n = 0 */
-        size_t k = n - at < per ? n - at : per;
-        WireArena *a = wire_arena_new();
-        Plumb__Envelope *e = a ? wire_envelope(a, w->cur_id, NULL) : NULL;
-        Plumb__AllReduce *m = e ? wire_alloc(a, sizeof *m) : NULL;
-        rc = m ? 0 : pl_fail(PL_ENOMEM, "all-reduce: out of memory");
-        int seq = w->dp_seq++;
-        if (rc == 0) {
-            plumb__all_reduce__init(m);
-            m->group = dp->group, m->rank = dp->rank, m->size = dp->size, m->seq = seq;
-            m->data = wire_f32(a, buf + at, (int)k);
-            e->body_case = PLUMB__ENVELOPE__BODY_ALL_REDUCE;
-            e->all_reduce = m;
-            rc = m->data ? send_env(w, e) : pl_fail(PL_ENOMEM, "all-reduce: out of memory");
-        }
-        wire_arena_free(&a);
-        if (rc == 0) rc = dp_wait(w, seq, buf + at, k);
-        at += k;
-    } while (rc == 0 && at < n);
-    w->dp_s += pl_now_s() - t0;
     return rc;
 }
 
@@ -312,8 +220,8 @@ static int do_register(Worker *w) {
             rc = pl_fail(PL_EPROTO, "the coordinator configured role '%s', not hosted here",
                          wel->roles[i]->role);
         if (rc == 0) /* role_new's errors name the role */
-            rc = role_new(&w->roles[slot], wel->roles[i], w->base, w->o->model, w->tok,
-                          w->tok_dir);
+            rc = role_new(&w->roles[slot], w->o->roles_table[k], wel->roles[i], w->base,
+                          w->o->model, w->tok, w->tok_dir);
     }
     for (int j = 0; rc == 0 && j < w->n_roles; j++)
         if (!w->roles[j])
@@ -334,12 +242,10 @@ static int serve_one(Worker *w, const void *buf, size_t len) {
         fprintf(stderr, "plumb worker %s: %s\n", w->worker_id, pl_error());
         return send_error(w, 0, PL_EPROTO, pl_error()) < 0 ? -1 : 0;
     }
-    double t0 = pl_now_s();
-    if (q->body_case == PLUMB__ENVELOPE__BODY_ALL_REDUCE ||
-        q->body_case == PLUMB__ENVELOPE__BODY_ERROR) {
-        /* the answer to an all-reduce of a request that failed here before
-         * it came: nothing waits for it */
-        if (w->o->verbose && q->body_case == PLUMB__ENVELOPE__BODY_ERROR)
+    double t0 = pl_now_s(), busy0 = w->coll->busy_s;
+    if (q->body_case == PLUMB__ENVELOPE__BODY_ERROR) {
+        /* the coordinator refused something this worker sent: nothing waits */
+        if (w->o->verbose)
             fprintf(stderr, "plumb worker %s: the coordinator said: %s\n", w->worker_id,
                     q->error->message);
         wire_free(&q);
@@ -370,12 +276,10 @@ static int serve_one(Worker *w, const void *buf, size_t len) {
                      (unsigned long long)q->id, q->role);
     } else {
         Plumb__Envelope *rep = wire_envelope(a, q->id, q->role);
-        w->cur_id = q->id, w->dp_seq = 0, w->dp_s = 0;
-        role->allreduce = dp_allreduce, role->allreduce_ctx = w;
         rc = role_handle(role, q, a, rep);
         if (rc == 0) {
-            /* time in all-reduces is communication and waiting for peers */
-            rep->compute_s = pl_now_s() - t0 - w->dp_s;
+            /* time in collectives is communication and waiting for peers */
+            rep->compute_s = pl_now_s() - t0 - (w->coll->busy_s - busy0);
             rc = send_env(w, rep);
             wire_arena_free(&a);
             wire_free(&q);
@@ -393,8 +297,7 @@ static int serve_one(Worker *w, const void *buf, size_t len) {
 }
 
 static void worker_free(Worker *w) {
-    for (int i = 0; i < w->n_held; i++) free(w->held[i].buf);
-    w->n_held = 0;
+    coll_free(&w->coll);
     for (int i = 0; i < w->n_roles; i++) role_free(&w->roles[i]);
     zt_client_free(&w->client);
     base_free(&w->base);
@@ -457,6 +360,15 @@ int worker_run(const WorkerOptions *o) {
     hb.period_ms = w.heartbeat_ms;
     hb.coordinator_timeout_ms = o->coordinator_timeout_ms > 0 ? o->coordinator_timeout_ms : 30000;
     w.coordinator_gone = &hb.coordinator_gone;
+    char dp_id[160];
+    snprintf(dp_id, sizeof dp_id, "%s/dp", w.worker_id);
+    ZtClientOptions dpo = co;
+    dpo.identity = dp_id;
+    if ((rc = relay_new(&w.coll, &dpo, &hb.coordinator_gone)) < 0) {
+        worker_free(&w);
+        return rc;
+    }
+    for (int i = 0; i < w.n_roles; i++) w.roles[i]->coll = w.coll;
     pthread_t thread;
     if (pthread_create(&thread, NULL, heartbeat_main, &hb) != 0) {
         worker_free(&w);
@@ -472,13 +384,7 @@ int worker_run(const WorkerOptions *o) {
         }
         void *buf;
         size_t len;
-        int got = 1;
-        if (w.n_held > 0) { /* frames held during an all-reduce come first */
-            buf = w.held[0].buf, len = w.held[0].len;
-            memmove(w.held, w.held + 1, sizeof w.held[0] * (size_t)--w.n_held);
-        } else {
-            got = zt_client_recv(w.client, &buf, &len, 200);
-        }
+        int got = zt_client_recv(w.client, &buf, &len, 200);
         if (got == 0) continue;
         if (got == PL_ERANGE) {
             fprintf(stderr, "plumb worker %s: dropped a %zu-byte message over the limit\n",

@@ -7,7 +7,9 @@
  * A second thread sends heartbeats on its own socket every heartbeat_ms, so
  * the coordinator can tell a long computation from a dead process; when
  * the coordinator stops acknowledging them for coordinator_timeout_ms the
- * worker gives up.
+ * worker gives up. A third socket carries the collectives of data-parallel
+ * train requests (worker/relay.h), which the roles reach through
+ * Role.coll.
  *
  * A bad request (undecodable frame, a shape that lies, a role this process
  * does not host) is answered with an Error and the worker keeps serving. */
@@ -16,7 +18,12 @@
 
 #include <stddef.h>
 
+#include "worker/role.h"
+
 typedef struct {
+    /* What each role is (indexed by RoleKind; the program's table of the
+     * role folders' descriptors). */
+    const RoleDesc *const *roles_table;
     const char *connect;       /* coordinator endpoint                          */
     const char *roles;         /* "actor" or "actor,reference"                  */
     const char *model;         /* base checkpoint (HF folder or llama2.c .bin)  */
