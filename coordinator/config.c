@@ -21,6 +21,8 @@
 #include <yaml.h>
 
 #include "common/err.h"
+#include "common/roles.h"
+#include "coordinator/algos.h"
 #include "coordinator/metrics.h"
 #include "model/lora.h"
 
@@ -56,9 +58,9 @@ typedef struct {
 #define PATH(k, f, d, h) {k, K_PATH, FIELD(f, char *), d, NULL, NULL, h}
 #define ENUM(k, f, d, ch, h) {k, K_ENUM, FIELD(f, char *), d, NULL, ch, h}
 
-/* The algorithms the coordinator drives; algo/algo.h names more (simpo,
- * kto), which parse and are refused by runcfg_validate. */
-#define ALGO_CHOICES "sft|rm|dpo|orpo|grpo|ppo"
+/* The algorithms the coordinator drives: the rows of coordinator/algos.c,
+ * in its order (test_config checks that the two agree). */
+#define ALGO_CHOICES "sft|rm|dpo|orpo|simpo|kto|grpo|ppo"
 
 static const Key KEYS[] = {
     /* run */
@@ -94,10 +96,18 @@ static const Key KEYS[] = {
     FLT("algo.reward_clip", reward_clip, "10", "(0,)", "ppo: scores clipped to +-reward_clip"),
     BOOL("algo.whiten_advantages", whiten_advantages, "true",
          "ppo: whiten advantages over the batch"),
-    FLT("algo.beta", beta, "0.1", "(0,)", "dpo: inverse temperature of the implicit reward"),
+    FLT("algo.beta", beta, "auto", "(0,)",
+        "dpo, simpo, kto: inverse temperature of the implicit reward (auto: 2 simpo, 0.1 "
+        "otherwise)"),
     ENUM("algo.loss_type", loss_type, "sigmoid", "sigmoid|ipo|hinge", "dpo: loss form"),
     FLT("algo.label_smoothing", label_smoothing, "0", "[0,0.5]",
-        "dpo: probability that a preference label is flipped"),
+        "dpo, simpo: probability that a preference label is flipped"),
+    FLT("algo.simpo_gamma", simpo_gamma, "0.5", "[0,)",
+        "simpo: target reward margin gamma (TRL's simpo_gamma)"),
+    FLT("algo.desirable_weight", desirable_weight, "1", "[0,)",
+        "kto: weight of the desirable (chosen) examples' losses"),
+    FLT("algo.undesirable_weight", undesirable_weight, "1", "[0,)",
+        "kto: weight of the undesirable (rejected) examples' losses"),
     FLT("algo.orpo_lambda", orpo_lambda, "0.1", "[0,)", "orpo: weight of the odds-ratio term"),
     FLT("algo.center_coef", center_coef, "0", "[0,)",
         "rm: weight of the mean((r_c + r_r)^2) centering term"),
@@ -836,16 +846,17 @@ static int check_fields(const RunConfig *c) {
 int runcfg_validate(RunConfig *c) {
     if (c->algo == RUNCFG_ALGO_UNSET)
         return pl_fail(PL_EINVAL, "algo.name is required (one of " ALGO_CHOICES ")");
-    if (c->algo != ALGO_SFT && c->algo != ALGO_RM && c->algo != ALGO_DPO &&
-        c->algo != ALGO_ORPO && c->algo != ALGO_GRPO && c->algo != ALGO_PPO)
-        return pl_fail(PL_ENOTSUP, "algo.name %s is not driven by the coordinator yet (one of "
+    const AlgoDesc *d = algos_find(c->algo);
+    if (!d)
+        return pl_fail(PL_ENOTSUP, "algo.name %s is not driven by the coordinator (one of "
                        ALGO_CHOICES ")", algo_name_str(c->algo));
-    const int grpo = c->algo == ALGO_GRPO, ppo = c->algo == ALGO_PPO;
+    const int grpo = c->algo == ALGO_GRPO;
 
-    /* algorithm-dependent defaults */
-    if (c->group_size == -1) c->group_size = grpo ? 8 : 1;
-    if (c->kl_coef < 0) c->kl_coef = grpo ? 0.04f : ppo ? 0.05f : 0.0f;
-    if (!strcmp(c->kl_estimator, "auto")) strcpy(c->kl_estimator, ppo ? "k1" : "k3");
+    /* the algorithm's defaults of the "auto" keys */
+    if (c->group_size == -1) c->group_size = d->group_size;
+    if (c->kl_coef < 0) c->kl_coef = d->kl_coef;
+    if (!strcmp(c->kl_estimator, "auto")) strcpy(c->kl_estimator, d->kl_estimator);
+    if (c->beta < 0) c->beta = d->beta;
     if (!c->redis_stream[0] && metrics_default_stream(c->run_dir, c->redis_stream, CFG_STR) < 0)
         return pl_fail(PL_EINVAL, "metrics.stream: the run dir's name is too long to name "
                                   "the stream; set metrics.stream");
@@ -861,12 +872,13 @@ int runcfg_validate(RunConfig *c) {
     if (c->dual_clip != 0 && !(c->dual_clip > 1))
         return pl_fail(PL_ERANGE, "algo.dual_clip (%g) must be 0 (off) or above 1",
                        (double)c->dual_clip);
-    long seqs = (long)c->batch_size * (grpo || ppo ? c->group_size : 1);
-    if (c->minibatches > seqs)
+    long units = (long)c->batch_size * (d->units_per_record ? d->units_per_record : c->group_size);
+    if (c->minibatches > units)
         return pl_fail(PL_EINVAL,
-                       "train.minibatches (%d) must be at most the %ld sequences of a step "
-                       "(train.batch_size x algo.group_size)",
-                       c->minibatches, seqs);
+                       "train.minibatches (%d) must be at most the %ld units (sequences, or "
+                       "pairs) a step of %s trains on (train.batch_size x %s)",
+                       c->minibatches, units, algo_name_str(c->algo),
+                       d->units_per_record ? "the units of a record" : "algo.group_size");
     if (!c->train_path[0]) return pl_fail(PL_EINVAL, "data.train is required");
     if (!c->model_path[0]) {
         if (c->init_dim % c->init_heads)
@@ -887,7 +899,8 @@ int runcfg_validate(RunConfig *c) {
         return pl_fail(PL_EINVAL, "optim.warmup_steps (%d) must be below the run's %ld optimizer "
                                   "steps (run.steps x train.epochs x train.minibatches)",
                        c->warmup_steps, total);
-    if ((grpo || ppo) && !strcmp(c->reward_type, "model") && !c->reward_model[0])
+    unsigned scored = d->roles(c) & ~d->trained & (1u << ROLE_REWARD); /* a reward it only asks */
+    if (scored && !strcmp(c->reward_type, "model") && !c->reward_model[0])
         return pl_fail(PL_EINVAL, "reward.type model needs reward.model (an rm run's checkpoint)");
     if (c->heartbeat_ms >= c->dead_after_ms)
         return pl_fail(PL_EINVAL,

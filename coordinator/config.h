@@ -24,15 +24,15 @@
 
 #include "algo/algo.h"
 
-/* algo.name: the AlgoName of algo/algo.h (ALGO_SFT, ALGO_RM, ALGO_PPO,
- * ALGO_GRPO, ALGO_DPO, ALGO_ORPO; simpo and kto are refused by validation
- * until the coordinator drives them). Use algo_name_parse/algo_name_str. */
+/* algo.name: the AlgoName of algo/algo.h; validation accepts those the
+ * coordinator drives (coordinator/algos.h). Use algo_name_parse and
+ * algo_name_str. */
 typedef AlgoName Algo;
 
 /* algo.name before it is set (runcfg_defaults); runcfg_validate refuses it. */
 #define RUNCFG_ALGO_UNSET ((Algo)-1)
 
-typedef struct {
+typedef struct RunConfig {
     /* run */
     char run_dir[CFG_PATH];      /* run.dir: metrics, checkpoints, exports      */
     uint64_t seed;               /* run.seed (1)                                */
@@ -57,7 +57,10 @@ typedef struct {
     int whiten_advantages;       /* algo.whiten_advantages (true, ppo)          */
     float beta;                  /* algo.beta (0.1, dpo)                        */
     char loss_type[CFG_STR];     /* algo.loss_type: sigmoid|ipo|hinge           */
-    float label_smoothing;       /* algo.label_smoothing (0)                    */
+    float label_smoothing;       /* algo.label_smoothing (0, dpo and simpo)     */
+    float simpo_gamma;           /* algo.simpo_gamma (0.5): SimPO's target margin */
+    float desirable_weight;      /* algo.desirable_weight (1, kto)              */
+    float undesirable_weight;    /* algo.undesirable_weight (1, kto)            */
     float orpo_lambda;           /* algo.orpo_lambda (0.1)                      */
     float center_coef;           /* algo.center_coef (0, rm)                    */
 

@@ -34,7 +34,8 @@ int reducer_new(Reducer **out, ReduceSend send, void *ctx) {
 }
 
 static void call_clear(Call *x) {
-    for (int i = 0; i < POOL_MAX_WORKERS; i++) wire_free(&x->part[i]);
+    for (int i = 0; i < POOL_MAX_WORKERS; i++)
+        wire_free(&x->part[i]);
     memset(x, 0, sizeof *x);
 }
 
@@ -59,7 +60,8 @@ void reducer_fail_all(Reducer *r, const char *msg) {
 
 void reducer_free(Reducer **pr) {
     if (!pr || !*pr) return;
-    for (int i = 0; i < MAX_CALLS; i++) call_clear(&(*pr)->calls[i]);
+    for (int i = 0; i < MAX_CALLS; i++)
+        call_clear(&(*pr)->calls[i]);
     free(*pr);
     *pr = NULL;
 }
@@ -72,8 +74,9 @@ static int call_finish(Reducer *r, Call *x, char *msg, size_t cap) {
     size_t n = t0->data.len / sizeof(float);
     for (int i = 0; !broadcast && i < x->size; i++)
         if (x->part[i]->all_reduce->data->data.len != t0->data.len) {
-            snprintf(msg, cap, "all-reduce %d of group %llu: rank %d sent %zu values and rank 0 %zu",
-                     x->seq, (unsigned long long)x->group, i,
+            snprintf(msg, cap,
+                     "all-reduce %d of group %llu: rank %d sent %zu values and rank 0 %zu", x->seq,
+                     (unsigned long long)x->group, i,
                      x->part[i]->all_reduce->data->data.len / sizeof(float), n);
             call_fail(r, x, msg);
             return PL_EPROTO;
@@ -88,7 +91,8 @@ static int call_finish(Reducer *r, Call *x, char *msg, size_t cap) {
     memcpy(sum, t0->data.data, sizeof(float) * n);
     for (int i = 1; !broadcast && i < x->size; i++) {
         memcpy(v, x->part[i]->all_reduce->data->data.data, sizeof(float) * n);
-        for (size_t k = 0; k < n; k++) sum[k] += v[k];
+        for (size_t k = 0; k < n; k++)
+            sum[k] += v[k];
     }
     free(v);
     WireArena *a = wire_arena_new();
@@ -114,9 +118,11 @@ static int call_finish(Reducer *r, Call *x, char *msg, size_t cap) {
 static void mismatch(const Call *x, const Plumb__AllReduce *m, char *msg, size_t cap) {
     msg[0] = '\0';
     if (m->size != x->size || m->op != x->op || m->root != x->root)
-        snprintf(msg, cap, "call %d of group %llu: rank %d sent op %d root %d of %d ranks, "
-                 "another op %d root %d of %d", m->seq, (unsigned long long)m->group, m->rank,
-                 (int)m->op, m->root, m->size, x->op, x->root, x->size);
+        snprintf(msg, cap,
+                 "call %d of group %llu: rank %d sent op %d root %d of %d ranks, "
+                 "another op %d root %d of %d",
+                 m->seq, (unsigned long long)m->group, m->rank, (int)m->op, m->root, m->size, x->op,
+                 x->root, x->size);
     else if (x->part[m->rank])
         snprintf(msg, cap, "call %d of group %llu: rank %d sent twice", m->seq,
                  (unsigned long long)m->group, m->rank);
@@ -136,7 +142,8 @@ int reducer_add(Reducer *r, const ZtPeer *peer, Plumb__Envelope *e, char *msg, s
     else if (m->op == PLUMB__ALL_REDUCE__OP__BROADCAST && (m->root < 0 || m->root >= m->size))
         snprintf(msg, cap, "broadcast from root %d of %d ranks", m->root, m->size);
     else if (!m->data || m->data->dtype != PLUMB__DTYPE__DT_F32 || m->data->n_shape != 1 ||
-             m->data->shape[0] < 0 || (size_t)m->data->shape[0] * sizeof(float) != m->data->data.len)
+             m->data->shape[0] < 0 ||
+             (size_t)m->data->shape[0] * sizeof(float) != m->data->data.len)
         snprintf(msg, cap, "all-reduce %d: data is not a (n) f32 tensor", m->seq);
     Call *x = NULL, *spare = NULL;
     for (int i = 0; !msg[0] && i < MAX_CALLS; i++) {
@@ -144,7 +151,8 @@ int reducer_add(Reducer *r, const ZtPeer *peer, Plumb__Envelope *e, char *msg, s
         if (y->used && y->group == m->group && y->seq == m->seq) x = y;
         if (!y->used && !spare) spare = y;
     }
-    if (!msg[0] && !x && !spare) snprintf(msg, cap, "all-reduce: over %d calls in progress", MAX_CALLS);
+    if (!msg[0] && !x && !spare)
+        snprintf(msg, cap, "all-reduce: over %d calls in progress", MAX_CALLS);
     if (!msg[0] && !x) {
         x = spare;
         x->used = 1, x->group = m->group, x->seq = m->seq, x->size = m->size;

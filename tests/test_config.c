@@ -16,6 +16,7 @@
 #include "testutil.h"
 
 #include "common/err.h"
+#include "coordinator/algos.h"
 #include "coordinator/config.h"
 
 /* ---------------------------------------------------------------- helpers */
@@ -83,7 +84,8 @@ static void test_defaults(void **state) {
     assert_true(c->entropy_coef == 0.0f && c->gamma == 1.0f && c->lambda == 0.95f);
     assert_true(c->value_clip == 0.2f && c->kl_target == 0.0f && c->kl_horizon == 10000.0f);
     assert_true(c->reward_clip == 10.0f && c->whiten_advantages == 1);
-    assert_true(c->beta == 0.1f && c->label_smoothing == 0.0f && c->orpo_lambda == 0.1f);
+    assert_true(c->beta < 0 && c->label_smoothing == 0.0f && c->orpo_lambda == 0.1f);
+    assert_true(c->simpo_gamma == 0.5f && c->desirable_weight == 1.0f && c->undesirable_weight == 1.0f);
     assert_string_equal(c->loss_type, "sigmoid");
     assert_true(c->center_coef == 0.0f);
     assert_string_equal(c->model_path, "");
@@ -256,7 +258,7 @@ static void test_override_errors(void **state) {
     expect_msg(runcfg_set(c, "algo.gamma=1.5"), "algo.gamma=1.5", "in [0, 1]", NULL);
     expect_msg(runcfg_set(c, "rollout.top_p=0"), "in (0, 1]", NULL);
     expect_msg(runcfg_set(c, "algo.group_size=-2"), ">= 1", NULL);
-    expect_msg(runcfg_set(c, "algo.name=GRPO"), "'GRPO' is not one of sft|rm|dpo|orpo|grpo|ppo",
+    expect_msg(runcfg_set(c, "algo.name=GRPO"), "'GRPO' is not one of sft|rm|dpo|orpo|simpo|kto|grpo|ppo",
                NULL);
     expect_msg(runcfg_set(c, "optim.schedule=step"), "'step' is not one of constant|linear|cosine",
                NULL);
@@ -361,12 +363,14 @@ static void test_auto_resolution(void **state) {
     assert_string_equal(c->redis_stream, "plumb:metrics:exp7");
     free(c);
 
-    const Algo others[] = {ALGO_SFT, ALGO_RM, ALGO_DPO, ALGO_ORPO};
-    for (int i = 0; i < 4; i++) {
+    const Algo others[] = {ALGO_SFT, ALGO_RM, ALGO_DPO, ALGO_ORPO, ALGO_SIMPO, ALGO_KTO};
+    for (int i = 0; i < 6; i++) {
         c = valid_cfg(others[i]);
         assert_int_equal(runcfg_validate(c), 0);
         assert_int_equal(c->group_size, 1);
         assert_true(c->kl_coef == 0.0f);
+        /* beta: SimPO's scale of mean log-probs, DPO's and KTO's of sums */
+        assert_true(c->beta == (others[i] == ALGO_SIMPO ? 2.0f : 0.1f));
         free(c);
     }
 
@@ -388,10 +392,6 @@ static void test_validation_failures(void **state) {
     RunConfig *c = new_cfg();
     strcpy(c->train_path, "t.jsonl");
     expect_msg(runcfg_validate(c), "algo.name is required", NULL);
-    /* names algo/algo.h knows but the coordinator does not drive yet */
-    assert_int_equal(runcfg_set(c, "algo.name=kto"), 0);
-    assert_int_equal(c->algo, ALGO_KTO);
-    expect_msg(runcfg_validate(c), "algo.name kto is not driven by the coordinator", NULL);
     free(c);
 
     typedef struct {
@@ -404,8 +404,9 @@ static void test_validation_failures(void **state) {
         {ALGO_GRPO, {"algo.group_size=1"}, "algo.group_size (1) must be at least 2 for grpo"},
         {ALGO_GRPO, {"algo.group_size=1", "algo.advantage=rloo"}, "algo.advantage rloo"},
         {ALGO_GRPO, {"train.batch_size=2", "algo.group_size=2", "train.minibatches=5"},
-         "train.minibatches (5) must be at most the 4 sequences"},
+         "train.minibatches (5) must be at most the 4 units"},
         {ALGO_DPO, {"train.batch_size=2", "train.minibatches=3"}, "train.minibatches (3)"},
+        {ALGO_KTO, {"train.batch_size=2", "train.minibatches=5"}, "at most the 4 units"},
         {ALGO_SFT, {"model.init.heads=3"}, "model.init.heads (3) must divide model.init.dim (64)"},
         {ALGO_SFT, {"model.init.kv_heads=3"}, "model.init.kv_heads (3) must divide"},
         {ALGO_SFT, {"model.init.dim=12", "model.init.heads=4", "model.init.kv_heads=1"},
@@ -540,6 +541,31 @@ static void test_write_round_trip(void **state) {
 
 /* ------------------------------------------------------- documentation */
 
+/* algo.name's choices are exactly the algorithms coordinator/algos.c has a
+ * row for: each name in the help text validates, each other AlgoName is
+ * refused as not driven. */
+static void test_algos_agree(void **state) {
+    char buf[1 << 16];
+    FILE *f = fmemopen(buf, sizeof buf, "w");
+    runcfg_help(f);
+    fclose(f);
+    const char *choices = "sft|rm|dpo|orpo|simpo|kto|grpo|ppo";
+    assert_non_null(strstr(buf, choices));
+    for (int a = 0; a <= ALGO_KTO; a++) {
+        const char *name = algo_name_str((AlgoName)a);
+        char bar[32];
+        snprintf(bar, sizeof bar, "|%s|", name);
+        char wrapped[64];
+        snprintf(wrapped, sizeof wrapped, "|%s|", choices);
+        int listed = strstr(wrapped, bar) != NULL;
+        assert_true(listed == (algos_find((AlgoName)a) != NULL));
+        RunConfig *c = valid_cfg((AlgoName)a);
+        if (listed) assert_int_equal(runcfg_validate(c), 0);
+        else expect_msg(runcfg_validate(c), "is not driven by the coordinator", NULL);
+        free(c);
+    }
+}
+
 /* runcfg_help lists every key with its type and default. */
 static void test_help_lists_every_key(void **state) {
     char *buf = NULL;
@@ -553,7 +579,7 @@ static void test_help_lists_every_key(void **state) {
     for (int i = 0; i < runcfg_key_count(); i++)
         if (!strstr(buf, tu_path("  %s ", runcfg_key_name(i))))
             fail_msg("help lacks %s", runcfg_key_name(i));
-    assert_non_null(strstr(buf, "sft|rm|dpo|orpo|grpo|ppo"));
+    assert_non_null(strstr(buf, "sft|rm|dpo|orpo|simpo|kto|grpo|ppo"));
     assert_non_null(strstr(buf, "\"runs/run\""));
     free(buf);
 }
@@ -582,6 +608,7 @@ int main(void) {
         cmocka_unit_test(test_validation_failures),
         cmocka_unit_test(test_write_round_trip),
         cmocka_unit_test(test_help_lists_every_key),
+        cmocka_unit_test(test_algos_agree),
         cmocka_unit_test(test_readme_documents_every_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

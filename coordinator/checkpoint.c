@@ -1,0 +1,131 @@
+/* checkpoint.c: RUN_DIR/checkpoints/step-N, written whole or not at all,
+ * and the state a resumed run starts from (run_impl.h). */
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/fs.h"
+#include "coordinator/run_impl.h"
+
+static void ckpt_name(const Run *r, long step, char *out, size_t cap, int tmp) {
+    snprintf(out, cap, "%s/checkpoints/%sstep-%06ld%s", r->cfg->run_dir, tmp ? "." : "", step,
+             tmp ? ".tmp" : "");
+}
+
+int checkpoint_write(Run *r, int export_hf) {
+    char tmp[CFG_PATH + 64], dst[CFG_PATH + 64];
+    ckpt_name(r, r->step, tmp, sizeof tmp, 1);
+    ckpt_name(r, r->step, dst, sizeof dst, 0);
+    pl_rm_rf(tmp);
+    PL_TRY(pl_mkdirs(tmp));
+    WireArena *a = wire_arena_new();
+    PL_CHECK_ALLOC(a);
+    PoolCall calls[ROLE_NKINDS];
+    memset(calls, 0, sizeof calls);
+    int n = 0, rc = 0;
+    for (int k = 0; k < ROLE_NKINDS && rc == 0; k++) {
+        if (!(r->algo->trained & (1u << k))) continue;
+        Plumb__Envelope *e = req_env(a, (RoleKind)k);
+        Plumb__CheckpointReq *q = wire_alloc(a, sizeof *q);
+        plumb__checkpoint_req__init(q);
+        q->dir = wire_strdup(a, tmp);
+        q->export_hf = export_hf && k == ROLE_ACTOR;
+        e->body_case = PLUMB__ENVELOPE__BODY_CHECKPOINT;
+        e->checkpoint = q;
+        calls[n].worker = req_first(r, (RoleKind)k);
+        if (calls[n].worker < 0) rc = calls[n].worker;
+        calls[n++].req = e;
+    }
+    if (rc == 0) rc = req_call(r, calls, n);
+    for (int i = 0; rc == 0 && i < n; i++)
+        rc = req_expect(r, &calls[i], PLUMB__ENVELOPE__BODY_OK, "checkpoint");
+    pool_calls_free(calls, n);
+    wire_arena_free(&a);
+    if (rc == 0) {
+        char path[CFG_PATH + 128];
+        snprintf(path, sizeof path, "%s/coordinator.json", tmp);
+        json_t *j = json_pack("{s:I, s:I, s:f, s:I, s:I, s:I}", "step", (json_int_t)r->step, "seed",
+                              (json_int_t)r->cfg->seed, "kl_coef", r->kl.kl_coef, "adapter_version",
+                              (json_int_t)r->adapter_version, "data_epoch",
+                              (json_int_t)(r->step * (long)r->cfg->batch_size / r->order.n),
+                              "data_position",
+                              (json_int_t)(r->step * (long)r->cfg->batch_size % r->order.n));
+        if (!j || json_dump_file(j, path, JSON_INDENT(2)) != 0)
+            rc = pl_fail(PL_EIO, "writing %s", path);
+        json_decref(j);
+        snprintf(path, sizeof path, "%s/config.yaml", tmp);
+        FILE *f = rc == 0 ? fopen(path, "w") : NULL;
+        if (rc == 0 && (!f || runcfg_write(r->cfg, f) < 0))
+            rc = pl_fail(PL_EIO, "writing %s", path);
+        if (f) fclose(f);
+    }
+    if (rc == 0) {
+        pl_rm_rf(dst);
+        if (rename(tmp, dst) != 0) rc = pl_fail(PL_EIO, "rename %s: %s", tmp, strerror(errno));
+    }
+    if (rc < 0) return pl_wrap(rc, "checkpoint at step %ld", r->step);
+    if (r->cfg->keep > 0) {
+        /* keep the newest `keep` checkpoints */
+        int kept = 0;
+        for (long s = r->step; s >= 0; s--) {
+            char old[CFG_PATH + 64];
+            ckpt_name(r, s, old, sizeof old, 0);
+            struct stat st;
+            if (stat(old, &st) != 0) continue;
+            if (++kept > r->cfg->keep) pl_rm_rf(old);
+        }
+    }
+    return 0;
+}
+
+int checkpoint_resume_dir(const char *path, char *out, size_t cap) {
+    char f[CFG_PATH + 64];
+    snprintf(f, sizeof f, "%s/coordinator.json", path);
+    if (access(f, R_OK) == 0) {
+        snprintf(out, cap, "%s", path);
+        return 0;
+    }
+    snprintf(f, sizeof f, "%s/checkpoints", path);
+    DIR *d = opendir(f);
+    long best = -1;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        long s;
+        char tail;
+        if (sscanf(e->d_name, "step-%ld%c", &s, &tail) == 1 && s > best) best = s;
+    }
+    if (d) closedir(d);
+    if (best < 0)
+        return pl_fail(PL_EIO,
+                       "--resume %s: neither a checkpoint (no coordinator.json) nor a "
+                       "run folder with checkpoints",
+                       path);
+    return pl_path_fmt(out, cap, "%s/step-%06ld", f, best);
+}
+
+int checkpoint_load_state(Run *r) {
+    char path[CFG_PATH + 64];
+    snprintf(path, sizeof path, "%s/coordinator.json", r->resume_from);
+    json_error_t err;
+    json_t *j = json_load_file(path, 0, &err);
+    if (!j) return pl_fail(PL_EFORMAT, "%s:%d: %s", path, err.line, err.text);
+    json_int_t step = -1, seed = 0, ver = 0;
+    double kl = 0;
+    int bad = json_unpack(j, "{s:I, s:I, s:F, s:I}", "step", &step, "seed", &seed, "kl_coef", &kl,
+                          "adapter_version", &ver);
+    json_decref(j);
+    if (bad || step < 0)
+        return pl_fail(PL_EFORMAT, "%s: missing step, seed, kl_coef or adapter_version", path);
+    if ((uint64_t)seed != r->cfg->seed)
+        return pl_fail(PL_EINVAL, "%s was written with run.seed %lld, this run has %llu", path,
+                       (long long)seed, (unsigned long long)r->cfg->seed);
+    r->step = (long)step;
+    r->kl.kl_coef = kl;
+    r->adapter_version = (uint64_t)ver;
+    return 0;
+}

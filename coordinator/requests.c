@@ -1,0 +1,215 @@
+/* requests.c: what the steps ask of the workers: envelopes, calls and
+ * their timing, checked replies, and a trained role's fan-out to its
+ * data-parallel replicas (run_impl.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "coordinator/run_impl.h"
+
+/* Metrics of a TrainRep under prefix ("train/", "critic/"). */
+static void put_train_metrics(Run *r, const char *prefix, const Plumb__TrainRep *t) {
+    for (size_t i = 0; i < t->n_metrics; i++) {
+        char name[160];
+        snprintf(name, sizeof name, "%s%s", prefix, t->metrics[i]->name);
+        stats_put(&r->stats, name, t->metrics[i]->value);
+    }
+}
+
+int req_call(Run *r, PoolCall *calls, int n) {
+    int rc = pool_call(r->pool, calls, n);
+    /* the group's critical path: the longest handling time is compute, the
+     * rest of the longest call is transport and queueing */
+    double comp = 0, wall = 0;
+    for (int i = 0; i < n; i++) {
+        if (calls[i].compute_s > comp) comp = calls[i].compute_s;
+        if (calls[i].wall_s > wall) wall = calls[i].wall_s;
+        r->serialize_s += calls[i].pack_s;
+    }
+    r->compute_s += comp;
+    r->transport_s += wall > comp ? wall - comp : 0;
+    return rc;
+}
+
+/* Names the worker and the request of a bad reply in the error. */
+int req_bad_reply(Run *r, const PoolCall *c, int rc) {
+    char who[256];
+    return pl_wrap(rc, "the reply of %s to request %llu",
+                   pool_worker_name(r->pool, c->worker, who, sizeof who),
+                   (unsigned long long)c->req->id);
+}
+
+int req_expect(Run *r, const PoolCall *c, Plumb__Envelope__BodyCase kind, const char *what) {
+    if (!c->rep || c->rep->body_case != kind)
+        return req_bad_reply(r, c,
+                             pl_fail(PL_EPROTO, "answers %s with message kind %d", what,
+                                     c->rep ? (int)c->rep->body_case : -1));
+    return 0;
+}
+
+int req_first(Run *r, RoleKind k) {
+    int idx[POOL_MAX_WORKERS];
+    int n = pool_workers_with(r->pool, k, idx, POOL_MAX_WORKERS);
+    if (n == 0) return pl_fail(PL_EPEER, "no live worker hosts the %s role", role_kind_name(k));
+    return idx[0];
+}
+
+Plumb__Envelope *req_env(WireArena *a, RoleKind k) {
+    return wire_envelope(a, 0, role_kind_name(k));
+}
+
+Plumb__Envelope *req_logprobs(WireArena *a, RoleKind k, const Packed *p, float temp) {
+    Plumb__Envelope *e = req_env(a, k);
+    Plumb__LogprobsReq *q = wire_alloc(a, sizeof *q);
+    plumb__logprobs_req__init(q);
+    q->seqs = wire_seqs(a, p->tokens, p->offsets, p->mask, p->B);
+    q->temperature = temp;
+    e->body_case = PLUMB__ENVELOPE__BODY_LOGPROBS;
+    e->logprobs = q;
+    return e;
+}
+
+Plumb__Envelope *req_train(WireArena *a, RoleKind k, const Run *r, uint64_t seed) {
+    Plumb__Envelope *e = req_env(a, k);
+    Plumb__TrainReq *t = wire_alloc(a, sizeof *t);
+    plumb__train_req__init(t);
+    t->epochs = r->cfg->epochs;
+    t->minibatches = r->cfg->minibatches;
+    t->seed = seed;
+    e->body_case = PLUMB__ENVELOPE__BODY_TRAIN;
+    e->train = t;
+    return e;
+}
+
+int req_f32(Run *r, const PoolCall *c, const Plumb__Tensor *t, long n, const char *what,
+            float **out) {
+    int rc = wire_get_f32(t, n, 1, what, out);
+    return rc < 0 ? req_bad_reply(r, c, rc) : 0;
+}
+
+int req_score(Run *r, WireArena *a, const Records *recs, const long *which, int G, const Packed *p,
+              PoolCall *c) {
+    int w = req_first(r, ROLE_REWARD);
+    if (w < 0) return w;
+    Plumb__Envelope *e = req_env(a, ROLE_REWARD);
+    Plumb__ScoreReq *q = wire_alloc(a, sizeof *q);
+    plumb__score_req__init(q);
+    q->seqs = wire_seqs(a, p->tokens, p->offsets, p->mask, p->B);
+    q->n_answers = p->B;
+    q->answers = wire_alloc(a, sizeof(char *) * (p->B ? p->B : 1));
+    for (int b = 0; b < p->B; b++) {
+        const char *ans = recs->r[which[b / G]].answer;
+        q->answers[b] = (char *)(ans ? ans : "");
+    }
+    e->body_case = PLUMB__ENVELOPE__BODY_SCORE;
+    e->score = q;
+    c->worker = w;
+    c->req = e;
+    return 0;
+}
+
+int req_train_add(Run *r, WireArena *a, RoleKind k, Plumb__Envelope *e, PoolCall *calls, int cap) {
+    int *idx = r->trainers[k], n = r->n_trainers[k];
+    if (n == 0) {
+        n = r->n_trainers[k] = pool_workers_with(r->pool, k, idx, POOL_MAX_WORKERS);
+        if (n == 0) return pl_fail(PL_EPEER, "no live worker hosts the %s role", role_kind_name(k));
+    }
+    if (n > cap) return pl_fail(PL_EINVAL, "%d %s replicas: at most %d", n, role_kind_name(k), cap);
+    memset(calls, 0, sizeof *calls * (size_t)n);
+    calls[0].worker = idx[0], calls[0].req = e;
+    if (n == 1) return 1;
+    uint64_t group = ++r->dp_groups;
+    for (int i = 0; i < n; i++) {
+        Plumb__Envelope *ce = i ? wire_alloc(a, sizeof *ce) : e;
+        Plumb__TrainReq *t = i ? wire_alloc(a, sizeof *t) : e->train;
+        Plumb__DataParallel *dp = wire_alloc(a, sizeof *dp);
+        if (!ce || !t || !dp) return pl_fail(PL_ENOMEM, "train requests: out of memory");
+        if (i) *ce = *e, *t = *e->train, ce->train = t;
+        plumb__data_parallel__init(dp);
+        dp->group = group, dp->rank = i, dp->size = n;
+        t->dp = dp;
+        calls[i].worker = idx[i], calls[i].req = ce;
+    }
+    return n;
+}
+
+int req_train_done(Run *r, RoleKind k, const PoolCall *calls, int n, const char *prefix) {
+    for (int i = 0; i < n; i++)
+        PL_TRY(req_expect(r, &calls[i], PLUMB__ENVELOPE__BODY_TRAIN_REP, "train"));
+    const Plumb__TrainRep *t0 = calls[0].rep->train_rep;
+    for (int i = 1; i < n; i++) {
+        const Plumb__TrainRep *t = calls[i].rep->train_rep;
+        if (t->params_hash != t0->params_hash || t->adapter_version != t0->adapter_version) {
+            char a[256], b[256];
+            return pl_fail(
+                PL_EPEER,
+                "the %s replicas diverged: %s holds parameters %016llx (version %llu), "
+                "%s %016llx (version %llu)",
+                role_kind_name(k), pool_worker_name(r->pool, calls[0].worker, a, sizeof a),
+                (unsigned long long)t0->params_hash, (unsigned long long)t0->adapter_version,
+                pool_worker_name(r->pool, calls[i].worker, b, sizeof b),
+                (unsigned long long)t->params_hash, (unsigned long long)t->adapter_version);
+        }
+    }
+    put_train_metrics(r, prefix, t0);
+    if (k == ROLE_ACTOR) r->adapter_version = t0->adapter_version;
+    for (int i = 0; i < n; i++)
+        ((PoolWorker *)pool_worker(r->pool, calls[i].worker))->adapter_version =
+            t0->adapter_version;
+    if (n > 1) {
+        char name[64];
+        snprintf(name, sizeof name, "%sreplicas", prefix);
+        stats_put(&r->stats, name, n);
+    }
+    return 0;
+}
+
+int req_train_call(Run *r, RoleKind k, Plumb__Envelope *e, WireArena *a, const char *prefix) {
+    PoolCall c[POOL_MAX_WORKERS];
+    int n = req_train_add(r, a, k, e, c, POOL_MAX_WORKERS);
+    if (n < 0) return n;
+    int rc = req_call(r, c, n);
+    if (rc == 0) rc = req_train_done(r, k, c, n, prefix);
+    pool_calls_free(c, n);
+    return rc;
+}
+
+int req_pair(Run *r, const Records *recs, const long *which, int n, RoleKind k, Packed *pc,
+             Packed *pr, float *x[2]) {
+    int score_ = k == ROLE_REWARD;
+    x[0] = x[1] = NULL;
+    memset(pr, 0, sizeof *pr);
+    int rc = pack_records(recs, which, n, 0, pc);
+    if (rc == 0) rc = pack_records(recs, which, n, 1, pr);
+    WireArena *a = wire_arena_new();
+    PoolCall cs[2];
+    memset(cs, 0, sizeof cs);
+    if (rc == 0 && !a) rc = pl_fail(PL_ENOMEM, "pair requests: out of memory");
+    for (int s = 0; rc == 0 && s < 2; s++) {
+        const Packed *p = s ? pr : pc;
+        if (score_) {
+            rc = req_score(r, a, recs, which, 1, p, &cs[s]);
+        } else {
+            cs[s].worker = req_first(r, k);
+            if (cs[s].worker < 0) rc = cs[s].worker;
+            cs[s].req = req_logprobs(a, k, p, 1.0f);
+        }
+    }
+    if (rc == 0) rc = req_call(r, cs, 2);
+    for (int s = 0; rc == 0 && s < 2; s++) {
+        const Packed *p = s ? pr : pc;
+        if (score_) {
+            rc = req_expect(r, &cs[s], PLUMB__ENVELOPE__BODY_SCORE_REP, "score");
+            if (rc == 0)
+                rc = req_f32(r, &cs[s], cs[s].rep->score_rep->scores, p->B, "scores", &x[s]);
+        } else {
+            rc = req_expect(r, &cs[s], PLUMB__ENVELOPE__BODY_LOGPROBS_REP, "logprobs");
+            if (rc == 0)
+                rc = req_f32(r, &cs[s], cs[s].rep->logprobs_rep->logprobs, p->N, "logprobs", &x[s]);
+        }
+    }
+    pool_calls_free(cs, 2);
+    wire_arena_free(&a);
+    return rc;
+}

@@ -1,0 +1,188 @@
+/* rollout.c: generation across the actor replicas, and the adapter sync
+ * that keeps the replicas at the trainer's version (run_impl.h). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "coordinator/run_impl.h"
+
+void rollout_free(Rollout *ro) {
+    packed_free(&ro->seqs);
+    free(ro->lp);
+    memset(ro, 0, sizeof *ro);
+}
+
+int rollout_sync_adapters(Run *r) {
+    int idx[POOL_MAX_WORKERS];
+    int n = pool_workers_with(r->pool, ROLE_ACTOR, idx, POOL_MAX_WORKERS);
+    if (n <= 1 || r->cfg->full_finetune || r->cfg->lora_rank == 0) return 0;
+    WireArena *a = wire_arena_new();
+    PL_CHECK_ALLOC(a);
+    PoolCall get = {.worker = idx[0]};
+    get.req = req_env(a, ROLE_ACTOR);
+    Plumb__AdapterMsg *m = wire_alloc(a, sizeof *m);
+    plumb__adapter_msg__init(m);
+    m->get = 1;
+    get.req->body_case = PLUMB__ENVELOPE__BODY_ADAPTER;
+    get.req->adapter = m;
+    int rc = req_call(r, &get, 1);
+    if (rc == 0) rc = req_expect(r, &get, PLUMB__ENVELOPE__BODY_ADAPTER, "adapter get");
+    PoolCall set[POOL_MAX_WORKERS];
+    int ns = 0;
+    for (int i = 1; rc == 0 && i < n; i++) {
+        PoolWorker const *w = pool_worker(r->pool, idx[i]);
+        if (w->adapter_version == get.rep->adapter->version) continue;
+        memset(&set[ns], 0, sizeof set[ns]);
+        set[ns].worker = idx[i];
+        set[ns].req = req_env(a, ROLE_ACTOR);
+        Plumb__AdapterMsg *s = wire_alloc(a, sizeof *s);
+        plumb__adapter_msg__init(s);
+        s->version = get.rep->adapter->version;
+        s->data = get.rep->adapter->data;
+        set[ns].req->body_case = PLUMB__ENVELOPE__BODY_ADAPTER;
+        set[ns].req->adapter = s;
+        ns++;
+    }
+    if (rc == 0 && ns) rc = req_call(r, set, ns);
+    for (int i = 0; rc == 0 && i < ns; i++)
+        ((PoolWorker *)pool_worker(r->pool, set[i].worker))->adapter_version =
+            get.rep->adapter->version;
+    if (rc == 0) {
+        size_t bytes = get.rep->adapter->data ? get.rep->adapter->data->data.len : 0;
+        stats_put(&r->stats, "perf/adapter_sync_bytes", (double)bytes * ns);
+    }
+    pool_calls_free(set, ns);
+    pool_calls_free(&get, 1);
+    wire_arena_free(&a);
+    return rc;
+}
+
+/* Generates G samples for each of n prompts (records which[0..n)) across
+ * the actor replicas that hold the trainer's adapter version (a replica
+ * that joined a full fine-tuning run late holds older weights and is left
+ * out); greedy when temp = 0. */
+int rollout_generate(Run *r, const Records *recs, const long *which, int n, int G, float temp,
+                     int max_new, uint64_t seed, Rollout *out) {
+    memset(out, 0, sizeof *out);
+    int idx[POOL_MAX_WORKERS];
+    int nw = 0, all = pool_workers_with(r->pool, ROLE_ACTOR, idx, POOL_MAX_WORKERS);
+    for (int i = 0; i < all; i++)
+        if (pool_worker(r->pool, idx[i])->adapter_version == r->adapter_version) idx[nw++] = idx[i];
+    if (nw == 0)
+        return pl_fail(PL_EPEER, "no live actor worker holds adapter version %llu",
+                       (unsigned long long)r->adapter_version);
+    if (nw > n) nw = n;
+    WireArena *a = wire_arena_new();
+    PL_CHECK_ALLOC(a);
+    Packed prompts[POOL_MAX_WORKERS];
+    PoolCall calls[POOL_MAX_WORKERS];
+    memset(prompts, 0, sizeof prompts);
+    memset(calls, 0, sizeof calls);
+    int rc = 0, start = 0;
+    for (int w = 0; w < nw && rc == 0; w++) {
+        int cnt = n / nw + (w < n % nw);
+        for (int i = start; i < start + cnt && rc == 0; i++) {
+            const DsRecord *d = &recs->r[which[i]];
+            rc = packed_add(&prompts[w], d->prompt, d->n_prompt, NULL, 0);
+        }
+        Plumb__Envelope *e = req_env(a, ROLE_ACTOR);
+        Plumb__GenerateReq *g = wire_alloc(a, sizeof *g);
+        plumb__generate_req__init(g);
+        g->prompts = wire_seqs(a, prompts[w].tokens, prompts[w].offsets, NULL, prompts[w].B);
+        g->n = G;
+        g->temperature = temp;
+        g->top_k = temp > 0 ? r->cfg->top_k : 0;
+        g->top_p = temp > 0 ? r->cfg->top_p : 1.0f;
+        g->seed = seed;
+        g->max_new_tokens = max_new;
+        g->first_index = (int64_t)start * G;
+        e->body_case = PLUMB__ENVELOPE__BODY_GENERATE;
+        e->generate = g;
+        calls[w].worker = idx[w];
+        calls[w].req = e;
+        start += cnt;
+    }
+    if (rc == 0) rc = req_call(r, calls, nw);
+    for (int w = 0; w < nw && rc == 0; w++) {
+        rc = req_expect(r, &calls[w], PLUMB__ENVELOPE__BODY_GENERATED, "generate");
+        if (rc < 0) break;
+        const Plumb__GenerateRep *g = calls[w].rep->generated;
+        if (g->adapter_version != r->adapter_version) {
+            rc = pl_fail(PL_EPROTO,
+                         "stale rollout: actor worker %d generated with adapter version %llu, "
+                         "the trainer is at %llu",
+                         idx[w], (unsigned long long)g->adapter_version,
+                         (unsigned long long)r->adapter_version);
+            break;
+        }
+        WireSeqs s;
+        rc = wire_get_seqs(g->seqs, &r->lim, "generate.seqs", &s);
+        if (rc < 0) {
+            rc = req_bad_reply(r, &calls[w], rc);
+            break;
+        }
+        if (s.B != prompts[w].B * G) {
+            rc = pl_fail(PL_EPROTO, "actor worker %d returned %d sequences for %d prompts x %d",
+                         idx[w], s.B, prompts[w].B, G);
+            wire_seqs_free(&s);
+            break;
+        }
+        float *lp = NULL;
+        rc = req_f32(r, &calls[w], g->logprobs, s.N, "generate.logprobs", &lp);
+        long base = out->seqs.N;
+        for (int b = 0; rc == 0 && b < s.B; b++) {
+            int o = s.offsets[b], len = s.offsets[b + 1] - o, np = 0;
+            while (np < len && !s.mask[o + np])
+                np++;
+            rc = packed_add(&out->seqs, s.tokens + o, np, s.tokens + o + np, len - np);
+        }
+        if (rc == 0) {
+            float *l = realloc(out->lp, sizeof(float) * (out->seqs.N ? out->seqs.N : 1));
+            if (!l)
+                rc = pl_fail(PL_ENOMEM, "rollout log-probs");
+            else {
+                out->lp = l;
+                memcpy(out->lp + base, lp, sizeof(float) * s.N);
+            }
+        }
+        free(lp);
+        wire_seqs_free(&s);
+    }
+    pool_calls_free(calls, nw);
+    for (int w = 0; w < nw; w++)
+        packed_free(&prompts[w]);
+    wire_arena_free(&a);
+    out->n_prompts = n;
+    if (rc < 0) rollout_free(out);
+    return rc;
+}
+
+char *rollout_response_text(Run *r, const Packed *p, int b) {
+    int o = p->offsets[b], e = p->offsets[b + 1], s = o;
+    while (s < e && !p->mask[s])
+        s++;
+    if (e > s && p->tokens[e - 1] == r->eos) e--;
+    char *text = NULL;
+    if (tok_decode(r->tok, p->tokens + s, e - s, 1, &text) < 0) return strdup("");
+    return text;
+}
+
+void rollout_metrics(Run *r, const Packed *p, const float *scores) {
+    double s = 0, s2 = 0, len = 0, eos = 0;
+    for (int b = 0; b < p->B; b++) {
+        s += scores[b], s2 += (double)scores[b] * scores[b];
+        int n = 0;
+        for (int t = p->offsets[b]; t < p->offsets[b + 1]; t++)
+            n += p->mask[t];
+        len += n;
+        eos += n > 0 && p->tokens[p->offsets[b + 1] - 1] == r->eos;
+    }
+    double B = p->B ? p->B : 1, mean = s / B;
+    stats_put(&r->stats, "rollout/reward_mean", mean);
+    stats_put(&r->stats, "rollout/reward_std", sqrt(fmax(0, s2 / B - mean * mean)));
+    stats_put(&r->stats, "rollout/response_len", len / B);
+    stats_put(&r->stats, "rollout/eos_frac", eos / B);
+    r->tokens += p->N;
+}

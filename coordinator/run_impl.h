@@ -1,0 +1,234 @@
+/* run_impl.h: what the coordinator's files share about a run in progress.
+ * Private to coordinator/.
+ *
+ *   batch.c       Packed sequences, Records (JSONL), Order (epoch shuffle)
+ *   stats.c       the step's metrics
+ *   requests.c    envelopes (req_), calls and their timing, replies, train fan-out
+ *   rollout.c     generation across the actor replicas, adapter sync
+ *   step_sft.c, step_pref.c, step_rl.c   one step of each algorithm
+ *   eval.c        held-out generation and preference evals
+ *   checkpoint.c  checkpoints and resume
+ *   roles.c       RunConfig -> each role's RoleConfig; the random init model
+ *   algos.c       the algorithm table that ties them together
+ *   run.c         coord_run: set-up, the step loop, teardown
+ *
+ * Dimension letters: B sequences, N packed tokens, G samples per prompt. */
+#ifndef PLUMB_RUN_IMPL_H
+#define PLUMB_RUN_IMPL_H
+
+#include <stdint.h>
+
+#include "algo/ppo.h"
+#include "coordinator/algos.h"
+#include "coordinator/config.h"
+#include "coordinator/metrics.h"
+#include "coordinator/pool.h"
+#include "coordinator/run.h"
+#include "data/dataset.h"
+#include "model/tokenizer.h"
+
+/* Streams derived from run.seed (rng_mix3's tag). */
+enum { TAG_DATA = 1, TAG_GEN, TAG_TRAIN, TAG_ACTOR, TAG_CRITIC, TAG_REWARD, TAG_CRITIC_TRAIN };
+
+/* ------------------------------------------------------------ batch.c */
+
+/* Sequences packed back to back, as the wire carries them. */
+typedef struct {
+    int B, N, capB, capN;
+    int *tokens, *offsets;   /* (N), (B+1)                                    */
+    unsigned char *mask;     /* (N) 1 on response tokens                      */
+} Packed;
+
+void packed_free(Packed *p);
+/* Appends prompt (mask 0) then response (mask 1). */
+int packed_add(Packed *p, const int *prompt, int np, const int *resp, int nr);
+
+/* A data file's records, all in memory. */
+typedef struct {
+    DsRecord *r;
+    long n;
+} Records;
+
+/* Reads a whole JSONL file (key names it in messages); dropped lines are
+ * reported on stderr (unless quiet) but a file with no usable record is
+ * an error. */
+int records_load(Records *out, const char *key, const char *path, const DsConfig *dc,
+                 DsFormat fmt, int quiet);
+void records_free(Records *r);
+
+/* Prompt + chosen (or rejected) of records which[0..n). */
+int pack_records(const Records *recs, const long *which, int n, int rejected, Packed *p);
+
+/* The record at position k of the endless, per-epoch shuffled order. */
+typedef struct {
+    long n;
+    long *perm;              /* (n) order of the current epoch                */
+    long epoch;              /* epoch perm holds, -1 none                     */
+    uint64_t seed;
+    int shuffle;
+} Order;
+
+long order_at(Order *o, long k);
+
+/* ------------------------------------------------------------ stats.c */
+
+/* The metrics of one step, in the order they were first put. */
+typedef struct {
+    char **names;
+    double *values;
+    int n, cap;
+} StepStats;
+
+/* Sets name to v (a new name goes last). Out of memory is reported once
+ * on stderr and the metric is dropped: metrics never stop a run. */
+void stats_put(StepStats *s, const char *name, double v);
+/* NAN when absent. */
+double stats_get(const StepStats *s, const char *name);
+void stats_clear(StepStats *s);
+void stats_free(StepStats *s);
+
+/* ------------------------------------------------------------ the run */
+
+/* Reference log-probs of each record's chosen and rejected sequences,
+ * computed once (step_pref.c). */
+typedef struct {
+    long n;                  /* records                                       */
+    float **c, **r;          /* (n) per record: its tokens' log-probs, or NULL */
+} RefCache;
+
+typedef struct Run {
+    RunConfig *cfg;
+    const AlgoDesc *algo;
+    const CoordHooks *hooks;
+    Pool *pool;
+    Tokenizer *tok;
+    DsConfig dc;
+    Records train, eval, eval_pref;
+    Order order;
+    Metrics *metrics;
+    WireLimits lim;
+    int eos;
+    long step;               /* completed steps                               */
+    uint64_t adapter_version;/* the trainer's                                 */
+    uint64_t dp_groups;      /* data-parallel groups formed so far            */
+    /* each role's trainers: its replicas live at its first train request
+     * (a replica that registers later has neither the updates nor the
+     * optimizer state, and only generates); n_trainers[k] 0: none yet */
+    int trainers[ROLE_NKINDS][POOL_MAX_WORKERS], n_trainers[ROLE_NKINDS];
+    KlController kl;
+    RefCache ref, eval_ref;  /* dpo, kto                                      */
+    StepStats stats;         /* the current step's metrics                    */
+    double compute_s, transport_s, serialize_s; /* the step's timing          */
+    long tokens;             /* the step's tokens                             */
+    char resume_from[CFG_PATH]; /* checkpoint folder, or ""                    */
+} Run;
+
+/* ---------------------------------------------------------- requests.c */
+
+/* Runs calls in parallel and books their timings into the step. */
+int req_call(Run *r, PoolCall *calls, int n);
+/* Checks that a reply has the expected kind (naming worker and request). */
+int req_expect(Run *r, const PoolCall *c, Plumb__Envelope__BodyCase kind, const char *what);
+/* Wraps rc with the worker and the request of a bad reply. */
+int req_bad_reply(Run *r, const PoolCall *c, int rc);
+/* Reads an f32 vector reply field of n elements. */
+int req_f32(Run *r, const PoolCall *c, const Plumb__Tensor *t, long n, const char *what,
+              float **out);
+/* The first live worker of role k, or PL_EPEER. */
+int req_first(Run *r, RoleKind k);
+
+/* A request envelope for role k (body unset). */
+Plumb__Envelope *req_env(WireArena *a, RoleKind k);
+Plumb__Envelope *req_logprobs(WireArena *a, RoleKind k, const Packed *p, float temp);
+/* A train request with the run's epochs and minibatches (body unset). */
+Plumb__Envelope *req_train(WireArena *a, RoleKind k, const Run *r, uint64_t seed);
+/* A score request for p's sequences, sequence b answered by
+ * recs->r[which[b / G]]'s answer, to the first reward worker, into c. */
+int req_score(Run *r, WireArena *a, const Records *recs, const long *which, int G,
+              const Packed *p, PoolCall *c);
+
+/* Appends train request e (body set) for role k to calls[0..cap): one call
+ * to the role's trainer, or, with several, one per trainer, each a copy of
+ * e with its rank in a new data-parallel group (worker/train.h). Returns
+ * the number of calls added, or < 0. */
+int req_train_add(Run *r, WireArena *a, RoleKind k, Plumb__Envelope *e, PoolCall *calls, int cap);
+/* Takes the replies of the n calls req_train_add made for role k: metrics
+ * under prefix, versions, and the replicas' agreement. */
+int req_train_done(Run *r, RoleKind k, const PoolCall *calls, int n, const char *prefix);
+/* req_train_add, req_call and req_train_done for one request. */
+int req_train_call(Run *r, RoleKind k, Plumb__Envelope *e, WireArena *a, const char *prefix);
+
+/* Packs the chosen (pc) and rejected (pr) sequences of records which[0..n)
+ * and sends both at once to the first worker with role k: score requests
+ * to the reward role (x[s]: one value per sequence), else logprobs at
+ * temperature 1 (x[s]: one per token). The caller frees x[0], x[1], pc and
+ * pr, also on failure. */
+int req_pair(Run *r, const Records *recs, const long *which, int n, RoleKind k, Packed *pc,
+              Packed *pr, float *x[2]);
+
+/* ----------------------------------------------------------- rollout.c */
+
+typedef struct {
+    Packed seqs;             /* B*G sequences, prompt-major                   */
+    float *lp;               /* (N) rollout log-probs                         */
+    int n_prompts;
+} Rollout;
+
+void rollout_free(Rollout *ro);
+/* Makes every actor replica hold the trainer's adapter. */
+int rollout_sync_adapters(Run *r);
+/* G samples for each of records which[0..n) across the actor replicas at
+ * the trainer's adapter version; greedy when temp = 0. */
+int rollout_generate(Run *r, const Records *recs, const long *which, int n, int G, float temp,
+             int max_new, uint64_t seed, Rollout *out);
+/* Response text of sequence b (mask tokens, trailing EOS dropped). */
+char *rollout_response_text(Run *r, const Packed *p, int b);
+/* rollout/reward_mean, reward_std, response_len, eos_frac. */
+void rollout_metrics(Run *r, const Packed *p, const float *scores);
+
+/* ------------------------------------------------------------- steps */
+
+int step_sft(Run *r, const long *which, int n);
+int step_rm(Run *r, const long *which, int n);
+int step_dpo(Run *r, const long *which, int n);
+int step_orpo(Run *r, const long *which, int n);
+int step_simpo(Run *r, const long *which, int n);
+int step_kto(Run *r, const long *which, int n);
+int step_grpo(Run *r, const long *which, int n);
+int step_ppo(Run *r, const long *which, int n);
+
+/* Reference log-probs of records which[0..n) into cache (made on first
+ * use for recs->n records). */
+int refcache_get(Run *r, const Records *recs, const long *which, int n, RefCache *cache);
+void refcache_free(RefCache *c);
+
+/* -------------------------------------------------------------- eval.c */
+
+/* Greedy answers to data.eval, exact match (and the reward's mean when a
+ * reward worker is there). */
+int eval_generate(Run *r);
+/* The policy's choice between chosen and rejected of data.eval_pref by
+ * summed log-probs (and, with a reference, by log-ratios). */
+int eval_pref_policy(Run *r);
+/* The reward model's choice on data.eval_pref. */
+int eval_pref_rm(Run *r);
+
+/* -------------------------------------------------------- checkpoint.c */
+
+/* Writes RUN_DIR/checkpoints/step-N (each trained role's state, then the
+ * coordinator's), renamed into place when complete; keeps the newest
+ * checkpoint.keep. export_hf: the actor also writes its Hugging Face
+ * export. */
+int checkpoint_write(Run *r, int export_hf);
+/* The checkpoint folder to resume from: path itself, or the newest step-N
+ * under path/checkpoints. */
+int checkpoint_resume_dir(const char *path, char *out, size_t cap);
+/* Step, KL coefficient and adapter version from resume_from. */
+int checkpoint_load_state(Run *r);
+
+/* ------------------------------------------------------------- roles.c */
+
+/* PoolRoleConfigFn: role k's RoleConfig from the run's config. */
+Plumb__RoleConfig *roles_config(void *ctx, RoleKind k, WireArena *a);
+
+#endif
