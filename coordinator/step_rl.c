@@ -16,6 +16,7 @@
 /* One step's rollouts and what is computed from them; N, B of ro.seqs. */
 typedef struct {
     int ppo, G;
+    int kl_in_rewards;       /* ppo, reinforce_pp: the KL is in the rewards    */
     Rollout ro;
     AlgoSeqs as;      /* ro.seqs for algo/                             */
     float *maskf;     /* (N)                                           */
@@ -93,29 +94,42 @@ static int rl_collect(Run *r, const long *which, int n, RlBatch *b) {
     return rc;
 }
 
-/* GRPO: group-relative advantages over each prompt's G samples. PPO:
- * per-token rewards (the score at the end, the KL to the reference on
- * every token), GAE over the critic's values, optional whitening. */
+/* Per-token rewards: the score at each sequence's end, the KL to the
+ * reference (at coefficient kl_coef) on every token. */
+static int rl_rewards(Run *r, const RlBatch *b, float kl_coef, float *rewards) {
+    KlEstimator ke;
+    PL_TRY(kl_estimator_parse(r->cfg->kl_estimator, &ke));
+    return algo_ppo_rewards(&b->as, b->ro.lp, b->lp_ref, b->scores, kl_coef, ke,
+                            r->cfg->reward_clip, rewards);
+}
+
+/* GRPO: group-relative advantages over each prompt's G samples, or with
+ * reinforce_pp REINFORCE++'s whitened discounted returns of the per-token
+ * rewards (the KL then in the rewards, not the loss). PPO: per-token
+ * rewards, GAE over the critic's values, optional whitening. */
 static int rl_advantages(Run *r, RlBatch *b) {
     const RunConfig *c = r->cfg;
     const Packed *p = &b->ro.seqs;
-    if (!b->ppo) {
-        AdvEstimator est;
+    AdvEstimator est = ADV_GROUP;
+    if (!b->ppo) PL_TRY(adv_estimator_parse(c->advantage, &est));
+    if (!b->ppo && est == ADV_REINFORCE_PP) {
+        float *rewards = calloc((size_t)(p->N ? p->N : 1), sizeof(float));
+        PL_CHECK_ALLOC(rewards);
+        int rc = rl_rewards(r, b, c->kl_coef, rewards);
+        if (rc == 0) rc = algo_reinforce_pp(&b->as, rewards, c->gamma, b->adv, NULL);
+        free(rewards);
+        PL_TRY(rc);
+    } else if (!b->ppo) {
         float *seq_adv = calloc((size_t)(p->B ? p->B : 1), sizeof(float));
         PL_CHECK_ALLOC(seq_adv);
-        int rc = adv_estimator_parse(c->advantage, &est);
-        if (rc == 0) rc = algo_group_advantages(b->scores, p->B, b->G, est, seq_adv);
+        int rc = algo_group_advantages(b->scores, p->B, b->G, est, seq_adv);
         if (rc == 0) rc = algo_broadcast_seq(&b->as, seq_adv, b->adv);
         free(seq_adv);
         PL_TRY(rc);
     } else {
-        KlEstimator ke;
         float *rewards = calloc((size_t)(p->N ? p->N : 1), sizeof(float));
         PL_CHECK_ALLOC(rewards);
-        int rc = kl_estimator_parse(c->kl_estimator, &ke);
-        if (rc == 0)
-            rc = algo_ppo_rewards(&b->as, b->ro.lp, b->lp_ref, b->scores, (float)r->kl.kl_coef, ke,
-                                  c->reward_clip, rewards);
+        int rc = rl_rewards(r, b, (float)r->kl.kl_coef, rewards);
         if (rc == 0) rc = algo_gae(&b->as, rewards, b->values, c->gamma, c->lambda, b->adv, b->ret);
         if (rc == 0 && c->whiten_advantages)
             rc = algo_masked_whiten(b->adv, b->adv, b->maskf, p->N, 1);
@@ -151,11 +165,11 @@ static int rl_update(Run *r, RlBatch *b) {
     pb->seqs = wire_seqs(a, p->tokens, p->offsets, p->mask, p->B);
     pb->old_logprobs = wire_f32(a, b->ro.lp, p->N);
     pb->advantages = wire_f32(a, b->adv, p->N);
-    if (b->lp_ref && !b->ppo) pb->ref_logprobs = wire_f32(a, b->lp_ref, p->N);
+    if (b->lp_ref && !b->kl_in_rewards) pb->ref_logprobs = wire_f32(a, b->lp_ref, p->N);
     pb->clip_low = c->clip_low, pb->clip_high = c->clip_high, pb->dual_clip = c->dual_clip;
     pb->loss_agg = (char *)c->loss_agg;
     pb->max_new_tokens = c->max_new_tokens;
-    pb->kl_coef = b->ppo ? 0 : c->kl_coef; /* PPO's KL is in the rewards */
+    pb->kl_coef = b->kl_in_rewards ? 0 : c->kl_coef;
     pb->kl_estimator = (char *)c->kl_estimator;
     pb->temperature = c->temperature;
     pb->entropy_coef = c->entropy_coef;
@@ -191,7 +205,8 @@ static int rl_update(Run *r, RlBatch *b) {
 }
 
 static int step_rl(Run *r, const long *which, int n, int ppo) {
-    RlBatch b = {.ppo = ppo, .G = r->cfg->group_size};
+    RlBatch b = {.ppo = ppo, .G = r->cfg->group_size,
+                 .kl_in_rewards = ppo || !strcmp(r->cfg->advantage, "reinforce_pp")};
     int rc = rl_collect(r, which, n, &b);
     if (rc == 0) rc = rl_advantages(r, &b);
     if (rc == 0) rc = rl_update(r, &b);

@@ -24,6 +24,7 @@
 
 #include "common/err.h"
 #include "data/arith.h"
+#include "algo/pref.h"
 #include "algo/rules.h"
 #include "testutil.h"
 #include "actor/actor.h"
@@ -279,6 +280,39 @@ static Plumb__Envelope *req_dpo(WireArena *a, const Pk *c, const Pk *rj, const f
     b->beta = 0.5f;
     e->train->body_case = PLUMB__TRAIN_REQ__BODY_DPO;
     e->train->dpo = b;
+    return e;
+}
+
+static Plumb__Envelope *req_simpo(WireArena *a, const Pk *c, const Pk *rj) {
+    Plumb__Envelope *e = req_train(a, "actor", 1, 1, 0);
+    Plumb__SimpoBody *b = wire_alloc(a, sizeof *b);
+    plumb__simpo_body__init(b);
+    b->chosen = pk_seqs(a, c);
+    b->rejected = pk_seqs(a, rj);
+    b->beta = 2.0f;
+    b->gamma = 0.5f;
+    b->label_smoothing = 0.1f;
+    e->train->body_case = PLUMB__TRAIN_REQ__BODY_SIMPO;
+    e->train->simpo = b;
+    return e;
+}
+
+/* KTO over the sequences of p, desirable where des[b] (0/1, or anything
+ * for the validation test), with reference log-probs ref. */
+static Plumb__Envelope *req_kto(WireArena *a, const Pk *p, const float *ref, const float *des,
+                                float kl) {
+    Plumb__Envelope *e = req_train(a, "actor", 1, 1, 0);
+    Plumb__KtoBody *b = wire_alloc(a, sizeof *b);
+    plumb__kto_body__init(b);
+    b->seqs = pk_seqs(a, p);
+    b->ref_logprobs = wire_f32(a, ref, p->N);
+    b->desirable = wire_f32(a, des, p->B);
+    b->kl = kl;
+    b->beta = 0.5f;
+    b->desirable_weight = 1.0f;
+    b->undesirable_weight = 1.5f;
+    e->train->body_case = PLUMB__TRAIN_REQ__BODY_KTO;
+    e->train->kto = b;
     return e;
 }
 
@@ -740,6 +774,87 @@ static void test_dpo_orpo(void **state) {
     role_free(&r);
 }
 
+/* An AlgoSeqs over the masks of p (as floats in mf). */
+static AlgoSeqs seqs_of(const Pk *p, float *mf) {
+    for (int t = 0; t < p->N; t++) mf[t] = p->mask[t];
+    return (AlgoSeqs){.B = p->B, .N = p->N, .offsets = p->off, .mask = mf};
+}
+
+/* SimPO's first step reports algo_simpo of the policy's own log-probs and
+ * widens the mean-log-prob margin; KTO's reports algo_kto of the policy
+ * against the reference with the sent reference point, raises the
+ * desirable examples' log-ratio over the undesirable ones', and refuses a
+ * label that is not 0 or 1. */
+static void test_simpo_kto(void **state) {
+    Pk c, rj;
+    pref_pairs(&c, &rj);
+    WireArena *a = wire_arena_new();
+    float mc[256], mr[256];
+    AlgoSeqs sc = seqs_of(&c, mc), sr = seqs_of(&rj, mr);
+
+    Role *r = mk_ok((Spec){.role = "actor", .rank = 4, .lr = 2e-2f});
+    randomize_adapter(r, 9);
+    float *lc = get_lp(r, &c, 1.0f), *lr = get_lp(r, &rj, 1.0f);
+    SimpoOpts so = {.beta = 2.0f, .gamma = 0.5f, .label_smoothing = 0.1f};
+    PrefOut want;
+    assert_int_equal(algo_simpo(&sc, lc, &sr, lr, &so, &want, NULL, NULL), 0);
+    double m0 = 0, m1 = 0;
+    for (int i = 0; i < 6; i++) {
+        Plumb__Envelope *rep = call_ok(r, req_simpo(a, &c, &rj));
+        if (i == 0) {
+            assert_true(fabs(metric(rep, "loss") - want.loss) < 1e-5);
+            assert_true(fabs(metric(rep, "margin") - want.margin) < 1e-5);
+            m0 = metric(rep, "margin");
+        }
+        m1 = metric(rep, "margin");
+        wire_free(&rep);
+    }
+    assert_true(m1 > m0);
+    free(lc), free(lr);
+    role_free(&r);
+
+    /* KTO: the chosen desirable, the rejected undesirable, one batch */
+    Pk p = {0};
+    for (int b = 0; b < c.B; b++) pk_add_ids(&p, c.tok + c.off[b], c.off[b + 1] - c.off[b], 0);
+    for (int b = 0; b < rj.B; b++) pk_add_ids(&p, rj.tok + rj.off[b], rj.off[b + 1] - rj.off[b], 0);
+    for (int t = 0; t < p.N; t++) p.mask[t] = t < c.N ? c.mask[t] : rj.mask[t - c.N];
+    float des[16], mp[512];
+    for (int b = 0; b < p.B; b++) des[b] = b < c.B;
+    r = mk_ok((Spec){.role = "actor", .rank = 4, .lr = 2e-2f});
+    randomize_adapter(r, 10);
+    Role *ref = mk_ok((Spec){.role = "reference"});
+    float *lp = get_lp(r, &p, 1.0f), *lref = get_lp(ref, &p, 1.0f);
+    AlgoSeqs sp = seqs_of(&p, mp);
+    int di[16];
+    for (int b = 0; b < p.B; b++) di[b] = (int)des[b];
+    KtoOpts ko = {.beta = 0.5f, .desirable_weight = 1.0f, .undesirable_weight = 1.5f};
+    assert_int_equal(algo_kto(&sp, lp, lref, di, 0.05f, &ko, &want, NULL), 0);
+    for (int i = 0; i < 6; i++) {
+        Plumb__Envelope *rep = call_ok(r, req_kto(a, &p, lref, des, 0.05f));
+        if (i == 0) {
+            assert_true(fabs(metric(rep, "loss") - want.loss) < 1e-5);
+            assert_true(fabs(metric(rep, "reward_chosen") - want.reward_chosen) < 1e-5);
+            assert_true(metric(rep, "kl") == 0.05f);
+            m0 = metric(rep, "margin");
+        }
+        m1 = metric(rep, "margin");
+        wire_free(&rep);
+    }
+    assert_true(m1 > m0);
+    des[1] = 2.0f;
+    int rc;
+    assert_null(call(r, req_kto(a, &p, lref, des, 0.05f), &rc));
+    assert_int_equal(rc, PL_EPROTO);
+    assert_non_null(strstr(pl_error(), "train.kto.desirable[1]"));
+    des[1] = 1.0f;
+    assert_null(call(r, req_kto(a, &p, lref, des, -1.0f), &rc));
+    assert_non_null(strstr(pl_error(), "kl -1"));
+    free(lp), free(lref);
+    role_free(&ref);
+    role_free(&r);
+    wire_arena_free(&a);
+}
+
 /* BT on the reward head raises chosen over rejected; the critic's value
  * loss falls toward fixed returns. */
 static void test_bt_value(void **state) {
@@ -848,7 +963,12 @@ static Plumb__Envelope *req_body(WireArena *a, int body, const Pk *p, const Pk *
     case 1: return req_policy(a, p, 1, old, adv, old, 0.1f, 0.05f);
     case 2: return req_value(a, p, adv, ret);
     case 3: return req_bt(a, c, rj, 0);
-    default: return req_dpo(a, c, rj, refc, refr);
+    case 4: return req_dpo(a, c, rj, refc, refr);
+    case 5: return req_simpo(a, c, rj);
+    default: {
+        static const float des[8] = {1, 0, 1, 1, 0, 1, 0, 1};
+        return req_kto(a, p, old, des, 0.02f);
+    }
     }
 }
 
@@ -861,8 +981,8 @@ static double loss_of(Role *r, const Plumb__Envelope *q) {
 
 /* The gradient a train call leaves in the model is the derivative of the
  * loss it reports: central differences along a random direction of the
- * adapter and head, for sft, grpo (KL and entropy terms), value, bt and
- * dpo. This pins the per-token shift of lp, entropy and values on the way
+ * adapter and head, for sft, grpo (KL and entropy terms), value, bt, dpo,
+ * simpo and kto. This pins the per-token shift of lp, entropy and values on the way
  * back. */
 static void test_train_gradients(void **state) {
     Pk p, c, rj;
@@ -873,7 +993,7 @@ static void test_train_gradients(void **state) {
         adv[t] = p.mask[t] ? 0.5f * ((t % 3) - 1.0f) : 0.0f;
         ret[t] = p.mask[t] ? 0.3f * (t % 2) : 0.0f;
     }
-    for (int body = 0; body < 5; body++) {
+    for (int body = 0; body < 7; body++) {
         const char *role = body == 2 ? "critic" : body == 3 ? "reward" : "actor";
         Role *r = mk_ok((Spec){.role = role, .rank = 2, .head = body == 2 || body == 3,
                                .lr = 1e-30f, .clip = -1.0f});
@@ -1205,6 +1325,7 @@ int main(void) {
         cmocka_unit_test(test_values_shift), cmocka_unit_test(test_rules),
         cmocka_unit_test(test_score_model), cmocka_unit_test(test_sft),
         cmocka_unit_test(test_policy),      cmocka_unit_test(test_dpo_orpo),
+        cmocka_unit_test(test_simpo_kto),
         cmocka_unit_test(test_bt_value),    cmocka_unit_test(test_minibatches),
         cmocka_unit_test(test_micro_batch), cmocka_unit_test(test_train_gradients),
         cmocka_unit_test(test_adapter),

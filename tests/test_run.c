@@ -193,12 +193,17 @@ static void algo_body(char *out, size_t cap, const char *algo) {
     else if (!strcmp(algo, "rm"))
         snprintf(out, cap, "algo.name: rm\ndata.train: %s/pref.jsonl\n"
                            "data.eval_pref: %s/eval_pref.jsonl\n", data, data);
-    else if (!strcmp(algo, "dpo") || !strcmp(algo, "orpo"))
+    else if (!strcmp(algo, "dpo") || !strcmp(algo, "orpo") || !strcmp(algo, "simpo") ||
+             !strcmp(algo, "kto"))
         snprintf(out, cap, "algo.name: %s\ndata.train: %s/pref.jsonl\ndata.eval: %s/eval.jsonl\n"
                            "data.eval_pref: %s/eval_pref.jsonl\n", algo, data, data, data);
     else if (!strcmp(algo, "grpo"))
         snprintf(out, cap, "algo.name: grpo\nalgo.group_size: 2\nalgo.kl_coef: 0.04\n"
                            "data.train: %s/prompts.jsonl\ndata.eval: %s/eval.jsonl\n", data, data);
+    else if (!strcmp(algo, "reinforce_pp"))
+        snprintf(out, cap, "algo.name: grpo\nalgo.advantage: reinforce_pp\nalgo.group_size: 2\n"
+                           "algo.kl_coef: 0.04\ndata.train: %s/prompts.jsonl\n"
+                           "data.eval: %s/eval.jsonl\n", data, data);
     else if (!strcmp(algo, "ppo"))
         snprintf(out, cap, "algo.name: ppo\nalgo.group_size: 2\nalgo.kl_coef: 0.05\n"
                            "data.train: %s/prompts.jsonl\ndata.eval: %s/eval.jsonl\n", data, data);
@@ -349,6 +354,72 @@ static void test_algo_orpo(void **state) {
     (void)state;
     const char *step[] = {"train/loss", NULL}, *ev[] = {"eval/accuracy", "eval/pref_accuracy", NULL};
     run_algo("orpo", step, ev);
+}
+
+/* GRPO with REINFORCE++ advantages (the KL in the rewards, none in the
+ * loss). */
+static void test_algo_reinforce_pp(void **state) {
+    (void)state;
+    const char *step[] = {"train/loss", "rollout/reward_mean", "rollout/kl", NULL};
+    const char *ev[] = {"eval/accuracy", NULL};
+    run_algo("reinforce_pp", step, ev);
+    json_t *m = metrics_load(tu_path("%s/algo-reinforce_pp", dir));
+    if (json_number_value(json_object_get(metrics_step(m, 2), "train/kl")) != 0)
+        fail_msg("reinforce_pp: a KL term in the loss");
+    json_decref(m);
+}
+
+/* SimPO: loss and margin, generation eval and preference accuracy. */
+static void test_algo_simpo(void **state) {
+    (void)state;
+    const char *step[] = {"train/loss", "train/margin", NULL};
+    const char *ev[] = {"eval/accuracy", "eval/pref_accuracy", NULL};
+    run_algo("simpo", step, ev);
+}
+
+/* KTO: loss and its KL reference point, generation eval, preference and
+ * implicit-reward accuracy (it has a reference). */
+static void test_algo_kto(void **state) {
+    (void)state;
+    const char *step[] = {"train/loss", "train/kl", "train/reward_chosen", NULL};
+    const char *ev[] = {"eval/accuracy", "eval/pref_accuracy", "eval/reward_accuracy", NULL};
+    run_algo("kto", step, ev);
+}
+
+/* DPO's eval on more held-out pairs than one reference request carries
+ * (4096): every pair is scored (the reference cache used to stop at 4096
+ * and leave the rest unset). */
+static void test_dpo_many_eval_pairs(void **state) {
+    (void)state;
+    char *src = tu_read_file(tu_path("%s/eval_pref.jsonl", data), NULL);
+    assert_non_null(src);
+    char big[1024];
+    snprintf(big, sizeof big, "%s/eval_pref_big.jsonl", dir);
+    FILE *f = fopen(big, "w");
+    assert_non_null(f);
+    long lines = 0;
+    while (lines < 4200) {
+        for (const char *q = src; *q && lines < 4200; q++) {
+            fputc(*q, f);
+            lines += *q == '\n';
+        }
+    }
+    fclose(f);
+    free(src);
+    char body[4096], cfg[2048], run[1024];
+    snprintf(body, sizeof body, "algo.name: dpo\ndata.train: %s/pref.jsonl\ndata.eval_pref: %s\n",
+             data, big);
+    config(cfg, sizeof cfg, "dpo-many", body);
+    snprintf(run, sizeof run, "%s/dpo-many", dir);
+    char *out;
+    int rc = plumb(&out, "train %s --quiet run.steps=1 eval.n=0", cfg);
+    if (rc != 0) fail_msg("plumb train: exit %d\n%s", rc, out);
+    free(out);
+    json_t *m = metrics_load(run);
+    assert_steps(m, 0, 1, "dpo-many");
+    assert_finite(metrics_step(m, 1), "eval/reward_accuracy", "dpo-many");
+    assert_finite(metrics_step(m, 1), "eval/pref_accuracy", "dpo-many");
+    json_decref(m);
 }
 
 /* GRPO: rollout reward and KL to the reference, policy loss. */
@@ -1306,6 +1377,10 @@ int main(void) {
         cmocka_unit_test(test_algo_rm),
         cmocka_unit_test(test_algo_dpo),
         cmocka_unit_test(test_algo_orpo),
+        cmocka_unit_test(test_algo_reinforce_pp),
+        cmocka_unit_test(test_algo_simpo),
+        cmocka_unit_test(test_algo_kto),
+        cmocka_unit_test(test_dpo_many_eval_pairs),
         cmocka_unit_test(test_algo_grpo),
         cmocka_unit_test(test_algo_ppo),
         cmocka_unit_test(test_placement_same_numbers),
