@@ -4,8 +4,9 @@
  * it fills, its default as YAML text, its range or allowed names and a line
  * of help. Defaults, YAML loading, overrides, writing, validation of ranges
  * and the help listing all walk that table; only the cross-key checks of
- * runcfg_validate are written out by hand. */
-#include "coordinator/config.h"
+ * runcfg_validate are written out by hand. The YAML reader is
+ * config_yaml.c. */
+#include "coordinator/config_impl.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -18,7 +19,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <yaml.h>
 
 #include "common/err.h"
 #include "common/roles.h"
@@ -28,21 +28,8 @@
 
 /* ================================================================= table */
 
-typedef enum { K_INT, K_U64, K_FLOAT, K_BOOL, K_STR, K_PATH, K_ENUM, K_ALGO } KeyType;
-
 static const char *const TYPE_NAMES[] = {"int", "u64", "float", "bool", "string", "path", "enum",
                                          "enum"};
-
-typedef struct {
-    const char *key;     /* dotted name                                        */
-    KeyType type;
-    size_t off;          /* offset of the field in RunConfig                   */
-    size_t size;         /* bytes of the field (the buffer, for strings)       */
-    const char *def;     /* default as YAML text; "auto": resolved by validate */
-    const char *range;   /* numbers: "[lo,hi]", "(lo,)", ...; NULL: any        */
-    const char *choices; /* enums: "a|b|c"                                     */
-    const char *help;
-} Key;
 
 /* Offset and size of a field, with a compile-time check that its C type is
  * T (a mismatch is a negative array size). Char buffers decay to char *. */
@@ -219,16 +206,18 @@ static const Key KEYS[] = {
 
 int runcfg_key_count(void) { return NKEYS; }
 
+int runcfg_key_index(const Key *k) { return (int)(k - KEYS); }
+
 const char *runcfg_key_name(int i) { return i >= 0 && i < NKEYS ? KEYS[i].key : NULL; }
 
-static const Key *find_key(const char *name) {
+const Key *runcfg_find_key(const char *name) {
     for (int i = 0; i < NKEYS; i++)
         if (!strcmp(KEYS[i].key, name)) return &KEYS[i];
     return NULL;
 }
 
 /* Whether some key starts with "prefix." (a section such as "model.init"). */
-static int is_section(const char *prefix) {
+int runcfg_is_section(const char *prefix) {
     size_t n = strlen(prefix);
     for (int i = 0; i < NKEYS; i++)
         if (!strncmp(KEYS[i].key, prefix, n) && KEYS[i].key[n] == '.') return 1;
@@ -259,7 +248,7 @@ static int edit_distance(const char *a, const char *b) {
 /* " (did you mean 'x'?)" for the closest key within edit distance 2, else
  * the keys whose last part is `name` ("lr": critic.lr, optim.lr); "" when
  * there is none. */
-static void suggest(const char *name, char *buf, size_t n) {
+void runcfg_suggest(const char *name, char *buf, size_t n) {
     buf[0] = '\0';
     int best = 3;
     const char *hit = NULL;
@@ -340,7 +329,7 @@ static void trimmed(const char *v, char *buf, size_t n) {
 /* Parses text as key k's value into the field at dst. `null` is 1 for a YAML
  * null (an empty or ~ plain scalar): empty for strings, an error otherwise.
  * On error returns a PL_E* code with the reason (without location) in why. */
-static int parse_value(const Key *k, const char *text, int null, void *dst, char *why, size_t wn) {
+int runcfg_parse_value(const Key *k, const char *text, int null, void *dst, char *why, size_t wn) {
     char v[128], sh[80];
     if (k->type == K_STR || k->type == K_PATH) {
         const char *s = null ? "" : text;
@@ -466,7 +455,7 @@ static int parse_value(const Key *k, const char *text, int null, void *dst, char
     return PL_EINVAL;
 }
 
-static void *field_of(RunConfig *c, const Key *k) { return (char *)c + k->off; }
+void *runcfg_field(RunConfig *c, const Key *k) { return (char *)c + k->off; }
 static const void *cfield_of(const RunConfig *c, const Key *k) { return (const char *)c + k->off; }
 
 /* ============================================================== defaults */
@@ -477,7 +466,7 @@ void runcfg_defaults(RunConfig *c) {
     for (int i = 0; i < NKEYS; i++) {
         /* the table's defaults are parsed like any value; a bad one would be a
          * bug that test_config catches, so the status is not propagated */
-        int rc = parse_value(&KEYS[i], KEYS[i].def, 0, field_of(c, &KEYS[i]), why, sizeof why);
+        int rc = runcfg_parse_value(&KEYS[i], KEYS[i].def, 0, runcfg_field(c, &KEYS[i]), why, sizeof why);
         (void)rc;
     }
 }
@@ -494,10 +483,10 @@ int runcfg_set(RunConfig *c, const char *assignment) {
     name[kn] = '\0';
     char key[256];
     trimmed(name, key, sizeof key);
-    const Key *k = find_key(key);
+    const Key *k = runcfg_find_key(key);
     if (!k) {
         char hint[300];
-        suggest(key, hint, sizeof hint);
+        runcfg_suggest(key, hint, sizeof hint);
         return pl_fail(PL_EINVAL, "override '%s': unknown key%s", assignment, hint);
     }
     /* parse into a scratch field so that c is unchanged on error */
@@ -509,182 +498,10 @@ int runcfg_set(RunConfig *c, const char *assignment) {
         Algo a;
     } tmp;
     char why[256];
-    int rc = parse_value(k, eq + 1, 0, &tmp, why, sizeof why);
+    int rc = runcfg_parse_value(k, eq + 1, 0, &tmp, why, sizeof why);
     if (rc < 0) return pl_fail(rc, "override '%s': %s", assignment, why);
-    memcpy(field_of(c, k), &tmp, k->size);
+    memcpy(runcfg_field(c, k), &tmp, k->size);
     return PL_OK;
-}
-
-/* ================================================================= YAML */
-
-typedef struct {
-    const char *path;
-    RunConfig *c;
-    int *seen;         /* (NKEYS) line a key was set on, 0 if not yet */
-    yaml_parser_t p;
-} Loader;
-
-static int yaml_fail(Loader *L) {
-    const yaml_parser_t *p = &L->p;
-    return pl_fail(PL_EFORMAT, "%s:%zu: malformed YAML: %s%s%s", L->path,
-                   (size_t)p->problem_mark.line + 1, p->problem ? p->problem : "parse error",
-                   p->context ? " " : "", p->context ? p->context : "");
-}
-
-static int next_event(Loader *L, yaml_event_t *ev) {
-    if (!yaml_parser_parse(&L->p, ev)) return yaml_fail(L);
-    return PL_OK;
-}
-
-static int line_of(const yaml_event_t *ev) { return (int)ev->start_mark.line + 1; }
-
-static int unknown_key(Loader *L, int line, const char *key) {
-    char hint[300];
-    suggest(key, hint, sizeof hint);
-    return pl_fail(PL_EINVAL, "%s:%d: unknown key '%s'%s", L->path, line, key, hint);
-}
-
-/* A plain scalar that YAML reads as null. */
-static int is_null(const yaml_event_t *ev) {
-    if (ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE || ev->data.scalar.tag) return 0;
-    const char *v = (const char *)ev->data.scalar.value;
-    return !v[0] || !strcmp(v, "~") || !strcmp(v, "null") || !strcmp(v, "Null") ||
-           !strcmp(v, "NULL");
-}
-
-/* Sets key (dotted) from the scalar event ev found on line `line`. */
-static int set_scalar(Loader *L, const char *key, int line, const yaml_event_t *ev) {
-    const Key *k = find_key(key);
-    if (!k && is_section(key)) {
-        if (is_null(ev)) return PL_OK; /* "optim:" with every entry commented out */
-        return pl_fail(PL_EINVAL, "%s:%d: '%s' is a section, not a key: give its keys under it",
-                       L->path, line, key);
-    }
-    if (!k) return unknown_key(L, line, key);
-    int i = (int)(k - KEYS);
-    if (L->seen[i])
-        return pl_fail(PL_EINVAL, "%s:%d: duplicate key '%s' (first set on line %d)", L->path,
-                       line, key, L->seen[i]);
-    L->seen[i] = line;
-    const char *v = (const char *)ev->data.scalar.value;
-    if (strlen(v) != ev->data.scalar.length)
-        return pl_fail(PL_EINVAL, "%s:%d: %s: the value contains a NUL character", L->path,
-                       line_of(ev), key);
-    char why[256];
-    int rc = parse_value(k, v, is_null(ev), field_of(L->c, k), why, sizeof why);
-    if (rc < 0) return pl_fail(rc, "%s:%d: %s: %s", L->path, line_of(ev), key, why);
-    return PL_OK;
-}
-
-/* Reads the entries of a mapping whose MAPPING-START was just consumed;
- * prefix ("" or "optim.") is prepended to its keys. */
-static int load_mapping(Loader *L, const char *prefix, int depth) {
-    if (depth > 8) return pl_fail(PL_EFORMAT, "%s: mappings nested too deep", L->path);
-    for (;;) {
-        yaml_event_t ev;
-        PL_TRY(next_event(L, &ev));
-        if (ev.type == YAML_MAPPING_END_EVENT) {
-            yaml_event_delete(&ev);
-            return PL_OK;
-        }
-        int kline = line_of(&ev);
-        if (ev.type != YAML_SCALAR_EVENT) {
-            yaml_event_delete(&ev);
-            return pl_fail(PL_EFORMAT, "%s:%d: a key must be a plain name", L->path, kline);
-        }
-        char key[512];
-        int kn = snprintf(key, sizeof key, "%s%s", prefix, (const char *)ev.data.scalar.value);
-        yaml_event_delete(&ev);
-        if (kn >= (int)sizeof key) return unknown_key(L, kline, key);
-
-        PL_TRY(next_event(L, &ev));
-        int rc = PL_OK;
-        switch (ev.type) {
-        case YAML_SCALAR_EVENT: rc = set_scalar(L, key, kline, &ev); break;
-        case YAML_MAPPING_START_EVENT:
-            if (find_key(key))
-                rc = pl_fail(PL_EINVAL, "%s:%d: %s: a mapping where a value belongs", L->path,
-                             kline, key);
-            else if (!is_section(key))
-                rc = unknown_key(L, kline, key);
-            break;
-        case YAML_SEQUENCE_START_EVENT:
-            rc = find_key(key) ? pl_fail(PL_EINVAL, "%s:%d: %s: a sequence where a value belongs",
-                                         L->path, kline, key)
-                               : unknown_key(L, kline, key);
-            break;
-        case YAML_ALIAS_EVENT:
-            rc = pl_fail(PL_EINVAL, "%s:%d: %s: aliases are not supported", L->path, kline, key);
-            break;
-        default:
-            rc = pl_fail(PL_EFORMAT, "%s:%d: %s: unexpected YAML event", L->path, kline, key);
-            break;
-        }
-        int nested = ev.type == YAML_MAPPING_START_EVENT;
-        yaml_event_delete(&ev);
-        if (rc < 0) return rc;
-        if (nested) {
-            char sub[520];
-            snprintf(sub, sizeof sub, "%s.", key);
-            PL_TRY(load_mapping(L, sub, depth + 1));
-        }
-    }
-}
-
-/* The stream: at most one document whose root is a mapping (or empty). */
-static int load_stream(Loader *L) {
-    yaml_event_t ev;
-    PL_TRY(next_event(L, &ev)); /* STREAM-START */
-    yaml_event_delete(&ev);
-    int docs = 0;
-    for (;;) {
-        PL_TRY(next_event(L, &ev));
-        yaml_event_type_t t = ev.type;
-        int line = line_of(&ev);
-        yaml_event_delete(&ev);
-        if (t == YAML_STREAM_END_EVENT) return PL_OK;
-        if (t != YAML_DOCUMENT_START_EVENT)
-            return pl_fail(PL_EFORMAT, "%s:%d: malformed YAML", L->path, line);
-        if (docs++)
-            return pl_fail(PL_EFORMAT, "%s:%d: a second YAML document; a config is one document",
-                           L->path, line);
-        PL_TRY(next_event(L, &ev));
-        line = line_of(&ev);
-        if (ev.type == YAML_MAPPING_START_EVENT) {
-            yaml_event_delete(&ev);
-            PL_TRY(load_mapping(L, "", 0));
-        } else {
-            int empty = ev.type == YAML_SCALAR_EVENT && is_null(&ev);
-            yaml_event_delete(&ev);
-            if (!empty)
-                return pl_fail(PL_EFORMAT, "%s:%d: the top level must be a mapping of keys",
-                               L->path, line);
-        }
-        PL_TRY(next_event(L, &ev)); /* DOCUMENT-END */
-        yaml_event_delete(&ev);
-    }
-}
-
-int runcfg_load(RunConfig *c, const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return pl_fail(PL_EIO, "open %s: %s", path, strerror(errno));
-    Loader L = {.path = path};
-    L.c = malloc(sizeof *L.c);
-    L.seen = calloc(NKEYS, sizeof *L.seen);
-    int rc = PL_OK;
-    if (!L.c || !L.seen || !yaml_parser_initialize(&L.p)) {
-        rc = pl_fail(PL_ENOMEM, "loading %s: out of memory", path);
-        free(L.c), free(L.seen), fclose(f);
-        return rc;
-    }
-    *L.c = *c; /* work on a copy: c is unchanged on error */
-    yaml_parser_set_input_file(&L.p, f);
-    rc = load_stream(&L);
-    if (rc == PL_OK) *c = *L.c;
-    yaml_parser_delete(&L.p);
-    fclose(f);
-    free(L.c), free(L.seen);
-    return rc;
 }
 
 /* ================================================================ writing */

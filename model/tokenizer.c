@@ -1,6 +1,7 @@
 #define _GNU_SOURCE /* memmem */
-/* tokenizer.c: loading tokenizer.json, decoding, lookups. Encoding is in
- * tokenizer_encode.c. */
+/* tokenizer.c: loading tokenizer.json, lookups, and the UTF-8 and buffer
+ * helpers encoding and decoding share. Encoding is in tokenizer_encode.c,
+ * decoding in tokenizer_decode.c. */
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -9,167 +10,6 @@
 
 #include "common/err.h"
 #include "model/tokenizer_internal.h"
-
-/* ---------------------------------------------------------------- helpers */
-
-uint64_t tok_hash(const void *p, size_t n) {
-    const unsigned char *s = p;
-    uint64_t h = 0xcbf29ce484222325ull ^ (n * 0x9E3779B97F4A7C15ull);
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, s, 8);
-        h = (h ^ w) * 0x100000001b3ull;
-        h ^= h >> 29;
-        s += 8;
-        n -= 8;
-    }
-    uint64_t w = 0;
-    memcpy(&w, s, n);
-    h = (h ^ w) * 0x9E3779B97F4A7C15ull;
-    return h ^ (h >> 31);
-}
-
-int tok_utf8_len(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    int len;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-    } else
-        return 0;
-    if ((size_t)len > n) return 0;
-    if (s[1] < lo || s[1] > hi) return 0;
-    for (int i = 2; i < len; i++)
-        if ((s[i] & 0xC0) != 0x80) return 0;
-    return len;
-}
-
-/* Number of leading bytes of an invalid sequence that Rust's
- * from_utf8_lossy replaces by one U+FFFD (the maximal subpart, >= 1). */
-static int utf8_bad_len(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    int len;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-    } else
-        return 1;
-    int k = 1;
-    if (k < (int)n && s[k] >= lo && s[k] <= hi)
-        k++;
-    else
-        return 1;
-    while (k < len && k < (int)n && (s[k] & 0xC0) == 0x80)
-        k++;
-    return k;
-}
-
-typedef struct {
-    char *p;
-    size_t n, cap;
-} Buf;
-
-static int buf_put(Buf *b, const void *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        PL_CHECK_ALLOC(p);
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return 0;
-}
-
-/* Appends s with invalid UTF-8 replaced as Rust's from_utf8_lossy does. */
-static int buf_put_lossy(Buf *b, const unsigned char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        size_t j = i;
-        int l;
-        while (j < n && (l = tok_utf8_len(s + j, n - j)) > 0)
-            j += l;
-        PL_TRY(buf_put(b, s + i, j - i));
-        if (j < n) {
-            PL_TRY(buf_put(b, "\xEF\xBF\xBD", 3));
-            j += utf8_bad_len(s + j, n - j);
-        }
-        i = j;
-    }
-    return 0;
-}
-
-/* GPT-2's byte <-> printable character table: bytes 33..126, 161..172,
- * 174..255 map to themselves, the rest to 256, 257, ... in order. */
-static int byte_to_cp(int b) {
-    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) return b;
-    int n = 0;
-    for (int c = 0; c < b; c++)
-        if (!((c >= 33 && c <= 126) || (c >= 161 && c <= 172) || (c >= 174 && c <= 255))) n++;
-    return 256 + n;
-}
-
-static int cp_to_utf8(int cp, char *o) {
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xC0 | cp >> 6);
-        o[1] = (char)(0x80 | (cp & 63));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | cp >> 12);
-        o[1] = (char)(0x80 | ((cp >> 6) & 63));
-        o[2] = (char)(0x80 | (cp & 63));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | cp >> 18);
-    o[1] = (char)(0x80 | ((cp >> 12) & 63));
-    o[2] = (char)(0x80 | ((cp >> 6) & 63));
-    o[3] = (char)(0x80 | (cp & 63));
-    return 4;
-}
-
-/* Decodes one code point of valid UTF-8 at s; returns its length. */
-static int utf8_cp(const unsigned char *s, int *cp) {
-    if (s[0] < 0x80) {
-        *cp = s[0];
-        return 1;
-    }
-    if (s[0] < 0xE0) {
-        *cp = (s[0] & 31) << 6 | (s[1] & 63);
-        return 2;
-    }
-    if (s[0] < 0xF0) {
-        *cp = (s[0] & 15) << 12 | (s[1] & 63) << 6 | (s[2] & 63);
-        return 3;
-    }
-    *cp = (s[0] & 7) << 18 | (s[1] & 63) << 12 | (s[2] & 63) << 6 | (s[3] & 63);
-    return 4;
-}
 
 /* ------------------------------------------------------------------- maps */
 
@@ -601,7 +441,7 @@ static int load_model_bpe(Tokenizer *t, json_t *model, json_t *added, const char
     PL_CHECK_ALLOC(pm->rank);
     PL_CHECK_ALLOC(pm->merged);
     memset(pm->key, 0xff, sizeof(uint64_t) * (pm->mask + 1));
-    Buf cat = {0};
+    TokBuf cat = {0};
     json_array_foreach(merges, i, v) {
         const char *a, *b;
         size_t al, bl;
@@ -626,8 +466,8 @@ static int load_model_bpe(Tokenizer *t, json_t *model, json_t *added, const char
             return pl_fail(PL_EFORMAT, "%s: merges[%zu] is neither \"a b\" nor [a, b]", path, i);
         }
         cat.n = 0;
-        int rc = buf_put(&cat, a, al);
-        if (!rc) rc = buf_put(&cat, b, bl);
+        int rc = tok_buf_put(&cat, a, al);
+        if (!rc) rc = tok_buf_put(&cat, b, bl);
         if (rc) {
             free(cat.p);
             return rc;
@@ -730,7 +570,7 @@ int tok_load(Tokenizer **out, const char *dir) {
     for (int c = 0; c < 324; c++)
         t->cp_byte[c] = -1;
     for (int b = 0; b < 256; b++)
-        t->cp_byte[byte_to_cp(b)] = (int16_t)b;
+        t->cp_byte[tok_byte_to_cp(b)] = (int16_t)b;
     json_t *model = json_object_get(root, "model"), *added = json_object_get(root, "added_tokens");
     int rc = 0;
     if (!json_is_object(model)) rc = pl_fail(PL_EFORMAT, "%s: no \"model\" object", path);
@@ -746,7 +586,7 @@ int tok_load(Tokenizer **out, const char *dir) {
     if (!rc && t->byte_level) {
         for (int b = 0; b < 256; b++) {
             char u[4];
-            int l = cp_to_utf8(byte_to_cp(b), u);
+            int l = tok_cp_to_utf8(tok_byte_to_cp(b), u);
             t->byte_id[b] = tok_map_get(t, u, l);
         }
     }
@@ -830,195 +670,4 @@ int tok_token_id(const Tokenizer *t, const char *s) {
 
 const char *tok_token_str(const Tokenizer *t, int id) {
     return id >= 0 && id < t->n_tok ? t->tok_str[id] : NULL;
-}
-
-/* ----------------------------------------------------------------- decode */
-
-/* The decoders work on a list of strings, as Hugging Face's decode_chain. */
-typedef struct {
-    Buf *s;
-    int n;
-} StrList;
-
-static void list_free(StrList *l) {
-    for (int i = 0; i < l->n; i++)
-        free(l->s[i].p);
-    free(l->s);
-    l->s = NULL;
-    l->n = 0;
-}
-
-/* Replaces every pat in s by rep, into a new Buf. */
-static int replace_all(const Buf *s, const char *pat, int pl, const char *rep, int rl, Buf *o) {
-    memset(o, 0, sizeof *o);
-    PL_TRY(buf_put(o, "", 0));
-    size_t i = 0;
-    while (i < s->n) {
-        const char *hit = pl <= (int)(s->n - i) ? memmem(s->p + i, s->n - i, pat, pl) : NULL;
-        size_t end = hit ? (size_t)(hit - s->p) : s->n;
-        PL_TRY(buf_put(o, s->p + i, end - i));
-        if (!hit) break;
-        PL_TRY(buf_put(o, rep, rl));
-        i = end + pl;
-    }
-    return 0;
-}
-
-static int hexval(int c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-}
-
-static int run_decoder(const Decoder *d, const int16_t *cp_byte, StrList *l) {
-    StrList o = {calloc(l->n + 1, sizeof(Buf)), 0};
-    PL_CHECK_ALLOC(o.s);
-    int rc = 0;
-    switch (d->type) {
-    case DEC_BYTELEVEL: {
-        Buf raw = {0};
-        rc = buf_put(&raw, "", 0);
-        for (int i = 0; !rc && i < l->n; i++) {
-            const unsigned char *s = (const unsigned char *)l->s[i].p;
-            size_t n = l->s[i].n, start = raw.n;
-            int ok = 1;
-            for (size_t j = 0; j < n && ok && !rc;) {
-                int cp, len = tok_utf8_len(s + j, n - j);
-                if (!len) {
-                    ok = 0;
-                    break;
-                }
-                utf8_cp(s + j, &cp);
-                int b = cp < 324 ? cp_byte[cp] : -1;
-                if (b < 0)
-                    ok = 0;
-                else {
-                    unsigned char c = (unsigned char)b;
-                    rc = buf_put(&raw, &c, 1);
-                }
-                j += len;
-            }
-            if (!ok && !rc) {
-                raw.n = start;
-                rc = buf_put(&raw, s, n);
-            }
-        }
-        if (!rc) {
-            memset(&o.s[0], 0, sizeof(Buf));
-            rc = buf_put(&o.s[0], "", 0);
-            if (!rc) rc = buf_put_lossy(&o.s[0], (unsigned char *)raw.p, raw.n);
-            o.n = 1;
-        }
-        free(raw.p);
-        break;
-    }
-    case DEC_REPLACE:
-    case DEC_METASPACE:
-        for (int i = 0; !rc && i < l->n; i++) {
-            if (d->type == DEC_REPLACE)
-                rc = replace_all(&l->s[i], d->a, d->a_len, d->b, d->b_len, &o.s[o.n]);
-            else if (i == 0 &&
-                     d->prepend != PREPEND_NEVER) /* HF drops every "▁" of the first token */
-                rc = replace_all(&l->s[i], d->a, d->a_len, "", 0, &o.s[o.n]);
-            else
-                rc = replace_all(&l->s[i], d->a, d->a_len, " ", 1, &o.s[o.n]);
-            o.n++;
-        }
-        break;
-    case DEC_BYTEFALLBACK: {
-        Buf bytes = {0};
-        int nb = 0;
-        for (int i = 0; !rc && i <= l->n; i++) {
-            const Buf *s = i < l->n ? &l->s[i] : NULL;
-            int h1, h2;
-            if (s && s->n == 6 && !memcmp(s->p, "<0x", 3) && s->p[5] == '>' &&
-                (h1 = hexval(s->p[3])) >= 0 && (h2 = hexval(s->p[4])) >= 0) {
-                unsigned char c = (unsigned char)(h1 * 16 + h2);
-                rc = buf_put(&bytes, &c, 1);
-                nb++;
-                continue;
-            }
-            if (nb) {
-                Buf *dst = &o.s[o.n++];
-                memset(dst, 0, sizeof *dst);
-                rc = buf_put(dst, "", 0);
-                int valid = 1;
-                for (size_t j = 0; j < bytes.n && valid;) {
-                    int len = tok_utf8_len((unsigned char *)bytes.p + j, bytes.n - j);
-                    if (!len) valid = 0;
-                    j += len;
-                }
-                if (valid)
-                    rc = rc ? rc : buf_put(dst, bytes.p, bytes.n);
-                else
-                    for (int k = 0; !rc && k < nb; k++)
-                        rc = buf_put(dst, "\xEF\xBF\xBD", 3);
-                bytes.n = 0;
-                nb = 0;
-            }
-            if (s && !rc) {
-                Buf *dst = &o.s[o.n++];
-                memset(dst, 0, sizeof *dst);
-                rc = buf_put(dst, s->p, s->n);
-            }
-        }
-        free(bytes.p);
-        break;
-    }
-    case DEC_FUSE:
-        memset(&o.s[0], 0, sizeof(Buf));
-        rc = buf_put(&o.s[0], "", 0);
-        for (int i = 0; !rc && i < l->n; i++)
-            rc = buf_put(&o.s[0], l->s[i].p, l->s[i].n);
-        o.n = 1;
-        break;
-    case DEC_STRIP:
-        for (int i = 0; !rc && i < l->n; i++) {
-            const Buf *s = &l->s[i];
-            size_t a = 0, b = s->n;
-            for (int k = 0; k < d->start && a < b && (unsigned char)s->p[a] == d->strip_char; k++)
-                a++;
-            for (int k = 0; k < d->stop && b > a && (unsigned char)s->p[b - 1] == d->strip_char;
-                 k++)
-                b--;
-            memset(&o.s[o.n], 0, sizeof(Buf));
-            rc = buf_put(&o.s[o.n++], s->p + a, b - a);
-        }
-        break;
-    }
-    list_free(l);
-    *l = o;
-    if (rc) list_free(l);
-    return rc;
-}
-
-int tok_decode(const Tokenizer *t, const int *ids, int n, int skip_special, char **text) {
-    *text = NULL;
-    for (int i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= t->n_tok || !t->tok_str[ids[i]])
-            return pl_fail(PL_ERANGE, "decode: id %d (at %d) is not in the vocabulary (size %d)",
-                           ids[i], i, t->n_tok);
-    StrList l = {calloc(n + 1, sizeof(Buf)), 0};
-    PL_CHECK_ALLOC(l.s);
-    int rc = 0;
-    for (int i = 0; !rc && i < n; i++) {
-        if (skip_special && t->is_special[ids[i]]) continue;
-        rc = buf_put(&l.s[l.n++], t->tok_str[ids[i]], t->tok_len[ids[i]]);
-    }
-    for (int i = 0; !rc && i < t->n_dec; i++)
-        rc = run_decoder(&t->dec[i], t->cp_byte, &l);
-    Buf all = {0};
-    if (!rc) rc = buf_put(&all, "", 0);
-    for (int i = 0; !rc && i < l.n; i++) {
-        if (i && !t->n_dec) rc = buf_put(&all, " ", 1); /* no decoder: joined by spaces */
-        if (!rc) rc = buf_put(&all, l.s[i].p, l.s[i].n);
-    }
-    list_free(&l);
-    if (rc) {
-        free(all.p);
-        return rc;
-    }
-    *text = all.p;
-    return 0;
 }

@@ -127,4 +127,23 @@ int tok_normalize(const Tokenizer *t, const char *s, size_t n, char **out, size_
 /* Length of the valid UTF-8 sequence at s[0..n), or 0 when invalid. */
 int tok_utf8_len(const unsigned char *s, size_t n);
 
+/* --------------------------------- helpers (tokenizer_utf8.c) */
+
+/* A growable NUL-terminated byte string. */
+typedef struct {
+    char *p;
+    size_t n, cap;
+} TokBuf;
+
+/* Appends n bytes of s; PL_ENOMEM. */
+int tok_buf_put(TokBuf *b, const void *s, size_t n);
+/* Appends s with invalid UTF-8 replaced as Rust's from_utf8_lossy does. */
+int tok_buf_put_lossy(TokBuf *b, const unsigned char *s, size_t n);
+/* Decodes one code point of valid UTF-8 at s; returns its length. */
+int tok_utf8_cp(const unsigned char *s, int *cp);
+/* GPT-2's byte-level alphabet: the code point that stands for byte b. */
+int tok_byte_to_cp(int b);
+/* Writes cp as UTF-8 into o (4 bytes room); returns its length. */
+int tok_cp_to_utf8(int cp, char *o);
+
 #endif
