@@ -3,10 +3,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/rng.h"
 #include "model/generate.h"
 #include "tools/cmd.h"
+#include "tools/opts.h"
 #include "tools/util.h"
 
 static void usage(FILE *f) {
@@ -54,14 +56,14 @@ static int bench_decode(Model *m, int B, int P, int N, int repeat) {
         /* time the prefill alone, then subtract it from the full run */
         GenParams g1 = gp;
         g1.max_new_tokens = 1;
-        double t0 = now_seconds();
+        double t0 = pl_now_s();
         rc = gen_generate(m, prompts, lens, B, &g1, res);
-        double t_prefill = now_seconds() - t0;
+        double t_prefill = pl_now_s() - t0;
         if (rc < 0) break;
         for (int b = 0; b < B; b++) gen_result_free(&res[b]);
-        t0 = now_seconds();
+        t0 = pl_now_s();
         rc = gen_generate(m, prompts, lens, B, &gp, res);
-        double t = now_seconds() - t0 - t_prefill;
+        double t = pl_now_s() - t0 - t_prefill;
         if (rc < 0) break;
         long toks = 0;
         for (int b = 0; b < B; b++) {
@@ -101,11 +103,11 @@ static int bench_train(Model *m, int B, int T, int steps) {
     Batch b = {.tokens = tok, .targets = tgt, .cu_seqlens = cu, .B = B};
     int rc = 0;
     for (int s = -1; s < steps && rc == 0; s++) {
-        double t0 = now_seconds();
+        double t0 = pl_now_s();
         model_zero_grad(m);
         rc = model_forward(m, &b, lp, NULL, NULL, NULL);
         if (rc == 0) rc = model_backward(m, &b, dlp, NULL, NULL);
-        if (s >= 0) ms[s] = (now_seconds() - t0) * 1e3;
+        if (s >= 0) ms[s] = (pl_now_s() - t0) * 1e3;
     }
     if (rc < 0) {
         report_error("bench", "train");
@@ -138,30 +140,21 @@ int cmd_bench(int argc, char **argv) {
     }
     int B = is_decode ? 1 : 4, P = 8, N = 128, T = 256, steps = 5, threads = 0, rank = 8, full = 0;
     int repeat = 3;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--full")) { full = 1; continue; }
-        if (!v) {
-            fprintf(stderr, "plumb bench: %s needs a value\n", a);
-            return 2;
-        }
-        int bad = 0;
-        if (!strcmp(a, "--model")) model_path = v;
-        else if (!strcmp(a, "--batch")) bad = arg_int(a, v, 1, 4096, &B);
-        else if (!strcmp(a, "--prompt-len")) bad = arg_int(a, v, 1, 1 << 20, &P);
-        else if (!strcmp(a, "--tokens")) bad = arg_int(a, v, 2, 1 << 20, &N);
-        else if (!strcmp(a, "--seq-len")) bad = arg_int(a, v, 2, 1 << 20, &T);
-        else if (!strcmp(a, "--steps")) bad = arg_int(a, v, 1, 100000, &steps);
-        else if (!strcmp(a, "--threads")) bad = arg_int(a, v, 1, 1024, &threads);
-        else if (!strcmp(a, "--lora-rank")) bad = arg_int(a, v, 1, 4096, &rank);
-        else if (!strcmp(a, "--repeat")) bad = arg_int(a, v, 1, 1000, &repeat);
-        else {
-            fprintf(stderr, "plumb bench: unknown option '%s'\n", a);
-            return 2;
-        }
-        if (bad) return 2;
-        i++;
-    }
+    const Opt opts[] = {
+        OPT_FLAG("--full", &full),
+        OPT_STR("--model", &model_path),
+        OPT_INT("--batch", &B, 1, 4096),
+        OPT_INT("--prompt-len", &P, 1, 1 << 20),
+        OPT_INT("--tokens", &N, 2, 1 << 20),
+        OPT_INT("--seq-len", &T, 2, 1 << 20),
+        OPT_INT("--steps", &steps, 1, 100000),
+        OPT_INT("--threads", &threads, 1, 1024),
+        OPT_INT("--lora-rank", &rank, 1, 4096),
+        OPT_INT("--repeat", &repeat, 1, 1000),
+        OPT_END,
+    };
+    int prc = opts_parse("bench", argc, argv, 2, opts, usage, NULL, 0, NULL);
+    if (prc) return prc == 1 ? 0 : 2;
     if (!model_path) {
         fprintf(stderr, "plumb bench: needs --model\n");
         return 2;

@@ -8,6 +8,7 @@
 #include "data/dataset.h"
 #include "model/tokenizer.h"
 #include "tools/cmd.h"
+#include "tools/opts.h"
 #include "tools/util.h"
 
 static void usage(FILE *f) {
@@ -37,37 +38,19 @@ static int cmd_arith(int argc, char **argv) {
     ArithConfig c;
     arith_config_default(&c);
     const char *out = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!v) {
-            fprintf(stderr, "plumb data arith: %s needs a value\n", a);
-            return 2;
-        }
-        unsigned long long seed;
-        if (!strcmp(a, "--out"))
-            out = v;
-        else if (!strcmp(a, "--seed")) {
-            if (arg_u64(a, v, &seed)) return 2;
-            c.seed = seed;
-        } else if (!strcmp(a, "--max-operand")) {
-            if (arg_int(a, v, 1, 100000, &c.max_operand)) return 2;
-        } else if (!strcmp(a, "--n-train")) {
-            if (arg_int(a, v, 1, 100000000, &c.n_train)) return 2;
-        } else if (!strcmp(a, "--n-eval")) {
-            if (arg_int(a, v, 0, 100000000, &c.n_eval)) return 2;
-        } else if (!strcmp(a, "--ops"))
-            c.ops = v;
-        else {
-            fprintf(stderr, "plumb data arith: unknown option '%s'\n", a);
-            usage(stderr);
-            return 2;
-        }
-        i++;
-    }
+    unsigned long long seed = c.seed;
+    const Opt opts[] = {
+        OPT_STR("--out", &out),
+        OPT_U64("--seed", &seed),
+        OPT_INT("--max-operand", &c.max_operand, 1, 100000),
+        OPT_INT("--n-train", &c.n_train, 1, 100000000),
+        OPT_INT("--n-eval", &c.n_eval, 0, 100000000),
+        OPT_STR("--ops", &c.ops),
+        OPT_END,
+    };
+    int prc = opts_parse("data arith", argc, argv, 1, opts, usage, NULL, 0, NULL);
+    if (prc) return prc == 1 ? 0 : 2;
+    c.seed = seed;
     if (!out) {
         fprintf(stderr, "plumb data arith: needs --out DIR\n");
         return 2;
@@ -98,49 +81,26 @@ static void json_str(FILE *f, const char *s) {
 static int cmd_check(int argc, char **argv) {
     const char *file = NULL, *dir = NULL, *chat = NULL, *fmt = "auto";
     int maxp = 0, maxr = 0, drop = 0, show = 10, maxline = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--drop-long")) {
-            drop = 1;
-            continue;
-        }
-        if (a[0] != '-' || a[1] != '-') {
-            if (file) {
-                fprintf(stderr, "plumb data check: one FILE only ('%s')\n", a);
-                return 2;
-            }
-            file = a;
-            continue;
-        }
-        if (!v) {
-            fprintf(stderr, "plumb data check: %s needs a value\n", a);
-            return 2;
-        }
-        if (!strcmp(a, "--tokenizer"))
-            dir = v;
-        else if (!strcmp(a, "--format"))
-            fmt = v;
-        else if (!strcmp(a, "--chat"))
-            chat = v;
-        else if (!strcmp(a, "--max-prompt-len")) {
-            if (arg_int(a, v, 0, 1 << 30, &maxp)) return 2;
-        } else if (!strcmp(a, "--max-response-len")) {
-            if (arg_int(a, v, 0, 1 << 30, &maxr)) return 2;
-        } else if (!strcmp(a, "--max-line-bytes")) {
-            if (arg_int(a, v, 1, 1 << 30, &maxline)) return 2;
-        } else if (!strcmp(a, "--show")) {
-            if (arg_int(a, v, 0, 1 << 30, &show)) return 2;
-        } else {
-            fprintf(stderr, "plumb data check: unknown option '%s'\n", a);
-            usage(stderr);
-            return 2;
-        }
-        i++;
+    const Opt opts[] = {
+        OPT_FLAG("--drop-long", &drop),
+        OPT_STR("--tokenizer", &dir),
+        OPT_STR("--format", &fmt),
+        OPT_STR("--chat", &chat),
+        OPT_INT("--max-prompt-len", &maxp, 0, 1 << 30),
+        OPT_INT("--max-response-len", &maxr, 0, 1 << 30),
+        OPT_INT("--max-line-bytes", &maxline, 1, 1 << 30),
+        OPT_INT("--show", &show, 0, 1 << 30),
+        OPT_END,
+    };
+    const char *files[2];
+    int n_files = 0;
+    int prc = opts_parse("data check", argc, argv, 1, opts, usage, files, 2, &n_files);
+    if (prc) return prc == 1 ? 0 : 2;
+    if (n_files > 1) {
+        fprintf(stderr, "plumb data check: one FILE only ('%s')\n", files[1]);
+        return 2;
     }
+    if (n_files == 1) file = files[0];
     if (!file || !dir) {
         fprintf(stderr, "plumb data check: needs FILE.jsonl and --tokenizer DIR\n");
         usage(stderr);

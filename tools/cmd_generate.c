@@ -8,6 +8,7 @@
 #include "model/generate.h"
 #include "model/tokenizer.h"
 #include "tools/cmd.h"
+#include "tools/opts.h"
 #include "tools/util.h"
 
 static void usage(FILE *f) {
@@ -57,35 +58,24 @@ int cmd_generate(int argc, char **argv) {
     const char *model_path = NULL, *ids_str = NULL, *text = NULL, *adapter = NULL, *tok_dir = NULL;
     GenParams gp = {.max_new_tokens = 64, .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
     int json = 0, threads = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int takes = strcmp(a, "--json") && strcmp(a, "--ignore-eos") && strcmp(a, "--help") && strcmp(a, "-h");
-        if (takes && !v) {
-            fprintf(stderr, "plumb generate: %s needs a value\n", a);
-            return 2;
-        }
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
-        else if (!strcmp(a, "--json")) { json = 1; continue; }
-        else if (!strcmp(a, "--ignore-eos")) { gp.ignore_eos = 1; continue; }
-        else if (!strcmp(a, "--model")) model_path = v;
-        else if (!strcmp(a, "--prompt-ids")) ids_str = v;
-        else if (!strcmp(a, "--prompt")) text = v;
-        else if (!strcmp(a, "--adapter")) adapter = v;
-        else if (!strcmp(a, "--tokenizer")) tok_dir = v;
-        else if (!strcmp(a, "--max-new-tokens")) { if (arg_int(a, v, 0, 1 << 24, &gp.max_new_tokens)) return 2; }
-        else if (!strcmp(a, "--temperature")) { if (arg_float(a, v, 0.0f, 1e4f, &gp.sampler.temperature)) return 2; }
-        else if (!strcmp(a, "--top-k")) { if (arg_int(a, v, 0, 1 << 30, &gp.sampler.top_k)) return 2; }
-        else if (!strcmp(a, "--top-p")) { if (arg_float(a, v, 1e-6f, 1.0f, &gp.sampler.top_p)) return 2; }
-        else if (!strcmp(a, "--seed")) { if (arg_u64(a, v, &gp.seed)) return 2; }
-        else if (!strcmp(a, "--threads")) { if (arg_int(a, v, 1, 1024, &threads)) return 2; }
-        else {
-            fprintf(stderr, "plumb generate: unknown option '%s'\n", a);
-            usage(stderr);
-            return 2;
-        }
-        i++;
-    }
+    const Opt opts[] = {
+        OPT_FLAG("--json", &json),
+        OPT_FLAG("--ignore-eos", &gp.ignore_eos),
+        OPT_STR("--model", &model_path),
+        OPT_STR("--prompt-ids", &ids_str),
+        OPT_STR("--prompt", &text),
+        OPT_STR("--adapter", &adapter),
+        OPT_STR("--tokenizer", &tok_dir),
+        OPT_INT("--max-new-tokens", &gp.max_new_tokens, 0, 1 << 24),
+        OPT_FLOAT("--temperature", &gp.sampler.temperature, 0.0f, 1e4f),
+        OPT_INT("--top-k", &gp.sampler.top_k, 0, 1 << 30),
+        OPT_FLOAT("--top-p", &gp.sampler.top_p, 1e-6f, 1.0f),
+        OPT_U64("--seed", &gp.seed),
+        OPT_INT("--threads", &threads, 1, 1024),
+        OPT_END,
+    };
+    int prc = opts_parse("generate", argc, argv, 1, opts, usage, NULL, 0, NULL);
+    if (prc) return prc == 1 ? 0 : 2;
     if (!model_path || (!ids_str && !text) || (ids_str && text)) {
         fprintf(stderr, "plumb generate: needs --model and exactly one of --prompt-ids or --prompt\n");
         usage(stderr);

@@ -5,12 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/redis.h"
 #include "data/dataset.h"
 #include "data/record.h"
 #include "model/tokenizer.h"
 #include "tools/cmd.h"
+#include "tools/opts.h"
 #include "tools/util.h"
 
 #include <jansson.h>
@@ -184,40 +186,28 @@ int cmd_ingest(int argc, char **argv) {
     const char *input = NULL, *tokdir = NULL, *to = NULL, *stream = NULL, *out = NULL, *chat = NULL;
     const char *format = "auto";
     int max_prompt = 0, max_resp = 0, drop_long = 0, batch = 256;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
-        if (!strcmp(a, "--drop-long")) { drop_long = 1; continue; }
-        if (a[0] != '-') {
-            if (input) {
-                fprintf(stderr, "plumb ingest: one input file only ('%s' and '%s')\n", input, a);
-                return 2;
-            }
-            input = a;
-            continue;
-        }
-        if (!v) {
-            fprintf(stderr, "plumb ingest: %s needs a value\n", a);
-            return 2;
-        }
-        int bad = 0;
-        if (!strcmp(a, "--tokenizer")) tokdir = v;
-        else if (!strcmp(a, "--format")) format = v;
-        else if (!strcmp(a, "--chat")) chat = v;
-        else if (!strcmp(a, "--to")) to = v;
-        else if (!strcmp(a, "--stream")) stream = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--max-prompt-len")) bad = arg_int(a, v, 0, 1 << 30, &max_prompt);
-        else if (!strcmp(a, "--max-response-len")) bad = arg_int(a, v, 0, 1 << 30, &max_resp);
-        else if (!strcmp(a, "--batch")) bad = arg_int(a, v, 1, 1 << 16, &batch);
-        else {
-            fprintf(stderr, "plumb ingest: unknown option '%s'\n", a);
-            usage(stderr);
-            return 2;
-        }
-        if (bad) return 2;
-        i++;
+    const Opt opts[] = {
+        OPT_FLAG("--drop-long", &drop_long),
+        OPT_STR("--tokenizer", &tokdir),
+        OPT_STR("--format", &format),
+        OPT_STR("--chat", &chat),
+        OPT_STR("--to", &to),
+        OPT_STR("--stream", &stream),
+        OPT_STR("--out", &out),
+        OPT_INT("--max-prompt-len", &max_prompt, 0, 1 << 30),
+        OPT_INT("--max-response-len", &max_resp, 0, 1 << 30),
+        OPT_INT("--batch", &batch, 1, 1 << 16),
+        OPT_END,
+    };
+    const char *inputs[2];
+    int n_inputs = 0;
+    int prc = opts_parse("ingest", argc, argv, 1, opts, usage, inputs, 2, &n_inputs);
+    if (prc) return prc == 1 ? 0 : 2;
+    if (n_inputs > 1) {
+        fprintf(stderr, "plumb ingest: one input file only ('%s' and '%s')\n", inputs[0], inputs[1]);
+        return 2;
     }
+    if (n_inputs == 1) input = inputs[0];
     if (!input || !tokdir || (!to && !out) || (to && out) || (to && !stream)) {
         fprintf(stderr, "plumb ingest: needs FILE.jsonl, --tokenizer, and either --to URL --stream NAME or --out FILE\n");
         usage(stderr);
@@ -257,7 +247,7 @@ int cmd_ingest(int argc, char **argv) {
     }
     if (rc < 0) goto done_cfg;
 
-    double t0 = now_seconds(), last = t0;
+    double t0 = pl_now_s(), last = t0;
     for (;;) {
         DsRecord rec;
         long line = 0;
@@ -279,7 +269,7 @@ int cmd_ingest(int argc, char **argv) {
             if (rc == 0) rc = sink_record(&s, buf, len);
         }
         if (rc < 0) break;
-        double now = now_seconds();
+        double now = pl_now_s();
         if (now - last >= 2.0) {
             const DsSummary *ds = ds_reader_summary(rd);
             fprintf(stderr, "plumb ingest: %ld lines, %.0f lines/s\n", ds->read, ds->read / (now - t0));
@@ -290,7 +280,7 @@ int cmd_ingest(int argc, char **argv) {
     if (rc == 0 && s.out && (fflush(s.out) != 0 || fflush(s.dead) != 0))
         rc = pl_fail(PL_EIO, "writing %s failed", out);
     if (rc == 0) {
-        double secs = now_seconds() - t0;
+        double secs = pl_now_s() - t0;
         const DsSummary *ds = ds_reader_summary(rd);
         printf("{\"read\": %ld, \"ingested\": %lld, \"duplicate\": %lld, \"rejected\": %lld, "
                "\"seconds\": %.3f, \"records_per_s\": %.0f}\n",

@@ -7,6 +7,7 @@
 
 #include "common/err.h"
 #include "tools/cmd.h"
+#include "tools/opts.h"
 #include "tools/util.h"
 
 static void usage(FILE *f) {
@@ -75,6 +76,11 @@ static int save_llama2c(const Base *b, const char *path) {
     return ok ? 0 : pl_fail(PL_EIO, "writing %s failed", path);
 }
 
+/* OPT_FN for --preset: the whole config from a named preset. */
+static int preset_opt(void *ctx, const char *opt, const char *v) {
+    return preset(ctx, v) ? -1 : 0;
+}
+
 int cmd_init(int argc, char **argv) {
     ModelConfig c;
     preset(&c, "tiny");
@@ -82,36 +88,28 @@ int cmd_init(int argc, char **argv) {
     unsigned long long seed = 0;
     float std = 0.02f;
     int explicit_dim_heads = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
-        if (!strcmp(a, "--tie")) { c.tie_embeddings = 1; continue; }
-        if (!strcmp(a, "--qkv-bias")) { c.qkv_bias = 1; continue; }
-        if (!v) {
-            fprintf(stderr, "plumb init: %s needs a value\n", a);
-            return 2;
-        }
-        int bad = 0;
-        if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--format")) format = v;
-        else if (!strcmp(a, "--preset")) bad = preset(&c, v);
-        else if (!strcmp(a, "--vocab")) bad = arg_int(a, v, 1, 1 << 24, &c.vocab_size);
-        else if (!strcmp(a, "--dim")) { bad = arg_int(a, v, 2, 1 << 16, &c.dim); explicit_dim_heads = 1; }
-        else if (!strcmp(a, "--hidden")) bad = arg_int(a, v, 1, 1 << 18, &c.hidden_dim);
-        else if (!strcmp(a, "--layers")) bad = arg_int(a, v, 1, 1024, &c.n_layers);
-        else if (!strcmp(a, "--heads")) { bad = arg_int(a, v, 1, 1024, &c.n_heads); explicit_dim_heads = 1; }
-        else if (!strcmp(a, "--kv-heads")) bad = arg_int(a, v, 1, 1024, &c.n_kv_heads);
-        else if (!strcmp(a, "--seq-len")) bad = arg_int(a, v, 1, 1 << 20, &c.max_seq_len);
-        else if (!strcmp(a, "--theta")) bad = arg_float(a, v, 1.0f, 1e9f, &c.rope_theta);
-        else if (!strcmp(a, "--seed")) bad = arg_u64(a, v, &seed);
-        else if (!strcmp(a, "--std")) bad = arg_float(a, v, 0.0f, 10.0f, &std);
-        else {
-            fprintf(stderr, "plumb init: unknown option '%s'\n", a);
-            return 2;
-        }
-        if (bad) return 2;
-        i++;
-    }
+    const Opt opts[] = {
+        OPT_FLAG("--tie", &c.tie_embeddings),
+        OPT_FLAG("--qkv-bias", &c.qkv_bias),
+        OPT_STR("--out", &out),
+        OPT_STR("--format", &format),
+        OPT_FN("--preset", preset_opt, &c),
+        OPT_INT("--vocab", &c.vocab_size, 1, 1 << 24),
+        {.name = "--dim", .kind = OPT_KIND_INT, .dst = &c.dim, .lo = 2, .hi = 1 << 16,
+         .seen = &explicit_dim_heads},
+        OPT_INT("--hidden", &c.hidden_dim, 1, 1 << 18),
+        OPT_INT("--layers", &c.n_layers, 1, 1024),
+        {.name = "--heads", .kind = OPT_KIND_INT, .dst = &c.n_heads, .lo = 1, .hi = 1024,
+         .seen = &explicit_dim_heads},
+        OPT_INT("--kv-heads", &c.n_kv_heads, 1, 1024),
+        OPT_INT("--seq-len", &c.max_seq_len, 1, 1 << 20),
+        OPT_FLOAT("--theta", &c.rope_theta, 1.0f, 1e9f),
+        OPT_U64("--seed", &seed),
+        OPT_FLOAT("--std", &std, 0.0f, 10.0f),
+        OPT_END,
+    };
+    int prc = opts_parse("init", argc, argv, 1, opts, usage, NULL, 0, NULL);
+    if (prc) return prc == 1 ? 0 : 2;
     if (!out) {
         fprintf(stderr, "plumb init: needs --out\n");
         usage(stderr);

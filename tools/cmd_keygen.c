@@ -6,6 +6,7 @@
 #include "common/err.h"
 #include "common/transport.h"
 #include "tools/cmd.h"
+#include "tools/opts.h"
 #include "tools/util.h"
 
 static void usage(FILE *f) {
@@ -23,24 +24,16 @@ static void usage(FILE *f) {
 int cmd_keygen(int argc, char **argv) {
     const char *prefix = NULL;
     int force = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--force")) {
-            force = 1;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "plumb keygen: unknown option '%s'\n", a);
-            return 2;
-        } else if (prefix) {
-            fprintf(stderr, "plumb keygen: one PREFIX only ('%s' and '%s')\n", prefix, a);
-            return 2;
-        } else {
-            prefix = a;
-        }
+    const Opt opts[] = {OPT_FLAG("--force", &force), OPT_END};
+    const char *pos[2];
+    int n_pos = 0;
+    int prc = opts_parse("keygen", argc, argv, 1, opts, usage, pos, 2, &n_pos);
+    if (prc) return prc == 1 ? 0 : 2;
+    if (n_pos > 1) {
+        fprintf(stderr, "plumb keygen: one PREFIX only ('%s' and '%s')\n", pos[0], pos[1]);
+        return 2;
     }
+    if (n_pos == 1) prefix = pos[0];
     if (!prefix || !prefix[0]) {
         fprintf(stderr, "plumb keygen: needs a PREFIX\n");
         usage(stderr);

@@ -5,6 +5,7 @@
 
 #include "common/err.h"
 #include "tools/cmd.h"
+#include "tools/opts.h"
 #include "tools/util.h"
 
 static void usage(FILE *f) {
@@ -21,28 +22,18 @@ int cmd_logprobs(int argc, char **argv) {
     const char *model_path = NULL, *ids_str = NULL, *adapter = NULL;
     int json = 0, threads = 0, want_ent = 0;
     float temperature = 1.0f;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
-        if (!strcmp(a, "--json")) { json = 1; continue; }
-        if (!strcmp(a, "--entropy")) { want_ent = 1; continue; }
-        if (!v) {
-            fprintf(stderr, "plumb logprobs: %s needs a value\n", a);
-            return 2;
-        }
-        if (!strcmp(a, "--model")) model_path = v;
-        else if (!strcmp(a, "--ids")) ids_str = v;
-        else if (!strcmp(a, "--adapter")) adapter = v;
-        else if (!strcmp(a, "--temperature")) { if (arg_float(a, v, 1e-4f, 1e4f, &temperature)) return 2; }
-        else if (!strcmp(a, "--threads")) { if (arg_int(a, v, 1, 1024, &threads)) return 2; }
-        else {
-            fprintf(stderr, "plumb logprobs: unknown option '%s'\n", a);
-            usage(stderr);
-            return 2;
-        }
-        i++;
-    }
+    const Opt opts[] = {
+        OPT_FLAG("--json", &json),
+        OPT_FLAG("--entropy", &want_ent),
+        OPT_STR("--model", &model_path),
+        OPT_STR("--ids", &ids_str),
+        OPT_STR("--adapter", &adapter),
+        OPT_FLOAT("--temperature", &temperature, 1e-4f, 1e4f),
+        OPT_INT("--threads", &threads, 1, 1024),
+        OPT_END,
+    };
+    int prc = opts_parse("logprobs", argc, argv, 1, opts, usage, NULL, 0, NULL);
+    if (prc) return prc == 1 ? 0 : 2;
     if (!model_path || !ids_str) {
         fprintf(stderr, "plumb logprobs: needs --model and --ids\n");
         usage(stderr);

@@ -6,6 +6,7 @@
 #include "common/err.h"
 #include "common/rng.h"
 #include "tools/cmd.h"
+#include "tools/opts.h"
 #include "tools/util.h"
 
 static void usage(FILE *f) {
@@ -70,6 +71,15 @@ static int lora_merge_cmd(const char *model_path, const char *adapter, const cha
     return rc < 0 ? 1 : 0;
 }
 
+/* OPT_FN for --targets: "q,v" into the LoraConfig's mask. */
+static int targets_opt(void *ctx, const char *opt, const char *v) {
+    if (lora_parse_targets(v, &((LoraConfig *)ctx)->targets) < 0) {
+        fprintf(stderr, "plumb lora: %s\n", pl_error());
+        return -1;
+    }
+    return 0;
+}
+
 int cmd_lora(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
@@ -80,32 +90,20 @@ int cmd_lora(int argc, char **argv) {
     unsigned long long seed = 0;
     float b_std = 0.0f;
     int alpha_set = 0;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v) {
-            fprintf(stderr, "plumb lora: %s needs a value\n", a);
-            return 2;
-        }
-        int bad = 0;
-        if (!strcmp(a, "--model")) model_path = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--adapter")) adapter = v;
-        else if (!strcmp(a, "--rank")) bad = arg_int(a, v, 1, 4096, &lc.rank);
-        else if (!strcmp(a, "--alpha")) { bad = arg_float(a, v, 1e-6f, 1e6f, &lc.alpha); alpha_set = 1; }
-        else if (!strcmp(a, "--seed")) bad = arg_u64(a, v, &seed);
-        else if (!strcmp(a, "--b-std")) bad = arg_float(a, v, 0.0f, 100.0f, &b_std);
-        else if (!strcmp(a, "--targets")) {
-            if (lora_parse_targets(v, &lc.targets) < 0) {
-                fprintf(stderr, "plumb lora: %s\n", pl_error());
-                return 2;
-            }
-        } else {
-            fprintf(stderr, "plumb lora: unknown option '%s'\n", a);
-            return 2;
-        }
-        if (bad) return 2;
-        i++;
-    }
+    const Opt opts[] = {
+        OPT_STR("--model", &model_path),
+        OPT_STR("--out", &out),
+        OPT_STR("--adapter", &adapter),
+        OPT_INT("--rank", &lc.rank, 1, 4096),
+        {.name = "--alpha", .kind = OPT_KIND_FLOAT, .dst = &lc.alpha, .lo = 1e-6f, .hi = 1e6f,
+         .seen = &alpha_set},
+        OPT_U64("--seed", &seed),
+        OPT_FLOAT("--b-std", &b_std, 0.0f, 100.0f),
+        OPT_FN("--targets", targets_opt, &lc),
+        OPT_END,
+    };
+    int prc = opts_parse("lora", argc, argv, 2, opts, usage, NULL, 0, NULL);
+    if (prc) return prc == 1 ? 0 : 2;
     if (!alpha_set) lc.alpha = 2.0f * lc.rank;
     if (!model_path || !out) {
         fprintf(stderr, "plumb lora: needs --model and --out\n");

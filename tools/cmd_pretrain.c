@@ -6,10 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/rng.h"
 #include "model/optim.h"
 #include "tools/cmd.h"
+#include "tools/opts.h"
 #include "tools/util.h"
 
 static void usage(FILE *f) {
@@ -35,37 +37,27 @@ int cmd_pretrain(int argc, char **argv) {
     config_defaults(&c);
     c.vocab_size = 256, c.dim = 64, c.hidden_dim = 172, c.n_layers = 2, c.n_heads = 4;
     c.n_kv_heads = 2;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
-        if (!v) {
-            fprintf(stderr, "plumb pretrain: %s needs a value\n", a);
-            return 2;
-        }
-        int bad = 0;
-        if (!strcmp(a, "--text")) text_path = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--steps")) bad = arg_int(a, v, 1, 1 << 30, &steps);
-        else if (!strcmp(a, "--batch")) bad = arg_int(a, v, 1, 1 << 16, &B);
-        else if (!strcmp(a, "--seq-len")) bad = arg_int(a, v, 2, 1 << 16, &T);
-        else if (!strcmp(a, "--lr")) bad = arg_float(a, v, 0.0f, 10.0f, &lr);
-        else if (!strcmp(a, "--warmup")) bad = arg_int(a, v, 0, 1 << 30, &warmup);
-        else if (!strcmp(a, "--dim")) bad = arg_int(a, v, 2, 1 << 16, &c.dim);
-        else if (!strcmp(a, "--hidden")) bad = arg_int(a, v, 1, 1 << 18, &c.hidden_dim);
-        else if (!strcmp(a, "--layers")) bad = arg_int(a, v, 1, 1024, &c.n_layers);
-        else if (!strcmp(a, "--heads")) bad = arg_int(a, v, 1, 1024, &c.n_heads);
-        else if (!strcmp(a, "--kv-heads")) bad = arg_int(a, v, 1, 1024, &c.n_kv_heads);
-        else if (!strcmp(a, "--eos")) bad = arg_int(a, v, 0, 255, &eos);
-        else if (!strcmp(a, "--seed")) bad = arg_u64(a, v, &seed);
-        else if (!strcmp(a, "--threads")) bad = arg_int(a, v, 1, 1024, &threads);
-        else if (!strcmp(a, "--log-every")) bad = arg_int(a, v, 1, 1 << 30, &log_every);
-        else {
-            fprintf(stderr, "plumb pretrain: unknown option '%s'\n", a);
-            return 2;
-        }
-        if (bad) return 2;
-        i++;
-    }
+    const Opt opts[] = {
+        OPT_STR("--text", &text_path),
+        OPT_STR("--out", &out),
+        OPT_INT("--steps", &steps, 1, 1 << 30),
+        OPT_INT("--batch", &B, 1, 1 << 16),
+        OPT_INT("--seq-len", &T, 2, 1 << 16),
+        OPT_FLOAT("--lr", &lr, 0.0f, 10.0f),
+        OPT_INT("--warmup", &warmup, 0, 1 << 30),
+        OPT_INT("--dim", &c.dim, 2, 1 << 16),
+        OPT_INT("--hidden", &c.hidden_dim, 1, 1 << 18),
+        OPT_INT("--layers", &c.n_layers, 1, 1024),
+        OPT_INT("--heads", &c.n_heads, 1, 1024),
+        OPT_INT("--kv-heads", &c.n_kv_heads, 1, 1024),
+        OPT_INT("--eos", &eos, 0, 255),
+        OPT_U64("--seed", &seed),
+        OPT_INT("--threads", &threads, 1, 1024),
+        OPT_INT("--log-every", &log_every, 1, 1 << 30),
+        OPT_END,
+    };
+    int prc = opts_parse("pretrain", argc, argv, 1, opts, usage, NULL, 0, NULL);
+    if (prc) return prc == 1 ? 0 : 2;
     if (!text_path || !out) {
         fprintf(stderr, "plumb pretrain: needs --text and --out\n");
         usage(stderr);
@@ -126,7 +118,7 @@ int cmd_pretrain(int argc, char **argv) {
     rng_seed(&rng, seed);
     for (int b = 0; b <= B; b++) cu[b] = b * T;
     Batch batch = {.tokens = tok, .targets = tgt, .cu_seqlens = cu, .B = B};
-    double t_start = now_seconds(), loss_acc = 0.0;
+    double t_start = pl_now_s(), loss_acc = 0.0;
     int loss_n = 0;
     for (int step = 0; step < steps; step++) {
         for (int b = 0; b < B; b++) {
@@ -153,7 +145,7 @@ int cmd_pretrain(int argc, char **argv) {
         float cur_lr = lr_at(&oc, opt.step);
         adamw_step(&opt, base->flat, m->g_base);
         if ((step + 1) % log_every == 0 || step + 1 == steps) {
-            double el = now_seconds() - t_start;
+            double el = pl_now_s() - t_start;
             double tps = (double)(step + 1) * N / el;
             double eta = el / (step + 1) * (steps - step - 1);
             fprintf(stderr, "step %5d/%d  loss %.4f  lr %.2e  %.0f tok/s  eta %.0fs\n", step + 1, steps,

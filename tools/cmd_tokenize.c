@@ -7,6 +7,7 @@
 #include "common/err.h"
 #include "model/tokenizer.h"
 #include "tools/cmd.h"
+#include "tools/opts.h"
 #include "tools/util.h"
 
 static void usage_tok(FILE *f) {
@@ -76,35 +77,17 @@ static int tokenize_file(const Tokenizer *t, const char *path, int add_special) 
 int cmd_tokenize(int argc, char **argv) {
     const char *dir = NULL, *text = NULL, *input = NULL;
     int add_special = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage_tok(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--json")) continue;
-        if (!strcmp(a, "--add-special")) {
-            add_special = 1;
-            continue;
-        }
-        if (!v) {
-            fprintf(stderr, "plumb tokenize: %s needs a value\n", a);
-            return 2;
-        }
-        if (!strcmp(a, "--tokenizer"))
-            dir = v;
-        else if (!strcmp(a, "--text"))
-            text = v;
-        else if (!strcmp(a, "--input"))
-            input = v;
-        else {
-            fprintf(stderr, "plumb tokenize: unknown option '%s'\n", a);
-            usage_tok(stderr);
-            return 2;
-        }
-        i++;
-    }
+    int json = 0; /* the output is JSON anyway; accepted for symmetry with detokenize */
+    const Opt opts[] = {
+        OPT_FLAG("--json", &json),
+        OPT_FLAG("--add-special", &add_special),
+        OPT_STR("--tokenizer", &dir),
+        OPT_STR("--text", &text),
+        OPT_STR("--input", &input),
+        OPT_END,
+    };
+    int prc = opts_parse("tokenize", argc, argv, 1, opts, usage_tok, NULL, 0, NULL);
+    if (prc) return prc == 1 ? 0 : 2;
     if (!dir || (!text && !input) || (text && input)) {
         fprintf(stderr, "plumb tokenize: needs --tokenizer and exactly one of --text or --input\n");
         usage_tok(stderr);
@@ -131,36 +114,15 @@ int cmd_tokenize(int argc, char **argv) {
 int cmd_detokenize(int argc, char **argv) {
     const char *dir = NULL, *ids_str = NULL;
     int json = 0, skip = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage_detok(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--json")) {
-            json = 1;
-            continue;
-        }
-        if (!strcmp(a, "--skip-special")) {
-            skip = 1;
-            continue;
-        }
-        if (!v) {
-            fprintf(stderr, "plumb detokenize: %s needs a value\n", a);
-            return 2;
-        }
-        if (!strcmp(a, "--tokenizer"))
-            dir = v;
-        else if (!strcmp(a, "--ids"))
-            ids_str = v;
-        else {
-            fprintf(stderr, "plumb detokenize: unknown option '%s'\n", a);
-            usage_detok(stderr);
-            return 2;
-        }
-        i++;
-    }
+    const Opt opts[] = {
+        OPT_FLAG("--json", &json),
+        OPT_FLAG("--skip-special", &skip),
+        OPT_STR("--tokenizer", &dir),
+        OPT_STR("--ids", &ids_str),
+        OPT_END,
+    };
+    int prc = opts_parse("detokenize", argc, argv, 1, opts, usage_detok, NULL, 0, NULL);
+    if (prc) return prc == 1 ? 0 : 2;
     if (!dir || !ids_str) {
         fprintf(stderr, "plumb detokenize: needs --tokenizer and --ids\n");
         usage_detok(stderr);

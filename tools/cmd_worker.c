@@ -9,6 +9,7 @@
 #include "reference/reference.h"
 #include "reward/reward.h"
 #include "tools/cmd.h"
+#include "tools/opts.h"
 #include "tools/util.h"
 #include "worker/worker.h"
 
@@ -43,40 +44,22 @@ static void usage(FILE *f) {
 int cmd_worker(int argc, char **argv) {
     WorkerOptions o = {.roles_table = ROLES, .rank = -1, .device = "cpu"};
     int threads = 0, mb = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--verbose")) {
-            o.verbose = 1;
-            continue;
-        }
-        if (!v) {
-            fprintf(stderr, "plumb worker: %s needs a value\n", a);
-            return 2;
-        }
-        i++;
-        if (!strcmp(a, "--role")) o.roles = v;
-        else if (!strcmp(a, "--connect")) o.connect = v;
-        else if (!strcmp(a, "--model")) o.model = v;
-        else if (!strcmp(a, "--tokenizer")) o.tokenizer = v;
-        else if (!strcmp(a, "--device")) o.device = v;
-        else if (!strcmp(a, "--server-key")) o.server_key = v;
-        else if (!strcmp(a, "--key")) o.secret_key = v;
-        else if (!strcmp(a, "--rank")) {
-            if (arg_int(a, v, 0, 1 << 30, &o.rank) < 0) return 2;
-        } else if (!strcmp(a, "--threads")) {
-            if (arg_int(a, v, 1, 1024, &threads) < 0) return 2;
-        } else if (!strcmp(a, "--max-message-mb")) {
-            if (arg_int(a, v, 1, 1 << 14, &mb) < 0) return 2;
-        } else {
-            fprintf(stderr, "plumb worker: unknown option %s\n", a);
-            usage(stderr);
-            return 2;
-        }
-    }
+    const Opt opts[] = {
+        OPT_FLAG("--verbose", &o.verbose),
+        OPT_STR("--role", &o.roles),
+        OPT_STR("--connect", &o.connect),
+        OPT_STR("--model", &o.model),
+        OPT_STR("--tokenizer", &o.tokenizer),
+        OPT_STR("--device", &o.device),
+        OPT_STR("--server-key", &o.server_key),
+        OPT_STR("--key", &o.secret_key),
+        OPT_INT("--rank", &o.rank, 0, 1 << 30),
+        OPT_INT("--threads", &threads, 1, 1024),
+        OPT_INT("--max-message-mb", &mb, 1, 1 << 14),
+        OPT_END,
+    };
+    int prc = opts_parse("worker", argc, argv, 1, opts, usage, NULL, 0, NULL);
+    if (prc) return prc == 1 ? 0 : 2;
     if (!o.roles || !o.connect || !o.model) {
         fprintf(stderr, "plumb worker: --role, --connect and --model are required\n");
         usage(stderr);

@@ -134,9 +134,3 @@ void print_json_ints(FILE *f, const int *x, int n) {
     for (int i = 0; i < n; i++) fprintf(f, "%s%d", i ? ", " : "", x[i]);
     fputc(']', f);
 }
-
-double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}

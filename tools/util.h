@@ -27,9 +27,6 @@ int load_model(const char *path, const char *adapter, Base **base, Model **model
 void print_json_floats(FILE *f, const float *x, int n);
 void print_json_ints(FILE *f, const int *x, int n);
 
-/* Seconds from a monotonic clock. */
-double now_seconds(void);
-
 /* Prints "plumb <cmd>: <message>" for the last library error. */
 void report_error(const char *cmd, const char *what);
 
