@@ -141,24 +141,13 @@ int cmd_bench(int argc, char **argv) {
     int B = is_decode ? 1 : 4, P = 8, N = 128, T = 256, steps = 5, threads = 0, rank = 8, full = 0;
     int repeat = 3;
     const Opt opts[] = {
-        OPT_FLAG("--full", &full),
-        OPT_STR("--model", &model_path),
-        OPT_INT("--batch", &B, 1, 4096),
-        OPT_INT("--prompt-len", &P, 1, 1 << 20),
-        OPT_INT("--tokens", &N, 2, 1 << 20),
-        OPT_INT("--seq-len", &T, 2, 1 << 20),
-        OPT_INT("--steps", &steps, 1, 100000),
-        OPT_INT("--threads", &threads, 1, 1024),
-        OPT_INT("--lora-rank", &rank, 1, 4096),
-        OPT_INT("--repeat", &repeat, 1, 1000),
-        OPT_END,
-    };
-    int prc = opts_parse("bench", argc, argv, 2, opts, usage, NULL, 0, NULL);
-    if (prc) return prc == 1 ? 0 : 2;
-    if (!model_path) {
-        fprintf(stderr, "plumb bench: needs --model\n");
-        return 2;
-    }
+        OPT_REQ("--model", &model_path), OPT_INT("--batch", &B, 1, 4096),
+        OPT_INT("--prompt-len", &P, 1, 1 << 20), OPT_INT("--tokens", &N, 2, 1 << 20),
+        OPT_INT("--seq-len", &T, 2, 1 << 20), OPT_INT("--steps", &steps, 1, 100000),
+        OPT_INT("--threads", &threads, 1, 1024), OPT_INT("--lora-rank", &rank, 1, 4096),
+        OPT_INT("--repeat", &repeat, 1, 1000), OPT_FLAG("--full", &full), OPT_END};
+    int prc = opts_parse("bench", argc, argv, 2, opts, usage);
+    if (prc >= 0) return prc;
     set_threads(threads);
     Base *base;
     if (base_load(&base, model_path) < 0) {

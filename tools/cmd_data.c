@@ -39,22 +39,14 @@ static int cmd_arith(int argc, char **argv) {
     arith_config_default(&c);
     const char *out = NULL;
     unsigned long long seed = c.seed;
-    const Opt opts[] = {
-        OPT_STR("--out", &out),
-        OPT_U64("--seed", &seed),
-        OPT_INT("--max-operand", &c.max_operand, 1, 100000),
-        OPT_INT("--n-train", &c.n_train, 1, 100000000),
-        OPT_INT("--n-eval", &c.n_eval, 0, 100000000),
-        OPT_STR("--ops", &c.ops),
-        OPT_END,
-    };
-    int prc = opts_parse("data arith", argc, argv, 1, opts, usage, NULL, 0, NULL);
-    if (prc) return prc == 1 ? 0 : 2;
+    const Opt opts[] = {OPT_REQ("--out", &out), OPT_U64("--seed", &seed),
+                        OPT_INT("--max-operand", &c.max_operand, 1, 100000),
+                        OPT_INT("--n-train", &c.n_train, 1, 100000000),
+                        OPT_INT("--n-eval", &c.n_eval, 0, 100000000), OPT_STR("--ops", &c.ops),
+                        OPT_END};
+    int prc = opts_parse("data arith", argc, argv, 1, opts, usage);
+    if (prc >= 0) return prc;
     c.seed = seed;
-    if (!out) {
-        fprintf(stderr, "plumb data arith: needs --out DIR\n");
-        return 2;
-    }
     if (arith_write(out, &c) < 0) {
         report_error("data arith", NULL);
         return 1;
@@ -82,30 +74,14 @@ static int cmd_check(int argc, char **argv) {
     const char *file = NULL, *dir = NULL, *chat = NULL, *fmt = "auto";
     int maxp = 0, maxr = 0, drop = 0, show = 10, maxline = 0;
     const Opt opts[] = {
-        OPT_FLAG("--drop-long", &drop),
-        OPT_STR("--tokenizer", &dir),
-        OPT_STR("--format", &fmt),
-        OPT_STR("--chat", &chat),
+        OPT_POS("FILE.jsonl", &file, 1), OPT_REQ("--tokenizer", &dir),
+        OPT_STR("--format", &fmt), OPT_STR("--chat", &chat),
         OPT_INT("--max-prompt-len", &maxp, 0, 1 << 30),
         OPT_INT("--max-response-len", &maxr, 0, 1 << 30),
-        OPT_INT("--max-line-bytes", &maxline, 1, 1 << 30),
-        OPT_INT("--show", &show, 0, 1 << 30),
-        OPT_END,
-    };
-    const char *files[2];
-    int n_files = 0;
-    int prc = opts_parse("data check", argc, argv, 1, opts, usage, files, 2, &n_files);
-    if (prc) return prc == 1 ? 0 : 2;
-    if (n_files > 1) {
-        fprintf(stderr, "plumb data check: one FILE only ('%s')\n", files[1]);
-        return 2;
-    }
-    if (n_files == 1) file = files[0];
-    if (!file || !dir) {
-        fprintf(stderr, "plumb data check: needs FILE.jsonl and --tokenizer DIR\n");
-        usage(stderr);
-        return 2;
-    }
+        OPT_INT("--max-line-bytes", &maxline, 1, 1 << 30), OPT_INT("--show", &show, 0, 1 << 30),
+        OPT_FLAG("--drop-long", &drop), OPT_END};
+    int prc = opts_parse("data check", argc, argv, 1, opts, usage);
+    if (prc >= 0) return prc;
     DsConfig c;
     Tokenizer *t;
     if (tok_load(&t, dir) < 0) {

@@ -58,29 +58,20 @@ int cmd_generate(int argc, char **argv) {
     const char *model_path = NULL, *ids_str = NULL, *text = NULL, *adapter = NULL, *tok_dir = NULL;
     GenParams gp = {.max_new_tokens = 64, .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
     int json = 0, threads = 0;
-    const Opt opts[] = {
-        OPT_FLAG("--json", &json),
-        OPT_FLAG("--ignore-eos", &gp.ignore_eos),
-        OPT_STR("--model", &model_path),
-        OPT_STR("--prompt-ids", &ids_str),
-        OPT_STR("--prompt", &text),
-        OPT_STR("--adapter", &adapter),
-        OPT_STR("--tokenizer", &tok_dir),
-        OPT_INT("--max-new-tokens", &gp.max_new_tokens, 0, 1 << 24),
-        OPT_FLOAT("--temperature", &gp.sampler.temperature, 0.0f, 1e4f),
-        OPT_INT("--top-k", &gp.sampler.top_k, 0, 1 << 30),
-        OPT_FLOAT("--top-p", &gp.sampler.top_p, 1e-6f, 1.0f),
-        OPT_U64("--seed", &gp.seed),
-        OPT_INT("--threads", &threads, 1, 1024),
-        OPT_END,
-    };
-    int prc = opts_parse("generate", argc, argv, 1, opts, usage, NULL, 0, NULL);
-    if (prc) return prc == 1 ? 0 : 2;
-    if (!model_path || (!ids_str && !text) || (ids_str && text)) {
-        fprintf(stderr, "plumb generate: needs --model and exactly one of --prompt-ids or --prompt\n");
-        usage(stderr);
-        return 2;
-    }
+    const Opt opts[] = {OPT_REQ("--model", &model_path), OPT_STR("--prompt-ids", &ids_str),
+                        OPT_STR("--prompt", &text), OPT_STR("--adapter", &adapter),
+                        OPT_STR("--tokenizer", &tok_dir),
+                        OPT_INT("--max-new-tokens", &gp.max_new_tokens, 0, 1 << 24),
+                        OPT_FLOAT("--temperature", &gp.sampler.temperature, 0.0f, 1e4f),
+                        OPT_INT("--top-k", &gp.sampler.top_k, 0, 1 << 30),
+                        OPT_FLOAT("--top-p", &gp.sampler.top_p, 1e-6f, 1.0f),
+                        OPT_U64("--seed", &gp.seed), OPT_INT("--threads", &threads, 1, 1024),
+                        OPT_FLAG("--ignore-eos", &gp.ignore_eos), OPT_FLAG("--json", &json),
+                        OPT_END};
+    int prc = opts_parse("generate", argc, argv, 1, opts, usage);
+    if (prc >= 0) return prc;
+    if (!ids_str == !text)
+        return opts_fail("generate", usage, "needs exactly one of --prompt-ids or --prompt");
     int *ids = NULL, n = 0;
     Tokenizer *tok = NULL;
     if (text) {

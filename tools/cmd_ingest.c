@@ -187,32 +187,16 @@ int cmd_ingest(int argc, char **argv) {
     const char *format = "auto";
     int max_prompt = 0, max_resp = 0, drop_long = 0, batch = 256;
     const Opt opts[] = {
-        OPT_FLAG("--drop-long", &drop_long),
-        OPT_STR("--tokenizer", &tokdir),
-        OPT_STR("--format", &format),
-        OPT_STR("--chat", &chat),
-        OPT_STR("--to", &to),
-        OPT_STR("--stream", &stream),
-        OPT_STR("--out", &out),
+        OPT_POS("FILE.jsonl", &input, 1), OPT_REQ("--tokenizer", &tokdir),
+        OPT_STR("--format", &format), OPT_STR("--chat", &chat), OPT_STR("--to", &to),
+        OPT_STR("--stream", &stream), OPT_STR("--out", &out),
         OPT_INT("--max-prompt-len", &max_prompt, 0, 1 << 30),
         OPT_INT("--max-response-len", &max_resp, 0, 1 << 30),
-        OPT_INT("--batch", &batch, 1, 1 << 16),
-        OPT_END,
-    };
-    const char *inputs[2];
-    int n_inputs = 0;
-    int prc = opts_parse("ingest", argc, argv, 1, opts, usage, inputs, 2, &n_inputs);
-    if (prc) return prc == 1 ? 0 : 2;
-    if (n_inputs > 1) {
-        fprintf(stderr, "plumb ingest: one input file only ('%s' and '%s')\n", inputs[0], inputs[1]);
-        return 2;
-    }
-    if (n_inputs == 1) input = inputs[0];
-    if (!input || !tokdir || (!to && !out) || (to && out) || (to && !stream)) {
-        fprintf(stderr, "plumb ingest: needs FILE.jsonl, --tokenizer, and either --to URL --stream NAME or --out FILE\n");
-        usage(stderr);
-        return 2;
-    }
+        OPT_INT("--batch", &batch, 1, 1 << 16), OPT_FLAG("--drop-long", &drop_long), OPT_END};
+    int prc = opts_parse("ingest", argc, argv, 1, opts, usage);
+    if (prc >= 0) return prc;
+    if (!to == !out || (to && !stream))
+        return opts_fail("ingest", usage, "needs either --to URL --stream NAME or --out FILE");
     DsFormat fmt;
     if (ds_format_parse(format, &fmt) < 0) {
         fprintf(stderr, "plumb ingest: %s\n", pl_error());

@@ -89,32 +89,20 @@ int cmd_init(int argc, char **argv) {
     float std = 0.02f;
     int explicit_dim_heads = 0;
     const Opt opts[] = {
-        OPT_FLAG("--tie", &c.tie_embeddings),
-        OPT_FLAG("--qkv-bias", &c.qkv_bias),
-        OPT_STR("--out", &out),
-        OPT_STR("--format", &format),
-        OPT_FN("--preset", preset_opt, &c),
+        OPT_REQ("--out", &out), OPT_STR("--format", &format), OPT_FN("--preset", preset_opt, &c),
         OPT_INT("--vocab", &c.vocab_size, 1, 1 << 24),
         {.name = "--dim", .kind = OPT_KIND_INT, .dst = &c.dim, .lo = 2, .hi = 1 << 16,
          .seen = &explicit_dim_heads},
-        OPT_INT("--hidden", &c.hidden_dim, 1, 1 << 18),
-        OPT_INT("--layers", &c.n_layers, 1, 1024),
+        OPT_INT("--hidden", &c.hidden_dim, 1, 1 << 18), OPT_INT("--layers", &c.n_layers, 1, 1024),
         {.name = "--heads", .kind = OPT_KIND_INT, .dst = &c.n_heads, .lo = 1, .hi = 1024,
          .seen = &explicit_dim_heads},
         OPT_INT("--kv-heads", &c.n_kv_heads, 1, 1024),
         OPT_INT("--seq-len", &c.max_seq_len, 1, 1 << 20),
-        OPT_FLOAT("--theta", &c.rope_theta, 1.0f, 1e9f),
-        OPT_U64("--seed", &seed),
-        OPT_FLOAT("--std", &std, 0.0f, 10.0f),
-        OPT_END,
-    };
-    int prc = opts_parse("init", argc, argv, 1, opts, usage, NULL, 0, NULL);
-    if (prc) return prc == 1 ? 0 : 2;
-    if (!out) {
-        fprintf(stderr, "plumb init: needs --out\n");
-        usage(stderr);
-        return 2;
-    }
+        OPT_FLOAT("--theta", &c.rope_theta, 1.0f, 1e9f), OPT_U64("--seed", &seed),
+        OPT_FLOAT("--std", &std, 0.0f, 10.0f), OPT_FLAG("--tie", &c.tie_embeddings),
+        OPT_FLAG("--qkv-bias", &c.qkv_bias), OPT_END};
+    int prc = opts_parse("init", argc, argv, 1, opts, usage);
+    if (prc >= 0) return prc;
     int l2c = !strcmp(format, "llama2c");
     if (!l2c && strcmp(format, "hf")) {
         fprintf(stderr, "plumb init: --format must be hf or llama2c\n");

@@ -24,21 +24,10 @@ static void usage(FILE *f) {
 int cmd_keygen(int argc, char **argv) {
     const char *prefix = NULL;
     int force = 0;
-    const Opt opts[] = {OPT_FLAG("--force", &force), OPT_END};
-    const char *pos[2];
-    int n_pos = 0;
-    int prc = opts_parse("keygen", argc, argv, 1, opts, usage, pos, 2, &n_pos);
-    if (prc) return prc == 1 ? 0 : 2;
-    if (n_pos > 1) {
-        fprintf(stderr, "plumb keygen: one PREFIX only ('%s' and '%s')\n", pos[0], pos[1]);
-        return 2;
-    }
-    if (n_pos == 1) prefix = pos[0];
-    if (!prefix || !prefix[0]) {
-        fprintf(stderr, "plumb keygen: needs a PREFIX\n");
-        usage(stderr);
-        return 2;
-    }
+    const Opt opts[] = {OPT_POS("PREFIX", &prefix, 1), OPT_FLAG("--force", &force), OPT_END};
+    int prc = opts_parse("keygen", argc, argv, 1, opts, usage);
+    if (prc >= 0) return prc;
+    if (!prefix[0]) return opts_fail("keygen", usage, "PREFIX is empty");
     char key_path[4096], pub_path[4096];
     snprintf(key_path, sizeof key_path, "%s.key", prefix);
     snprintf(pub_path, sizeof pub_path, "%s.pub", prefix);

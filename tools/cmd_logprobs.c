@@ -22,23 +22,13 @@ int cmd_logprobs(int argc, char **argv) {
     const char *model_path = NULL, *ids_str = NULL, *adapter = NULL;
     int json = 0, threads = 0, want_ent = 0;
     float temperature = 1.0f;
-    const Opt opts[] = {
-        OPT_FLAG("--json", &json),
-        OPT_FLAG("--entropy", &want_ent),
-        OPT_STR("--model", &model_path),
-        OPT_STR("--ids", &ids_str),
-        OPT_STR("--adapter", &adapter),
-        OPT_FLOAT("--temperature", &temperature, 1e-4f, 1e4f),
-        OPT_INT("--threads", &threads, 1, 1024),
-        OPT_END,
-    };
-    int prc = opts_parse("logprobs", argc, argv, 1, opts, usage, NULL, 0, NULL);
-    if (prc) return prc == 1 ? 0 : 2;
-    if (!model_path || !ids_str) {
-        fprintf(stderr, "plumb logprobs: needs --model and --ids\n");
-        usage(stderr);
-        return 2;
-    }
+    const Opt opts[] = {OPT_REQ("--model", &model_path), OPT_REQ("--ids", &ids_str),
+                        OPT_STR("--adapter", &adapter),
+                        OPT_FLOAT("--temperature", &temperature, 1e-4f, 1e4f),
+                        OPT_INT("--threads", &threads, 1, 1024), OPT_FLAG("--entropy", &want_ent),
+                        OPT_FLAG("--json", &json), OPT_END};
+    int prc = opts_parse("logprobs", argc, argv, 1, opts, usage);
+    if (prc >= 0) return prc;
     int *ids, n;
     if (arg_ids("--ids", ids_str, &ids, &n)) return 2;
     set_threads(threads);

@@ -91,24 +91,15 @@ int cmd_lora(int argc, char **argv) {
     float b_std = 0.0f;
     int alpha_set = 0;
     const Opt opts[] = {
-        OPT_STR("--model", &model_path),
-        OPT_STR("--out", &out),
-        OPT_STR("--adapter", &adapter),
+        OPT_REQ("--model", &model_path), OPT_REQ("--out", &out), OPT_STR("--adapter", &adapter),
         OPT_INT("--rank", &lc.rank, 1, 4096),
         {.name = "--alpha", .kind = OPT_KIND_FLOAT, .dst = &lc.alpha, .lo = 1e-6f, .hi = 1e6f,
          .seen = &alpha_set},
-        OPT_U64("--seed", &seed),
-        OPT_FLOAT("--b-std", &b_std, 0.0f, 100.0f),
-        OPT_FN("--targets", targets_opt, &lc),
-        OPT_END,
-    };
-    int prc = opts_parse("lora", argc, argv, 2, opts, usage, NULL, 0, NULL);
-    if (prc) return prc == 1 ? 0 : 2;
+        OPT_U64("--seed", &seed), OPT_FLOAT("--b-std", &b_std, 0.0f, 100.0f),
+        OPT_FN("--targets", targets_opt, &lc), OPT_END};
+    int prc = opts_parse("lora", argc, argv, 2, opts, usage);
+    if (prc >= 0) return prc;
     if (!alpha_set) lc.alpha = 2.0f * lc.rank;
-    if (!model_path || !out) {
-        fprintf(stderr, "plumb lora: needs --model and --out\n");
-        return 2;
-    }
     if (!strcmp(mode, "init")) return lora_init_cmd(model_path, out, &lc, seed, b_std);
     if (!strcmp(mode, "merge")) {
         if (!adapter) {

@@ -38,31 +38,17 @@ int cmd_pretrain(int argc, char **argv) {
     c.vocab_size = 256, c.dim = 64, c.hidden_dim = 172, c.n_layers = 2, c.n_heads = 4;
     c.n_kv_heads = 2;
     const Opt opts[] = {
-        OPT_STR("--text", &text_path),
-        OPT_STR("--out", &out),
-        OPT_INT("--steps", &steps, 1, 1 << 30),
-        OPT_INT("--batch", &B, 1, 1 << 16),
-        OPT_INT("--seq-len", &T, 2, 1 << 16),
-        OPT_FLOAT("--lr", &lr, 0.0f, 10.0f),
-        OPT_INT("--warmup", &warmup, 0, 1 << 30),
-        OPT_INT("--dim", &c.dim, 2, 1 << 16),
-        OPT_INT("--hidden", &c.hidden_dim, 1, 1 << 18),
-        OPT_INT("--layers", &c.n_layers, 1, 1024),
-        OPT_INT("--heads", &c.n_heads, 1, 1024),
-        OPT_INT("--kv-heads", &c.n_kv_heads, 1, 1024),
-        OPT_INT("--eos", &eos, 0, 255),
-        OPT_U64("--seed", &seed),
-        OPT_INT("--threads", &threads, 1, 1024),
-        OPT_INT("--log-every", &log_every, 1, 1 << 30),
-        OPT_END,
-    };
-    int prc = opts_parse("pretrain", argc, argv, 1, opts, usage, NULL, 0, NULL);
-    if (prc) return prc == 1 ? 0 : 2;
-    if (!text_path || !out) {
-        fprintf(stderr, "plumb pretrain: needs --text and --out\n");
-        usage(stderr);
-        return 2;
-    }
+        OPT_REQ("--text", &text_path), OPT_REQ("--out", &out),
+        OPT_INT("--steps", &steps, 1, 1 << 30), OPT_INT("--batch", &B, 1, 1 << 16),
+        OPT_INT("--seq-len", &T, 2, 1 << 16), OPT_FLOAT("--lr", &lr, 0.0f, 10.0f),
+        OPT_INT("--warmup", &warmup, 0, 1 << 30), OPT_INT("--dim", &c.dim, 2, 1 << 16),
+        OPT_INT("--hidden", &c.hidden_dim, 1, 1 << 18), OPT_INT("--layers", &c.n_layers, 1, 1024),
+        OPT_INT("--heads", &c.n_heads, 1, 1024), OPT_INT("--kv-heads", &c.n_kv_heads, 1, 1024),
+        OPT_INT("--eos", &eos, 0, 255), OPT_U64("--seed", &seed),
+        OPT_INT("--threads", &threads, 1, 1024), OPT_INT("--log-every", &log_every, 1, 1 << 30),
+        OPT_END};
+    int prc = opts_parse("pretrain", argc, argv, 1, opts, usage);
+    if (prc >= 0) return prc;
     c.head_dim = c.dim / c.n_heads;
     c.max_seq_len = T > 128 ? T : 128;
     c.bos_id = -1;

@@ -78,21 +78,13 @@ int cmd_tokenize(int argc, char **argv) {
     const char *dir = NULL, *text = NULL, *input = NULL;
     int add_special = 0;
     int json = 0; /* the output is JSON anyway; accepted for symmetry with detokenize */
-    const Opt opts[] = {
-        OPT_FLAG("--json", &json),
-        OPT_FLAG("--add-special", &add_special),
-        OPT_STR("--tokenizer", &dir),
-        OPT_STR("--text", &text),
-        OPT_STR("--input", &input),
-        OPT_END,
-    };
-    int prc = opts_parse("tokenize", argc, argv, 1, opts, usage_tok, NULL, 0, NULL);
-    if (prc) return prc == 1 ? 0 : 2;
-    if (!dir || (!text && !input) || (text && input)) {
-        fprintf(stderr, "plumb tokenize: needs --tokenizer and exactly one of --text or --input\n");
-        usage_tok(stderr);
-        return 2;
-    }
+    const Opt opts[] = {OPT_REQ("--tokenizer", &dir), OPT_STR("--text", &text),
+                        OPT_STR("--input", &input), OPT_FLAG("--add-special", &add_special),
+                        OPT_FLAG("--json", &json), OPT_END};
+    int prc = opts_parse("tokenize", argc, argv, 1, opts, usage_tok);
+    if (prc >= 0) return prc;
+    if (!text == !input)
+        return opts_fail("tokenize", usage_tok, "needs exactly one of --text or --input");
     Tokenizer *t;
     if (tok_load(&t, dir) < 0) {
         report_error("tokenize", NULL);
@@ -114,20 +106,10 @@ int cmd_tokenize(int argc, char **argv) {
 int cmd_detokenize(int argc, char **argv) {
     const char *dir = NULL, *ids_str = NULL;
     int json = 0, skip = 0;
-    const Opt opts[] = {
-        OPT_FLAG("--json", &json),
-        OPT_FLAG("--skip-special", &skip),
-        OPT_STR("--tokenizer", &dir),
-        OPT_STR("--ids", &ids_str),
-        OPT_END,
-    };
-    int prc = opts_parse("detokenize", argc, argv, 1, opts, usage_detok, NULL, 0, NULL);
-    if (prc) return prc == 1 ? 0 : 2;
-    if (!dir || !ids_str) {
-        fprintf(stderr, "plumb detokenize: needs --tokenizer and --ids\n");
-        usage_detok(stderr);
-        return 2;
-    }
+    const Opt opts[] = {OPT_REQ("--tokenizer", &dir), OPT_REQ("--ids", &ids_str),
+                        OPT_FLAG("--skip-special", &skip), OPT_FLAG("--json", &json), OPT_END};
+    int prc = opts_parse("detokenize", argc, argv, 1, opts, usage_detok);
+    if (prc >= 0) return prc;
     /* accept "[1, 2, 3]" as printed by tokenize */
     char *s = strdup(ids_str);
     if (!s) return 1;

@@ -45,26 +45,13 @@ int cmd_worker(int argc, char **argv) {
     WorkerOptions o = {.roles_table = ROLES, .rank = -1, .device = "cpu"};
     int threads = 0, mb = 0;
     const Opt opts[] = {
-        OPT_FLAG("--verbose", &o.verbose),
-        OPT_STR("--role", &o.roles),
-        OPT_STR("--connect", &o.connect),
-        OPT_STR("--model", &o.model),
-        OPT_STR("--tokenizer", &o.tokenizer),
-        OPT_STR("--device", &o.device),
-        OPT_STR("--server-key", &o.server_key),
-        OPT_STR("--key", &o.secret_key),
-        OPT_INT("--rank", &o.rank, 0, 1 << 30),
-        OPT_INT("--threads", &threads, 1, 1024),
-        OPT_INT("--max-message-mb", &mb, 1, 1 << 14),
-        OPT_END,
-    };
-    int prc = opts_parse("worker", argc, argv, 1, opts, usage, NULL, 0, NULL);
-    if (prc) return prc == 1 ? 0 : 2;
-    if (!o.roles || !o.connect || !o.model) {
-        fprintf(stderr, "plumb worker: --role, --connect and --model are required\n");
-        usage(stderr);
-        return 2;
-    }
+        OPT_REQ("--role", &o.roles), OPT_REQ("--connect", &o.connect), OPT_REQ("--model", &o.model),
+        OPT_STR("--tokenizer", &o.tokenizer), OPT_STR("--device", &o.device),
+        OPT_STR("--server-key", &o.server_key), OPT_STR("--key", &o.secret_key),
+        OPT_INT("--rank", &o.rank, 0, 1 << 30), OPT_INT("--threads", &threads, 1, 1024),
+        OPT_INT("--max-message-mb", &mb, 1, 1 << 14), OPT_FLAG("--verbose", &o.verbose), OPT_END};
+    int prc = opts_parse("worker", argc, argv, 1, opts, usage);
+    if (prc >= 0) return prc;
     if (strcmp(o.device, "cpu") != 0) {
         fprintf(stderr,
                 "plumb worker: --device %s: GPU roles are not available yet; the CUDA kernels "
