@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/err.h"
 #include "common/redis.h"
 #include "model/weights.h"
@@ -292,13 +293,7 @@ int wire_get_f32(const Plumb__Tensor *t, long n, int finite, const char *what, f
 
 /* Appends len bytes to a growing buffer. */
 static int put(unsigned char **buf, size_t *n, size_t *cap, const void *p, size_t len) {
-    if (*n + len > *cap) {
-        size_t c = (*cap ? *cap * 2 : 4096);
-        while (c < *n + len) c *= 2;
-        unsigned char *b = realloc(*buf, c);
-        PL_CHECK_ALLOC(b);
-        *buf = b, *cap = c;
-    }
+    PL_TRY(pl_grow(buf, cap, *n + len, 1));
     memcpy(*buf + *n, p, len);
     *n += len;
     return 0;

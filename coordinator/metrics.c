@@ -16,6 +16,7 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
+#include "common/buf.h"
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/fs.h"
@@ -167,13 +168,7 @@ static void redis_send_guarded(Metrics *m, long step, const char *line, size_t l
 
 /* Appends s (n bytes) to m->line at *len, growing it. */
 static int put(Metrics *m, size_t *len, const char *s, size_t n) {
-    if (*len + n + 2 > m->cap) {
-        size_t cap = m->cap ? m->cap : 256;
-        while (*len + n + 2 > cap) cap *= 2;
-        char *p = realloc(m->line, cap);
-        PL_CHECK_ALLOC(p);
-        m->line = p, m->cap = cap;
-    }
+    PL_TRY(pl_grow(&m->line, &m->cap, *len + n + 2, 1));
     memcpy(m->line + *len, s, n);
     *len += n;
     m->line[*len] = '\0';

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/enum.h"
 #include "common/err.h"
 
@@ -704,15 +705,7 @@ static int read_line(DsReader *r, size_t max, size_t *total) {
         char *s = r->buf + r->pos, *nl = memchr(s, '\n', r->end - r->pos);
         size_t take = nl ? (size_t)(nl - s) : r->end - r->pos;
         if (*total + take <= max) {
-            if (r->line_len + take + 1 > r->line_cap) {
-                size_t cap = r->line_cap ? r->line_cap : 4096;
-                while (cap < r->line_len + take + 1)
-                    cap *= 2;
-                char *p = realloc(r->line, cap);
-                PL_CHECK_ALLOC(p);
-                r->line = p;
-                r->line_cap = cap;
-            }
+            PL_TRY(pl_grow(&r->line, &r->line_cap, r->line_len + take + 1, 1));
             memcpy(r->line + r->line_len, s, take);
             r->line_len += take;
         }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/enum.h"
 #include "common/err.h"
 
@@ -40,16 +41,9 @@ typedef struct {
 
 static void buf_add(Buf *b, const char *s, size_t len) {
     if (b->oom) return;
-    if (b->n + len + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + len + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
+    if (pl_grow(&b->p, &b->cap, b->n + len + 1, 1) < 0) {
+        b->oom = 1;
+        return;
     }
     memcpy(b->p + b->n, s, len);
     b->n += len;

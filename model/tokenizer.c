@@ -113,23 +113,40 @@ static void *grow_one(void *arr, int n, size_t size) {
 static const char GPT2_PATTERN[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
-static int load_pretok(Tokenizer *t, json_t *o, const char *path) {
+/* One stage of the pipeline (normalizer, pre_tokenizer or decoder): a
+ * list that a "Sequence" object flattens into, and the reader of one
+ * element of it, which fills the zeroed item from o. */
+typedef struct {
+    const char *what;    /* "pre_tokenizer"                       */
+    const char *seq_key; /* the Sequence's list: "pretokenizers"  */
+    size_t size;
+    int (*one)(Tokenizer *t, json_t *o, const char *type, void *item, const char *path);
+} Stage;
+
+static int load_stage(Tokenizer *t, const Stage *s, void **arr, int *n, json_t *o,
+                      const char *path) {
     if (json_is_null(o) || !o) return 0;
     const char *type = jstr(o, "type");
-    if (!type) return pl_fail(PL_EFORMAT, "%s: pre_tokenizer without a type", path);
+    if (!type) return pl_fail(PL_EFORMAT, "%s: %s without a type", path, s->what);
     if (!strcmp(type, "Sequence")) {
-        json_t *a = json_object_get(o, "pretokenizers");
+        json_t *a = json_object_get(o, s->seq_key);
         if (!json_is_array(a))
-            return pl_fail(PL_EFORMAT, "%s: Sequence pre_tokenizer without pretokenizers", path);
+            return pl_fail(PL_EFORMAT, "%s: Sequence %s without %s", path, s->what, s->seq_key);
         size_t i;
         json_t *c;
-        json_array_foreach(a, i, c) PL_TRY(load_pretok(t, c, path));
+        json_array_foreach(a, i, c) PL_TRY(load_stage(t, s, arr, n, c, path));
         return 0;
     }
-    PreTok *p = grow_one(t->pre, t->n_pre, sizeof *p);
-    PL_CHECK_ALLOC(p);
-    t->pre = p;
-    p += t->n_pre;
+    char *grown = grow_one(*arr, *n, s->size);
+    PL_CHECK_ALLOC(grown);
+    *arr = grown;
+    PL_TRY(s->one(t, o, type, grown + s->size * (size_t)*n, path));
+    (*n)++;
+    return 0;
+}
+
+static int pretok_one(Tokenizer *t, json_t *o, const char *type, void *item, const char *path) {
+    PreTok *p = item;
     if (!strcmp(type, "ByteLevel")) {
         p->type = PT_BYTELEVEL;
         p->add_prefix_space = jbool(o, "add_prefix_space", 1);
@@ -181,25 +198,12 @@ static int load_pretok(Tokenizer *t, json_t *o, const char *path) {
     } else {
         return pl_fail(PL_ENOTSUP, "%s: pre_tokenizer type '%s' is not supported", path, type);
     }
-    t->n_pre++;
     return 0;
 }
 
-static int load_normalizer(Tokenizer *t, json_t *o, const char *path) {
-    if (json_is_null(o) || !o) return 0;
-    const char *type = jstr(o, "type");
-    if (!type) return pl_fail(PL_EFORMAT, "%s: normalizer without a type", path);
-    if (!strcmp(type, "Sequence")) {
-        json_t *a = json_object_get(o, "normalizers");
-        size_t i;
-        json_t *c;
-        json_array_foreach(a, i, c) PL_TRY(load_normalizer(t, c, path));
-        return 0;
-    }
-    Normalizer *n = grow_one(t->norm, t->n_norm, sizeof *n);
-    PL_CHECK_ALLOC(n);
-    t->norm = n;
-    n += t->n_norm;
+static int norm_one(Tokenizer *t, json_t *o, const char *type, void *item, const char *path) {
+    (void)t;
+    Normalizer *n = item;
     if (!strcmp(type, "Prepend")) {
         const char *s = jstr(o, "prepend");
         if (!s) return pl_fail(PL_EFORMAT, "%s: Prepend normalizer without prepend", path);
@@ -228,25 +232,12 @@ static int load_normalizer(Tokenizer *t, json_t *o, const char *path) {
     } else {
         return pl_fail(PL_ENOTSUP, "%s: normalizer type '%s' is not supported", path, type);
     }
-    t->n_norm++;
     return 0;
 }
 
-static int load_decoder(Tokenizer *t, json_t *o, const char *path) {
-    if (json_is_null(o) || !o) return 0;
-    const char *type = jstr(o, "type");
-    if (!type) return pl_fail(PL_EFORMAT, "%s: decoder without a type", path);
-    if (!strcmp(type, "Sequence")) {
-        json_t *a = json_object_get(o, "decoders");
-        size_t i;
-        json_t *c;
-        json_array_foreach(a, i, c) PL_TRY(load_decoder(t, c, path));
-        return 0;
-    }
-    Decoder *d = grow_one(t->dec, t->n_dec, sizeof *d);
-    PL_CHECK_ALLOC(d);
-    t->dec = d;
-    d += t->n_dec;
+static int dec_one(Tokenizer *t, json_t *o, const char *type, void *item, const char *path) {
+    (void)t;
+    Decoder *d = item;
     if (!strcmp(type, "ByteLevel"))
         d->type = DEC_BYTELEVEL;
     else if (!strcmp(type, "ByteFallback"))
@@ -283,9 +274,12 @@ static int load_decoder(Tokenizer *t, json_t *o, const char *path) {
     } else {
         return pl_fail(PL_ENOTSUP, "%s: decoder type '%s' is not supported", path, type);
     }
-    t->n_dec++;
     return 0;
 }
+
+static const Stage STAGE_PRE = {"pre_tokenizer", "pretokenizers", sizeof(PreTok), pretok_one};
+static const Stage STAGE_NORM = {"normalizer", "normalizers", sizeof(Normalizer), norm_one};
+static const Stage STAGE_DEC = {"decoder", "decoders", sizeof(Decoder), dec_one};
 
 static int added_compare(const void *a, const void *b) {
     const AddedTok *x = a, *y = b;
@@ -441,7 +435,7 @@ static int load_model_bpe(Tokenizer *t, json_t *model, json_t *added, const char
     PL_CHECK_ALLOC(pm->rank);
     PL_CHECK_ALLOC(pm->merged);
     memset(pm->key, 0xff, sizeof(uint64_t) * (pm->mask + 1));
-    TokBuf cat = {0};
+    PlBuf cat = {0};
     json_array_foreach(merges, i, v) {
         const char *a, *b;
         size_t al, bl;
@@ -466,8 +460,8 @@ static int load_model_bpe(Tokenizer *t, json_t *model, json_t *added, const char
             return pl_fail(PL_EFORMAT, "%s: merges[%zu] is neither \"a b\" nor [a, b]", path, i);
         }
         cat.n = 0;
-        int rc = tok_buf_put(&cat, a, al);
-        if (!rc) rc = tok_buf_put(&cat, b, bl);
+        int rc = pl_buf_put(&cat, a, al);
+        if (!rc) rc = pl_buf_put(&cat, b, bl);
         if (rc) {
             free(cat.p);
             return rc;
@@ -578,9 +572,16 @@ int tok_load(Tokenizer **out, const char *dir) {
         rc = pl_fail(PL_EFORMAT, "%s: added_tokens is not a list", path);
     if (!rc) rc = load_model_bpe(t, model, added, path);
     if (!rc) rc = load_added(t, added, path);
-    if (!rc) rc = load_normalizer(t, json_object_get(root, "normalizer"), path);
-    if (!rc) rc = load_pretok(t, json_object_get(root, "pre_tokenizer"), path);
-    if (!rc) rc = load_decoder(t, json_object_get(root, "decoder"), path);
+    /* through void * and back: load_stage grows any of the three lists */
+    void *norm = NULL, *pre = NULL, *dec = NULL;
+    json_t *jn = json_object_get(root, "normalizer"), *jp = json_object_get(root, "pre_tokenizer"),
+           *jd = json_object_get(root, "decoder");
+    if (!rc) rc = load_stage(t, &STAGE_NORM, &norm, &t->n_norm, jn, path);
+    t->norm = norm;
+    if (!rc) rc = load_stage(t, &STAGE_PRE, &pre, &t->n_pre, jp, path);
+    t->pre = pre;
+    if (!rc) rc = load_stage(t, &STAGE_DEC, &dec, &t->n_dec, jd, path);
+    t->dec = dec;
     if (!rc) rc = load_post(t, json_object_get(root, "post_processor"), path);
     json_decref(root);
     if (!rc && t->byte_level) {

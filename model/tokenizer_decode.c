@@ -11,7 +11,7 @@
 
 /* The decoders work on a list of strings, as Hugging Face's decode_chain. */
 typedef struct {
-    TokBuf *s;
+    PlBuf *s;
     int n;
 } StrList;
 
@@ -23,18 +23,18 @@ static void list_free(StrList *l) {
     l->n = 0;
 }
 
-/* Replaces every pat in s by rep, into a new TokBuf. */
-static int replace_all(const TokBuf *s, const char *pat, int pl, const char *rep, int rl,
-                       TokBuf *o) {
+/* Replaces every pat in s by rep, into a new PlBuf. */
+static int replace_all(const PlBuf *s, const char *pat, int pl, const char *rep, int rl,
+                       PlBuf *o) {
     memset(o, 0, sizeof *o);
-    PL_TRY(tok_buf_put(o, "", 0));
+    PL_TRY(pl_buf_put(o, "", 0));
     size_t i = 0;
     while (i < s->n) {
         const char *hit = pl <= (int)(s->n - i) ? memmem(s->p + i, s->n - i, pat, pl) : NULL;
         size_t end = hit ? (size_t)(hit - s->p) : s->n;
-        PL_TRY(tok_buf_put(o, s->p + i, end - i));
+        PL_TRY(pl_buf_put(o, s->p + i, end - i));
         if (!hit) break;
-        PL_TRY(tok_buf_put(o, rep, rl));
+        PL_TRY(pl_buf_put(o, rep, rl));
         i = end + pl;
     }
     return 0;
@@ -48,13 +48,13 @@ static int hexval(int c) {
 }
 
 static int run_decoder(const Decoder *d, const int16_t *cp_byte, StrList *l) {
-    StrList o = {calloc(l->n + 1, sizeof(TokBuf)), 0};
+    StrList o = {calloc(l->n + 1, sizeof(PlBuf)), 0};
     PL_CHECK_ALLOC(o.s);
     int rc = 0;
     switch (d->type) {
     case DEC_BYTELEVEL: {
-        TokBuf raw = {0};
-        rc = tok_buf_put(&raw, "", 0);
+        PlBuf raw = {0};
+        rc = pl_buf_put(&raw, "", 0);
         for (int i = 0; !rc && i < l->n; i++) {
             const unsigned char *s = (const unsigned char *)l->s[i].p;
             size_t n = l->s[i].n, start = raw.n;
@@ -71,18 +71,18 @@ static int run_decoder(const Decoder *d, const int16_t *cp_byte, StrList *l) {
                     ok = 0;
                 else {
                     unsigned char c = (unsigned char)b;
-                    rc = tok_buf_put(&raw, &c, 1);
+                    rc = pl_buf_put(&raw, &c, 1);
                 }
                 j += len;
             }
             if (!ok && !rc) {
                 raw.n = start;
-                rc = tok_buf_put(&raw, s, n);
+                rc = pl_buf_put(&raw, s, n);
             }
         }
         if (!rc) {
-            memset(&o.s[0], 0, sizeof(TokBuf));
-            rc = tok_buf_put(&o.s[0], "", 0);
+            memset(&o.s[0], 0, sizeof(PlBuf));
+            rc = pl_buf_put(&o.s[0], "", 0);
             if (!rc) rc = tok_buf_put_lossy(&o.s[0], (unsigned char *)raw.p, raw.n);
             o.n = 1;
         }
@@ -103,22 +103,22 @@ static int run_decoder(const Decoder *d, const int16_t *cp_byte, StrList *l) {
         }
         break;
     case DEC_BYTEFALLBACK: {
-        TokBuf bytes = {0};
+        PlBuf bytes = {0};
         int nb = 0;
         for (int i = 0; !rc && i <= l->n; i++) {
-            const TokBuf *s = i < l->n ? &l->s[i] : NULL;
+            const PlBuf *s = i < l->n ? &l->s[i] : NULL;
             int h1, h2;
             if (s && s->n == 6 && !memcmp(s->p, "<0x", 3) && s->p[5] == '>' &&
                 (h1 = hexval(s->p[3])) >= 0 && (h2 = hexval(s->p[4])) >= 0) {
                 unsigned char c = (unsigned char)(h1 * 16 + h2);
-                rc = tok_buf_put(&bytes, &c, 1);
+                rc = pl_buf_put(&bytes, &c, 1);
                 nb++;
                 continue;
             }
             if (nb) {
-                TokBuf *dst = &o.s[o.n++];
+                PlBuf *dst = &o.s[o.n++];
                 memset(dst, 0, sizeof *dst);
-                rc = tok_buf_put(dst, "", 0);
+                rc = pl_buf_put(dst, "", 0);
                 int valid = 1;
                 for (size_t j = 0; j < bytes.n && valid;) {
                     int len = tok_utf8_len((unsigned char *)bytes.p + j, bytes.n - j);
@@ -126,40 +126,40 @@ static int run_decoder(const Decoder *d, const int16_t *cp_byte, StrList *l) {
                     j += len;
                 }
                 if (valid)
-                    rc = rc ? rc : tok_buf_put(dst, bytes.p, bytes.n);
+                    rc = rc ? rc : pl_buf_put(dst, bytes.p, bytes.n);
                 else
                     for (int k = 0; !rc && k < nb; k++)
-                        rc = tok_buf_put(dst, "\xEF\xBF\xBD", 3);
+                        rc = pl_buf_put(dst, "\xEF\xBF\xBD", 3);
                 bytes.n = 0;
                 nb = 0;
             }
             if (s && !rc) {
-                TokBuf *dst = &o.s[o.n++];
+                PlBuf *dst = &o.s[o.n++];
                 memset(dst, 0, sizeof *dst);
-                rc = tok_buf_put(dst, s->p, s->n);
+                rc = pl_buf_put(dst, s->p, s->n);
             }
         }
         free(bytes.p);
         break;
     }
     case DEC_FUSE:
-        memset(&o.s[0], 0, sizeof(TokBuf));
-        rc = tok_buf_put(&o.s[0], "", 0);
+        memset(&o.s[0], 0, sizeof(PlBuf));
+        rc = pl_buf_put(&o.s[0], "", 0);
         for (int i = 0; !rc && i < l->n; i++)
-            rc = tok_buf_put(&o.s[0], l->s[i].p, l->s[i].n);
+            rc = pl_buf_put(&o.s[0], l->s[i].p, l->s[i].n);
         o.n = 1;
         break;
     case DEC_STRIP:
         for (int i = 0; !rc && i < l->n; i++) {
-            const TokBuf *s = &l->s[i];
+            const PlBuf *s = &l->s[i];
             size_t a = 0, b = s->n;
             for (int k = 0; k < d->start && a < b && (unsigned char)s->p[a] == d->strip_char; k++)
                 a++;
             for (int k = 0; k < d->stop && b > a && (unsigned char)s->p[b - 1] == d->strip_char;
                  k++)
                 b--;
-            memset(&o.s[o.n], 0, sizeof(TokBuf));
-            rc = tok_buf_put(&o.s[o.n++], s->p + a, b - a);
+            memset(&o.s[o.n], 0, sizeof(PlBuf));
+            rc = pl_buf_put(&o.s[o.n++], s->p + a, b - a);
         }
         break;
     }
@@ -175,20 +175,20 @@ int tok_decode(const Tokenizer *t, const int *ids, int n, int skip_special, char
         if (ids[i] < 0 || ids[i] >= t->n_tok || !t->tok_str[ids[i]])
             return pl_fail(PL_ERANGE, "decode: id %d (at %d) is not in the vocabulary (size %d)",
                            ids[i], i, t->n_tok);
-    StrList l = {calloc(n + 1, sizeof(TokBuf)), 0};
+    StrList l = {calloc(n + 1, sizeof(PlBuf)), 0};
     PL_CHECK_ALLOC(l.s);
     int rc = 0;
     for (int i = 0; !rc && i < n; i++) {
         if (skip_special && t->is_special[ids[i]]) continue;
-        rc = tok_buf_put(&l.s[l.n++], t->tok_str[ids[i]], t->tok_len[ids[i]]);
+        rc = pl_buf_put(&l.s[l.n++], t->tok_str[ids[i]], t->tok_len[ids[i]]);
     }
     for (int i = 0; !rc && i < t->n_dec; i++)
         rc = run_decoder(&t->dec[i], t->cp_byte, &l);
-    TokBuf all = {0};
-    if (!rc) rc = tok_buf_put(&all, "", 0);
+    PlBuf all = {0};
+    if (!rc) rc = pl_buf_put(&all, "", 0);
     for (int i = 0; !rc && i < l.n; i++) {
-        if (i && !t->n_dec) rc = tok_buf_put(&all, " ", 1); /* no decoder: joined by spaces */
-        if (!rc) rc = tok_buf_put(&all, l.s[i].p, l.s[i].n);
+        if (i && !t->n_dec) rc = pl_buf_put(&all, " ", 1); /* no decoder: joined by spaces */
+        if (!rc) rc = pl_buf_put(&all, l.s[i].p, l.s[i].n);
     }
     list_free(&l);
     if (rc) {

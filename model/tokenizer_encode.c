@@ -18,7 +18,8 @@ typedef struct {
 
 typedef struct {
     Piece *v;
-    int n, cap;
+    int n;
+    size_t cap;
 } Pieces;
 
 typedef struct {
@@ -35,8 +36,9 @@ typedef struct {
 
 typedef struct {
     const Tokenizer *t;
-    int *ids;
-    int n, cap;             /* output                                         */
+    int *ids; /* output                                                */
+    int n;
+    size_t cap;
     int *sym, *prev, *next; /* BPE symbols of the current piece               */
     int scap;
     Merge *heap;
@@ -59,26 +61,14 @@ typedef struct {
 /* ------------------------------------------------------------------ output */
 
 static int push_id(Enc *e, int id) {
-    if (e->n == e->cap) {
-        int cap = e->cap ? e->cap * 2 : 256;
-        int *p = realloc(e->ids, sizeof(int) * cap);
-        PL_CHECK_ALLOC(p);
-        e->ids = p;
-        e->cap = cap;
-    }
+    PL_TRY(pl_grow(&e->ids, &e->cap, (size_t)e->n + 1, sizeof(int)));
     e->ids[e->n++] = id;
     return 0;
 }
 
 static int push_piece(Pieces *l, const char *p, size_t n, int first) {
     if (!n) return 0;
-    if (l->n == l->cap) {
-        int cap = l->cap ? l->cap * 2 : 64;
-        Piece *v = realloc(l->v, sizeof(Piece) * cap);
-        PL_CHECK_ALLOC(v);
-        l->v = v;
-        l->cap = cap;
-    }
+    PL_TRY(pl_grow(&l->v, &l->cap, (size_t)l->n + 1, sizeof(Piece)));
     l->v[l->n++] = (Piece){p, n, first};
     return 0;
 }
@@ -253,20 +243,8 @@ static int bpe_piece(Enc *e, const char *p, size_t n) {
     PL_TRY(bpe_word(e, (const unsigned char *)p, n));
     if ((uint32_t)e->cache_n >= (mask + 1) / 2) return 0; /* half full: stop caching */
     size_t nid = e->n - start;
-    if (e->ckey_n + n > e->ckey_cap) {
-        size_t cap = e->ckey_cap ? e->ckey_cap * 2 : 1 << 16;
-        char *k = realloc(e->ckey, cap);
-        PL_CHECK_ALLOC(k);
-        e->ckey = k;
-        e->ckey_cap = cap;
-    }
-    if (e->cids_n + nid > e->cids_cap) {
-        size_t cap = e->cids_cap ? e->cids_cap * 2 : 1 << 16;
-        int *c = realloc(e->cids, sizeof(int) * cap);
-        PL_CHECK_ALLOC(c);
-        e->cids = c;
-        e->cids_cap = cap;
-    }
+    PL_TRY(pl_grow(&e->ckey, &e->ckey_cap, e->ckey_n + n, 1));
+    PL_TRY(pl_grow(&e->cids, &e->cids_cap, e->cids_n + nid, sizeof(int)));
     memcpy(e->ckey + e->ckey_n, p, n);
     if (nid) /* a piece of unknown characters has no ids, and e->ids may be NULL */
         memcpy(e->cids + e->cids_n, e->ids + start, sizeof(int) * nid);

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "model/tokenizer.h"
 
 /* string -> id, open addressing over ids; keys live in Tokenizer.tok_str. */
@@ -129,16 +130,8 @@ int tok_utf8_len(const unsigned char *s, size_t n);
 
 /* --------------------------------- helpers (tokenizer_utf8.c) */
 
-/* A growable NUL-terminated byte string. */
-typedef struct {
-    char *p;
-    size_t n, cap;
-} TokBuf;
-
-/* Appends n bytes of s; PL_ENOMEM. */
-int tok_buf_put(TokBuf *b, const void *s, size_t n);
 /* Appends s with invalid UTF-8 replaced as Rust's from_utf8_lossy does. */
-int tok_buf_put_lossy(TokBuf *b, const unsigned char *s, size_t n);
+int tok_buf_put_lossy(PlBuf *b, const unsigned char *s, size_t n);
 /* Decodes one code point of valid UTF-8 at s; returns its length. */
 int tok_utf8_cp(const unsigned char *s, int *cp);
 /* GPT-2's byte-level alphabet: the code point that stands for byte b. */

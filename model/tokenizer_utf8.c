@@ -25,24 +25,31 @@ uint64_t tok_hash(const void *p, size_t n) {
     return h ^ (h >> 31);
 }
 
+/* The length of the sequence that lead byte c (>= 0x80) starts, and the
+ * range [*lo, *hi] its second byte must lie in (which excludes overlong
+ * forms, surrogates and code points past U+10FFFF); 0 for a byte that
+ * cannot lead. */
+static int utf8_lead(unsigned c, unsigned *lo, unsigned *hi) {
+    *lo = 0x80, *hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) return 2;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (c == 0xE0) *lo = 0xA0;
+        if (c == 0xED) *hi = 0x9F;
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (c == 0xF0) *lo = 0x90;
+        if (c == 0xF4) *hi = 0x8F;
+        return 4;
+    }
+    return 0;
+}
+
 int tok_utf8_len(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    int len;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-    } else
-        return 0;
-    if ((size_t)len > n) return 0;
+    if (s[0] < 0x80) return 1;
+    unsigned lo, hi;
+    int len = utf8_lead(s[0], &lo, &hi);
+    if (!len || (size_t)len > n) return 0;
     if (s[1] < lo || s[1] > hi) return 0;
     for (int i = 2; i < len; i++)
         if ((s[i] & 0xC0) != 0x80) return 0;
@@ -52,21 +59,9 @@ int tok_utf8_len(const unsigned char *s, size_t n) {
 /* Number of leading bytes of an invalid sequence that Rust's
  * from_utf8_lossy replaces by one U+FFFD (the maximal subpart, >= 1). */
 static int utf8_bad_len(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    int len;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-    } else
-        return 1;
+    unsigned lo, hi;
+    int len = utf8_lead(s[0], &lo, &hi);
+    if (!len) return 1;
     int k = 1;
     if (k < (int)n && s[k] >= lo && s[k] <= hi)
         k++;
@@ -77,33 +72,18 @@ static int utf8_bad_len(const unsigned char *s, size_t n) {
     return k;
 }
 
-int tok_buf_put(TokBuf *b, const void *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        PL_CHECK_ALLOC(p);
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return 0;
-}
 
 /* Appends s with invalid UTF-8 replaced as Rust's from_utf8_lossy does. */
-int tok_buf_put_lossy(TokBuf *b, const unsigned char *s, size_t n) {
+int tok_buf_put_lossy(PlBuf *b, const unsigned char *s, size_t n) {
     size_t i = 0;
     while (i < n) {
         size_t j = i;
         int l;
         while (j < n && (l = tok_utf8_len(s + j, n - j)) > 0)
             j += l;
-        PL_TRY(tok_buf_put(b, s + i, j - i));
+        PL_TRY(pl_buf_put(b, s + i, j - i));
         if (j < n) {
-            PL_TRY(tok_buf_put(b, "\xEF\xBF\xBD", 3));
+            PL_TRY(pl_buf_put(b, "\xEF\xBF\xBD", 3));
             j += utf8_bad_len(s + j, n - j);
         }
         i = j;
