@@ -38,17 +38,8 @@ int algo_seqs_check(const AlgoSeqs *s, const char *who) {
 
 /* ------------------------------------------------------------- loss_agg */
 
-static const char *const agg_names[] = {"token_mean", "seq_mean_token_mean",
-                                        "seq_mean_token_sum_norm"};
-
-int loss_agg_parse(const char *name, LossAgg *out) {
-    int i;
-    PL_TRY(pl_enum_parse(agg_names, 3, name, "loss_agg", &i));
-    *out = (LossAgg)i;
-    return 0;
-}
-
-const char *loss_agg_name(LossAgg a) { return pl_enum_name(agg_names, 3, (int)a); }
+PL_ENUM_DEFINE(LossAgg, loss_agg, "loss_agg", "token_mean", "seq_mean_token_mean",
+               "seq_mean_token_sum_norm")
 
 int algo_agg_init(AlgoAgg *a, const AlgoSeqs *s, LossAgg agg, int max_new_tokens) {
     if ((unsigned)agg > LOSS_AGG_SEQ_MEAN_TOKEN_SUM_NORM)

@@ -7,16 +7,8 @@
 #include "common/enum.h"
 #include "common/err.h"
 
-static const char *const names[] = {"group", "none", "rloo", "batch", "reinforce_pp"};
-
-int adv_estimator_parse(const char *name, AdvEstimator *out) {
-    int i;
-    PL_TRY(pl_enum_parse(names, 5, name, "advantage", &i));
-    *out = (AdvEstimator)i;
-    return 0;
-}
-
-const char *adv_estimator_name(AdvEstimator e) { return pl_enum_name(names, 5, (int)e); }
+PL_ENUM_DEFINE(AdvEstimator, adv_estimator, "advantage", "group", "none", "rloo", "batch",
+               "reinforce_pp")
 
 /* Unbiased std of x[0..n) around mu (0 for n < 2). */
 static double ustd(const float *x, int n, double mu) {

@@ -7,16 +7,7 @@
 #include "common/enum.h"
 #include "common/err.h"
 
-static const char *const names[] = {"k1", "k2", "k3"};
-
-int kl_estimator_parse(const char *name, KlEstimator *out) {
-    int i;
-    PL_TRY(pl_enum_parse(names, 3, name, "kl_estimator", &i));
-    *out = (KlEstimator)i;
-    return 0;
-}
-
-const char *kl_estimator_name(KlEstimator e) { return pl_enum_name(names, 3, (int)e); }
+PL_ENUM_DEFINE(KlEstimator, kl_estimator, "kl_estimator", "k1", "k2", "k3")
 
 double algo_kl_token(KlEstimator e, double lp, double lp_ref, double *dd) {
     double d = lp - lp_ref, g = 1.0;

@@ -9,16 +9,7 @@
 #include "common/enum.h"
 #include "common/err.h"
 
-static const char *const names[] = {"sigmoid", "ipo", "hinge"};
-
-int dpo_loss_parse(const char *name, DpoLoss *out) {
-    int i;
-    PL_TRY(pl_enum_parse(names, 3, name, "loss_type", &i));
-    *out = (DpoLoss)i;
-    return 0;
-}
-
-const char *dpo_loss_name(DpoLoss l) { return pl_enum_name(names, 3, (int)l); }
+PL_ENUM_DEFINE(DpoLoss, dpo_loss, "loss_type", "sigmoid", "ipo", "hinge")
 
 void algo_dpo_defaults(DpoOpts *o) {
     o->loss_type = DPO_SIGMOID;

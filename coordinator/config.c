@@ -329,6 +329,51 @@ static void trimmed(const char *v, char *buf, size_t n) {
 /* Parses text as key k's value into the field at dst. `null` is 1 for a YAML
  * null (an empty or ~ plain scalar): empty for strings, an error otherwise.
  * On error returns a PL_E* code with the reason (without location) in why. */
+/* An int or float key's value: -1 for "auto" where the key allows it,
+ * else a number (an integer for K_INT) inside the key's range. */
+static int parse_number(const Key *k, const char *v, double *x, char *why, size_t wn) {
+    if (is_auto(k) && !strcmp(v, "auto")) {
+        *x = -1;
+        return PL_OK;
+    }
+    char sh[80], *end;
+    const char *shown_x = v; /* as the range error names it */
+    char ix[32];
+    errno = 0;
+    if (k->type == K_INT) {
+        long l = strtol(v, &end, 10);
+        if (!v[0] || *end || end == v) {
+            snprintf(why, wn, "%s is not an integer", shown(v, sh));
+            return PL_EINVAL;
+        }
+        if (errno == ERANGE || l < INT_MIN || l > INT_MAX) {
+            snprintf(why, wn, "%s is out of range for an integer", shown(v, sh));
+            return PL_ERANGE;
+        }
+        *x = (double)l;
+        snprintf(ix, sizeof ix, "%ld", l);
+        shown_x = ix;
+    } else {
+        *x = strtod(v, &end);
+        /* digits and YAML's float forms only: no inf/nan, no hex */
+        if (!v[0] || *end || end == v || strpbrk(v, "xXnN")) {
+            snprintf(why, wn, "%s is not a number", shown(v, sh));
+            return PL_EINVAL;
+        }
+        if (!isfinite(*x) || fabs(*x) > FLT_MAX) {
+            snprintf(why, wn, "%s is out of range for a float", shown(v, sh));
+            return PL_ERANGE;
+        }
+        *x = (float)*x; /* the range holds for the value that is stored */
+    }
+    char rt[64];
+    if (!(is_auto(k) && *x == -1) && !in_range(k->range, *x)) {
+        snprintf(why, wn, "%s must be %s", shown_x, range_text(k->range, rt, sizeof rt));
+        return PL_ERANGE;
+    }
+    return PL_OK;
+}
+
 int runcfg_parse_value(const Key *k, const char *text, int null, void *dst, char *why, size_t wn) {
     char v[128], sh[80];
     if (k->type == K_STR || k->type == K_PATH) {
@@ -357,28 +402,14 @@ int runcfg_parse_value(const Key *k, const char *text, int null, void *dst, char
     trimmed(text, v, sizeof v);
     char *end;
     switch (k->type) {
-    case K_INT: {
-        long x;
-        if (is_auto(k) && !strcmp(v, "auto")) {
-            x = -1;
-        } else {
-            errno = 0;
-            x = strtol(v, &end, 10);
-            if (!v[0] || *end || end == v) {
-                snprintf(why, wn, "%s is not an integer", shown(v, sh));
-                return PL_EINVAL;
-            }
-            if (errno == ERANGE || x < INT_MIN || x > INT_MAX) {
-                snprintf(why, wn, "%s is out of range for an integer", shown(v, sh));
-                return PL_ERANGE;
-            }
-            char rt[64];
-            if (!(is_auto(k) && x == -1) && !in_range(k->range, (double)x)) {
-                snprintf(why, wn, "%ld must be %s", x, range_text(k->range, rt, sizeof rt));
-                return PL_ERANGE;
-            }
-        }
-        *(int *)dst = (int)x;
+    case K_INT:
+    case K_FLOAT: {
+        double x;
+        PL_TRY(parse_number(k, v, &x, why, wn));
+        if (k->type == K_INT)
+            *(int *)dst = (int)x;
+        else
+            *(float *)dst = (float)x;
         return PL_OK;
     }
     case K_U64: {
@@ -393,32 +424,6 @@ int runcfg_parse_value(const Key *k, const char *text, int null, void *dst, char
             return PL_ERANGE;
         }
         *(uint64_t *)dst = (uint64_t)x;
-        return PL_OK;
-    }
-    case K_FLOAT: {
-        double x;
-        if (is_auto(k) && !strcmp(v, "auto")) {
-            x = -1;
-        } else {
-            errno = 0;
-            x = strtod(v, &end);
-            /* digits and YAML's float forms only: no inf/nan, no hex */
-            int ok = v[0] && !*end && end != v && !strpbrk(v, "xXnN");
-            if (!ok) {
-                snprintf(why, wn, "%s is not a number", shown(v, sh));
-                return PL_EINVAL;
-            }
-            if (!isfinite(x) || fabs(x) > FLT_MAX) {
-                snprintf(why, wn, "%s is out of range for a float", shown(v, sh));
-                return PL_ERANGE;
-            }
-            char rt[64];
-            if (!(is_auto(k) && x == -1) && !in_range(k->range, (float)x)) {
-                snprintf(why, wn, "%s must be %s", v, range_text(k->range, rt, sizeof rt));
-                return PL_ERANGE;
-            }
-        }
-        *(float *)dst = (float)x;
         return PL_OK;
     }
     case K_BOOL: {

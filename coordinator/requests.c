@@ -70,6 +70,16 @@ Plumb__Envelope *req_logprobs(WireArena *a, RoleKind k, const Packed *p, float t
     return e;
 }
 
+Plumb__Envelope *req_values(WireArena *a, RoleKind k, const Packed *p) {
+    Plumb__Envelope *e = req_env(a, k);
+    Plumb__ValuesReq *q = wire_alloc(a, sizeof *q);
+    plumb__values_req__init(q);
+    q->seqs = wire_seqs(a, p->tokens, p->offsets, p->mask, p->B);
+    e->body_case = PLUMB__ENVELOPE__BODY_VALUES;
+    e->values = q;
+    return e;
+}
+
 Plumb__Envelope *req_train(WireArena *a, RoleKind k, const Run *r, uint64_t seed) {
     Plumb__Envelope *e = req_env(a, k);
     Plumb__TrainReq *t = wire_alloc(a, sizeof *t);

@@ -140,6 +140,7 @@ int req_first(Run *r, RoleKind k);
 /* A request envelope for role k (body unset). */
 Plumb__Envelope *req_env(WireArena *a, RoleKind k);
 Plumb__Envelope *req_logprobs(WireArena *a, RoleKind k, const Packed *p, float temp);
+Plumb__Envelope *req_values(WireArena *a, RoleKind k, const Packed *p);
 /* A train request with the run's epochs and minibatches (body unset). */
 Plumb__Envelope *req_train(WireArena *a, RoleKind k, const Run *r, uint64_t seed);
 /* A score request for p's sequences, sequence b answered by

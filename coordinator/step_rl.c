@@ -62,13 +62,7 @@ static int rl_collect(Run *r, const long *which, int n, RlBatch *b) {
         rc = 0;
     }
     if (rc == 0 && b->ppo && (rc = calls[nc].worker = req_first(r, ROLE_CRITIC)) >= 0) {
-        Plumb__Envelope *e = req_env(a, ROLE_CRITIC);
-        Plumb__ValuesReq *q = wire_alloc(a, sizeof *q);
-        plumb__values_req__init(q);
-        q->seqs = wire_seqs(a, p->tokens, p->offsets, p->mask, p->B);
-        e->body_case = PLUMB__ENVELOPE__BODY_VALUES;
-        e->values = q;
-        calls[nc].req = e;
+        calls[nc].req = req_values(a, ROLE_CRITIC, p);
         i_val = nc++;
         rc = 0;
     }
