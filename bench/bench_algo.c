@@ -10,14 +10,9 @@
 #include <time.h>
 
 #include "algo/ppo.h"
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/rng.h"
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + 1e-9 * t.tv_nsec;
-}
 
 static int cmp(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -55,12 +50,12 @@ int main(int argc, char **argv) {
     PolicyLossOut out;
     double sink = 0;
     for (int k = 0; k < reps; k++) {
-        double t0 = now();
+        double t0 = pl_now_s();
         if (algo_gae(&s, r, v, 1.0f, 0.95f, adv, ret) < 0) return fprintf(stderr, "%s\n", pl_error()), 1;
-        double t1 = now();
+        double t1 = pl_now_s();
         if (algo_policy_loss(&s, lp, old, adv, NULL, NULL, &o, &out, dlp) < 0)
             return fprintf(stderr, "%s\n", pl_error()), 1;
-        double t2 = now();
+        double t2 = pl_now_s();
         tg[k] = t1 - t0, tp[k] = t2 - t1, tb[k] = t2 - t0;
         sink += out.loss + dlp[N - 1];
     }

@@ -19,6 +19,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/redis.h"
 
@@ -26,12 +27,6 @@ static pid_t g_server;
 
 static void stop_server(void) {
     if (g_server > 0) kill(g_server, SIGTERM), waitpid(g_server, NULL, 0), g_server = 0;
-}
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
 static int cmp(const void *a, const void *b) {
@@ -129,31 +124,31 @@ int main(int argc, char **argv) {
     for (int r = 0; r < reps; r++) {
         /* one round trip per record */
         flush(port);
-        double t0 = now();
+        double t0 = pl_now_s();
         for (int i = 0; i < N1; i++)
             if (rds_append(c, "b", items[i].payload, items[i].len, items[i].hash, NULL) < 0)
                 DIE("append");
-        t[0][r] = N1 / (now() - t0);
+        t[0][r] = N1 / (pl_now_s() - t0);
         /* pipelined batches */
         const int bs[2] = {100, 1000};
         for (int b = 0; b < 2; b++) {
             flush(port);
             RdsSummary sum = {0};
-            t0 = now();
+            t0 = pl_now_s();
             for (int i = 0; i < N; i += bs[b])
                 if (rds_append_batch(c, "b", items + i, N - i < bs[b] ? N - i : bs[b], NULL,
                                      &sum) < 0)
                     DIE("append batch");
-            t[1 + b][r] = N / (now() - t0);
+            t[1 + b][r] = N / (pl_now_s() - t0);
             if (sum.ingested != N) return fprintf(stderr, "ingested %lld\n", sum.ingested), 1;
         }
         /* the same records again: all duplicates */
         RdsSummary sum = {0};
-        t0 = now();
+        t0 = pl_now_s();
         for (int i = 0; i < N; i += 1000)
             if (rds_append_batch(c, "b", items + i, N - i < 1000 ? N - i : 1000, NULL, &sum) < 0)
                 DIE("re-ingest");
-        t[3][r] = N / (now() - t0);
+        t[3][r] = N / (pl_now_s() - t0);
         if (sum.duplicate != N) return fprintf(stderr, "duplicates %lld\n", sum.duplicate), 1;
         /* consume: read 1000, ack 1000 */
         RdsReader *rd = NULL;
@@ -161,7 +156,7 @@ int main(int argc, char **argv) {
         snprintf(group, sizeof group, "g%d", r);
         if (rds_reader_open(&rd, c, "b", group, "w") < 0) DIE("reader");
         long long total = 0;
-        t0 = now();
+        t0 = pl_now_s();
         for (;;) {
             int got = 0;
             if (rds_read(rd, 1000, 0, rec, &got) < 0) DIE("read");
@@ -171,7 +166,7 @@ int main(int argc, char **argv) {
             rds_records_clear(rec, got);
             total += got;
         }
-        t[4][r] = total / (now() - t0);
+        t[4][r] = total / (pl_now_s() - t0);
         rds_reader_free(&rd);
         if (total != N) return fprintf(stderr, "consumed %lld\n", total), 1;
     }

@@ -76,7 +76,7 @@ int eval_generate(Run *r) {
 
 /* Each pair's value for its chosen (vc) and rejected (vr) sequence: role
  * k's score (reward), or the sum of its completion log-probs. */
-static int pair_values(Run *r, const long *which, long n, RoleKind k, double *vc, double *vr) {
+static int values_of(Run *r, const long *which, long n, RoleKind k, double *vc, double *vr) {
     for (long at = 0; at < n; at += PAIR_CHUNK) {
         int m = n - at < PAIR_CHUNK ? (int)(n - at) : PAIR_CHUNK;
         Packed pc, pr;
@@ -102,6 +102,16 @@ static int pair_values(Run *r, const long *which, long n, RoleKind k, double *vc
     return 0;
 }
 
+/* The eval pairs this step scores (*which, *n) and their values from role
+ * k: chosen's in (*v)[0..n), rejected's in (*v)[n..2n). The caller frees
+ * both, whatever the result. */
+static int pair_values(Run *r, RoleKind k, long **which, long *n, double **v) {
+    *which = eval_which(r->cfg, r->eval_pref.n, n);
+    *v = malloc(sizeof(double) * 2 * (*n ? *n : 1));
+    if (!*which || !*v) return pl_fail(PL_ENOMEM, "eval of %ld pairs", *n);
+    return values_of(r, *which, *n, k, *v, *v + *n);
+}
+
 /* The sum of a cached sequence's completion log-probs (those after its
  * prompt). */
 static double completion_sum(const float *lp, int n_prompt, int n_resp) {
@@ -114,13 +124,11 @@ static double completion_sum(const float *lp, int n_prompt, int n_resp) {
 /* eval/pref_accuracy: chosen's summed log-probs above rejected's; with a
  * reference (dpo, kto) also eval/reward_accuracy, by log-ratios to it. */
 int eval_pref_policy(Run *r) {
-    long n;
-    long *which = eval_which(r->cfg, r->eval_pref.n, &n);
-    double *v = malloc(sizeof(double) * 2 * (n ? n : 1));
-    int rc = which && v ? 0 : pl_fail(PL_ENOMEM, "eval of %ld pairs", n);
+    long n, *which;
+    double *v;
+    int rc = pair_values(r, ROLE_ACTOR, &which, &n, &v);
     int ref = (r->algo->roles(r->cfg) & (1u << ROLE_REFERENCE)) != 0;
     if (rc == 0 && ref) rc = refcache_get(r, &r->eval_pref, which, (int)n, &r->eval_ref);
-    if (rc == 0) rc = pair_values(r, which, n, ROLE_ACTOR, v, v + n);
     if (rc == 0) {
         long right = 0, right_ref = 0;
         for (long i = 0; i < n; i++) {
@@ -143,11 +151,9 @@ int eval_pref_policy(Run *r) {
 
 /* eval/accuracy: the reward model scores chosen above rejected. */
 int eval_pref_rm(Run *r) {
-    long n;
-    long *which = eval_which(r->cfg, r->eval_pref.n, &n);
-    double *v = malloc(sizeof(double) * 2 * (n ? n : 1));
-    int rc = which && v ? 0 : pl_fail(PL_ENOMEM, "eval of %ld pairs", n);
-    if (rc == 0) rc = pair_values(r, which, n, ROLE_REWARD, v, v + n);
+    long n, *which;
+    double *v;
+    int rc = pair_values(r, ROLE_REWARD, &which, &n, &v);
     if (rc == 0) {
         long right = 0;
         for (long i = 0; i < n; i++)

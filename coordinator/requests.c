@@ -59,11 +59,15 @@ Plumb__Envelope *req_env(WireArena *a, RoleKind k) {
     return wire_envelope(a, 0, role_kind_name(k));
 }
 
+Plumb__Seqs *req_packed(WireArena *a, const Packed *p) {
+    return wire_seqs(a, p->tokens, p->offsets, p->mask, p->B);
+}
+
 Plumb__Envelope *req_logprobs(WireArena *a, RoleKind k, const Packed *p, float temp) {
     Plumb__Envelope *e = req_env(a, k);
     Plumb__LogprobsReq *q = wire_alloc(a, sizeof *q);
     plumb__logprobs_req__init(q);
-    q->seqs = wire_seqs(a, p->tokens, p->offsets, p->mask, p->B);
+    q->seqs = req_packed(a, p);
     q->temperature = temp;
     e->body_case = PLUMB__ENVELOPE__BODY_LOGPROBS;
     e->logprobs = q;
@@ -74,7 +78,7 @@ Plumb__Envelope *req_values(WireArena *a, RoleKind k, const Packed *p) {
     Plumb__Envelope *e = req_env(a, k);
     Plumb__ValuesReq *q = wire_alloc(a, sizeof *q);
     plumb__values_req__init(q);
-    q->seqs = wire_seqs(a, p->tokens, p->offsets, p->mask, p->B);
+    q->seqs = req_packed(a, p);
     e->body_case = PLUMB__ENVELOPE__BODY_VALUES;
     e->values = q;
     return e;
@@ -105,7 +109,7 @@ int req_score(Run *r, WireArena *a, const Records *recs, const long *which, int 
     Plumb__Envelope *e = req_env(a, ROLE_REWARD);
     Plumb__ScoreReq *q = wire_alloc(a, sizeof *q);
     plumb__score_req__init(q);
-    q->seqs = wire_seqs(a, p->tokens, p->offsets, p->mask, p->B);
+    q->seqs = req_packed(a, p);
     q->n_answers = p->B;
     q->answers = wire_alloc(a, sizeof(char *) * (p->B ? p->B : 1));
     for (int b = 0; b < p->B; b++) {

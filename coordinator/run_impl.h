@@ -137,6 +137,8 @@ int req_f32(Run *r, const PoolCall *c, const Plumb__Tensor *t, long n, const cha
 /* The first live worker of role k, or PL_EPEER. */
 int req_first(Run *r, RoleKind k);
 
+/* p's sequences as the wire carries them (in a). */
+Plumb__Seqs *req_packed(WireArena *a, const Packed *p);
 /* A request envelope for role k (body unset). */
 Plumb__Envelope *req_env(WireArena *a, RoleKind k);
 Plumb__Envelope *req_logprobs(WireArena *a, RoleKind k, const Packed *p, float temp);

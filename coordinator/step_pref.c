@@ -103,8 +103,8 @@ static int pair_step(Run *r, const long *which, int n, RoleKind k, PairBody body
     if (rc == 0 && !a) rc = pl_fail(PL_ENOMEM, "train request: out of memory");
     if (rc == 0) {
         Plumb__Envelope *e = req_train(a, k, r, rng_mix3(r->cfg->seed, TAG_TRAIN, r->step));
-        q.sc = wire_seqs(a, q.pc.tokens, q.pc.offsets, q.pc.mask, q.pc.B);
-        q.sr = wire_seqs(a, q.pr.tokens, q.pr.offsets, q.pr.mask, q.pr.B);
+        q.sc = req_packed(a, &q.pc);
+        q.sr = req_packed(a, &q.pr);
         rc = body(r, a, &q, e->train);
         r->tokens += q.pc.N + q.pr.N;
         if (rc == 0) rc = req_train_call(r, k, e, a, "train/");
@@ -272,7 +272,7 @@ int step_kto(Run *r, const long *which, int n) {
         }
         if (rc == 0) {
             plumb__kto_body__init(b);
-            b->seqs = wire_seqs(a, ex.tokens, ex.offsets, ex.mask, ex.B);
+            b->seqs = req_packed(a, &ex);
             b->ref_logprobs = wire_f32(a, ref, ex.N);
             b->desirable = wire_f32(a, des, ex.B);
             b->kl = (float)z0;

@@ -156,7 +156,7 @@ static int rl_update(Run *r, RlBatch *b) {
     Plumb__Envelope *e = req_train(a, ROLE_ACTOR, r, rng_mix3(c->seed, TAG_TRAIN, r->step));
     Plumb__PolicyBody *pb = wire_alloc(a, sizeof *pb);
     plumb__policy_body__init(pb);
-    pb->seqs = wire_seqs(a, p->tokens, p->offsets, p->mask, p->B);
+    pb->seqs = req_packed(a, p);
     pb->old_logprobs = wire_f32(a, b->ro.lp, p->N);
     pb->advantages = wire_f32(a, b->adv, p->N);
     if (b->lp_ref && !b->kl_in_rewards) pb->ref_logprobs = wire_f32(a, b->lp_ref, p->N);

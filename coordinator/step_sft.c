@@ -14,7 +14,7 @@ int step_sft(Run *r, const long *which, int n) {
             req_train(a, ROLE_ACTOR, r, rng_mix3(r->cfg->seed, TAG_TRAIN, r->step));
         Plumb__SftBody *b = wire_alloc(a, sizeof *b);
         plumb__sft_body__init(b);
-        b->seqs = wire_seqs(a, p.tokens, p.offsets, p.mask, p.B);
+        b->seqs = req_packed(a, &p);
         e->train->body_case = PLUMB__TRAIN_REQ__BODY_SFT;
         e->train->sft = b;
         r->tokens += p.N;

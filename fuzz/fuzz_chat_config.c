@@ -47,10 +47,7 @@ static void render_all(ChatFormat f, const ChatOptions *o) {
     }
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    fuzz_dir();
-    return 0;
-}
+FUZZ_INIT_DIR
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const uint8_t *cfg, *name;

@@ -11,10 +11,7 @@
 #include "fuzz/fuzz_util.h"
 #include "model/config.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    fuzz_dir();
-    return 0;
-}
+FUZZ_INIT_DIR
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *path = fuzz_write(0, "config.json", data, size);

@@ -61,17 +61,8 @@ static void check_record(const DsRecord *rec, int V) {
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    fuzz_dir();
-    const char *root = getenv("PLUMB_ROOT");
-    if (!root) root = FUZZ_ROOT;
-    const char *dirs[2] = {"tests/data/tok/llama2-sp", "fuzz/data/bytelevel"};
-    for (int i = 0; i < 2; i++) {
-        snprintf(g_dirs[i], sizeof g_dirs[i], "%s/%s", root, dirs[i]);
-        if (tok_load(&g_tok[i], g_dirs[i]) != 0) {
-            fprintf(stderr, "fuzz_dataset: %s (set PLUMB_ROOT to the repository)\n", pl_error());
-            abort();
-        }
-    }
+    (void)argc, (void)argv;
+    fuzz_tokenizers("fuzz_dataset", g_tok, g_dirs);
     return 0;
 }
 

@@ -11,11 +11,7 @@
 #include "coordinator/config.h"
 #include "fuzz/fuzz_util.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc, (void)argv;
-    fuzz_dir();
-    return 0;
-}
+FUZZ_INIT_DIR
 
 /* runcfg_write's text of c (malloc'ed). */
 static char *text_of(const RunConfig *c, size_t *n) {

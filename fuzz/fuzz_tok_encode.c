@@ -50,18 +50,9 @@ static int utf8_valid(const uint8_t *s, size_t n) {
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    fuzz_dir();
-    const char *root = getenv("PLUMB_ROOT");
-    if (!root) root = FUZZ_ROOT;
-    const char *dirs[2] = {"tests/data/tok/llama2-sp", "fuzz/data/bytelevel"};
-    for (int i = 0; i < 2; i++) {
-        char p[4096];
-        snprintf(p, sizeof p, "%s/%s", root, dirs[i]);
-        if (tok_load(&g_tok[i], p) != 0) {
-            fprintf(stderr, "fuzz_tok_encode: %s (set PLUMB_ROOT to the repository)\n", pl_error());
-            abort();
-        }
-    }
+    (void)argc, (void)argv;
+    static char dirs[2][4096];
+    fuzz_tokenizers("fuzz_tok_encode", g_tok, dirs);
     return 0;
 }
 

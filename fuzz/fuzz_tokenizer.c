@@ -35,10 +35,7 @@ static void roundtrip(const Tokenizer *t, const char *text, size_t len) {
     }
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    fuzz_dir();
-    return 0;
-}
+FUZZ_INIT_DIR
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const uint8_t *tj, *rest, *cfg = NULL, *text = NULL;

@@ -8,6 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/err.h"
+#include "model/tokenizer.h"
+
 static char g_dir[4096];
 
 static void remove_dir(void) {
@@ -72,4 +75,18 @@ void fuzz_split(const uint8_t *data, size_t n, const uint8_t **a, size_t *na,
     *na = (size_t)(z - data);
     *rest = z + 1;
     *nrest = n - *na - 1;
+}
+
+void fuzz_tokenizers(const char *who, Tokenizer *tok[2], char dirs[2][4096]) {
+    fuzz_dir();
+    const char *root = getenv("PLUMB_ROOT");
+    if (!root) root = FUZZ_ROOT;
+    static const char *const rel[2] = {"tests/data/tok/llama2-sp", "fuzz/data/bytelevel"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(dirs[i], 4096, "%s/%s", root, rel[i]);
+        if (tok_load(&tok[i], dirs[i]) != 0) {
+            fprintf(stderr, "%s: %s (set PLUMB_ROOT to the repository)\n", who, pl_error());
+            abort();
+        }
+    }
 }

@@ -27,4 +27,21 @@ void fuzz_unlink(const char *name);
 void fuzz_split(const uint8_t *data, size_t n, const uint8_t **a, size_t *na,
                 const uint8_t **rest, size_t *nrest);
 
+struct Tokenizer;
+
+/* Loads the two fixed tokenizers the text harnesses use, Llama 2's
+ * SentencePiece BPE (tests/data/tok/llama2-sp) into tok[0] and a byte-level
+ * BPE (fuzz/data/bytelevel) into tok[1], from $PLUMB_ROOT or the source
+ * tree the harness was built from; their directories into dirs. Aborts,
+ * naming who, when one does not load. */
+void fuzz_tokenizers(const char *who, struct Tokenizer *tok[2], char dirs[2][4096]);
+
+/* The LLVMFuzzerInitialize of a harness that needs only fuzz_dir(). */
+#define FUZZ_INIT_DIR                                                                              \
+    int LLVMFuzzerInitialize(int *argc, char ***argv) {                                            \
+        (void)argc, (void)argv;                                                                    \
+        fuzz_dir();                                                                                \
+        return 0;                                                                                  \
+    }
+
 #endif

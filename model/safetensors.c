@@ -93,35 +93,26 @@ static uint16_t f32_to_bf16(float f) {
 static void convert(float *dst, const unsigned char *src, StDtype d, size_t n) {
     switch (d) {
     case ST_F32: memcpy(dst, src, n * 4); break;
-    case ST_F16:
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, src + 2 * i, 2);
-            dst[i] = f16_to_f32(h);
-        }
+/* each element read through memcpy: src need not be aligned */
+#define CONV(TAG, T, TO_F32)                                                                       \
+    case TAG:                                                                                      \
+        for (size_t i = 0; i < n; i++) {                                                           \
+            T x;                                                                                   \
+            memcpy(&x, src + sizeof(T) * i, sizeof(T));                                            \
+            dst[i] = TO_F32(x);                                                                    \
+        }                                                                                          \
         break;
-    case ST_BF16:
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, src + 2 * i, 2);
-            dst[i] = bf16_to_f32(h);
-        }
-        break;
-#define CONV(TAG, T)                                                          \
-    case TAG:                                                                 \
-        for (size_t i = 0; i < n; i++) {                                      \
-            T x;                                                              \
-            memcpy(&x, src + sizeof(T) * i, sizeof(T));                       \
-            dst[i] = (float)x;                                                \
-        }                                                                     \
-        break;
-        CONV(ST_F64, double)
-        CONV(ST_I64, int64_t)
-        CONV(ST_I32, int32_t)
-        CONV(ST_I16, int16_t)
-        CONV(ST_I8, int8_t)
-        CONV(ST_U8, uint8_t)
+#define AS_FLOAT(x) ((float)(x))
+        CONV(ST_F16, uint16_t, f16_to_f32)
+        CONV(ST_BF16, uint16_t, bf16_to_f32)
+        CONV(ST_F64, double, AS_FLOAT)
+        CONV(ST_I64, int64_t, AS_FLOAT)
+        CONV(ST_I32, int32_t, AS_FLOAT)
+        CONV(ST_I16, int16_t, AS_FLOAT)
+        CONV(ST_I8, int8_t, AS_FLOAT)
+        CONV(ST_U8, uint8_t, AS_FLOAT)
 #undef CONV
+#undef AS_FLOAT
     case ST_BOOL:
         for (size_t i = 0; i < n; i++) dst[i] = src[i] ? 1.0f : 0.0f;
         break;
