@@ -16,6 +16,7 @@
 #define PL_EPROTO  -7   /* a malformed or unexpected message           */
 #define PL_ETIMEOUT -8  /* a peer did not answer in time               */
 #define PL_EPEER   -9   /* a peer reported an error, or went away      */
+#define PL_EDEVICE -10  /* a device (GPU) call or kernel failed        */
 
 /* Records the message (printf format) and returns code, so that a failing
  * path reads `return pl_fail(PL_EIO, "open %s: %s", path, strerror(errno));` */

@@ -59,7 +59,7 @@ int gen_generate(Model *m, const int *const *prompts, const int *prompt_lens,
         rc = pl_fail(PL_ENOMEM, "generate: out of memory");
         goto done;
     }
-    rc = kv_new(&kc, c, n_prompts, maxT);
+    rc = kv_new(&kc, m, n_prompts, maxT);
     if (rc < 0) goto done;
     for (int i = 0; i < n_prompts; i++) {
         slots[i] = i;

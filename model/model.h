@@ -11,12 +11,17 @@
  *   ent[t]    entropy of that distribution
  *   values[t] scalar head on the final normed hidden state (with a head)
  * Backward takes dL/dlp, dL/dent and dL/dvalues and accumulates gradients
- * into the model's trainable buffers. */
+ * into the model's trainable buffers.
+ *
+ * The math runs on the model's device (kernels/backend.h): its
+ * activations, gradients, head and KV cache are that device's memory. The
+ * batch, the outputs and the gradients passed in are host memory. */
 #ifndef PLUMB_MODEL_H
 #define PLUMB_MODEL_H
 
 #include <stddef.h>
 
+#include "kernels/backend.h"
 #include "lora.h"
 #include "weights.h"
 
@@ -35,14 +40,18 @@ typedef struct {
     int head;               /* 1: a scalar head (critic / reward)                */
     int train_base;         /* 1: full fine-tuning (base must be flat, unshared) */
     unsigned long long seed;/* adapter and head init                             */
+    Device *dev;            /* where the math runs (not owned); NULL: the CPU    */
 } ModelOptions;
 
 typedef struct Acts Acts;
 
 typedef struct Model {
     Base *base;             /* shared, not owned                                 */
+    Device *dev;            /* where the math runs                               */
+    Device *own_dev;        /* dev when the model opened it (the CPU default)    */
     Lora *lora;             /* owned, NULL without adapter                       */
-    float *head;            /* (C + 1): weight (C) then bias; NULL without head  */
+    float *head;            /* (C + 1): weight (C) then bias; NULL without head;
+                               device memory, like the gradients below           */
     int train_base;
     /* gradients, same layouts as the parameters */
     float *g_base;          /* (base->table.total) when train_base               */
@@ -89,15 +98,20 @@ size_t model_acts_bytes(const Model *m);
 /* ------------------------------------------------------------ KV cache */
 
 /* Keys and values of up to B sequences (slots), maxT positions each,
- * plus the scratch a decode step needs. */
+ * plus the scratch a decode step needs, on a model's device. */
 typedef struct {
-    int L, B, maxT, KD;
-    float *k, *v;          /* (L, B, maxT, KD) after RoPE                 */
-    int *len;              /* (B) positions filled per slot               */
-    float *scratch;        /* decode-step activations for B rows          */
+    Device *dev;
+    int L, B, maxT, KD, V;
+    float *k, *v;          /* (L, B, maxT, KD) after RoPE (device)        */
+    int *len;              /* (B) positions filled per slot (host)        */
+    int *d_ids, *d_pos;    /* (B) a decode step's rows, staged (device)   */
+    int *d_slots, *d_lens; /* (B)                                         */
+    float *scratch;        /* decode-step activations for B rows (device) */
+    float *logits;         /* (B, V) (device)                             */
 } KVCache;
 
-int kv_new(KVCache **out, const ModelConfig *c, int B, int maxT);
+/* A cache for model m's shape, on its device. */
+int kv_new(KVCache **out, const Model *m, int B, int maxT);
 void kv_free(KVCache **c);
 
 /* Runs the n prompts (prompts[i] of lens[i] ids) as one packed forward,

@@ -1,0 +1,22 @@
+/* model_impl.h: private to model.c and model_kv.c, what the batch forward
+ * and the KV-cache decode share: a linear layer with its LoRA pair, on the
+ * model's device. */
+#ifndef PLUMB_MODEL_IMPL_H
+#define PLUMB_MODEL_IMPL_H
+
+#include "kernels/backend.h"
+#include "model/model.h"
+
+/* out (N,OC) (= or +=) x W^T + bias + scale (x A^T) B^T, for layer l's
+ * LoRA target t; u (N,R) keeps scale * x A^T for backward. */
+void model_linear_forward(const Model *m, int l, int t, float *out, const float *x,
+                          const float *W, const float *bias, float *u, int N, int IC, int OC,
+                          int accumulate);
+
+/* The last forward's keys and values, (L, N, KD) after RoPE, and its final
+ * normed hidden states (N, C): device memory. */
+const float *model_layer_k(const Model *m);
+const float *model_layer_v(const Model *m);
+const float *model_final_hidden(const Model *m);
+
+#endif
