@@ -43,6 +43,8 @@ int dev_open(Device **out, const char *spec) {
     int id = 0;
     if (!spec || !strcmp(spec, "cpu")) {
         be = &backend_cpu;
+    } else if (!strcmp(spec, "cpu-staged")) {
+        be = &backend_staged;
     } else if (!strncmp(spec, "cuda", 4) && ordinal(spec + 4, &id) == 0) {
 #ifdef PLUMB_HAVE_CUDA
         be = &backend_cuda;
@@ -53,18 +55,19 @@ int dev_open(Device **out, const char *spec) {
                        spec);
 #endif
     } else {
-        return pl_fail(PL_EINVAL, "device '%s': expected cpu, cuda or cuda:N", spec);
+        return pl_fail(PL_EINVAL, "device '%s': expected cpu, cuda or cuda:N (or cpu-staged)", spec);
     }
     Device *d = calloc(1, sizeof *d);
     PL_CHECK_ALLOC(d);
     d->be = be;
     d->id = id;
-    if (be == &backend_cpu)
-        snprintf(d->name, sizeof d->name, "cpu");
+    if (!strcmp(be->name, "cuda"))
+        snprintf(d->name, sizeof d->name, "cuda:%d", id);
     else
-        snprintf(d->name, sizeof d->name, "%s:%d", be->name, id);
+        snprintf(d->name, sizeof d->name, "%s", be->name);
     int rc = be->open(d);
     if (rc < 0) {
+        rc = pl_fail(rc, "%s: %s", d->name, d->msg);
         free(d);
         return rc;
     }

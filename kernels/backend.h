@@ -44,7 +44,8 @@ struct Backend {
     const char *name; /* "cpu", "cuda" */
     int host_memory;  /* its pointers are host pointers                 */
 
-    /* device lifetime: open fills d->impl (< 0 and pl_error on failure) */
+    /* device lifetime: open fills d->impl; on failure it returns < 0 with
+     * the reason in d->msg */
     int (*open)(Device *d);
     void (*close)(Device *d);
     /* waits for queued work; records a failure found there */
@@ -107,8 +108,9 @@ struct Backend {
                           const float *w, int N, int C);
 };
 
-/* Opens the device that spec names: "cpu", "cuda" (= "cuda:0") or
- * "cuda:N". Fails (< 0, pl_error) on an unknown name, on a build without
+/* Opens the device that spec names: "cpu", "cuda" (= "cuda:0"), "cuda:N",
+ * or "cpu-staged" (the CPU kernels behind a device boundary, which checks
+ * every pointer a kernel gets: backend_staged.c). Fails (< 0, pl_error) on an unknown name, on a build without
  * CUDA, and where the device cannot be used (none present, N out of
  * range), saying which. */
 int dev_open(Device **out, const char *spec);
@@ -124,6 +126,7 @@ void dev_fail(Device *d, int code, const char *fmt, ...) __attribute__((format(p
 
 /* The backends this build has. */
 extern const Backend backend_cpu;
+extern const Backend backend_staged;
 #ifdef PLUMB_HAVE_CUDA
 extern const Backend backend_cuda;
 #endif

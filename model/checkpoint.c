@@ -18,6 +18,7 @@
 
 #include "common/err.h"
 #include "common/fs.h"
+#include "kernels/backend.h"
 #include "safetensors.h"
 #include "weights.h"
 
@@ -29,6 +30,8 @@ void base_free(Base **pb) {
     free(b->heap);
     free(b->flat);
     weights_free(&b->w);
+    if (b->dev) b->dev->be->free(b->dev, b->dflat);
+    weights_free(&b->dw);
     param_table_free(&b->table);
     free(b);
     *pb = NULL;
@@ -425,6 +428,37 @@ int base_make_flat(Base *b) {
     free(b->flat);
     b->flat = flat;
     return 0;
+}
+
+int base_to_device(Base *b, Device *d) {
+    if (b->dev == d) return 0;
+    if (b->dev)
+        return pl_fail(PL_EINVAL, "base weights are on %s already, not %s", b->dev->name, d->name);
+    int flat_now = b->flat && !b->heap && b->n_files == 0;
+    float *host = flat_now ? b->flat : flat_copy(b);
+    if (!host) return pl_wrap(PL_ENOMEM, "base weights for %s", d->name);
+    size_t bytes = sizeof(float) * b->table.total;
+    float *dflat = d->be->alloc(d, bytes);
+    d->be->upload(d, dflat, host, bytes);
+    if (!flat_now) free(host);
+    int rc = dev_sync(d);
+    if (rc == 0) rc = weights_init(&b->dw, b->cfg.n_layers);
+    if (rc < 0) {
+        d->be->free(d, dflat);
+        return pl_wrap(rc, "base weights (%zu MiB) onto %s", bytes >> 20, d->name);
+    }
+    weights_bind_flat(&b->dw, &b->table, dflat, b->cfg.tie_embeddings);
+    b->dev = d;
+    b->dflat = dflat;
+    return 0;
+}
+
+int base_upload(Base *b) {
+    if (!b->dev) return 0;
+    if (!b->flat || b->heap || b->n_files)
+        return pl_fail(PL_EINVAL, "base_upload: the host weights are not flat");
+    b->dev->be->upload(b->dev, b->dflat, b->flat, sizeof(float) * b->table.total);
+    return dev_sync(b->dev);
 }
 
 int base_save_hf(const Base *b, const char *dir) {

@@ -189,13 +189,44 @@ static int stage_batch(Model *m, const Batch *b, int N) {
     return maxT;
 }
 
-/* The LoRA pair of layer l, target t, or NULL when not active. */
+/* The LoRA pair of layer l, target t (on the device), or 0 when not
+ * active. */
 static int lora_active(const Model *m, int l, int t, const float **A, const float **Bm) {
     const Lora *lo = m->lora;
     if (!lo || lo->merged || !lo->a[l * LORA_NT + t]) return 0;
-    *A = lo->a[l * LORA_NT + t];
-    *Bm = lo->b[l * LORA_NT + t];
+    *A = m->dv.lora + (lo->a[l * LORA_NT + t] - lo->mem);
+    *Bm = m->dv.lora + (lo->b[l * LORA_NT + t] - lo->mem);
     return 1;
+}
+
+void model_params_up(Model *m) {
+    Device *d = m->dev;
+    if (d->be->host_memory) return;
+    size_t nh = (size_t)m->base->cfg.dim + 1;
+    if (m->head) d->be->upload(d, m->dv.head, m->head, sizeof(float) * nh);
+    if (m->lora) d->be->upload(d, m->dv.lora, m->lora->mem, sizeof(float) * m->lora->n);
+    if (m->train_base)
+        d->be->upload(d, m->base->dflat, m->base->flat, sizeof(float) * m->base->table.total);
+}
+
+/* The gradients back into the host buffers that model_trainable shows. */
+static void grads_down(Model *m) {
+    Device *d = m->dev;
+    if (d->be->host_memory) return;
+    size_t nh = (size_t)m->base->cfg.dim + 1;
+    if (m->g_head) d->be->download(d, m->g_head, m->dv.g_head, sizeof(float) * nh);
+    if (m->g_lora) d->be->download(d, m->g_lora, m->dv.g_lora, sizeof(float) * m->lora->n);
+    if (m->g_base)
+        d->be->download(d, m->g_base, m->dv.g_base, sizeof(float) * m->base->table.total);
+}
+
+/* A device twin of host buffer h (n floats): h itself on host memory. */
+static float *twin(Device *d, float *h, size_t n) {
+    return d->be->host_memory || !h ? h : d->be->alloc(d, sizeof(float) * n);
+}
+
+static void twin_free(Device *d, float *dv, const float *h) {
+    if (dv != h) d->be->free(d, dv);
 }
 
 void model_linear_forward(const Model *m, int l, int t, float *out, const float *x,
@@ -227,11 +258,11 @@ static void linear_backward(Model *m, int l, int t, float *dx, float *dW, float 
         size_t off_b = (size_t)(lo->b[l * LORA_NT + t] - lo->mem);
         float *du = m->acts->du;
         /* dB += dy^T u (u already carries the scale) */
-        d->be->matmul_backward(d, NULL, m->g_lora + off_b, NULL, dy, u, Bm, N, R, OC);
+        d->be->matmul_backward(d, NULL, m->dv.g_lora + off_b, NULL, dy, u, Bm, N, R, OC);
         d->be->zero(d, du, sizeof(float) * (size_t)N * R);
         d->be->matmul_backward(d, du, NULL, NULL, dy, u, Bm, N, R, OC);
         d->be->scale(d, du, (size_t)N * R, lo->scale);
-        d->be->matmul_backward(d, dx, m->g_lora + off_a, NULL, du, x, A, N, IC, R);
+        d->be->matmul_backward(d, dx, m->dv.g_lora + off_a, NULL, du, x, A, N, IC, R);
     }
 }
 
@@ -255,12 +286,11 @@ int model_new(Model **out, Base *base, const ModelOptions *opt) {
         m->dev = m->own_dev;
     }
     Device *d = m->dev;
+    m->dv.w = &base->w;
     if (!d->be->host_memory) {
-        /* the base weights and the adapter are host memory until the loader
-         * places them on a device */
-        rc = pl_fail(PL_ENOTSUP, "model on %s: weights on a device are not supported yet",
-                     d->name);
-        goto fail;
+        rc = base_to_device(base, d);
+        if (rc < 0) goto fail;
+        m->dv.w = &base->dw;
     }
     if (opt->lora_rank > 0) {
         LoraConfig lc = {.rank = opt->lora_rank,
@@ -269,27 +299,31 @@ int model_new(Model **out, Base *base, const ModelOptions *opt) {
                                                       : (1u << LORA_Q) | (1u << LORA_V)};
         rc = lora_new(&m->lora, c, &lc, opt->seed);
         if (rc < 0) goto fail;
-        m->g_lora = d->be->alloc(d, sizeof(float) * m->lora->n);
+        m->g_lora = calloc(m->lora->n, sizeof(float));
+        if (!m->g_lora) goto oom;
     }
     if (opt->head) {
         size_t n = (size_t)c->dim + 1;
-        m->head = d->be->alloc(d, sizeof(float) * n);
-        m->g_head = d->be->alloc(d, sizeof(float) * n);
-        float *h = calloc(n, sizeof(float));
-        if (!h) {
-            rc = pl_fail(PL_ENOMEM, "model: out of memory");
-            goto fail;
-        }
+        m->head = calloc(n, sizeof(float));
+        m->g_head = calloc(n, sizeof(float));
+        if (!m->head || !m->g_head) goto oom;
         /* small init so initial values are near 0 but gradients flow */
         Rng r;
         rng_seed2(&r, opt->seed, 0x4ead);
         float std = 1.0f / sqrtf((float)c->dim + 1.0f);
         for (int i = 0; i < c->dim; i++)
-            h[i] = rng_normal(&r) * std;
-        if (m->head) d->be->upload(d, m->head, h, sizeof(float) * n);
-        free(h);
+            m->head[i] = rng_normal(&r) * std;
     }
-    if (opt->train_base) m->g_base = d->be->alloc(d, sizeof(float) * base->table.total);
+    if (opt->train_base) {
+        m->g_base = calloc(base->table.total, sizeof(float));
+        if (!m->g_base) goto oom;
+    }
+    size_t nh = (size_t)c->dim + 1, nl = m->lora ? m->lora->n : 0;
+    m->dv.lora = twin(d, m->lora ? m->lora->mem : NULL, nl);
+    m->dv.g_lora = twin(d, m->g_lora, nl);
+    m->dv.head = twin(d, m->head, nh);
+    m->dv.g_head = twin(d, m->g_head, nh);
+    m->dv.g_base = twin(d, m->g_base, base->table.total);
     rc = dev_sync(d);
     if (rc < 0) {
         rc = pl_wrap(rc, "model");
@@ -297,6 +331,8 @@ int model_new(Model **out, Base *base, const ModelOptions *opt) {
     }
     *out = m;
     return 0;
+oom:
+    rc = pl_fail(PL_ENOMEM, "model: out of memory");
 fail:
     model_free(&m);
     return rc;
@@ -306,14 +342,19 @@ void model_free(Model **mp) {
     Model *m = *mp;
     if (!m) return;
     Device *d = m->dev;
-    lora_free(&m->lora);
     if (d) {
-        d->be->free(d, m->head);
-        d->be->free(d, m->g_base);
-        d->be->free(d, m->g_lora);
-        d->be->free(d, m->g_head);
+        twin_free(d, m->dv.lora, m->lora ? m->lora->mem : NULL);
+        twin_free(d, m->dv.g_lora, m->g_lora);
+        twin_free(d, m->dv.head, m->head);
+        twin_free(d, m->dv.g_head, m->g_head);
+        twin_free(d, m->dv.g_base, m->g_base);
         acts_free(d, m->acts);
     }
+    lora_free(&m->lora);
+    free(m->head);
+    free(m->g_base);
+    free(m->g_lora);
+    free(m->g_head);
     dev_close(&m->own_dev);
     free(m);
     *mp = NULL;
@@ -321,15 +362,28 @@ void model_free(Model **mp) {
 
 int model_set_lora(Model *m, Lora *l) {
     Device *d = m->dev;
-    float *g = NULL;
+    float *g = NULL, *dl = NULL, *dg = NULL;
     if (l) {
-        g = d->be->alloc(d, sizeof(float) * l->n);
-        PL_TRY(dev_sync(d));
+        g = calloc(l->n, sizeof(float));
+        dl = twin(d, l->mem, l->n);
+        dg = twin(d, g, l->n);
+        int rc = dev_sync(d);
+        if (rc == 0 && !g) rc = pl_fail(PL_ENOMEM, "adapter gradients: out of memory");
+        if (rc < 0) {
+            twin_free(d, dl, l->mem);
+            twin_free(d, dg, g);
+            free(g);
+            return rc;
+        }
     }
+    twin_free(d, m->dv.lora, m->lora ? m->lora->mem : NULL);
+    twin_free(d, m->dv.g_lora, m->g_lora);
     lora_free(&m->lora);
-    d->be->free(d, m->g_lora);
+    free(m->g_lora);
     m->lora = l;
     m->g_lora = g;
+    m->dv.lora = dl;
+    m->dv.g_lora = dg;
     acts_free(d, m->acts); /* the rank may have changed */
     m->acts = NULL;
     return 0;
@@ -337,9 +391,16 @@ int model_set_lora(Model *m, Lora *l) {
 
 void model_zero_grad(Model *m) {
     Device *d = m->dev;
-    if (m->g_base) d->be->zero(d, m->g_base, sizeof(float) * m->base->table.total);
-    if (m->g_lora) d->be->zero(d, m->g_lora, sizeof(float) * m->lora->n);
-    if (m->g_head) d->be->zero(d, m->g_head, sizeof(float) * ((size_t)m->base->cfg.dim + 1));
+    size_t nb = m->base->table.total, nl = m->lora ? m->lora->n : 0;
+    size_t nh = (size_t)m->base->cfg.dim + 1;
+    float *host[3] = {m->g_base, m->g_lora, m->g_head}, *dev[3] = {m->dv.g_base, m->dv.g_lora,
+                                                                   m->dv.g_head};
+    size_t n[3] = {nb, nl, nh};
+    for (int i = 0; i < 3; i++) {
+        if (!host[i]) continue;
+        memset(host[i], 0, sizeof(float) * n[i]);
+        if (dev[i] != host[i]) d->be->zero(d, dev[i], sizeof(float) * n[i]);
+    }
 }
 
 int model_trainable(Model *m, float **params, float **grads, size_t *sizes) {
@@ -427,7 +488,7 @@ static LayerActs layer_acts(const Acts *a, const ModelConfig *c, int l, int N, i
 /* Runs the layers on the N rows of acts->res[0] (already embedded). */
 static void layers_forward(Model *m, int B, int N, int maxT) {
     const ModelConfig *c = &m->base->cfg;
-    const Weights *w = &m->base->w;
+    const Weights *w = m->dv.w;
     Device *d = m->dev;
     const Backend *be = d->be;
     Acts *a = m->acts;
@@ -478,7 +539,8 @@ int model_forward(Model *m, const Batch *b, float *lp, float *ent, float *values
     const Backend *be = d->be;
     Acts *a = m->acts;
     int maxT = stage_batch(m, b, N);
-    be->embedding_forward(d, a->res, a->tok, m->base->w.embed, N, C);
+    model_params_up(m);
+    be->embedding_forward(d, a->res, a->tok, m->dv.w->embed, N, C);
     layers_forward(m, b->B, N, maxT);
 
     a->logits_valid = 0;
@@ -488,7 +550,7 @@ int model_forward(Model *m, const Batch *b, float *lp, float *ent, float *values
         for (int i0 = 0; i0 < N; i0 += chunk) {
             int n = N - i0 < chunk ? N - i0 : chunk;
             float *z = a->logits;
-            be->matmul_forward(d, z, a->xf + (size_t)i0 * C, m->base->w.lm_head, NULL, n, C, V, 0);
+            be->matmul_forward(d, z, a->xf + (size_t)i0 * C, m->dv.w->lm_head, NULL, n, C, V, 0);
             if (logits) be->download(d, logits + (size_t)i0 * V, z, sizeof(float) * (size_t)n * V);
             be->logprob_forward(d, a->lp + i0, a->out_ent + i0, a->out_lse + i0, z, a->tgt + i0, n,
                                 V, inv_t);
@@ -498,7 +560,7 @@ int model_forward(Model *m, const Batch *b, float *lp, float *ent, float *values
         if (ent) be->download(d, ent, a->out_ent, sizeof(float) * N);
     }
     if (values) {
-        be->head_forward(d, a->val, a->xf, m->head, N, C);
+        be->head_forward(d, a->val, a->xf, m->dv.head, N, C);
         be->download(d, values, a->val, sizeof(float) * N);
     }
     return dev_sync(d);
@@ -519,7 +581,7 @@ static void heads_backward(Model *m, const Batch *b, int N, const float *dlp, co
     Device *d = m->dev;
     const Backend *be = d->be;
     Acts *a = m->acts;
-    const Weights *w = &m->base->w;
+    const Weights *w = m->dv.w;
     int C = c->dim, V = c->vocab_size;
     /* language-model head: the kept logits, or chunk by chunk recomputed */
     if (dlp || dent) {
@@ -543,7 +605,7 @@ static void heads_backward(Model *m, const Batch *b, int N, const float *dlp, co
     }
     if (dvalues) {
         be->upload(d, a->dval, dvalues, sizeof(float) * N);
-        be->head_backward(d, dxf, m->g_head, a->dval, a->xf, m->head, N, C);
+        be->head_backward(d, dxf, m->dv.g_head, a->dval, a->xf, m->dv.head, N, C);
     }
 }
 
@@ -557,7 +619,7 @@ int model_backward(Model *m, const Batch *b, const float *dlp, const float *dent
         return pl_fail(PL_EINVAL, "value gradients for a model without a head");
     Device *d = m->dev;
     const Backend *be = d->be;
-    const Weights *w = &m->base->w;
+    const Weights *w = m->dv.w;
     Weights gw = {0};
     LayerWeights *glayers = NULL;
     if (m->train_base) {
@@ -565,7 +627,7 @@ int model_backward(Model *m, const Batch *b, const float *dlp, const float *dent
         PL_CHECK_ALLOC(glayers);
         gw.layers = glayers;
         gw.n_layers = c->n_layers;
-        weights_bind_flat(&gw, &m->base->table, m->g_base, c->tie_embeddings);
+        weights_bind_flat(&gw, &m->base->table, m->dv.g_base, c->tie_embeddings);
     }
 #define GB(field) (m->train_base ? gw.field : NULL)
     int C = c->dim, H = c->hidden_dim, NH = c->n_heads, NKV = c->n_kv_heads;
@@ -577,6 +639,7 @@ int model_backward(Model *m, const Batch *b, const float *dlp, const float *dent
     heads_backward(m, b, N, dlp, dent, dvalues, GB(lm_head), dxf);
     if (!m->train_base && !m->lora) {
         free(glayers);
+        grads_down(m);
         return dev_sync(d); /* only the head trains: nothing below it needs gradients */
     }
     float *dres = a->dres;
@@ -619,5 +682,6 @@ int model_backward(Model *m, const Batch *b, const float *dlp, const float *dent
     if (m->train_base) be->embedding_backward(d, gw.embed, dres, a->tok, N, C);
 #undef GB
     free(glayers);
+    grads_down(m);
     return dev_sync(d);
 }

@@ -13,9 +13,13 @@
  * Backward takes dL/dlp, dL/dent and dL/dvalues and accumulates gradients
  * into the model's trainable buffers.
  *
- * The math runs on the model's device (kernels/backend.h): its
- * activations, gradients, head and KV cache are that device's memory. The
- * batch, the outputs and the gradients passed in are host memory. */
+ * The math runs on the model's device (kernels/backend.h): activations and
+ * the KV cache are that device's memory. The trainable buffers the model
+ * shows (head, adapter, gradients; model_trainable) are host memory, the
+ * masters the optimizer and checkpoints use: on a device that is not host
+ * memory, forward uploads the parameters and backward downloads the
+ * gradients. The batch, the outputs and the gradients passed in are host
+ * memory too. */
 #ifndef PLUMB_MODEL_H
 #define PLUMB_MODEL_H
 
@@ -50,14 +54,20 @@ typedef struct Model {
     Device *dev;            /* where the math runs                               */
     Device *own_dev;        /* dev when the model opened it (the CPU default)    */
     Lora *lora;             /* owned, NULL without adapter                       */
-    float *head;            /* (C + 1): weight (C) then bias; NULL without head;
-                               device memory, like the gradients below           */
+    float *head;            /* (C + 1): weight (C) then bias; NULL without head  */
     int train_base;
     /* gradients, same layouts as the parameters */
     float *g_base;          /* (base->table.total) when train_base               */
     float *g_lora;          /* (lora->n)                                         */
     float *g_head;          /* (C + 1)                                           */
     Acts *acts;             /* activations kept for backward                     */
+    /* what the device computes with: the buffers above on a device of host
+     * memory (the CPU), copies on the device otherwise */
+    struct {
+        const Weights *w;   /* the base's weights                                */
+        float *lora;        /* (lora->n) the adapter, laid out as lora->mem      */
+        float *head, *g_head, *g_lora, *g_base;
+    } dv;
     size_t logits_budget;   /* floats of logits kept for backward (default 64M);
                                larger batches recompute them in chunks           */
     int n_threads;

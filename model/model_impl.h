@@ -13,6 +13,11 @@ void model_linear_forward(const Model *m, int l, int t, float *out, const float 
                           const float *W, const float *bias, float *u, int N, int IC, int OC,
                           int accumulate);
 
+/* The parameters onto the device before it computes with them: the
+ * optimizer, a checkpoint or a caller may have changed the host masters.
+ * Nothing to do on host memory. */
+void model_params_up(Model *m);
+
 /* The last forward's keys and values, (L, N, KD) after RoPE, and its final
  * normed hidden states (N, C): device memory. */
 const float *model_layer_k(const Model *m);

@@ -76,7 +76,7 @@ static float *kv_row(const KVCache *c, float *base, int l, int slot, int t) {
 static void lm_head(const Model *m, KVCache *c, const float *x, int n, float *logits) {
     Device *d = m->dev;
     const ModelConfig *cfg = &m->base->cfg;
-    d->be->matmul_forward(d, c->logits, x, m->base->w.lm_head, NULL, n, cfg->dim, c->V, 0);
+    d->be->matmul_forward(d, c->logits, x, m->dv.w->lm_head, NULL, n, cfg->dim, c->V, 0);
     d->be->download(d, logits, c->logits, sizeof(float) * (size_t)n * c->V);
 }
 
@@ -134,7 +134,7 @@ int model_prefill(Model *m, KVCache *c, const int *slots, const int *const *prom
 
 int model_decode(Model *m, KVCache *c, const int *slots, const int *ids, int n, float *logits) {
     const ModelConfig *cfg = &m->base->cfg;
-    const Weights *w = &m->base->w;
+    const Weights *w = m->dv.w;
     Device *d = m->dev;
     const Backend *be = d->be;
     int C = cfg->dim, H = cfg->hidden_dim, NH = cfg->n_heads, NKV = cfg->n_kv_heads;
@@ -155,6 +155,7 @@ int model_decode(Model *m, KVCache *c, const int *slots, const int *ids, int n, 
         pos[i] = c->len[slots[i]];
         lens[i] = pos[i] + 1;
     }
+    model_params_up(m);
     be->upload(d, c->d_ids, ids, sizeof(int) * (size_t)n);
     be->upload(d, c->d_pos, pos, sizeof(int) * (size_t)n);
     be->upload(d, c->d_slots, slots, sizeof(int) * (size_t)n);

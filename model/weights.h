@@ -93,6 +93,7 @@ float **weights_slot(Weights *w, const Param *p);
 void weights_bind_flat(Weights *w, const ParamTable *t, float *flat, int tie_embeddings);
 
 struct StFile;
+struct Device;
 
 /* The base model: config, tensor table, and the storage behind Weights.
  * Roles in one process share one Base read-only; each keeps its own
@@ -105,6 +106,10 @@ typedef struct Base {
     float *heap;            /* owned storage of converted (non-mapped) tensors  */
     struct StFile *files;   /* mapped safetensors files backing w (owned)       */
     int n_files;
+    /* a copy on a device (base_to_device), which models on it compute with */
+    struct Device *dev;     /* not owned: close it after base_free              */
+    float *dflat;           /* (table.total) on dev                             */
+    Weights dw;             /* every tensor in dflat                            */
 } Base;
 
 /* A base with random weights (normal * std, norms = 1), flat. */
@@ -120,6 +125,15 @@ int base_make_flat(Base *b);
 
 /* A new base holding a flat copy of src's weights (src is unchanged). */
 int base_clone_flat(const Base *src, Base **out);
+
+/* Puts a flat copy of the weights on device d (fp32), once: a second call
+ * for the same device does nothing, one for another device fails. The
+ * host weights stay (checkpoints and full fine-tuning read them). */
+int base_to_device(Base *b, struct Device *d);
+
+/* Copies the host weights (after full fine-tuning changed them) onto the
+ * device copy. */
+int base_upload(Base *b);
 
 /* Writes config.json and model.safetensors (F32) into dir (created). */
 int base_save_hf(const Base *b, const char *dir);

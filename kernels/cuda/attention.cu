@@ -196,23 +196,10 @@ __global__ void attention_backward_dkv_kernel(float *dk, float *dv, const float 
     }
 }
 
-/* Rows in the packed batch: cu_seqlens[B], read back from the device. */
-static int packed_rows(const int *cu_seqlens, int B) {
-    int N = 0;
-    cudaError_t e = cudaMemcpy(&N, cu_seqlens + B, sizeof(int), cudaMemcpyDeviceToHost);
-    if (e != cudaSuccess) {
-        fprintf(stderr, "plumb cuda: reading cu_seqlens[%d]: %s\n", B, cudaGetErrorString(e));
-        return -1;
-    }
-    return N;
-}
-
 extern "C" void attention_forward_cuda(float *out, float *lse, const float *q, const float *k,
-                                       const float *v, const int *cu_seqlens, int B, int NH,
-                                       int NKV, int HS) {
-    if (B <= 0) return;
-    int N = packed_rows(cu_seqlens, B);
-    if (N <= 0) return;
+                                       const float *v, const int *cu_seqlens, int B, int N,
+                                       int NH, int NKV, int HS) {
+    if (B <= 0 || N <= 0) return;
     size_t smem = sizeof(float) * (2 * (size_t)HS + ATT_THREADS);
     attention_forward_kernel<<<dim3(N, NH), ATT_THREADS, smem>>>(
         out, lse, q, k, v, cu_seqlens, B, NH, NKV, HS, 1.0f / sqrtf((float)HS));
@@ -222,11 +209,9 @@ extern "C" void attention_forward_cuda(float *out, float *lse, const float *q, c
 extern "C" void attention_backward_cuda(float *dq, float *dk, float *dv, const float *dout,
                                         const float *out, const float *lse, const float *q,
                                         const float *k, const float *v,
-                                        const int *cu_seqlens, int B, int NH, int NKV,
-                                        int HS) {
-    if (B <= 0) return;
-    int N = packed_rows(cu_seqlens, B);
-    if (N <= 0) return;
+                                        const int *cu_seqlens, int B, int N, int NH,
+                                        int NKV, int HS) {
+    if (B <= 0 || N <= 0) return;
     float scale = 1.0f / sqrtf((float)HS);
     size_t smem_q = sizeof(float) * (3 * (size_t)HS + ATT_THREADS);
     attention_backward_dq_kernel<<<dim3(N, NH), ATT_THREADS, smem_q>>>(

@@ -9,26 +9,26 @@
 
 #include "kernels_cuda.h"
 
-/* Reports a failed CUDA call (expr evaluates to cudaError_t) on stderr and
- * returns from the enclosing void function. */
+/* Records the failure of a CUDA call (expr evaluates to cudaError_t), for
+ * cuda_take_error, and returns from the enclosing void function. Nothing
+ * prints: the caller (the CUDA backend, a test) reports it. */
 #define CUDA_TRY(expr)                                                        \
     do {                                                                      \
         cudaError_t e_ = (expr);                                              \
         if (e_ != cudaSuccess) {                                              \
-            fprintf(stderr, "plumb cuda: %s: %s (%s:%d)\n", #expr,            \
-                    cudaGetErrorString(e_), __FILE__, __LINE__);              \
+            cuda_note_error(cudaGetErrorString(e_), #expr, __FILE__, __LINE__); \
             return;                                                           \
         }                                                                     \
     } while (0)
 
-/* After a launch: reports a launch error (bad configuration, earlier sticky
+/* After a launch: records a launch error (bad configuration, earlier sticky
  * error) with the kernel's name and returns from the enclosing function. */
 #define CUDA_LAUNCHED(name)                                                   \
     do {                                                                      \
         cudaError_t e_ = cudaGetLastError();                                  \
         if (e_ != cudaSuccess) {                                              \
-            fprintf(stderr, "plumb cuda: launch %s: %s (%s:%d)\n", name,      \
-                    cudaGetErrorString(e_), __FILE__, __LINE__);              \
+            cuda_note_error(cudaGetErrorString(e_), "launch " name, __FILE__, \
+                            __LINE__);                                        \
             return;                                                           \
         }                                                                     \
     } while (0)

@@ -11,11 +11,27 @@ extern "C" int cuda_available(void) {
     return n > 0;
 }
 
+/* The first failure on this thread since cuda_take_error. */
+static thread_local char g_err[512];
+
+extern "C" void cuda_note_error(const char *cuda_msg, const char *what, const char *file,
+                                int line) {
+    if (g_err[0]) return;
+    snprintf(g_err, sizeof g_err, "%s: %s (%s:%d)", what, cuda_msg, file, line);
+}
+
+extern "C" int cuda_take_error(char *msg, size_t cap) {
+    if (!g_err[0]) return 0;
+    if (cap) snprintf(msg, cap, "%s", g_err);
+    g_err[0] = '\0';
+    return -1;
+}
+
 extern "C" int cuda_sync(void) {
     cudaError_t e = cudaDeviceSynchronize();
     if (e == cudaSuccess) e = cudaGetLastError();
     if (e != cudaSuccess) {
-        fprintf(stderr, "plumb cuda: sync: %s\n", cudaGetErrorString(e));
+        cuda_note_error(cudaGetErrorString(e), "sync", __FILE__, __LINE__);
         return -1;
     }
     return 0;
@@ -28,8 +44,9 @@ static void *alloc_bytes(size_t bytes, const void *src) {
     if (e == cudaSuccess)
         e = src ? cudaMemcpy(p, src, bytes, cudaMemcpyHostToDevice) : cudaMemset(p, 0, bytes);
     if (e != cudaSuccess) {
-        fprintf(stderr, "plumb cuda: alloc/upload of %zu bytes: %s\n", bytes,
-                cudaGetErrorString(e));
+        char what[64];
+        snprintf(what, sizeof what, "alloc/upload of %zu bytes", bytes);
+        cuda_note_error(cudaGetErrorString(e), what, __FILE__, __LINE__);
         if (p) cudaFree(p);
         return NULL;
     }

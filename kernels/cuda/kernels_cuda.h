@@ -6,11 +6,11 @@
  * int arrays (cu_seqlens, pos, lens, targets, ids), is a device pointer.
  * Storage and accumulation are fp32 for now.
  *
- * Kernels are launched on the default stream and are asynchronous, except
- * where a comment says the host needs a value (attention_forward_cuda and
- * attention_backward_cuda read cu_seqlens[B] back to size the grid).
- * A failed launch is reported on stderr with the kernel's name; the function
- * then returns without further work and never exits the process.
+ * Kernels are launched on the default stream and are asynchronous; none
+ * reads a device value back (attention takes the row count N from the
+ * host). A failed launch or library call is recorded, with the kernel's or
+ * the call's name, for cuda_take_error; the function then returns without
+ * further work. Nothing prints and nothing exits the process.
  *
  * This header is plain C and is included from C code: no CUDA types. */
 #ifndef PLUMB_KERNELS_CUDA_H
@@ -29,9 +29,17 @@ extern "C" {
  * device, ...). Never aborts and leaves no sticky error behind. */
 int cuda_available(void);
 
-/* Waits for all queued device work; 0 on success, -1 (reported on stderr)
- * if a kernel or copy failed. */
+/* Waits for all queued device work; 0 on success, -1 (recorded for
+ * cuda_take_error) if a kernel or copy failed. */
 int cuda_sync(void);
+
+/* The first failure recorded on this thread since the last call: -1 with
+ * its message in msg (cap bytes), and cleared; 0 when there was none. */
+int cuda_take_error(char *msg, size_t cap);
+
+/* Records a failure (what failed, the CUDA message, where) unless one is
+ * already recorded; for the .cu files. */
+void cuda_note_error(const char *cuda_msg, const char *what, const char *file, int line);
 
 /* Releases the lazily created cuBLAS handle (safe to call when none). */
 void cuda_shutdown(void);
@@ -85,14 +93,15 @@ void swiglu_backward_cuda(float *dgate, float *dup, const float *dout, const flo
 
 /* ------------------------------------------------------------- attention */
 
+/* N = cu_seqlens[B], passed from the host so that nothing reads it back. */
 void attention_forward_cuda(float *out, float *lse, const float *q, const float *k,
-                            const float *v, const int *cu_seqlens, int B, int NH, int NKV,
-                            int HS);
+                            const float *v, const int *cu_seqlens, int B, int N, int NH,
+                            int NKV, int HS);
 
 void attention_backward_cuda(float *dq, float *dk, float *dv, const float *dout,
                              const float *out, const float *lse, const float *q,
                              const float *k, const float *v, const int *cu_seqlens, int B,
-                             int NH, int NKV, int HS);
+                             int N, int NH, int NKV, int HS);
 
 void attention_decode_cuda(float *out, const float *q, const float *kc, const float *vc,
                            const int *slots, const int *lens, int B, int NH, int NKV, int HS,
@@ -114,6 +123,17 @@ void embedding_forward_cuda(float *out, const int *ids, const float *table, int 
 /* Scatter-add with atomics: rows with repeated ids sum in arbitrary order. */
 void embedding_backward_cuda(float *dtable, const float *dout, const int *ids, int N,
                              int C);
+
+/* ------------------------------------------------ scale, scalar head */
+
+/* x (n) *= s */
+void scale_cuda(float *x, size_t n, float s);
+
+/* The scalar head of kernels/backend.h: out (N) = x (N,C) . w + w[C]; and
+ * its backward, dx (N,C) += dout w, dw (C+1) += (dout^T x, sum dout). */
+void head_forward_cuda(float *out, const float *x, const float *w, int N, int C);
+void head_backward_cuda(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                        int N, int C);
 
 #ifdef __cplusplus
 }

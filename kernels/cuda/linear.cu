@@ -15,7 +15,7 @@ static cublasHandle_t cublas(void) {
     if (!g_cublas) {
         cublasStatus_t st = cublasCreate(&g_cublas);
         if (st != CUBLAS_STATUS_SUCCESS) {
-            fprintf(stderr, "plumb cuda: cublasCreate failed (%d)\n", (int)st);
+            cuda_note_error(cublasGetStatusString(st), "cublasCreate", __FILE__, __LINE__);
             g_cublas = NULL;
         }
     }
@@ -31,8 +31,8 @@ extern "C" void cuda_shutdown(void) {
     do {                                                                      \
         cublasStatus_t st_ = (expr);                                          \
         if (st_ != CUBLAS_STATUS_SUCCESS) {                                   \
-            fprintf(stderr, "plumb cuda: %s: cublas status %d (%s:%d)\n",     \
-                    #expr, (int)st_, __FILE__, __LINE__);                     \
+            cuda_note_error(cublasGetStatusString(st_), #expr, __FILE__,      \
+                            __LINE__);                                        \
             return;                                                           \
         }                                                                     \
     } while (0)
