@@ -199,7 +199,9 @@ static const Key KEYS[] = {
     STR("launch.workers", workers, "auto",
         "auto (a process per role) or processes separated by spaces, roles by commas"),
     INT("launch.threads", threads, "0", "[0,)", "threads per worker (0: cores / workers)"),
-    STR("launch.device", device, "cpu", "cpu, cuda or cuda:N"),
+    STR("launch.device", device, "cpu",
+        "where plumb train's workers compute: cpu, cuda (= cuda:0) or cuda:N (cpu-staged: the "
+        "CPU behind the device path, a check)"),
 };
 
 #define NKEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
@@ -620,9 +622,9 @@ long runcfg_total_optimizer_steps(const RunConfig *c) {
     return (long)c->steps * c->epochs * c->minibatches;
 }
 
-/* "cpu", "cuda" or "cuda:N". */
+/* "cpu", "cuda", "cuda:N" or "cpu-staged" (kernels/backend.h). */
 static int device_ok(const char *d) {
-    if (!strcmp(d, "cpu") || !strcmp(d, "cuda")) return 1;
+    if (!strcmp(d, "cpu") || !strcmp(d, "cuda") || !strcmp(d, "cpu-staged")) return 1;
     if (strncmp(d, "cuda:", 5) || !isdigit((unsigned char)d[5])) return 0;
     for (const char *p = d + 5; *p; p++)
         if (!isdigit((unsigned char)*p)) return 0;
@@ -732,6 +734,7 @@ int runcfg_validate(RunConfig *c) {
     if (lora_parse_targets(c->lora_targets, &mask) < 0)
         return pl_wrap(PL_EINVAL, "lora.targets");
     if (!device_ok(c->device))
-        return pl_fail(PL_EINVAL, "launch.device '%s' is not cpu, cuda or cuda:N", c->device);
+        return pl_fail(PL_EINVAL, "launch.device '%s' is not cpu, cuda, cuda:N or cpu-staged",
+                       c->device);
     return PL_OK;
 }

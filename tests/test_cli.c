@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/err.h"
+#include "kernels/backend.h"
 #include "testutil.h"
 
 /* Runs "plumb ARGS 2>&1" and returns the exit status; *out gets the output. */
@@ -172,6 +174,57 @@ static void test_bad_arguments(void **state) {
     free(out);
 }
 
+/* --device: cpu-staged (the device path on the CPU) prints what cpu
+ * prints, to the byte; cuda:0 works where a GPU is and elsewhere fails
+ * with exit 1 and the reason, for generate, logprobs, bench and worker. */
+static void test_devices(void **state) {
+    char *a, *b;
+    const char *gen = "generate --model %s --prompt-ids '1 5 9' --max-new-tokens 6 --seed 3 --json";
+    assert_int_equal(plumb(&a, gen, llama_dir()), 0);
+    char with[512];
+    snprintf(with, sizeof with, "%s --device cpu-staged", gen);
+    assert_int_equal(plumb(&b, with, llama_dir()), 0);
+    assert_string_equal(a, b);
+    free(a), free(b);
+    const char *lp = "logprobs --model %s --ids '1 5 77 3 9' --entropy --json";
+    assert_int_equal(plumb(&a, lp, llama_dir()), 0);
+    snprintf(with, sizeof with, "%s --device cpu-staged", lp);
+    assert_int_equal(plumb(&b, with, llama_dir()), 0);
+    assert_string_equal(a, b);
+    free(a), free(b);
+
+    Device *d;
+    int have_gpu = dev_open(&d, "cuda:0") == 0;
+    char why[256];
+    snprintf(why, sizeof why, "%s", have_gpu ? "" : pl_error());
+    if (have_gpu) dev_close(&d);
+    const char *cmds[] = {
+        "generate --model %s --prompt-ids '1 5 9' --max-new-tokens 4 --device cuda:0",
+        "logprobs --model %s --ids '1 5 9' --device cuda:0",
+        "bench decode --model %s --tokens 16 --repeat 1 --device cuda:0",
+    };
+    for (int i = 0; i < 3; i++) {
+        int rc = plumb(&a, cmds[i], llama_dir());
+        if (have_gpu) {
+            if (rc != 0) fail_msg("%s on a GPU: exit %d\n%s", cmds[i], rc, a);
+        } else {
+            if (rc != 1) fail_msg("%s without a GPU: exit %d, not 1\n%s", cmds[i], rc, a);
+            if (!strstr(a, "--device: ") || !strstr(a, why))
+                fail_msg("%s without a GPU says\n%s\nnot \"%s\"", cmds[i], a, why);
+        }
+        free(a);
+    }
+    if (!have_gpu) {
+        assert_int_equal(plumb(&a, "worker --role actor --connect tcp://127.0.0.1:9 --model %s "
+                                   "--device cuda:0", llama_dir()), 1);
+        assert_non_null(strstr(a, why));
+        free(a);
+    }
+    assert_int_equal(plumb(&a, "logprobs --model %s --ids '1 5' --device tpu", llama_dir()), 1);
+    assert_non_null(strstr(a, "device 'tpu': expected cpu, cuda or cuda:N"));
+    free(a);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_generate_json),
@@ -180,6 +233,7 @@ int main(void) {
         cmocka_unit_test(test_init_pretrain_generate_bench),
         cmocka_unit_test(test_bad_checkpoints),
         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_devices),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

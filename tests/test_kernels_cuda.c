@@ -60,9 +60,11 @@ static float *nan_new(size_t n) {
 /* Downloads device d (n) and compares it with the CPU result ref. */
 static void assert_device_close(const float *d, const float *ref, size_t n, float tol,
                                 float eps, const char *what) {
-    assert_int_equal(cuda_sync(), 0);
+    char msg[512];
+    if (cuda_sync() < 0 || cuda_take_error(msg, sizeof msg) < 0) fail_msg("%s: %s", what, msg);
     float *h = malloc(sizeof(float) * (n ? n : 1));
     cuda_download(h, d, n);
+    if (cuda_take_error(msg, sizeof msg) < 0) fail_msg("%s: download: %s", what, msg);
     tu_assert_close(h, ref, n, tol, eps, what);
     free(h);
 }
@@ -266,7 +268,7 @@ static void test_attention_cuda(void **state) {
     float *d_dq = cuda_alloc(nq), *d_dk = cuda_alloc(nk), *d_dv = cuda_alloc(nk);
 
     attention_forward(out, lse, q, k, v, cu, B, NH, NKV, HS);
-    attention_forward_cuda(d_out, d_lse, d_q, d_k, d_v, d_cu, B, NH, NKV, HS);
+    attention_forward_cuda(d_out, d_lse, d_q, d_k, d_v, d_cu, B, N, NH, NKV, HS);
     assert_device_close(d_out, out, nq, 1e-5f, 1e-4f, "attention_forward_cuda out");
     assert_device_close(d_lse, lse, nl, 1e-5f, 1e-5f, "attention_forward_cuda lse");
 
@@ -274,7 +276,7 @@ static void test_attention_cuda(void **state) {
     float *d_out_cpu = cuda_upload(out, nq), *d_lse_cpu = cuda_upload(lse, nl);
     attention_backward(dq, dk, dv, dout, out, lse, q, k, v, cu, B, NH, NKV, HS);
     attention_backward_cuda(d_dq, d_dk, d_dv, d_dout, d_out_cpu, d_lse_cpu, d_q, d_k, d_v,
-                            d_cu, B, NH, NKV, HS);
+                            d_cu, B, N, NH, NKV, HS);
     assert_device_close(d_dq, dq, nq, 1e-4f, 1e-3f, "attention_backward_cuda dq");
     assert_device_close(d_dk, dk, nk, 1e-4f, 1e-3f, "attention_backward_cuda dk");
     assert_device_close(d_dv, dv, nk, 1e-4f, 1e-3f, "attention_backward_cuda dv");

@@ -107,7 +107,7 @@ static int mk(Role **out, Spec s) {
     if (s.rule) c.rule = (char *)s.rule;
     if (s.arg) c.rule_arg = (char *)s.arg;
     if (s.resume) c.resume_dir = (char *)s.resume;
-    return role_new(out, desc_of(s.role), &c, base, NULL, tok, tokdir);
+    return role_new(out, desc_of(s.role), &c, base, NULL, tok, tokdir, NULL);
 }
 
 static Role *mk_ok(Spec s) {

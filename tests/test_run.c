@@ -464,6 +464,43 @@ static void test_placement_same_numbers(void **state) {
     json_decref(b);
 }
 
+/* The same runs with launch.device cpu-staged, where every role's model
+ * keeps device twins of its weights, adapter, head and gradients and moves
+ * them across a device boundary as on a GPU: the same numbers, to the bit.
+ * PPO has all four roles (an adapter, a value head, a reward model, a
+ * reference); DPO adds the reference's log-prob cache. */
+static void staged_same(const char *algo) {
+    char body[8192], cfg[2048], name[64], *out;
+    algo_body(body, sizeof body, algo);
+    snprintf(name, sizeof name, "staged-%s", algo);
+    config(cfg, sizeof cfg, name, body);
+    char *a = strdup(tu_path("%s/staged-%s-cpu", dir, algo));
+    char *b = strdup(tu_path("%s/staged-%s-dev", dir, algo));
+    int rc = plumb(&out, "train %s --quiet run.dir=%s", cfg, a);
+    if (rc != 0) fail_msg("%s on cpu: exit %d\n%s", algo, rc, out);
+    free(out);
+    rc = plumb(&out, "train %s --quiet run.dir=%s launch.device=cpu-staged", cfg, b);
+    if (rc != 0) fail_msg("%s on cpu-staged: exit %d\n%s", algo, rc, out);
+    free(out);
+    json_t *ma = metrics_load(a), *mb = metrics_load(b);
+    assert_steps(mb, 0, 3, "cpu-staged");
+    for (long s = 0; s <= 3; s++) assert_same_step(ma, mb, s, "cpu vs cpu-staged");
+    json_decref(ma);
+    json_decref(mb);
+    free(a);
+    free(b);
+}
+
+static void test_staged_ppo(void **state) {
+    (void)state;
+    staged_same("ppo");
+}
+
+static void test_staged_dpo(void **state) {
+    (void)state;
+    staged_same("dpo");
+}
+
 /* ------------------------------------------------------ data parallel */
 
 /* Every numeric key of step s not under perf/ (nor a replicas count) is
@@ -1384,6 +1421,8 @@ int main(void) {
         cmocka_unit_test(test_algo_grpo),
         cmocka_unit_test(test_algo_ppo),
         cmocka_unit_test(test_placement_same_numbers),
+        cmocka_unit_test(test_staged_ppo),
+        cmocka_unit_test(test_staged_dpo),
         cmocka_unit_test(test_dp_sft),
         cmocka_unit_test(test_dp_rm),
         cmocka_unit_test(test_dp_ppo),

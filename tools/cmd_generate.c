@@ -16,6 +16,7 @@ static void usage(FILE *f) {
             "usage: plumb generate --model PATH (--prompt-ids \"1 2 3\" | --prompt TEXT [--tokenizer DIR])\n"
             "                      [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
             "                      [--seed S] [--ignore-eos] [--adapter DIR] [--threads N] [--json]\n"
+            "                      [--device cpu|cuda:N]\n"
             "\n"
             "  --model PATH        Hugging Face folder or llama2.c .bin\n"
             "  --prompt-ids IDS    prompt token ids, space or comma separated\n"
@@ -58,9 +59,10 @@ int cmd_generate(int argc, char **argv) {
     const char *model_path = NULL, *ids_str = NULL, *text = NULL, *adapter = NULL, *tok_dir = NULL;
     GenParams gp = {.max_new_tokens = 64, .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
     int json = 0, threads = 0;
+    const char *device = "cpu";
     const Opt opts[] = {OPT_REQ("--model", &model_path), OPT_STR("--prompt-ids", &ids_str),
                         OPT_STR("--prompt", &text), OPT_STR("--adapter", &adapter),
-                        OPT_STR("--tokenizer", &tok_dir),
+                        OPT_STR("--tokenizer", &tok_dir), OPT_STR("--device", &device),
                         OPT_INT("--max-new-tokens", &gp.max_new_tokens, 0, 1 << 24),
                         OPT_FLOAT("--temperature", &gp.sampler.temperature, 0.0f, 1e4f),
                         OPT_INT("--top-k", &gp.sampler.top_k, 0, 1 << 30),
@@ -85,9 +87,10 @@ int cmd_generate(int argc, char **argv) {
         return 2;
     }
     set_threads(threads);
+    Device *dev;
     Base *base;
     Model *m;
-    if (load_model(model_path, adapter, &base, &m) < 0) {
+    if (load_model_on("generate", model_path, adapter, device, &dev, &base, &m) < 0) {
         free(ids);
         tok_free(&tok);
         return 1;
@@ -119,6 +122,7 @@ int cmd_generate(int argc, char **argv) {
     if (rc == 0) gen_result_free(&r);
     model_free(&m);
     base_free(&base);
+    dev_close(&dev);
     tok_free(&tok);
     free(ids);
     return rc < 0 || failed ? 1 : 0;

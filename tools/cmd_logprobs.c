@@ -12,6 +12,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: plumb logprobs --model PATH --ids \"1 5 77 ...\" [--adapter DIR]\n"
             "                      [--temperature T] [--entropy] [--threads N] [--json]\n"
+            "                      [--device cpu|cuda:N]\n"
             "\n"
             "Prints the n-1 log-probabilities log p(ids[t+1] | ids[..t]) at temperature 1\n"
             "(or T), one per line, or {\"logprobs\": [...]} with --json. --entropy adds the\n"
@@ -22,8 +23,9 @@ int cmd_logprobs(int argc, char **argv) {
     const char *model_path = NULL, *ids_str = NULL, *adapter = NULL;
     int json = 0, threads = 0, want_ent = 0;
     float temperature = 1.0f;
+    const char *device = "cpu";
     const Opt opts[] = {OPT_REQ("--model", &model_path), OPT_REQ("--ids", &ids_str),
-                        OPT_STR("--adapter", &adapter),
+                        OPT_STR("--adapter", &adapter), OPT_STR("--device", &device),
                         OPT_FLOAT("--temperature", &temperature, 1e-4f, 1e4f),
                         OPT_INT("--threads", &threads, 1, 1024), OPT_FLAG("--entropy", &want_ent),
                         OPT_FLAG("--json", &json), OPT_END};
@@ -32,9 +34,10 @@ int cmd_logprobs(int argc, char **argv) {
     int *ids, n;
     if (arg_ids("--ids", ids_str, &ids, &n)) return 2;
     set_threads(threads);
+    Device *dev;
     Base *base;
     Model *m;
-    if (load_model(model_path, adapter, &base, &m) < 0) {
+    if (load_model_on("logprobs", model_path, adapter, device, &dev, &base, &m) < 0) {
         free(ids);
         return 1;
     }
@@ -65,6 +68,7 @@ int cmd_logprobs(int argc, char **argv) {
     free(ent);
     model_free(&m);
     base_free(&base);
+    dev_close(&dev);
     free(ids);
     return rc < 0 ? 1 : 0;
 }

@@ -115,6 +115,7 @@ static int spawn(void *ctx, const char *endpoint) {
         argv[a++] = "--model", argv[a++] = (char *)c->model_path;
         argv[a++] = "--tokenizer", argv[a++] = (char *)c->tokenizer;
         argv[a++] = "--threads", argv[a++] = threads;
+        argv[a++] = "--device", argv[a++] = (char *)c->device;
         char rank[16];
         snprintf(rank, sizeof rank, "%d", i);
         argv[a++] = "--rank", argv[a++] = rank;

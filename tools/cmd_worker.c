@@ -38,7 +38,9 @@ static void usage(FILE *f) {
             "--rank, else SLURM_PROCID, OMPI_COMM_WORLD_RANK, PMI_RANK or RANK, else 0.\n"
             "With CURVE: --server-key is the coordinator's public key (a .pub file or the\n"
             "key itself) and --key this worker's key pair (plumb keygen); the worker's\n"
-            "public key must be listed in the coordinator's transport.authorized_keys.\n");
+            "public key must be listed in the coordinator's transport.authorized_keys.\n"
+            "--device cuda:N runs the roles on GPU N (fp32 for now), or fails saying why\n"
+            "(no GPU, a build without CUDA); cpu-staged checks the device path on the CPU.\n");
 }
 
 int cmd_worker(int argc, char **argv) {
@@ -52,13 +54,6 @@ int cmd_worker(int argc, char **argv) {
         OPT_INT("--max-message-mb", &mb, 1, 1 << 14), OPT_FLAG("--verbose", &o.verbose), OPT_END};
     int prc = opts_parse("worker", argc, argv, 1, opts, usage);
     if (prc >= 0) return prc;
-    if (strcmp(o.device, "cpu") != 0) {
-        fprintf(stderr,
-                "plumb worker: --device %s: GPU roles are not available yet; the CUDA kernels "
-                "are built but the model runs on the CPU only (use --device cpu)\n",
-                o.device);
-        return 2;
-    }
     if (o.rank < 0) {
         int r = worker_rank_from_env();
         o.rank = r < 0 ? 0 : r;

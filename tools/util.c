@@ -95,25 +95,40 @@ void report_error(const char *cmd, const char *what) {
     fprintf(stderr, "plumb %s: %s%s%s\n", cmd, what ? what : "", what ? ": " : "", pl_error());
 }
 
-int load_model(const char *path, const char *adapter, Base **base, Model **model) {
+int open_device(const char *cmd, const char *spec, Device **dev) {
+    if (dev_open(dev, spec) == 0) return 0;
+    fprintf(stderr, "plumb %s: --device: %s\n", cmd, pl_error());
+    return -1;
+}
+
+int load_model_on(const char *cmd, const char *path, const char *adapter, const char *spec,
+                  Device **dev, Base **base, Model **model) {
+    const char *who = cmd ? cmd : "";
     *base = NULL;
     *model = NULL;
+    if (dev) *dev = NULL;
+    if (dev && open_device(cmd, spec ? spec : "cpu", dev) < 0) return -1;
     if (base_load(base, path) < 0) {
-        fprintf(stderr, "plumb: loading model %s: %s\n", path, pl_error());
+        fprintf(stderr, "plumb%s%s: loading model %s: %s\n", *who ? " " : "", who, path,
+                pl_error());
+        if (dev) dev_close(dev);
         return -1;
     }
-    ModelOptions opt = {0};
+    ModelOptions opt = {.dev = dev ? *dev : NULL};
     if (model_new(model, *base, &opt) < 0) {
-        fprintf(stderr, "plumb: %s\n", pl_error());
+        fprintf(stderr, "plumb%s%s: %s\n", *who ? " " : "", who, pl_error());
         base_free(base);
+        if (dev) dev_close(dev);
         return -1;
     }
     if (adapter) {
         Lora *l;
         if (lora_load_peft(&l, &(*base)->cfg, adapter) < 0 || model_set_lora(*model, l) < 0) {
-            fprintf(stderr, "plumb: loading adapter %s: %s\n", adapter, pl_error());
+            fprintf(stderr, "plumb%s%s: loading adapter %s: %s\n", *who ? " " : "", who, adapter,
+                    pl_error());
             model_free(model);
             base_free(base);
+            if (dev) dev_close(dev);
             return -1;
         }
     }

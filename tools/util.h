@@ -19,9 +19,15 @@ int arg_ids(const char *opt, const char *s, int **ids, int *n);
 /* Sets OpenMP and OpenBLAS threads (n <= 0: leave as the environment says). */
 void set_threads(int n);
 
-/* Loads a base (HF folder or llama2.c .bin) and, with adapter != NULL, a
- * PEFT adapter into a new Model. Prints errors; returns -1 on failure. */
-int load_model(const char *path, const char *adapter, Base **base, Model **model);
+/* Loads base model path (and the PEFT adapter, when given) as a model on
+ * device spec ("cpu", "cuda:N", ...), which it opens into *dev (close it
+ * after freeing the base). Prints "plumb CMD: ..." and returns -1 when
+ * the device cannot be opened or the model cannot be loaded or placed. */
+int load_model_on(const char *cmd, const char *path, const char *adapter, const char *spec,
+                  Device **dev, Base **base, Model **model);
+
+/* Opens device spec for command cmd; prints why and returns -1 if not. */
+int open_device(const char *cmd, const char *spec, Device **dev);
 
 /* Prints a float array as a JSON list with 9 significant digits. */
 void print_json_floats(FILE *f, const float *x, int n);

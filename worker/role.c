@@ -111,7 +111,7 @@ static int role_build(Role *r, const Plumb__RoleConfig *cfg, const char *base_pa
     PL_TRY(own_base(r, cfg, resume ? rdir : NULL));
     ModelOptions mo = {.lora_rank = cfg->lora_rank, .lora_alpha = cfg->lora_alpha,
                        .lora_targets = targets, .head = cfg->head, .train_base = cfg->train_base,
-                       .seed = cfg->seed};
+                       .seed = cfg->seed, .dev = r->dev};
     PL_TRY(model_new(&r->model, r->base, &mo));
     PL_TRY(load_adapter(r, cfg, targets, resume ? rdir : NULL));
     if (head_path && !resume) PL_TRY(role_head_load(r, head_path));
@@ -133,7 +133,7 @@ static int role_build(Role *r, const Plumb__RoleConfig *cfg, const char *base_pa
 }
 
 int role_new(Role **out, const RoleDesc *d, const Plumb__RoleConfig *cfg_in, Base *base,
-             const char *base_path, const Tokenizer *tok, const char *tok_dir) {
+             const char *base_path, const Tokenizer *tok, const char *tok_dir, Device *dev) {
     *out = NULL;
     if (!d || !cfg_in || !base) return pl_fail(PL_EINVAL, "role_new: no role, config or base");
     RoleKind kind = d->kind;
@@ -152,6 +152,7 @@ int role_new(Role **out, const RoleDesc *d, const Plumb__RoleConfig *cfg_in, Bas
     r->desc = d;
     r->kind = kind;
     r->base = base;
+    r->dev = dev;
     r->tok = tok;
     snprintf(r->tok_dir, sizeof r->tok_dir, "%s", tok_dir ? tok_dir : "");
     int rc = role_build(r, &cfg, base_path);

@@ -69,6 +69,7 @@ struct Role {
     const RoleDesc *desc;
     RoleKind kind;
     Base *base;              /* shared unless own_base                         */
+    Device *dev;             /* where the model computes (NULL: the CPU)       */
     int own_base;            /* 1: loaded for this role (train_base)           */
     Model *model;
     const Tokenizer *tok;    /* shared, not owned                              */
@@ -104,7 +105,7 @@ struct Role {
  * optim_defaults; an empty schedule is constant. Fails with a message
  * naming the role and the bad setting or file. */
 int role_new(Role **out, const RoleDesc *d, const Plumb__RoleConfig *cfg, Base *base,
-             const char *base_path, const Tokenizer *tok, const char *tok_dir);
+             const char *base_path, const Tokenizer *tok, const char *tok_dir, Device *dev);
 void role_free(Role **r);
 
 /* Handles request q (q->role names this role, or is empty) with the

@@ -101,6 +101,7 @@ typedef struct {
     const WorkerOptions *o;
     ZtClient *client;
     Base *base;
+    Device *dev; /* where the roles compute (--device)         */
     Tokenizer *tok;
     char tok_dir[4096];
     char worker_id[128];
@@ -221,7 +222,7 @@ static int do_register(Worker *w) {
                          wel->roles[i]->role);
         if (rc == 0) /* role_new's errors name the role */
             rc = role_new(&w->roles[slot], w->o->roles_table[k], wel->roles[i], w->base,
-                          w->o->model, w->tok, w->tok_dir);
+                          w->o->model, w->tok, w->tok_dir, w->dev);
     }
     for (int j = 0; rc == 0 && j < w->n_roles; j++)
         if (!w->roles[j])
@@ -300,7 +301,8 @@ static void worker_free(Worker *w) {
     coll_free(&w->coll);
     for (int i = 0; i < w->n_roles; i++) role_free(&w->roles[i]);
     zt_client_free(&w->client);
-    base_free(&w->base);
+    base_free(&w->base); /* the base's device copy before its device */
+    dev_close(&w->dev);
     tok_free(&w->tok);
 }
 
@@ -328,8 +330,14 @@ int worker_run(const WorkerOptions *o) {
             snprintf(w.tok_dir, sizeof w.tok_dir, "%s", dirname(tmp));
         }
     }
-    int rc = base_load(&w.base, o->model);
-    if (rc < 0) return pl_wrap(rc, "loading the base model %s", o->model);
+    /* the device first: a worker that cannot have it says so before loading */
+    int rc = dev_open(&w.dev, o->device ? o->device : "cpu");
+    if (rc < 0) return pl_wrap(rc, "--device");
+    rc = base_load(&w.base, o->model);
+    if (rc < 0) {
+        worker_free(&w);
+        return pl_wrap(rc, "loading the base model %s", o->model);
+    }
     rc = tok_load(&w.tok, w.tok_dir);
     if (rc < 0) {
         rc = pl_wrap(rc, "loading the tokenizer from %s", w.tok_dir);
