@@ -81,6 +81,7 @@ static void cuda_sync_dev(Device *d) {
 
 static void *cuda_alloc_bytes(Device *d, size_t bytes) {
     if (d->err || !bytes) return NULL;
+    cudaSetDevice(d->id);
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, bytes);
     if (e == cudaSuccess) e = cudaMemset(p, 0, bytes);
@@ -124,10 +125,13 @@ static void cuda_zero_bytes(Device *d, void *dst, size_t bytes) {
     if (e != cudaSuccess) fail(d, PL_EDEVICE, "memset", e);
 }
 
-/* A kernel: nothing after a failure, and its own failure recorded. */
+/* A kernel: nothing after a failure, and its own failure recorded. The
+ * current device is per host thread: set it, so that a thread other than
+ * the one that opened the device launches where it should. */
 #define RUN(call)                                                                                  \
     do {                                                                                           \
         if (d->err) return;                                                                        \
+        cudaSetDevice(d->id);                                                                      \
         call;                                                                                      \
         take(d);                                                                                   \
     } while (0)
