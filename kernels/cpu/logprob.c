@@ -4,7 +4,10 @@
  *   lp = z[y] - lse(z),  H = lse(z) - sum p z,
  *   dlp/dz = onehot(y) - p,  dH/dz_j = -p_j (z_j - sum p z),
  * and sum p z = lse - H, so backward needs only lse and H from forward.
- * Each row is two passes over V; the softmax is never stored. */
+ * Each row is two passes over V; the softmax is never stored. The entropy
+ * is log S - T / S with S = sum e, T = sum e (z - max), e = exp(z - max):
+ * lse - (sum e z) / S would subtract two numbers near lse, and lose a
+ * peaked row's small entropy to rounding. */
 #include "../kernels.h"
 
 #include <float.h>
@@ -20,17 +23,17 @@ void logprob_forward(float *lp, float *ent, float *lse, const float *logits,
         float mx = -INFINITY;
         for (int j = 0; j < V; j++)
             if (z[j] * inv_temp > mx) mx = z[j] * inv_temp;
-        double sum = 0.0, sz = 0.0;
+        double sum = 0.0, t = 0.0;
         for (int j = 0; j < V; j++) {
             float zj = z[j] * inv_temp;
             if (zj == -INFINITY) continue; /* masked: p = 0, and 0 * -inf is NaN */
             double e = exp_neg(zj - mx);
             sum += e;
-            sz += e * zj;
+            t += e * ((double)zj - mx);
         }
         float l = mx + (float)log(sum);
         lse[i] = l;
-        if (ent) ent[i] = l - (float)(sz / sum);
+        if (ent) ent[i] = (float)(log(sum) - t / sum);
         lp[i] = targets[i] >= 0 ? z[targets[i]] * inv_temp - l : 0.0f;
     }
 }

@@ -120,7 +120,7 @@ void logprob_backward_cuda(float *dlogits, const float *dlp, const float *dent,
 
 void embedding_forward_cuda(float *out, const int *ids, const float *table, int N, int C);
 
-/* Scatter-add with atomics: rows with repeated ids sum in arbitrary order. */
+/* Deterministic: a repeated id's rows sum in row order, as on the CPU. */
 void embedding_backward_cuda(float *dtable, const float *dout, const int *ids, int N,
                              int C);
 

@@ -95,12 +95,16 @@ __global__ void embedding_forward_kernel(float *out, const int *ids, const float
     out[i] = table[(size_t)ids[row] * C + col];
 }
 
+/* One thread per column, the rows in order: every element sums in the CPU
+ * twin's order, so full fine-tuning is bit-reproducible (atomics would add
+ * a repeated id's rows in whatever order they land). Neighbouring threads
+ * read neighbouring columns: the loads of a row coalesce. */
 __global__ void embedding_backward_kernel(float *dtable, const float *dout, const int *ids,
                                           int N, int C) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (size_t)N * C) return;
-    size_t row = i / C, col = i % C;
-    atomicAdd(dtable + (size_t)ids[row] * C + col, dout[i]);
+    int col = blockIdx.x * blockDim.x + threadIdx.x;
+    if (col >= C) return;
+    for (int i = 0; i < N; i++)
+        dtable[(size_t)ids[i] * C + col] += dout[(size_t)i * C + col];
 }
 
 extern "C" void embedding_forward_cuda(float *out, const int *ids, const float *table, int N,
@@ -115,6 +119,6 @@ extern "C" void embedding_backward_cuda(float *dtable, const float *dout, const 
                                         int N, int C) {
     size_t n = (size_t)N * C;
     if (n == 0) return;
-    embedding_backward_kernel<<<ceil_div(n, 256), 256>>>(dtable, dout, ids, N, C);
+    embedding_backward_kernel<<<ceil_div((size_t)C, 128), 128>>>(dtable, dout, ids, N, C);
     CUDA_LAUNCHED("embedding_backward_kernel");
 }

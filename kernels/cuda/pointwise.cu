@@ -64,8 +64,17 @@ extern "C" void rmsnorm_backward_cuda(float *dinp, float *dw, const float *dout,
     }
 }
 
+/* The frequencies theta^(-(2j)/HS), j < HS/2, computed on the host with the
+ * CPU kernel's expression and passed by value (no copy, nothing to wait
+ * for): the device's powf is a few ulp off glibc's, and at position 4000
+ * that moves an angle by 1e-4 rad. So the angles are the CPU's, bit for bit. */
+#define ROPE_MAX_HALF 256
+typedef struct {
+    float f[ROPE_MAX_HALF];
+} InvFreq;
+
 /* One thread per (row, head, pair); sign -1 rotates backwards. */
-__global__ void rope_kernel(float *x, const int *pos, int N, int NHX, int HS, float theta,
+__global__ void rope_kernel(float *x, const int *pos, int N, int NHX, int HS, InvFreq inv,
                             int interleaved, float sign) {
     int half = HS / 2;
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -73,9 +82,7 @@ __global__ void rope_kernel(float *x, const int *pos, int N, int NHX, int HS, fl
     int j = (int)(idx % half);
     size_t ih = idx / half; /* row * NHX + head */
     size_t i = ih / NHX;
-    /* same frequency formula as the CPU kernel (and HF): theta^(-(2j)/HS) */
-    float inv_freq = 1.0f / powf(theta, (float)(2 * j) / (float)HS);
-    float ang = (float)pos[i] * inv_freq;
+    float ang = (float)pos[i] * inv.f[j];
     float c = cosf(ang), s = sign * sinf(ang);
     float *v = x + ih * HS;
     int a = interleaved ? 2 * j : j;
@@ -89,7 +96,13 @@ static void rope_launch(float *x, const int *pos, int N, int NHX, int HS, float 
                         int interleaved, float sign) {
     size_t n = (size_t)N * NHX * (HS / 2);
     if (n == 0) return;
-    rope_kernel<<<ceil_div(n, 256), 256>>>(x, pos, N, NHX, HS, theta, interleaved, sign);
+    if (HS / 2 > ROPE_MAX_HALF) {
+        cuda_note_error("head size above 512", "rope", __FILE__, __LINE__);
+        return;
+    }
+    InvFreq inv;
+    for (int j = 0; j < HS / 2; j++) inv.f[j] = 1.0f / powf(theta, (float)(2 * j) / (float)HS);
+    rope_kernel<<<ceil_div(n, 256), 256>>>(x, pos, N, NHX, HS, inv, interleaved, sign);
     CUDA_LAUNCHED("rope_kernel");
 }
 
