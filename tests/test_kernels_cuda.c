@@ -58,6 +58,15 @@ static float *nan_new(size_t n) {
     return x;
 }
 
+/* A device buffer of n NaNs: an output the kernel fails to write stays
+ * NaN and fails the comparison (a zeroed one could pass where the expected
+ * value is 0). */
+static float *cuda_nan(size_t n) {
+    float *h = nan_new(n), *d = cuda_upload(h, n);
+    free(h);
+    return d;
+}
+
 /* Downloads device d (n) and compares it with the CPU result ref. */
 static void assert_device_close(const float *d, const float *ref, size_t n, float tol,
                                 float eps, const char *what) {
@@ -147,7 +156,7 @@ static void test_embedding_cuda(void **state) {
     float *table = randn_new((size_t)V * C, &rng, 1.0f), *dout = randn_new((size_t)N * C, &rng, 1.0f);
     float *dtab = randn_new((size_t)V * C, &rng, 1.0f), *out = nan_new((size_t)N * C);
     int *d_ids = cuda_upload_int(ids, N);
-    float *d_table = cuda_upload(table, (size_t)V * C), *d_out = cuda_alloc((size_t)N * C);
+    float *d_table = cuda_upload(table, (size_t)V * C), *d_out = cuda_nan((size_t)N * C);
     float *d_dout = cuda_upload(dout, (size_t)N * C), *d_dtab = cuda_upload(dtab, (size_t)V * C);
     embedding_forward(out, ids, table, N, C);
     embedding_forward_cuda(d_out, d_ids, d_table, N, C);
@@ -177,7 +186,7 @@ static void test_rmsnorm_cuda(void **state) {
     float *out = nan_new(n), *rstd = nan_new(N);
     float *d_x = cuda_upload(x, n), *d_w = cuda_upload(w, C), *d_dout = cuda_upload(dout, n);
     float *d_dx = cuda_upload(dx, n), *d_dw = cuda_upload(dw, C);
-    float *d_out = cuda_alloc(n), *d_rstd = cuda_alloc(N);
+    float *d_out = cuda_nan(n), *d_rstd = cuda_nan(N);
     rmsnorm_forward(out, rstd, x, w, N, C, 1e-6f);
     rmsnorm_forward_cuda(d_out, d_rstd, d_x, d_w, N, C, 1e-6f);
     assert_device_close(d_out, out, n, 1e-5f, 1e-5f, "rmsnorm_forward_cuda out");
@@ -231,7 +240,7 @@ static void test_swiglu_cuda(void **state) {
     g[0] = 90.0f, g[1] = -90.0f;
     float *out = nan_new(n), *dg = nan_new(n), *du = nan_new(n);
     float *d_g = cuda_upload(g, n), *d_u = cuda_upload(u, n), *d_dout = cuda_upload(dout, n);
-    float *d_out = cuda_alloc(n), *d_dg = cuda_alloc(n), *d_du = cuda_alloc(n);
+    float *d_out = cuda_nan(n), *d_dg = cuda_nan(n), *d_du = cuda_nan(n);
     swiglu_forward(out, g, u, n);
     swiglu_forward_cuda(d_out, d_g, d_u, n);
     assert_device_close(d_out, out, n, 1e-6f, 1e-5f, "swiglu_forward_cuda");
@@ -265,8 +274,8 @@ static void test_attention_cuda(void **state) {
     float *dq = nan_new(nq), *dk = nan_new(nk), *dv = nan_new(nk);
     int *d_cu = cuda_upload_int(cu, B + 1);
     float *d_q = cuda_upload(q, nq), *d_k = cuda_upload(k, nk), *d_v = cuda_upload(v, nk);
-    float *d_dout = cuda_upload(dout, nq), *d_out = cuda_alloc(nq), *d_lse = cuda_alloc(nl);
-    float *d_dq = cuda_alloc(nq), *d_dk = cuda_alloc(nk), *d_dv = cuda_alloc(nk);
+    float *d_dout = cuda_upload(dout, nq), *d_out = cuda_nan(nq), *d_lse = cuda_nan(nl);
+    float *d_dq = cuda_nan(nq), *d_dk = cuda_nan(nk), *d_dv = cuda_nan(nk);
 
     attention_forward(out, lse, q, k, v, cu, B, NH, NKV, HS);
     attention_forward_cuda(d_out, d_lse, d_q, d_k, d_v, d_cu, B, N, NH, NKV, HS);
@@ -308,7 +317,7 @@ static void test_attention_decode_cuda(void **state) {
     float *out = nan_new(nq);
     int *d_lens = cuda_upload_int(lens, B);
     float *d_q = cuda_upload(q, nq), *d_kc = cuda_upload(kc, nc), *d_vc = cuda_upload(vc, nc);
-    float *d_out = cuda_alloc(nq);
+    float *d_out = cuda_nan(nq);
     attention_decode(out, q, kc, vc, NULL, lens, B, NH, NKV, HS, maxT);
     attention_decode_cuda(d_out, d_q, d_kc, d_vc, NULL, d_lens, B, NH, NKV, HS, maxT);
     assert_device_close(d_out, out, nq, 1e-5f, 1e-4f, "attention_decode_cuda");
@@ -335,8 +344,8 @@ static void test_logprob_cuda(void **state) {
     float *a = randn_new(N, &rng, 1.0f), *e = randn_new(N, &rng, 1.0f);
     int *d_t = cuda_upload_int(targets, N);
     float *d_logits = cuda_upload(logits, n), *d_a = cuda_upload(a, N), *d_e = cuda_upload(e, N);
-    float *d_lp = cuda_alloc(N), *d_ent = cuda_alloc(N), *d_lse = cuda_alloc(N);
-    float *d_dz = cuda_alloc(n);
+    float *d_lp = cuda_nan(N), *d_ent = cuda_nan(N), *d_lse = cuda_nan(N);
+    float *d_dz = cuda_nan(n);
     float lp[5], ent[5], lse[5];
     float *dz = nan_new(n);
     for (int ti = 0; ti < 2; ti++) {
@@ -363,6 +372,95 @@ static void test_logprob_cuda(void **state) {
     cuda_free(d_t), cuda_free(d_logits), cuda_free(d_a), cuda_free(d_e);
     cuda_free(d_lp), cuda_free(d_ent), cuda_free(d_lse), cuda_free(d_dz);
     free(logits), free(a), free(e), free(dz);
+}
+
+/* ------------------------------------------------------------ real sizes */
+
+/* The shapes real models have, which the small cases above do not reach:
+ * head size 128, GQA groups of 8 (attention) and 4 (decode), a sequence of
+ * 4096 beside one of a single token, decode through slots with lengths
+ * across several 128-key tiles, and a 152k vocabulary (Qwen's). */
+static void test_real_dims_cuda(void **state) {
+    (void)state;
+    NEED_GPU();
+    Rng rng;
+    rng_seed(&rng, 1901);
+    {
+        const int B = 3, NH = 16, NKV = 2, HS = 128;
+        const int cu[4] = {0, 1, 301, 4397};
+        const int N = cu[B];
+        size_t nq = (size_t)N * NH * HS, nk = (size_t)N * NKV * HS, nl = (size_t)N * NH;
+        float *q = randn_new(nq, &rng, 1.0f), *k = randn_new(nk, &rng, 1.0f);
+        float *v = randn_new(nk, &rng, 1.0f), *dout = randn_new(nq, &rng, 1.0f);
+        float *out = nan_new(nq), *lse = nan_new(nl);
+        float *dq = nan_new(nq), *dk = nan_new(nk), *dv = nan_new(nk);
+        int *d_cu = cuda_upload_int(cu, B + 1);
+        float *d_q = cuda_upload(q, nq), *d_k = cuda_upload(k, nk), *d_v = cuda_upload(v, nk);
+        float *d_dout = cuda_upload(dout, nq), *d_out = cuda_nan(nq), *d_lse = cuda_nan(nl);
+        float *d_dq = cuda_nan(nq), *d_dk = cuda_nan(nk), *d_dv = cuda_nan(nk);
+        attention_forward(out, lse, q, k, v, cu, B, NH, NKV, HS);
+        attention_forward_cuda(d_out, d_lse, d_q, d_k, d_v, d_cu, B, N, NH, NKV, HS);
+        assert_device_close(d_out, out, nq, 1e-5f, 1e-4f, "attention_forward_cuda out (4k, HS 128)");
+        assert_device_close(d_lse, lse, nl, 1e-5f, 1e-5f, "attention_forward_cuda lse (4k, HS 128)");
+        attention_backward(dq, dk, dv, dout, out, lse, q, k, v, cu, B, NH, NKV, HS);
+        float *d_o = cuda_upload(out, nq), *d_l = cuda_upload(lse, nl);
+        attention_backward_cuda(d_dq, d_dk, d_dv, d_dout, d_o, d_l, d_q, d_k, d_v, d_cu, B, N, NH,
+                                NKV, HS);
+        assert_device_close(d_dq, dq, nq, 1e-4f, 1e-3f, "attention_backward_cuda dq (4k)");
+        assert_device_close(d_dk, dk, nk, 1e-4f, 1e-3f, "attention_backward_cuda dk (4k)");
+        assert_device_close(d_dv, dv, nk, 1e-4f, 1e-3f, "attention_backward_cuda dv (4k)");
+        cuda_free(d_cu), cuda_free(d_q), cuda_free(d_k), cuda_free(d_v), cuda_free(d_dout);
+        cuda_free(d_out), cuda_free(d_lse), cuda_free(d_dq), cuda_free(d_dk), cuda_free(d_dv);
+        cuda_free(d_o), cuda_free(d_l);
+        free(q), free(k), free(v), free(dout), free(out), free(lse), free(dq), free(dk), free(dv);
+    }
+    {
+        /* 4 rows read slots 5, 0, 2, 7 of 8, holding 1, 129, 1000 and 300 keys */
+        const int B = 4, S = 8, NH = 32, NKV = 8, HS = 128, maxT = 1024, kd = NKV * HS;
+        const int slots[4] = {5, 0, 2, 7}, lens[4] = {1, 129, 1000, 300};
+        size_t nq = (size_t)B * NH * HS, nc = (size_t)S * maxT * kd;
+        float *q = randn_new(nq, &rng, 1.0f), *kc = nan_new(nc), *vc = nan_new(nc);
+        for (int b = 0; b < B; b++) {
+            tu_randn(kc + (size_t)slots[b] * maxT * kd, (size_t)lens[b] * kd, &rng, 1.0f);
+            tu_randn(vc + (size_t)slots[b] * maxT * kd, (size_t)lens[b] * kd, &rng, 1.0f);
+        }
+        float *out = nan_new(nq);
+        int *d_slots = cuda_upload_int(slots, B), *d_lens = cuda_upload_int(lens, B);
+        float *d_q = cuda_upload(q, nq), *d_kc = cuda_upload(kc, nc), *d_vc = cuda_upload(vc, nc);
+        float *d_out = cuda_nan(nq);
+        attention_decode(out, q, kc, vc, slots, lens, B, NH, NKV, HS, maxT);
+        attention_decode_cuda(d_out, d_q, d_kc, d_vc, d_slots, d_lens, B, NH, NKV, HS, maxT);
+        assert_device_close(d_out, out, nq, 1e-5f, 1e-4f, "attention_decode_cuda (slots, HS 128)");
+        cuda_free(d_slots), cuda_free(d_lens), cuda_free(d_q), cuda_free(d_kc), cuda_free(d_vc);
+        cuda_free(d_out);
+        free(q), free(kc), free(vc), free(out);
+    }
+    {
+        const int N = 16, V = 152064;
+        int targets[16];
+        for (int i = 0; i < N; i++) targets[i] = i == 3 ? -1 : (int)(rng_u64(&rng) % V);
+        size_t n = (size_t)N * V;
+        float *logits = randn_new(n, &rng, 4.0f), *a = randn_new(N, &rng, 1.0f);
+        float *e = randn_new(N, &rng, 1.0f), *dz = nan_new(n);
+        logits[7 * (size_t)V + 11] = 40.0f; /* a peaked row: a small entropy */
+        float lp[16], ent[16], lse[16];
+        int *d_t = cuda_upload_int(targets, N);
+        float *d_logits = cuda_upload(logits, n), *d_a = cuda_upload(a, N), *d_e = cuda_upload(e, N);
+        float *d_lp = cuda_nan(N), *d_ent = cuda_nan(N), *d_lse = cuda_nan(N), *d_dz = cuda_nan(n);
+        logprob_forward(lp, ent, lse, logits, targets, N, V, 1.0f);
+        logprob_forward_cuda(d_lp, d_ent, d_lse, d_logits, d_t, N, V, 1.0f);
+        assert_device_close(d_lp, lp, N, 1e-4f, 1e-5f, "logprob_forward_cuda lp (V 152k)");
+        assert_device_close(d_ent, ent, N, 1e-4f, 1e-4f, "logprob_forward_cuda ent (V 152k)");
+        assert_device_close(d_lse, lse, N, 1e-4f, 1e-5f, "logprob_forward_cuda lse (V 152k)");
+        float *d_lse_cpu = cuda_upload(lse, N), *d_ent_cpu = cuda_upload(ent, N);
+        logprob_backward(dz, a, e, logits, lse, ent, targets, N, V, 1.0f);
+        logprob_backward_cuda(d_dz, d_a, d_e, d_logits, d_lse_cpu, d_ent_cpu, d_t, N, V, 1.0f);
+        assert_device_close(d_dz, dz, n, 1e-6f, 1e-4f, "logprob_backward_cuda (V 152k)");
+        cuda_free(d_t), cuda_free(d_logits), cuda_free(d_a), cuda_free(d_e), cuda_free(d_lp);
+        cuda_free(d_ent), cuda_free(d_lse), cuda_free(d_dz), cuda_free(d_lse_cpu);
+        cuda_free(d_ent_cpu);
+        free(logits), free(a), free(e), free(dz);
+    }
 }
 
 /* ---------------------------------------------------- scale, scalar head */
@@ -413,6 +511,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_attention_decode_cuda),
         cmocka_unit_test(test_logprob_cuda),
         cmocka_unit_test(test_head_cuda),
+        cmocka_unit_test(test_real_dims_cuda),
     };
     /* one test per process (scripts/gpu-check.sh): a sticky device fault in
      * one kernel must not fail the others */
