@@ -255,41 +255,41 @@ static void test_swiglu_cuda(void **state) {
 
 /* ------------------------------------------------------------- attention */
 
-/* Proves attention_forward_cuda (out, lse) and attention_backward_cuda (dq,
- * dk, dv) match the CPU kernels on a packed GQA batch (NH=4, NKV=2) whose
- * sequences of lengths 1, 7, 150, 200 are shorter and longer than the
- * kernels' 128-row tiles. */
-static void test_attention_cuda(void **state) {
-    (void)state;
-    NEED_GPU();
-    Rng rng;
-    rng_seed(&rng, 1301);
-    const int B = 4, NH = 4, NKV = 2, HS = 32;
-    const int cu[5] = {0, 1, 8, 158, 358};
+/* attention_forward_cuda (out, lse) and attention_backward_cuda (dq, dk,
+ * dv) against the CPU kernels on a packed batch with boundaries cu (B+1)
+ * and random q, k, v; backward starts from the CPU forward's out and lse,
+ * so that only backward differs. */
+static void check_attention(Rng *rng, const int *cu, int B, int NH, int NKV, int HS,
+                            const char *what) {
     const int N = cu[B];
     size_t nq = (size_t)N * NH * HS, nk = (size_t)N * NKV * HS, nl = (size_t)N * NH;
-    float *q = randn_new(nq, &rng, 1.0f), *k = randn_new(nk, &rng, 1.0f);
-    float *v = randn_new(nk, &rng, 1.0f), *dout = randn_new(nq, &rng, 1.0f);
+    float *q = randn_new(nq, rng, 1.0f), *k = randn_new(nk, rng, 1.0f);
+    float *v = randn_new(nk, rng, 1.0f), *dout = randn_new(nq, rng, 1.0f);
     float *out = nan_new(nq), *lse = nan_new(nl);
     float *dq = nan_new(nq), *dk = nan_new(nk), *dv = nan_new(nk);
     int *d_cu = cuda_upload_int(cu, B + 1);
     float *d_q = cuda_upload(q, nq), *d_k = cuda_upload(k, nk), *d_v = cuda_upload(v, nk);
     float *d_dout = cuda_upload(dout, nq), *d_out = cuda_nan(nq), *d_lse = cuda_nan(nl);
     float *d_dq = cuda_nan(nq), *d_dk = cuda_nan(nk), *d_dv = cuda_nan(nk);
+    char msg[160];
 
     attention_forward(out, lse, q, k, v, cu, B, NH, NKV, HS);
     attention_forward_cuda(d_out, d_lse, d_q, d_k, d_v, d_cu, B, N, NH, NKV, HS);
-    assert_device_close(d_out, out, nq, 1e-5f, 1e-4f, "attention_forward_cuda out");
-    assert_device_close(d_lse, lse, nl, 1e-5f, 1e-5f, "attention_forward_cuda lse");
+    snprintf(msg, sizeof msg, "attention_forward_cuda out (%s)", what);
+    assert_device_close(d_out, out, nq, 1e-5f, 1e-4f, msg);
+    snprintf(msg, sizeof msg, "attention_forward_cuda lse (%s)", what);
+    assert_device_close(d_lse, lse, nl, 1e-5f, 1e-5f, msg);
 
-    /* backward from the CPU forward's out/lse, so only backward differs */
     float *d_out_cpu = cuda_upload(out, nq), *d_lse_cpu = cuda_upload(lse, nl);
     attention_backward(dq, dk, dv, dout, out, lse, q, k, v, cu, B, NH, NKV, HS);
     attention_backward_cuda(d_dq, d_dk, d_dv, d_dout, d_out_cpu, d_lse_cpu, d_q, d_k, d_v,
                             d_cu, B, N, NH, NKV, HS);
-    assert_device_close(d_dq, dq, nq, 1e-4f, 1e-3f, "attention_backward_cuda dq");
-    assert_device_close(d_dk, dk, nk, 1e-4f, 1e-3f, "attention_backward_cuda dk");
-    assert_device_close(d_dv, dv, nk, 1e-4f, 1e-3f, "attention_backward_cuda dv");
+    snprintf(msg, sizeof msg, "attention_backward_cuda dq (%s)", what);
+    assert_device_close(d_dq, dq, nq, 1e-4f, 1e-3f, msg);
+    snprintf(msg, sizeof msg, "attention_backward_cuda dk (%s)", what);
+    assert_device_close(d_dk, dk, nk, 1e-4f, 1e-3f, msg);
+    snprintf(msg, sizeof msg, "attention_backward_cuda dv (%s)", what);
+    assert_device_close(d_dv, dv, nk, 1e-4f, 1e-3f, msg);
 
     cuda_free(d_cu), cuda_free(d_q), cuda_free(d_k), cuda_free(d_v), cuda_free(d_dout);
     cuda_free(d_out), cuda_free(d_lse), cuda_free(d_dq), cuda_free(d_dk), cuda_free(d_dv);
@@ -297,32 +297,53 @@ static void test_attention_cuda(void **state) {
     free(q), free(k), free(v), free(dout), free(out), free(lse), free(dq), free(dk), free(dv);
 }
 
-/* Proves attention_decode_cuda matches the CPU decode over KV caches
- * (B, maxT, NKV*HS) with 1, 5 and 140 valid rows; the slots past lens[b]
- * hold NaN, so reading them would show. */
+/* attention_decode_cuda against the CPU decode: B query rows, row b
+ * reading cache slot slots[b] (slots NULL: slot b) of S slots of maxT
+ * positions, lens[b] of them valid; the positions past lens[b] hold NaN,
+ * so reading them would show. */
+static void check_decode(Rng *rng, const int *slots, const int *lens, int B, int S, int NH,
+                         int NKV, int HS, int maxT, const char *what) {
+    const int kd = NKV * HS;
+    size_t nq = (size_t)B * NH * HS, nc = (size_t)S * maxT * kd;
+    float *q = randn_new(nq, rng, 1.0f), *kc = nan_new(nc), *vc = nan_new(nc);
+    for (int b = 0; b < B; b++) {
+        int slot = slots ? slots[b] : b;
+        tu_randn(kc + (size_t)slot * maxT * kd, (size_t)lens[b] * kd, rng, 1.0f);
+        tu_randn(vc + (size_t)slot * maxT * kd, (size_t)lens[b] * kd, rng, 1.0f);
+    }
+    float *out = nan_new(nq);
+    int *d_lens = cuda_upload_int(lens, B), *d_slots = slots ? cuda_upload_int(slots, B) : NULL;
+    float *d_q = cuda_upload(q, nq), *d_kc = cuda_upload(kc, nc), *d_vc = cuda_upload(vc, nc);
+    float *d_out = cuda_nan(nq);
+    attention_decode(out, q, kc, vc, slots, lens, B, NH, NKV, HS, maxT);
+    attention_decode_cuda(d_out, d_q, d_kc, d_vc, d_slots, d_lens, B, NH, NKV, HS, maxT);
+    char msg[160];
+    snprintf(msg, sizeof msg, "attention_decode_cuda (%s)", what);
+    assert_device_close(d_out, out, nq, 1e-5f, 1e-4f, msg);
+    cuda_free(d_lens), cuda_free(d_slots), cuda_free(d_q), cuda_free(d_kc), cuda_free(d_vc);
+    cuda_free(d_out);
+    free(q), free(kc), free(vc), free(out);
+}
+
+/* A packed GQA batch (NH=4, NKV=2) whose sequences of lengths 1, 7, 150,
+ * 200 are shorter and longer than the kernels' 128-row tiles. */
+static void test_attention_cuda(void **state) {
+    (void)state;
+    NEED_GPU();
+    Rng rng;
+    rng_seed(&rng, 1301);
+    const int cu[5] = {0, 1, 8, 158, 358};
+    check_attention(&rng, cu, 4, 4, 2, 32, "HS 32");
+}
+
+/* Caches with 1, 5 and 140 valid rows, one slot per row. */
 static void test_attention_decode_cuda(void **state) {
     (void)state;
     NEED_GPU();
     Rng rng;
     rng_seed(&rng, 1302);
-    const int B = 3, NH = 4, NKV = 2, HS = 32, maxT = 160;
     const int lens[3] = {1, 5, 140};
-    const int kd = NKV * HS;
-    size_t nq = (size_t)B * NH * HS, nc = (size_t)B * maxT * kd;
-    float *q = randn_new(nq, &rng, 1.0f), *kc = nan_new(nc), *vc = nan_new(nc);
-    for (int b = 0; b < B; b++) {
-        tu_randn(kc + (size_t)b * maxT * kd, (size_t)lens[b] * kd, &rng, 1.0f);
-        tu_randn(vc + (size_t)b * maxT * kd, (size_t)lens[b] * kd, &rng, 1.0f);
-    }
-    float *out = nan_new(nq);
-    int *d_lens = cuda_upload_int(lens, B);
-    float *d_q = cuda_upload(q, nq), *d_kc = cuda_upload(kc, nc), *d_vc = cuda_upload(vc, nc);
-    float *d_out = cuda_nan(nq);
-    attention_decode(out, q, kc, vc, NULL, lens, B, NH, NKV, HS, maxT);
-    attention_decode_cuda(d_out, d_q, d_kc, d_vc, NULL, d_lens, B, NH, NKV, HS, maxT);
-    assert_device_close(d_out, out, nq, 1e-5f, 1e-4f, "attention_decode_cuda");
-    cuda_free(d_lens), cuda_free(d_q), cuda_free(d_kc), cuda_free(d_vc), cuda_free(d_out);
-    free(q), free(kc), free(vc), free(out);
+    check_decode(&rng, NULL, lens, 3, 3, 4, 2, 32, 160, "HS 32");
 }
 
 /* ---------------------------------------------------- log-probs, entropy */
@@ -385,56 +406,11 @@ static void test_real_dims_cuda(void **state) {
     NEED_GPU();
     Rng rng;
     rng_seed(&rng, 1901);
-    {
-        const int B = 3, NH = 16, NKV = 2, HS = 128;
-        const int cu[4] = {0, 1, 301, 4397};
-        const int N = cu[B];
-        size_t nq = (size_t)N * NH * HS, nk = (size_t)N * NKV * HS, nl = (size_t)N * NH;
-        float *q = randn_new(nq, &rng, 1.0f), *k = randn_new(nk, &rng, 1.0f);
-        float *v = randn_new(nk, &rng, 1.0f), *dout = randn_new(nq, &rng, 1.0f);
-        float *out = nan_new(nq), *lse = nan_new(nl);
-        float *dq = nan_new(nq), *dk = nan_new(nk), *dv = nan_new(nk);
-        int *d_cu = cuda_upload_int(cu, B + 1);
-        float *d_q = cuda_upload(q, nq), *d_k = cuda_upload(k, nk), *d_v = cuda_upload(v, nk);
-        float *d_dout = cuda_upload(dout, nq), *d_out = cuda_nan(nq), *d_lse = cuda_nan(nl);
-        float *d_dq = cuda_nan(nq), *d_dk = cuda_nan(nk), *d_dv = cuda_nan(nk);
-        attention_forward(out, lse, q, k, v, cu, B, NH, NKV, HS);
-        attention_forward_cuda(d_out, d_lse, d_q, d_k, d_v, d_cu, B, N, NH, NKV, HS);
-        assert_device_close(d_out, out, nq, 1e-5f, 1e-4f, "attention_forward_cuda out (4k, HS 128)");
-        assert_device_close(d_lse, lse, nl, 1e-5f, 1e-5f, "attention_forward_cuda lse (4k, HS 128)");
-        attention_backward(dq, dk, dv, dout, out, lse, q, k, v, cu, B, NH, NKV, HS);
-        float *d_o = cuda_upload(out, nq), *d_l = cuda_upload(lse, nl);
-        attention_backward_cuda(d_dq, d_dk, d_dv, d_dout, d_o, d_l, d_q, d_k, d_v, d_cu, B, N, NH,
-                                NKV, HS);
-        assert_device_close(d_dq, dq, nq, 1e-4f, 1e-3f, "attention_backward_cuda dq (4k)");
-        assert_device_close(d_dk, dk, nk, 1e-4f, 1e-3f, "attention_backward_cuda dk (4k)");
-        assert_device_close(d_dv, dv, nk, 1e-4f, 1e-3f, "attention_backward_cuda dv (4k)");
-        cuda_free(d_cu), cuda_free(d_q), cuda_free(d_k), cuda_free(d_v), cuda_free(d_dout);
-        cuda_free(d_out), cuda_free(d_lse), cuda_free(d_dq), cuda_free(d_dk), cuda_free(d_dv);
-        cuda_free(d_o), cuda_free(d_l);
-        free(q), free(k), free(v), free(dout), free(out), free(lse), free(dq), free(dk), free(dv);
-    }
-    {
-        /* 4 rows read slots 5, 0, 2, 7 of 8, holding 1, 129, 1000 and 300 keys */
-        const int B = 4, S = 8, NH = 32, NKV = 8, HS = 128, maxT = 1024, kd = NKV * HS;
-        const int slots[4] = {5, 0, 2, 7}, lens[4] = {1, 129, 1000, 300};
-        size_t nq = (size_t)B * NH * HS, nc = (size_t)S * maxT * kd;
-        float *q = randn_new(nq, &rng, 1.0f), *kc = nan_new(nc), *vc = nan_new(nc);
-        for (int b = 0; b < B; b++) {
-            tu_randn(kc + (size_t)slots[b] * maxT * kd, (size_t)lens[b] * kd, &rng, 1.0f);
-            tu_randn(vc + (size_t)slots[b] * maxT * kd, (size_t)lens[b] * kd, &rng, 1.0f);
-        }
-        float *out = nan_new(nq);
-        int *d_slots = cuda_upload_int(slots, B), *d_lens = cuda_upload_int(lens, B);
-        float *d_q = cuda_upload(q, nq), *d_kc = cuda_upload(kc, nc), *d_vc = cuda_upload(vc, nc);
-        float *d_out = cuda_nan(nq);
-        attention_decode(out, q, kc, vc, slots, lens, B, NH, NKV, HS, maxT);
-        attention_decode_cuda(d_out, d_q, d_kc, d_vc, d_slots, d_lens, B, NH, NKV, HS, maxT);
-        assert_device_close(d_out, out, nq, 1e-5f, 1e-4f, "attention_decode_cuda (slots, HS 128)");
-        cuda_free(d_slots), cuda_free(d_lens), cuda_free(d_q), cuda_free(d_kc), cuda_free(d_vc);
-        cuda_free(d_out);
-        free(q), free(kc), free(vc), free(out);
-    }
+    const int cu[4] = {0, 1, 301, 4397};
+    check_attention(&rng, cu, 3, 16, 2, 128, "4k tokens, HS 128, GQA 8");
+    /* 4 rows read slots 5, 0, 2, 7 of 8, holding 1, 129, 1000 and 300 keys */
+    const int slots[4] = {5, 0, 2, 7}, lens[4] = {1, 129, 1000, 300};
+    check_decode(&rng, slots, lens, 4, 8, 32, 8, 128, 1024, "slots, HS 128, GQA 4");
     {
         const int N = 16, V = 152064;
         int targets[16];
