@@ -18,18 +18,30 @@
 #include "kernels/cuda/kernels_cuda.h"
 #include "kernels/kernels.h"
 
-static int g_gpu; /* set once by the group setup */
+static int g_gpu;       /* set once by the group setup */
+static CudaCtx *g_ctx; /* device 0's stream and cuBLAS handle */
 
 static int group_setup(void **state) {
     (void)state;
     g_gpu = cuda_available();
-    if (!g_gpu) printf("no GPU: skipping CUDA kernel tests\n");
+    if (!g_gpu) {
+        printf("no GPU: skipping CUDA kernel tests\n");
+        return 0;
+    }
+    char msg[512];
+    g_ctx = cuda_ctx_new(0);
+    if (!g_ctx) {
+        cuda_take_error(msg, sizeof msg);
+        printf("no CUDA context on device 0: %s\n", msg);
+        return -1;
+    }
+    cuda_ctx_use(g_ctx);
     return 0;
 }
 
 static int group_teardown(void **state) {
     (void)state;
-    if (g_gpu) cuda_shutdown();
+    cuda_ctx_free(g_ctx);
     return 0;
 }
 

@@ -199,9 +199,10 @@ __global__ void attention_backward_dkv_kernel(float *dk, float *dv, const float 
 extern "C" void attention_forward_cuda(float *out, float *lse, const float *q, const float *k,
                                        const float *v, const int *cu_seqlens, int B, int N,
                                        int NH, int NKV, int HS) {
+    NEED_CTX(ctx);
     if (B <= 0 || N <= 0) return;
     size_t smem = sizeof(float) * (2 * (size_t)HS + ATT_THREADS);
-    attention_forward_kernel<<<dim3(N, NH), ATT_THREADS, smem>>>(
+    attention_forward_kernel<<<dim3(N, NH), ATT_THREADS, smem, ctx->stream>>>(
         out, lse, q, k, v, cu_seqlens, B, NH, NKV, HS, 1.0f / sqrtf((float)HS));
     CUDA_LAUNCHED("attention_forward_kernel");
 }
@@ -211,14 +212,15 @@ extern "C" void attention_backward_cuda(float *dq, float *dk, float *dv, const f
                                         const float *k, const float *v,
                                         const int *cu_seqlens, int B, int N, int NH,
                                         int NKV, int HS) {
+    NEED_CTX(ctx);
     if (B <= 0 || N <= 0) return;
     float scale = 1.0f / sqrtf((float)HS);
     size_t smem_q = sizeof(float) * (3 * (size_t)HS + ATT_THREADS);
-    attention_backward_dq_kernel<<<dim3(N, NH), ATT_THREADS, smem_q>>>(
+    attention_backward_dq_kernel<<<dim3(N, NH), ATT_THREADS, smem_q, ctx->stream>>>(
         dq, dout, out, lse, q, k, v, cu_seqlens, B, NH, NKV, HS, scale);
     CUDA_LAUNCHED("attention_backward_dq_kernel");
     size_t smem_kv = sizeof(float) * (4 * (size_t)HS + 2 * ATT_THREADS);
-    attention_backward_dkv_kernel<<<dim3(N, NKV), ATT_THREADS, smem_kv>>>(
+    attention_backward_dkv_kernel<<<dim3(N, NKV), ATT_THREADS, smem_kv, ctx->stream>>>(
         dk, dv, dout, out, lse, q, k, v, cu_seqlens, B, NH, NKV, HS, scale);
     CUDA_LAUNCHED("attention_backward_dkv_kernel");
 }
@@ -226,9 +228,10 @@ extern "C" void attention_backward_cuda(float *dq, float *dk, float *dv, const f
 extern "C" void attention_decode_cuda(float *out, const float *q, const float *kc,
                                       const float *vc, const int *slots, const int *lens,
                                       int B, int NH, int NKV, int HS, int maxT) {
+    NEED_CTX(ctx);
     if (B <= 0) return;
     size_t smem = sizeof(float) * (2 * (size_t)HS + ATT_THREADS);
-    attention_decode_kernel<<<dim3(B, NH), ATT_THREADS, smem>>>(
+    attention_decode_kernel<<<dim3(B, NH), ATT_THREADS, smem, ctx->stream>>>(
         out, q, kc, vc, slots, lens, NH, NKV, HS, maxT, 1.0f / sqrtf((float)HS));
     CUDA_LAUNCHED("attention_decode_kernel");
 }

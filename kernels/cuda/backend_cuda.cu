@@ -5,10 +5,9 @@
  * there is no driver, no device or no such ordinal. Every call records
  * the first failure of a launch or a library call in the device's sticky
  * error, and sync adds what the device reports when its queue drains
- * (an illegal address, say). The twins still launch on the legacy default
- * stream of the current device, with one process-wide cuBLAS handle: one
- * device per process. A stream and library handles per Device come with
- * the bf16 path. */
+ * (an illegal address, say). Each Device has its own context (a
+ * non-blocking stream and a cuBLAS handle on it, d->impl): every kernel,
+ * copy and fill of the device goes to that stream, in order. */
 #include <string.h>
 
 #include "common.cuh"
@@ -63,17 +62,31 @@ static int cuda_open(Device *d) {
                  p.major, p.minor);
         return refuse(d, PL_ENOTSUP, m);
     }
+    CudaCtx *c = cuda_ctx_new(d->id);
+    if (!c) {
+        cuda_take_error(m, sizeof m);
+        return refuse(d, PL_EDEVICE, m);
+    }
+    d->impl = c;
     return 0;
 }
 
+static CudaCtx *ctx_of(Device *d) {
+    CudaCtx *c = (CudaCtx *)d->impl;
+    cuda_ctx_use(c); /* the calling thread's current context and device */
+    return c;
+}
+
 static void cuda_close(Device *d) {
-    (void)d;
-    cudaDeviceSynchronize();
+    CudaCtx *c = (CudaCtx *)d->impl;
+    if (cuda_ctx_current() == c) cuda_ctx_use(NULL);
+    cuda_ctx_free(c);
     cudaGetLastError();
+    d->impl = NULL;
 }
 
 static void cuda_sync_dev(Device *d) {
-    cudaError_t e = cudaDeviceSynchronize();
+    cudaError_t e = cudaStreamSynchronize(ctx_of(d)->stream);
     if (e == cudaSuccess) e = cudaGetLastError();
     if (e != cudaSuccess) fail(d, PL_EDEVICE, "a kernel or copy failed", e);
     take(d);
@@ -81,10 +94,10 @@ static void cuda_sync_dev(Device *d) {
 
 static void *cuda_alloc_bytes(Device *d, size_t bytes) {
     if (d->err || !bytes) return NULL;
-    cudaSetDevice(d->id);
+    CudaCtx *c = ctx_of(d);
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, bytes);
-    if (e == cudaSuccess) e = cudaMemset(p, 0, bytes);
+    if (e == cudaSuccess) e = cudaMemsetAsync(p, 0, bytes, c->stream);
     if (e != cudaSuccess) {
         if (p) cudaFree(p);
         cudaGetLastError();
@@ -97,13 +110,20 @@ static void *cuda_alloc_bytes(Device *d, size_t bytes) {
 }
 
 static void cuda_free_bytes(Device *d, void *p) {
-    (void)d;
-    if (p) cudaFree(p);
+    if (!p) return;
+    /* cudaFree waits for the device, so nothing queued still uses p */
+    ctx_of(d);
+    cudaFree(p);
 }
 
+/* On the device's stream. From pageable host memory an upload returns once
+ * the source is staged, so the caller may reuse it; a download waits for
+ * the stream, and so for everything queued before it. */
 static void memcpy_dev(Device *d, void *dst, const void *src, size_t bytes, const char *what) {
     if (d->err || !bytes || dst == src) return;
-    cudaError_t e = cudaMemcpy(dst, src, bytes, cudaMemcpyDefault);
+    CudaCtx *c = ctx_of(d);
+    cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, c->stream);
+    if (e == cudaSuccess && !strcmp(what, "download")) e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess) fail(d, PL_EDEVICE, what, e);
 }
 
@@ -121,17 +141,18 @@ static void cuda_copy_bytes(Device *d, void *dst, const void *src, size_t bytes)
 
 static void cuda_zero_bytes(Device *d, void *dst, size_t bytes) {
     if (d->err || !bytes) return;
-    cudaError_t e = cudaMemset(dst, 0, bytes);
+    cudaError_t e = cudaMemsetAsync(dst, 0, bytes, ctx_of(d)->stream);
     if (e != cudaSuccess) fail(d, PL_EDEVICE, "memset", e);
 }
 
 /* A kernel: nothing after a failure, and its own failure recorded. The
- * current device is per host thread: set it, so that a thread other than
- * the one that opened the device launches where it should. */
+ * current context and device are per host thread: set them, so that a
+ * thread other than the one that opened the device launches where it
+ * should. */
 #define RUN(call)                                                                                  \
     do {                                                                                           \
         if (d->err) return;                                                                        \
-        cudaSetDevice(d->id);                                                                      \
+        ctx_of(d);                                                                                 \
         call;                                                                                      \
         take(d);                                                                                   \
     } while (0)

@@ -3,11 +3,30 @@
 #ifndef PLUMB_CUDA_COMMON_CUH
 #define PLUMB_CUDA_COMMON_CUH
 
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
 
 #include "kernels_cuda.h"
+
+struct CudaCtx {
+    int device;
+    cudaStream_t stream; /* non-blocking: no implicit order with stream 0 */
+    cublasHandle_t blas; /* bound to stream                               */
+};
+
+/* The calling thread's context for a kernel wrapper: records an error and
+ * returns from the enclosing void function when there is none. */
+#define NEED_CTX(ctx)                                                         \
+    CudaCtx *ctx = cuda_ctx_current();                                        \
+    do {                                                                      \
+        if (!ctx) {                                                           \
+            cuda_note_error("no current context (cuda_ctx_use)", __func__,    \
+                            __FILE__, __LINE__);                              \
+            return;                                                           \
+        }                                                                     \
+    } while (0)
 
 /* Records the failure of a CUDA call (expr evaluates to cudaError_t), for
  * cuda_take_error, and returns from the enclosing void function. Nothing

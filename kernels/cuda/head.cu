@@ -43,23 +43,26 @@ __global__ void head_backward_dw_kernel(float *dw, const float *dout, const floa
 }
 
 extern "C" void scale_cuda(float *x, size_t n, float s) {
+    NEED_CTX(ctx);
     if (n == 0) return;
     unsigned b = ceil_div(n, 256);
-    scale_kernel<<<b > 65535u ? 65535u : b, 256>>>(x, n, s);
+    scale_kernel<<<b > 65535u ? 65535u : b, 256, 0, ctx->stream>>>(x, n, s);
     CUDA_LAUNCHED("scale_kernel");
 }
 
 extern "C" void head_forward_cuda(float *out, const float *x, const float *w, int N, int C) {
+    NEED_CTX(ctx);
     if (N <= 0) return;
-    head_forward_kernel<<<ceil_div((size_t)N, 8), 256>>>(out, x, w, N, C);
+    head_forward_kernel<<<ceil_div((size_t)N, 8), 256, 0, ctx->stream>>>(out, x, w, N, C);
     CUDA_LAUNCHED("head_forward_kernel");
 }
 
 extern "C" void head_backward_cuda(float *dx, float *dw, const float *dout, const float *x,
                                    const float *w, int N, int C) {
+    NEED_CTX(ctx);
     if (N <= 0) return;
-    head_backward_dx_kernel<<<ceil_div((size_t)N * C, 256), 256>>>(dx, dout, w, N, C);
+    head_backward_dx_kernel<<<ceil_div((size_t)N * C, 256), 256, 0, ctx->stream>>>(dx, dout, w, N, C);
     CUDA_LAUNCHED("head_backward_dx_kernel");
-    head_backward_dw_kernel<<<ceil_div((size_t)C + 1, 128), 128>>>(dw, dout, x, N, C);
+    head_backward_dw_kernel<<<ceil_div((size_t)C + 1, 128), 128, 0, ctx->stream>>>(dw, dout, x, N, C);
     CUDA_LAUNCHED("head_backward_dw_kernel");
 }

@@ -6,9 +6,11 @@
  * int arrays (cu_seqlens, pos, lens, targets, ids), is a device pointer.
  * Storage and accumulation are fp32 for now.
  *
- * Kernels are launched on the default stream and are asynchronous; none
- * reads a device value back (attention takes the row count N from the
- * host). A failed launch or library call is recorded, with the kernel's or
+ * Kernels and cuBLAS calls go to the stream of the calling thread's
+ * current context (cuda_ctx_use): a device, a non-blocking stream and a
+ * cuBLAS handle bound to it; there is no global handle and nothing runs on
+ * the legacy default stream. They are asynchronous, and none reads a device
+ * value back (attention takes the row count N from the host). A failed launch or library call is recorded, with the kernel's or
  * the call's name, for cuda_take_error; the function then returns without
  * further work. Nothing prints and nothing exits the process.
  *
@@ -29,8 +31,9 @@ extern "C" {
  * device, ...). Never aborts and leaves no sticky error behind. */
 int cuda_available(void);
 
-/* Waits for all queued device work; 0 on success, -1 (recorded for
- * cuda_take_error) if a kernel or copy failed. */
+/* Waits for the current context's stream (the whole device without one);
+ * 0 on success, -1 (recorded for cuda_take_error) if a kernel or copy
+ * failed. */
 int cuda_sync(void);
 
 /* The first failure recorded on this thread since the last call: -1 with
@@ -41,8 +44,17 @@ int cuda_take_error(char *msg, size_t cap);
  * already recorded; for the .cu files. */
 void cuda_note_error(const char *cuda_msg, const char *what, const char *file, int line);
 
-/* Releases the lazily created cuBLAS handle (safe to call when none). */
-void cuda_shutdown(void);
+/* A context on device `device` (cudaSetDevice): a non-blocking stream and
+ * a cuBLAS handle on it. NULL on failure (recorded for cuda_take_error). */
+typedef struct CudaCtx CudaCtx;
+CudaCtx *cuda_ctx_new(int device);
+void cuda_ctx_free(CudaCtx *c);
+
+/* Makes c the calling thread's current context (and its device current):
+ * the kernels below and cuda_sync use it. A kernel called with no current
+ * context records an error and does nothing. */
+void cuda_ctx_use(CudaCtx *c);
+CudaCtx *cuda_ctx_current(void);
 
 /* A new zero-filled device buffer of n floats / ints; NULL on failure
  * (reported on stderr) or when n == 0. Free with cuda_free. */
@@ -53,7 +65,8 @@ int *cuda_alloc_int(size_t n);
 float *cuda_upload(const float *x, size_t n);
 int *cuda_upload_int(const int *x, size_t n);
 
-/* Copies n values from device src to host dst (synchronizes). */
+/* Copies n values from device src to host dst, after the work queued on
+ * the current context's stream. */
 void cuda_download(float *dst, const float *src, size_t n);
 void cuda_download_int(int *dst, const int *src, size_t n);
 

@@ -5,27 +5,6 @@
  * major, out (OC,N) = w(IC,OC)^T @ inp (IC,N): sgemm(T, N, OC, N, IC). */
 #include "common.cuh"
 
-#include <cublas_v2.h>
-
-/* Created on first use, destroyed by cuda_shutdown. Not thread-safe: the
- * first matmul must not race with another thread's first matmul. */
-static cublasHandle_t g_cublas;
-
-static cublasHandle_t cublas(void) {
-    if (!g_cublas) {
-        cublasStatus_t st = cublasCreate(&g_cublas);
-        if (st != CUBLAS_STATUS_SUCCESS) {
-            cuda_note_error(cublasGetStatusString(st), "cublasCreate", __FILE__, __LINE__);
-            g_cublas = NULL;
-        }
-    }
-    return g_cublas;
-}
-
-extern "C" void cuda_shutdown(void) {
-    if (g_cublas) cublasDestroy(g_cublas);
-    g_cublas = NULL;
-}
 
 #define CUBLAS_TRY(expr)                                                      \
     do {                                                                      \
@@ -54,15 +33,15 @@ __global__ void bias_grad_kernel(float *dbias, const float *dout, int N, int OC)
 extern "C" void matmul_forward_cuda(float *out, const float *inp, const float *w,
                                     const float *bias, int N, int IC, int OC,
                                     int accumulate) {
-    cublasHandle_t h = cublas();
-    if (!h) return;
+    NEED_CTX(ctx);
+    cublasHandle_t h = ctx->blas;
     const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     /* beta == 0: cuBLAS does not read out, so garbage (even NaN) is fine. */
     CUBLAS_TRY(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, &one, w, IC, inp, IC,
                            &beta, out, OC));
     if (bias && (size_t)N * OC > 0) {
         size_t n = (size_t)N * OC;
-        add_bias_kernel<<<ceil_div(n, 256), 256>>>(out, bias, N, OC);
+        add_bias_kernel<<<ceil_div(n, 256), 256, 0, ctx->stream>>>(out, bias, N, OC);
         CUDA_LAUNCHED("add_bias_kernel");
     }
 }
@@ -70,10 +49,10 @@ extern "C" void matmul_forward_cuda(float *out, const float *inp, const float *w
 extern "C" void matmul_backward_cuda(float *dinp, float *dw, float *dbias, const float *dout,
                                      const float *inp, const float *w, int N, int IC,
                                      int OC) {
+    NEED_CTX(ctx);
     const float one = 1.0f;
     if (dinp || dw) {
-        cublasHandle_t h = cublas();
-        if (!h) return;
+        cublasHandle_t h = ctx->blas;
         if (dinp) /* (IC,N) += (IC,OC) @ (OC,N), column-major */
             CUBLAS_TRY(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, &one, w, IC, dout,
                                    OC, &one, dinp, IC));
@@ -82,7 +61,7 @@ extern "C" void matmul_backward_cuda(float *dinp, float *dw, float *dbias, const
                                    dout, OC, &one, dw, IC));
     }
     if (dbias && OC > 0) {
-        bias_grad_kernel<<<ceil_div(OC, 128), 128>>>(dbias, dout, N, OC);
+        bias_grad_kernel<<<ceil_div(OC, 128), 128, 0, ctx->stream>>>(dbias, dout, N, OC);
         CUDA_LAUNCHED("bias_grad_kernel");
     }
 }
@@ -109,16 +88,18 @@ __global__ void embedding_backward_kernel(float *dtable, const float *dout, cons
 
 extern "C" void embedding_forward_cuda(float *out, const int *ids, const float *table, int N,
                                        int C) {
+    NEED_CTX(ctx);
     size_t n = (size_t)N * C;
     if (n == 0) return;
-    embedding_forward_kernel<<<ceil_div(n, 256), 256>>>(out, ids, table, N, C);
+    embedding_forward_kernel<<<ceil_div(n, 256), 256, 0, ctx->stream>>>(out, ids, table, N, C);
     CUDA_LAUNCHED("embedding_forward_kernel");
 }
 
 extern "C" void embedding_backward_cuda(float *dtable, const float *dout, const int *ids,
                                         int N, int C) {
+    NEED_CTX(ctx);
     size_t n = (size_t)N * C;
     if (n == 0) return;
-    embedding_backward_kernel<<<ceil_div((size_t)C, 128), 128>>>(dtable, dout, ids, N, C);
+    embedding_backward_kernel<<<ceil_div((size_t)C, 128), 128, 0, ctx->stream>>>(dtable, dout, ids, N, C);
     CUDA_LAUNCHED("embedding_backward_kernel");
 }

@@ -78,16 +78,18 @@ __global__ void logprob_backward_kernel(float *dlogits, const float *dlp, const 
 
 extern "C" void logprob_forward_cuda(float *lp, float *ent, float *lse, const float *logits,
                                      const int *targets, int N, int V, float inv_temp) {
+    NEED_CTX(ctx);
     if (N <= 0) return;
-    logprob_forward_kernel<<<N, LP_THREADS>>>(lp, ent, lse, logits, targets, V, inv_temp);
+    logprob_forward_kernel<<<N, LP_THREADS, 0, ctx->stream>>>(lp, ent, lse, logits, targets, V, inv_temp);
     CUDA_LAUNCHED("logprob_forward_kernel");
 }
 
 extern "C" void logprob_backward_cuda(float *dlogits, const float *dlp, const float *dent,
                                       const float *logits, const float *lse, const float *ent,
                                       const int *targets, int N, int V, float inv_temp) {
+    NEED_CTX(ctx);
     if (N <= 0) return;
-    logprob_backward_kernel<<<N, LP_THREADS>>>(dlogits, dlp, dent, logits, lse, ent, targets,
+    logprob_backward_kernel<<<N, LP_THREADS, 0, ctx->stream>>>(dlogits, dlp, dent, logits, lse, ent, targets,
                                                V, inv_temp);
     CUDA_LAUNCHED("logprob_backward_kernel");
 }

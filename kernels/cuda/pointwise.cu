@@ -45,21 +45,23 @@ __global__ void rmsnorm_backward_dw_kernel(float *dw, const float *dout, const f
 
 extern "C" void rmsnorm_forward_cuda(float *out, float *rstd, const float *inp,
                                      const float *w, int N, int C, float eps) {
+    NEED_CTX(ctx);
     if (N <= 0) return;
-    rmsnorm_forward_kernel<<<N, ROW_THREADS>>>(out, rstd, inp, w, C, eps);
+    rmsnorm_forward_kernel<<<N, ROW_THREADS, 0, ctx->stream>>>(out, rstd, inp, w, C, eps);
     CUDA_LAUNCHED("rmsnorm_forward_kernel");
 }
 
 extern "C" void rmsnorm_backward_cuda(float *dinp, float *dw, const float *dout,
                                       const float *inp, const float *w, const float *rstd,
                                       int N, int C) {
+    NEED_CTX(ctx);
     if (N <= 0 || C <= 0) return;
     if (dinp) {
-        rmsnorm_backward_dinp_kernel<<<N, ROW_THREADS>>>(dinp, dout, inp, w, rstd, C);
+        rmsnorm_backward_dinp_kernel<<<N, ROW_THREADS, 0, ctx->stream>>>(dinp, dout, inp, w, rstd, C);
         CUDA_LAUNCHED("rmsnorm_backward_dinp_kernel");
     }
     if (dw) {
-        rmsnorm_backward_dw_kernel<<<ceil_div(C, 128), 128>>>(dw, dout, inp, rstd, N, C);
+        rmsnorm_backward_dw_kernel<<<ceil_div(C, 128), 128, 0, ctx->stream>>>(dw, dout, inp, rstd, N, C);
         CUDA_LAUNCHED("rmsnorm_backward_dw_kernel");
     }
 }
@@ -94,6 +96,7 @@ __global__ void rope_kernel(float *x, const int *pos, int N, int NHX, int HS, In
 
 static void rope_launch(float *x, const int *pos, int N, int NHX, int HS, float theta,
                         int interleaved, float sign) {
+    NEED_CTX(ctx);
     size_t n = (size_t)N * NHX * (HS / 2);
     if (n == 0) return;
     if (HS / 2 > ROPE_MAX_HALF) {
@@ -102,7 +105,7 @@ static void rope_launch(float *x, const int *pos, int N, int NHX, int HS, float 
     }
     InvFreq inv;
     for (int j = 0; j < HS / 2; j++) inv.f[j] = 1.0f / powf(theta, (float)(2 * j) / (float)HS);
-    rope_kernel<<<ceil_div(n, 256), 256>>>(x, pos, N, NHX, HS, inv, interleaved, sign);
+    rope_kernel<<<ceil_div(n, 256), 256, 0, ctx->stream>>>(x, pos, N, NHX, HS, inv, interleaved, sign);
     CUDA_LAUNCHED("rope_kernel");
 }
 
@@ -144,14 +147,16 @@ static unsigned elementwise_blocks(size_t n) {
 
 extern "C" void swiglu_forward_cuda(float *out, const float *gate, const float *up,
                                     size_t n) {
+    NEED_CTX(ctx);
     if (n == 0) return;
-    swiglu_forward_kernel<<<elementwise_blocks(n), 256>>>(out, gate, up, n);
+    swiglu_forward_kernel<<<elementwise_blocks(n), 256, 0, ctx->stream>>>(out, gate, up, n);
     CUDA_LAUNCHED("swiglu_forward_kernel");
 }
 
 extern "C" void swiglu_backward_cuda(float *dgate, float *dup, const float *dout,
                                      const float *gate, const float *up, size_t n) {
+    NEED_CTX(ctx);
     if (n == 0) return;
-    swiglu_backward_kernel<<<elementwise_blocks(n), 256>>>(dgate, dup, dout, gate, up, n);
+    swiglu_backward_kernel<<<elementwise_blocks(n), 256, 0, ctx->stream>>>(dgate, dup, dout, gate, up, n);
     CUDA_LAUNCHED("swiglu_backward_kernel");
 }
