@@ -686,6 +686,13 @@ void ds_reader_free(DsReader **r) {
 
 const DsSummary *ds_reader_summary(const DsReader *r) { return &r->sum; }
 
+const char *ds_reader_raw(const DsReader *r, size_t *len) {
+    size_t n = r->line_len;
+    if (n && r->line[n - 1] == '\r') n--;
+    *len = n;
+    return r->line ? r->line : "";
+}
+
 /* Reads the next line into r->line (keeping at most max bytes); *total is its
  * full length. Returns 1, 0 at the end, or PL_EIO/PL_ENOMEM. */
 static int read_line(DsReader *r, size_t max, size_t *total) {

@@ -199,4 +199,9 @@ int ds_reader_next(DsReader *r, DsRecord *rec, long *line, DsReason *why, char *
 /* Counters so far. */
 const DsSummary *ds_reader_summary(const DsReader *r);
 
+/* The bytes of the line ds_reader_next read last, without its newline or a
+ * trailing \r (of a line over the limit, the first max_line_bytes): what a
+ * dead letter keeps. Valid until the next call. */
+const char *ds_reader_raw(const DsReader *r, size_t *len);
+
 #endif

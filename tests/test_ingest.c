@@ -97,6 +97,13 @@ static void test_ingest_file(void **state) {
     assert_non_null(strstr(dead, "\"line\":4001,\"reason\":\"invalid_json\""));
     assert_non_null(strstr(dead, "\"line\":4002,\"reason\":\"chosen_equals_rejected\""));
     assert_non_null(strstr(dead, "\"line\":4003,\"reason\":\"field_type\""));
+    /* a letter keeps the bad line itself, not only the reason */
+    assert_non_null(strstr(dead, "\"raw\":\"not json\""));
+    assert_non_null(strstr(dead, "\"raw\":\"{\\\"prompt\\\": 7, \\\"chosen\\\": \\\"2\\\""));
+    /* three letters, once each after the re-run */
+    size_t lines = 0;
+    for (size_t i = 0; i < n; i++) lines += dead[i] == '\n';
+    assert_int_equal(lines, 3);
     free(dead);
     /* every stored record unpacks */
     char *shard = tu_read_file(tu_path("%s/shard.bin", dir), &n);
@@ -114,6 +121,65 @@ static void test_ingest_file(void **state) {
     assert_int_equal(at, n);
     assert_int_equal(count, 4000);
     free(shard);
+}
+
+/* A run killed while writing leaves the shard (or its dead letters) cut at
+ * any byte: inside a record's 4-byte length, inside its data, between two
+ * records, inside a letter. Each such file, run again, loses its torn tail
+ * with a message saying how many bytes, and ends byte for byte as the
+ * uninterrupted run's (the records go in file order, so the re-run writes
+ * exactly what was cut). Needs test_ingest_file's shard. */
+static void test_ingest_torn_tail(void **state) {
+    size_t n, nd;
+    char *whole = tu_read_file(tu_path("%s/shard.bin", dir), &n);
+    char *dead = tu_read_file(tu_path("%s/shard.bin.dead.jsonl", dir), &nd);
+    assert_non_null(whole);
+    assert_non_null(dead);
+    /* the records' offsets, to cut at and around them */
+    size_t starts[4096], ns = 0;
+    for (size_t at = 0; at + 4 <= n && ns < 4096;) {
+        const unsigned char *h = (const unsigned char *)whole + at;
+        starts[ns++] = at;
+        at += 4 + (h[0] | h[1] << 8 | h[2] << 16 | (size_t)h[3] << 24);
+    }
+    const size_t last = starts[ns - 1], mid = starts[ns / 2];
+    const size_t cuts[] = {1, 2, 3, 4, 5, mid, mid + 1, mid + 3, mid + 4, mid + 9,
+                           last, last + 2, last + 4, last + 5, n - 1};
+    char cmd[4096];
+    for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
+        /* the shard cut at cuts[c], the letters cut inside the second one */
+        size_t dcut = c % 3 == 0 ? nd : (size_t)(strchr(dead, '\n') - dead) + 1 + 7 * (c % 3);
+        FILE *f = fopen(tu_path("%s/torn.bin", dir), "wb");
+        fwrite(whole, 1, cuts[c], f);
+        fclose(f);
+        f = fopen(tu_path("%s/torn.bin.dead.jsonl", dir), "wb");
+        fwrite(dead, 1, dcut, f);
+        fclose(f);
+        char *out = NULL;
+        snprintf(cmd, sizeof cmd, "%s ingest %s/in.jsonl --tokenizer %s/arith --out %s/torn.bin 2>&1",
+                 tu_plumb_bin(), dir, dir, dir);
+        int rc = tu_run(cmd, &out);
+        if (rc != 0) fail_msg("cut at %zu: exit %d\n%s", cuts[c], rc, out);
+        size_t from = 0; /* the last whole record's end before the cut */
+        for (size_t k = 0; k < ns && starts[k] <= cuts[c]; k++) from = starts[k];
+        char want[160];
+        snprintf(want, sizeof want, "torn.bin: dropped %zu bytes of a torn record at byte %zu",
+                 cuts[c] - from, from);
+        if (cuts[c] != from && !strstr(out, want)) fail_msg("cut at %zu: no \"%s\"\n%s", cuts[c], want, out);
+        snprintf(want, sizeof want, "torn.bin.dead.jsonl: dropped %zu bytes of a torn dead letter",
+                 (size_t)(7 * (c % 3)));
+        if (dcut < nd && !strstr(out, want)) fail_msg("letters cut at %zu: no \"%s\"\n%s", dcut, want, out);
+        free(out);
+        size_t m, md;
+        char *again = tu_read_file(tu_path("%s/torn.bin", dir), &m);
+        char *dagain = tu_read_file(tu_path("%s/torn.bin.dead.jsonl", dir), &md);
+        if (m != n || memcmp(again, whole, n)) fail_msg("cut at %zu: the shard differs", cuts[c]);
+        if (md != nd || memcmp(dagain, dead, nd)) fail_msg("cut at %zu: the letters differ", cuts[c]);
+        free(again);
+        free(dagain);
+    }
+    free(whole);
+    free(dead);
 }
 
 /* A real redis-server: ingest, re-ingest, dead letters; then the server
@@ -142,6 +208,9 @@ static void test_ingest_redis(void **state) {
     tu_run(cmd, &xlen);
     snprintf(cmd, sizeof cmd, "redis-cli -p %d -n 3 XLEN prefs:dead", port);
     tu_run(cmd, &dlen);
+    char *letters = NULL;
+    snprintf(cmd, sizeof cmd, "redis-cli -p %d -n 3 XRANGE prefs:dead - +", port);
+    tu_run(cmd, &letters);
     snprintf(cmd, sizeof cmd, "redis-cli -p %d shutdown nosave > /dev/null 2>&1", port);
     system(cmd); /* stop the server before any assertion can fail */
     assert_int_equal(rc, 0);
@@ -152,6 +221,11 @@ static void test_ingest_redis(void **state) {
     assert_int_equal(field(s2, "duplicate"), 4000);
     assert_int_equal(atoi(xlen), 4000);
     assert_int_equal(atoi(dlen), 3);
+    /* a letter keeps the line itself, and the reason with its message */
+    assert_non_null(letters);
+    assert_non_null(strstr(letters, "not json"));
+    assert_non_null(strstr(letters, "invalid_json: invalid JSON at column"));
+    free(letters);
     json_decref(s);
     json_decref(s2);
     free(xlen);
@@ -180,6 +254,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_record_roundtrip),
         cmocka_unit_test(test_ingest_file),
+        cmocka_unit_test(test_ingest_torn_tail),
         cmocka_unit_test(test_ingest_redis),
         cmocka_unit_test(test_bad_arguments),
     };

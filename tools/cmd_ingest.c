@@ -1,10 +1,13 @@
 /* plumb ingest: validate and tokenize a JSONL dataset into a Redis stream
  * or a local shard file, idempotently, keeping bad lines as dead letters. */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "common/buf.h"
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/redis.h"
@@ -118,13 +121,23 @@ static int sink_record(Sink *s, unsigned char *buf, size_t len) {
     return rc < 0 ? rc : 0;
 }
 
-static int sink_dead(Sink *s, long line, const char *reason, const char *message) {
+/* A bad line, kept: its number, the reason (name and message) and the line
+ * itself (raw, at most RDS_DEAD_RAW_MAX bytes). */
+static int sink_dead(Sink *s, long line, const char *reason, const char *message, const char *raw,
+                     size_t raw_len) {
+    if (raw_len > RDS_DEAD_RAW_MAX) raw_len = RDS_DEAD_RAW_MAX;
     if (s->conn) {
         int rc = flush_redis(s); /* keep the stream in file order */
         if (rc < 0) return rc;
-        return rds_dead_letter(s->conn, s->stream, line, reason, message, strlen(message), NULL, &s->sum);
+        char why[640];
+        snprintf(why, sizeof why, "%s: %s", reason, message);
+        return rds_dead_letter(s->conn, s->stream, line, why, raw, raw_len, NULL, &s->sum);
     }
+    /* json_stringn: the line may be no valid UTF-8; jansson then refuses it,
+     * and the letter keeps the rest */
     json_t *j = json_pack("{s:I, s:s, s:s}", "line", (json_int_t)line, "reason", reason, "message", message);
+    json_t *r = json_stringn(raw, raw_len);
+    if (j) json_object_set_new(j, "raw", r ? r : json_string("(not UTF-8)"));
     char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (!txt) return pl_fail(PL_ENOMEM, "dead letter: out of memory");
@@ -139,20 +152,39 @@ static int sink_dead(Sink *s, long line, const char *reason, const char *message
     return rc < 0 ? rc : 0;
 }
 
+/* Cuts path back to its first `keep` bytes: the torn tail a killed run
+ * left, which the re-run writes again. Says so on stderr. */
+static int cut_tail(const char *path, long long keep, long long size, const char *what) {
+    if (truncate(path, (off_t)keep) != 0)
+        return pl_fail(PL_EIO, "%s: cannot drop its torn tail: %s", path, strerror(errno));
+    fprintf(stderr, "plumb ingest: %s: dropped %lld bytes of a torn %s at byte %lld (an "
+                    "interrupted run); going on\n",
+            path, size - keep, what, keep);
+    return 0;
+}
+
 /* Rebuilds the sets from an existing shard and dead-letter file, so that a
- * re-run adds nothing twice. */
+ * re-run adds nothing twice. A record or letter cut short (a run killed
+ * mid-write) is dropped from the file, and written again by this run. */
 static int load_existing(Sink *s, const char *path, const char *dead_path) {
     FILE *f = fopen(path, "rb");
     if (f) {
         unsigned char hdr[4];
         long long at = 0;
-        while (fread(hdr, 4, 1, f) == 1) {
+        int torn = 0;
+        for (;;) {
+            size_t got = fread(hdr, 1, 4, f);
+            if (got == 0) break;
             size_t n = (size_t)hdr[0] | (size_t)hdr[1] << 8 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 24;
-            unsigned char *b = malloc(n ? n : 1);
-            if (!b || fread(b, 1, n, f) != n) {
-                free(b);
+            unsigned char *b = got == 4 ? malloc(n ? n : 1) : NULL;
+            if (got == 4 && !b) {
                 fclose(f);
-                return pl_fail(PL_EFORMAT, "%s: truncated record at byte %lld", path, at);
+                return pl_fail(PL_ENOMEM, "%s: a record of %zu bytes at byte %lld", path, n, at);
+            }
+            if (got < 4 || fread(b, 1, n, f) != n) {
+                free(b);
+                torn = 1;
+                break;
             }
             char hash[RDS_HASH_HEX];
             rds_hash_hex(b, n, hash);
@@ -163,21 +195,36 @@ static int load_existing(Sink *s, const char *path, const char *dead_path) {
             }
             at += 4 + (long long)n;
         }
+        int err = ferror(f);
+        fseek(f, 0, SEEK_END);
+        long long size = ftell(f);
         fclose(f);
+        if (err) return pl_fail(PL_EIO, "reading %s failed", path);
+        if (torn) PL_TRY(cut_tail(path, at, size, "record"));
     }
     f = fopen(dead_path, "rb");
     if (f) {
-        char line[8192];
-        while (fgets(line, sizeof line, f)) {
-            size_t n = strcspn(line, "\n");
-            char hash[RDS_HASH_HEX];
-            rds_hash_hex(line, n, hash);
-            if (set_add(&s->dead_seen, hash) < 0) {
-                fclose(f);
-                return PL_ENOMEM;
+        PlBuf line = {0};
+        long long at = 0, size = 0;
+        int c, rc = 0;
+        /* letters are whole lines: a last one without its newline is torn */
+        while (rc == 0 && (c = fgetc(f)) != EOF) {
+            size++;
+            if (c != '\n') {
+                char ch = (char)c;
+                rc = pl_buf_put(&line, &ch, 1);
+                continue;
             }
+            char hash[RDS_HASH_HEX];
+            rds_hash_hex(line.p ? line.p : "", line.n, hash);
+            rc = set_add(&s->dead_seen, hash) < 0 ? PL_ENOMEM : 0;
+            line.n = 0;
+            at = size;
         }
         fclose(f);
+        pl_buf_free(&line);
+        if (rc < 0) return rc;
+        if (at < size) PL_TRY(cut_tail(dead_path, at, size, "dead letter"));
     }
     return 0;
 }
@@ -244,7 +291,9 @@ int cmd_ingest(int argc, char **argv) {
         }
         if (r == 0) break;
         if (r == 2) {
-            rc = sink_dead(&s, line, ds_reason_name(why), reason);
+            size_t raw_len;
+            const char *raw = ds_reader_raw(rd, &raw_len);
+            rc = sink_dead(&s, line, ds_reason_name(why), reason, raw, raw_len);
         } else {
             unsigned char *buf;
             size_t len;
