@@ -13,7 +13,7 @@
 #   BUNDLE/ref/     the CPU's numbers for the check's training steps: the SFT
 #                   start they load, and the metrics of short DPO and GRPO runs
 #   BUNDLE/configs/ those runs' configs
-#   BUNDLE/gpu-check.sh, configs-short.sh, metrics-close.py
+#   BUNDLE/gpu-check.sh, configs-short.sh, metrics-close.py, gpu_torch.py
 #
 # Then, on the GPU machine, from BUNDLE: sh gpu-check.sh (see there).
 set -e
@@ -39,7 +39,7 @@ for b in "$BUNDLE"/bin/*; do ldd "$b"; done | awk '$2 == "=>" && $3 ~ /^\// { pr
     grep -Ev '/(libc|libm|libdl|libpthread|librt|libutil|ld-linux[^/]*|libcuda|libcudart|libcublas|libcublasLt|libnvidia[^/]*)\.so' |
     while read -r lib; do cp -L "$lib" "$BUNDLE/lib/"; done
 cp -r tests/data/hf/llama tests/data/hf/qwen2 "$BUNDLE/data/hf/"
-cp scripts/gpu-check.sh scripts/configs-short.sh scripts/metrics-close.py "$BUNDLE/"
+cp scripts/gpu-check.sh scripts/configs-short.sh scripts/metrics-close.py bench/gpu_torch.py "$BUNDLE/"
 
 say "the CPU's numbers for the training steps (a few minutes)"
 cp configs/sft-arith.yaml configs/dpo-arith.yaml configs/grpo-arith.yaml "$BUNDLE/configs/"

@@ -20,7 +20,9 @@
 #   5 steps      DPO and GRPO runs on the GPU against the CPU's metrics
 #   6 hf_bf16    parity with transformers in bf16 (not yet: plumb has no
 #                bf16 path; the stage says so and is skipped)
-#   7 bench      plumb bench on the GPU, decode and a training step
+#   7 bench      plumb bench (decode at batch 1 and 64, a training step and a
+#                DPO step, LoRA and full) and the same measures in PyTorch
+#                (gpu_torch.py, fp32 and bf16) on one 1B Llama checkpoint
 # A stage reports PASS, FAIL or SKIP (with the reason in its log).
 HERE=$(cd "$(dirname "$0")" && pwd)
 cd "$HERE"
@@ -120,12 +122,23 @@ stage_bench() {
     "$BIN/plumb" init --out "$m" --vocab 128256 --dim 2048 --hidden 8192 --layers 16 --heads 32 \
         --kv-heads 8 --seq-len 2048 --tie || return 1
     fail=0
+    echo "== plumb ($DEVICE, fp32)"
     for b in 1 64; do
         "$BIN/plumb" bench decode --model "$m" --device "$DEVICE" --batch $b --prompt-len 64 \
             --tokens 128 --repeat 2 || fail=1
     done
-    "$BIN/plumb" bench train --model "$m" --device "$DEVICE" --batch 4 --seq-len 512 --steps 3 || fail=1
-    "$BIN/plumb" bench train --model "$m" --device "$DEVICE" --batch 4 --seq-len 512 --steps 3 --full || fail=1
+    for mode in "" --full; do
+        "$BIN/plumb" bench train --model "$m" --device "$DEVICE" --batch 4 --seq-len 512 --steps 3 $mode || fail=1
+        "$BIN/plumb" bench train --model "$m" --device "$DEVICE" --batch 4 --seq-len 512 --steps 3 --dpo $mode || fail=1
+    done
+    # the same checkpoint and measures in PyTorch + transformers (+ peft)
+    torch_dev=cuda
+    case $DEVICE in cpu*) torch_dev=cpu ;; esac
+    for dt in float32 bfloat16; do
+        echo "== torch ($torch_dev, $dt)"
+        python3 gpu_torch.py --model "$m" --device $torch_dev --dtype $dt --batch 1,64 \
+            --prompt-len 64 --tokens 128 --train-batch 4 --seq-len 512 --steps 3 || fail=1
+    done
     rm -rf "$m"
     return $fail
 }

@@ -107,6 +107,9 @@ static void test_init_pretrain_generate_bench(void **state) {
     free(out);
     assert_int_equal(plumb(&out, "bench train --model %s/l2c.bin --batch 2 --seq-len 16 --steps 1 --full", dir), 0);
     free(out);
+    assert_int_equal(plumb(&out, "bench train --model %s/l2c.bin --batch 2 --seq-len 16 --steps 1 --dpo", dir), 0);
+    assert_non_null(strstr(out, "dpo: 2 pairs x 16 tokens, lora"));
+    free(out);
 }
 
 /* Copies the tiny llama folder into dir for tampering. */

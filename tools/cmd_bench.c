@@ -16,7 +16,7 @@ static void usage(FILE *f) {
             "usage: plumb bench decode --model PATH [--batch B] [--prompt-len P] [--tokens N]\n"
             "                          [--threads T] [--repeat R]\n"
             "       plumb bench train  --model PATH [--batch B] [--seq-len T] [--steps S]\n"
-            "                          [--lora-rank R | --full] [--threads T]\n"
+            "                          [--lora-rank R | --full] [--dpo] [--threads T]\n"
             "       (either: [--device cpu|cuda:N])\n"
             "\n"
             "decode: B sequences of P random prompt ids, then N new tokens each, greedy\n"
@@ -25,7 +25,9 @@ static void usage(FILE *f) {
             "train:  forward + backward of B packed sequences of T random ids with\n"
             "        log-prob loss; prints tokens/s and ms per step (median of S steps\n"
             "        after one warm-up). Defaults B 4, T 256, S 5, LoRA rank 8 on q,v;\n"
-            "        --full trains every weight instead.\n");
+            "        --full trains every weight instead. --dpo times a DPO step's compute:\n"
+            "        B pairs, the policy's forward + backward on both halves and the\n"
+            "        reference's (the base without adapter) forward.\n");
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -86,7 +88,11 @@ static int bench_decode(Model *m, int B, int P, int N, int repeat) {
     return rc < 0 ? 1 : 0;
 }
 
-static int bench_train(Model *m, int B, int T, int steps) {
+/* With ref (DPO), each step also runs ref forward over the batch: B counts
+ * the pairs, and the batch holds 2B sequences (chosen and rejected). */
+static int bench_train(Model *m, Model *ref, int B, int T, int steps) {
+    int pairs = B;
+    if (ref) B *= 2;
     const ModelConfig *c = &m->base->cfg;
     if (T > c->max_seq_len) {
         fprintf(stderr, "plumb bench: --seq-len %d exceeds the context %d\n", T, c->max_seq_len);
@@ -109,7 +115,8 @@ static int bench_train(Model *m, int B, int T, int steps) {
     for (int s = -1; s < steps && rc == 0; s++) {
         double t0 = pl_now_s();
         model_zero_grad(m);
-        rc = model_forward(m, &b, lp, NULL, NULL, NULL);
+        if (ref) rc = model_forward(ref, &b, lp, NULL, NULL, NULL);
+        if (rc == 0) rc = model_forward(m, &b, lp, NULL, NULL, NULL);
         if (rc == 0) rc = model_backward(m, &b, dlp, NULL, NULL);
         if (s >= 0) ms[s] = (pl_now_s() - t0) * 1e3;
     }
@@ -118,9 +125,14 @@ static int bench_train(Model *m, int B, int T, int steps) {
     } else {
         qsort(ms, steps, sizeof *ms, cmp_double);
         double med = ms[steps / 2];
-        printf("train: batch %d x %d tokens, %s: %.1f ms/step, %.1f tokens/s (activations %.1f MiB)\n",
-               B, T, m->train_base ? "full" : "lora", med, N / (med / 1e3),
-               model_acts_bytes(m) / 1048576.0);
+        if (ref)
+            printf("dpo: %d pairs x %d tokens, %s: %.1f ms/step, %.1f tokens/s (activations %.1f MiB)\n",
+                   pairs, T, m->train_base ? "full" : "lora", med, N / (med / 1e3),
+                   model_acts_bytes(m) / 1048576.0);
+        else
+            printf("train: batch %d x %d tokens, %s: %.1f ms/step, %.1f tokens/s (activations %.1f MiB)\n",
+                   B, T, m->train_base ? "full" : "lora", med, N / (med / 1e3),
+                   model_acts_bytes(m) / 1048576.0);
     }
     free(tok);
     free(tgt);
@@ -143,7 +155,7 @@ int cmd_bench(int argc, char **argv) {
         return 2;
     }
     int B = is_decode ? 1 : 4, P = 8, N = 128, T = 256, steps = 5, threads = 0, rank = 8, full = 0;
-    int repeat = 3;
+    int repeat = 3, dpo = 0;
     const char *device = "cpu";
     const Opt opts[] = {
         OPT_REQ("--model", &model_path), OPT_INT("--batch", &B, 1, 4096),
@@ -151,7 +163,7 @@ int cmd_bench(int argc, char **argv) {
         OPT_INT("--seq-len", &T, 2, 1 << 20), OPT_INT("--steps", &steps, 1, 100000),
         OPT_INT("--threads", &threads, 1, 1024), OPT_INT("--lora-rank", &rank, 1, 4096),
         OPT_INT("--repeat", &repeat, 1, 1000), OPT_FLAG("--full", &full),
-        OPT_STR("--device", &device), OPT_END};
+        OPT_FLAG("--dpo", &dpo), OPT_STR("--device", &device), OPT_END};
     int prc = opts_parse("bench", argc, argv, 2, opts, usage);
     if (prc >= 0) return prc;
     set_threads(threads);
@@ -186,7 +198,14 @@ int cmd_bench(int argc, char **argv) {
         dev_close(&dev);
         return 1;
     }
-    int rc = is_decode ? bench_decode(m, B, P, N, repeat) : bench_train(m, B, T, steps);
+    /* DPO's reference: the base alone (no adapter, not trained) */
+    Model *ref = NULL;
+    ModelOptions ro = {.dev = dev};
+    int rc = !is_decode && dpo && model_new(&ref, base, &ro) < 0 ? -1 : 0;
+    if (rc < 0) report_error("bench", "the DPO reference");
+    else rc = is_decode ? bench_decode(m, B, P, N, repeat) : bench_train(m, ref, B, T, steps);
+    if (rc < 0) rc = 1;
+    model_free(&ref);
     model_free(&m);
     base_free(&base);
     dev_close(&dev);
