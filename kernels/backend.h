@@ -23,11 +23,13 @@
  *   - attention takes N (= cu_seqlens[B]) and max_seqlen from the host, so
  *     that no kernel reads a device value back;
  *   - every int array (ids, targets, pos, cu_seqlens, slots, lens) is
- *     device memory too. */
+ *     device memory too; RoPE's frequency table is host memory (by value). */
 #ifndef PLUMB_KERNELS_BACKEND_H
 #define PLUMB_KERNELS_BACKEND_H
 
 #include <stddef.h>
+
+#include "kernels/kernels.h" /* RopeFreq */
 
 typedef struct Backend Backend;
 
@@ -70,10 +72,10 @@ struct Backend {
                             int N, int C, float eps);
     void (*rmsnorm_backward)(Device *d, float *dinp, float *dw, const float *dout,
                              const float *inp, const float *w, const float *rstd, int N, int C);
-    void (*rope_forward)(Device *d, float *x, const int *pos, int N, int NHX, int HS, float theta,
+    void (*rope_forward)(Device *d, float *x, const int *pos, int N, int NHX, int HS, RopeFreq f,
                          int interleaved);
-    void (*rope_backward)(Device *d, float *dx, const int *pos, int N, int NHX, int HS,
-                          float theta, int interleaved);
+    void (*rope_backward)(Device *d, float *dx, const int *pos, int N, int NHX, int HS, RopeFreq f,
+                          int interleaved);
     void (*swiglu_forward)(Device *d, float *out, const float *gate, const float *up, size_t n);
     void (*swiglu_backward)(Device *d, float *dgate, float *dup, const float *dout,
                             const float *gate, const float *up, size_t n);

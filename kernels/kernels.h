@@ -50,15 +50,26 @@ void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *in
 
 /* ------------------------------------------------------------------ rope */
 
-/* Rotates x (N, NHX*HS) in place; row i sits at position pos[i].
- * Frequencies: inv_freq[j] = theta^(-2j/HS), j < HS/2.
+/* RoPE's frequencies: inv_freq[j], j < HS/2, and a factor on cos and sin
+ * (YaRN's attention factor; 1 for the others). inv_freq is host memory on
+ * every backend (a kernel takes the table by value). */
+typedef struct {
+    const float *inv_freq;
+    float scale;
+} RopeFreq;
+
+/* The unscaled frequencies theta^(-2j/HS) in fp32, as Hugging Face
+ * computes them (scaled ones: model/rope.h). */
+void rope_freq_plain(float *inv_freq, int HS, float theta);
+
+/* Rotates x (N, NHX*HS) in place; row i sits at position pos[i], pair j
+ * by the angle pos[i] * inv_freq[j] (and is scaled by f.scale).
  * interleaved = 0: Hugging Face half-rotation, pairs (j, j + HS/2).
  * interleaved = 1: llama2.c / Meta, pairs (2j, 2j + 1). */
-void rope_forward(float *x, const int *pos, int N, int NHX, int HS, float theta,
-                  int interleaved);
+void rope_forward(float *x, const int *pos, int N, int NHX, int HS, RopeFreq f, int interleaved);
 
-/* dx in place: the transpose (inverse) rotation of rope_forward. */
-void rope_backward(float *dx, const int *pos, int N, int NHX, int HS, float theta,
+/* dx in place: the transpose of rope_forward (its inverse when scale = 1). */
+void rope_backward(float *dx, const int *pos, int N, int NHX, int HS, RopeFreq f,
                    int interleaved);
 
 /* ---------------------------------------------------------------- swiglu */

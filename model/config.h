@@ -7,6 +7,22 @@
 
 #define CONFIG_MAX_EOS 8
 
+/* rope_scaling's (or rope_parameters') rope_type */
+typedef enum { ROPE_DEFAULT, ROPE_LINEAR, ROPE_LLAMA3, ROPE_YARN } RopeType;
+
+/* Its parameters, as transformers reads them; unused ones stay 0. */
+typedef struct {
+    RopeType type;
+    float factor;           /* linear, llama3, yarn                                   */
+    float low_freq_factor;  /* llama3                                                 */
+    float high_freq_factor; /* llama3                                                 */
+    int original_max_pos;   /* llama3, yarn: original_max_position_embeddings         */
+    float beta_fast, beta_slow;  /* yarn (32 and 1 when absent)                       */
+    float mscale, mscale_all_dim; /* yarn (0: absent)                                 */
+    float attention_factor; /* yarn: the factor on cos and sin (0: derived)           */
+    int truncate;           /* yarn: round the correction range (1 when absent)       */
+} RopeScaling;
+
 typedef struct {
     char arch[32];        /* "llama" or "qwen2": model_type of config.json          */
     int vocab_size;       /* V                                                       */
@@ -22,6 +38,7 @@ typedef struct {
     int tie_embeddings;   /* lm_head shares the token embedding                      */
     int qkv_bias;         /* q/k/v projections carry a bias (Qwen2, attention_bias)  */
     int rope_interleaved; /* 1: llama2.c pairs (2j,2j+1); 0: HF halves (j, j+HS/2)   */
+    RopeScaling rope;     /* rope_scaling: plain RoPE unless rope.type says otherwise */
     int bos_id;           /* -1 when unknown                                         */
     int eos_ids[CONFIG_MAX_EOS]; /* generation stops on any of these                 */
     int n_eos;

@@ -30,6 +30,7 @@
 #include "common/rng.h"
 #include "kernels/backend.h"
 #include "model/model_impl.h"
+#include "model/rope.h"
 
 #define LOGIT_CHUNK 256                /* rows of logits per chunk when not kept */
 #define LOGITS_KEEP ((size_t)64 << 20) /* default Model.logits_budget (256 MiB) */
@@ -286,6 +287,9 @@ int model_new(Model **out, Base *base, const ModelOptions *opt) {
         m->dev = m->own_dev;
     }
     Device *d = m->dev;
+    m->rope_inv = malloc(sizeof(float) * (size_t)(c->head_dim / 2 > 0 ? c->head_dim / 2 : 1));
+    if (!m->rope_inv) goto oom;
+    rope_init(c, m->rope_inv, &m->rope_scale);
     m->dv.w = &base->w;
     if (!d->be->host_memory) {
         rc = base_to_device(base, d);
@@ -355,6 +359,7 @@ void model_free(Model **mp) {
     free(m->g_base);
     free(m->g_lora);
     free(m->g_head);
+    free(m->rope_inv);
     dev_close(&m->own_dev);
     free(m);
     *mp = NULL;
@@ -495,6 +500,7 @@ static void layers_forward(Model *m, int B, int N, int maxT) {
     int C = c->dim, H = c->hidden_dim, NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_dim;
     int QD = NH * HS, KD = NKV * HS, R = m->lora ? m->lora->cfg.rank : 0;
     size_t NC = (size_t)N * C;
+    const RopeFreq rf = {m->rope_inv, m->rope_scale};
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *lw = &w->layers[l];
         LayerActs t = layer_acts(a, c, l, N, R);
@@ -506,8 +512,8 @@ static void layers_forward(Model *m, int B, int N, int maxT) {
         LIN(LORA_Q, t.q, t.xn1, lw->wq, lw->bq, C, QD, 0);
         LIN(LORA_K, t.k, t.xn1, lw->wk, lw->bk, C, KD, 0);
         LIN(LORA_V, t.v, t.xn1, lw->wv, lw->bv, C, KD, 0);
-        be->rope_forward(d, t.q, a->pos, N, NH, HS, c->rope_theta, c->rope_interleaved);
-        be->rope_forward(d, t.k, a->pos, N, NKV, HS, c->rope_theta, c->rope_interleaved);
+        be->rope_forward(d, t.q, a->pos, N, NH, HS, rf, c->rope_interleaved);
+        be->rope_forward(d, t.k, a->pos, N, NKV, HS, rf, c->rope_interleaved);
         be->attention_forward(d, t.att, t.lse, t.q, t.k, t.v, a->cu, B, N, maxT, NH, NKV, HS);
         be->copy(d, t.mid, t.x, sizeof(float) * NC);
         LIN(LORA_O, t.mid, t.att, lw->wo, NULL, QD, C, 1);
@@ -633,6 +639,7 @@ int model_backward(Model *m, const Batch *b, const float *dlp, const float *dent
     int C = c->dim, H = c->hidden_dim, NH = c->n_heads, NKV = c->n_kv_heads;
     int HS = c->head_dim, QD = NH * HS, KD = NKV * HS, R = m->lora ? m->lora->cfg.rank : 0;
     size_t NC = (size_t)N * C, NR = (size_t)N * R;
+    const RopeFreq rf = {m->rope_inv, m->rope_scale};
     int maxT = stage_batch(m, b, N);
     float *dxf = a->dxn;
     be->zero(d, dxf, sizeof(float) * NC);
@@ -669,8 +676,8 @@ int model_backward(Model *m, const Batch *b, const float *dlp, const float *dent
         LIN(LORA_O, a->datt, GL(wo), NULL, dres, t.att, lw->wo, QD, C);
         be->attention_backward(d, a->dq, a->dk, a->dv, a->datt, t.att, t.lse, t.q, t.k, t.v, a->cu,
                                b->B, N, maxT, NH, NKV, HS);
-        be->rope_backward(d, a->dq, a->pos, N, NH, HS, c->rope_theta, c->rope_interleaved);
-        be->rope_backward(d, a->dk, a->pos, N, NKV, HS, c->rope_theta, c->rope_interleaved);
+        be->rope_backward(d, a->dq, a->pos, N, NH, HS, rf, c->rope_interleaved);
+        be->rope_backward(d, a->dk, a->pos, N, NKV, HS, rf, c->rope_interleaved);
         be->zero(d, a->dxn, sizeof(float) * NC);
         LIN(LORA_Q, a->dxn, GL(wq), GL(bq), a->dq, t.xn1, lw->wq, C, QD);
         LIN(LORA_K, a->dxn, GL(wk), GL(bk), a->dk, t.xn1, lw->wk, C, KD);

@@ -71,6 +71,8 @@ typedef struct Model {
     size_t logits_budget;   /* floats of logits kept for backward (default 64M);
                                larger batches recompute them in chunks           */
     int n_threads;
+    float *rope_inv;        /* (HS/2) RoPE's frequencies (model/rope.h), host     */
+    float rope_scale;       /* the factor on cos and sin                         */
 } Model;
 
 /* Builds a Model on base (not owned). On error returns < 0. */

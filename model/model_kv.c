@@ -164,6 +164,7 @@ int model_decode(Model *m, KVCache *c, const int *slots, const int *ids, int n, 
     float *k = q + (size_t)n * QD, *v = k + (size_t)n * KD, *att = v + (size_t)n * KD;
     float *gate = att + (size_t)n * QD, *up = gate + (size_t)n * H, *h = up + (size_t)n * H;
     float *u = h + (size_t)n * H;
+    const RopeFreq rf = {m->rope_inv, m->rope_scale};
     be->embedding_forward(d, x, c->d_ids, w->embed, n, C);
     for (int l = 0; l < cfg->n_layers; l++) {
         const LayerWeights *lw = &w->layers[l];
@@ -173,8 +174,8 @@ int model_decode(Model *m, KVCache *c, const int *slots, const int *ids, int n, 
         LIN(LORA_Q, q, xn, lw->wq, lw->bq, C, QD, 0);
         LIN(LORA_K, k, xn, lw->wk, lw->bk, C, KD, 0);
         LIN(LORA_V, v, xn, lw->wv, lw->bv, C, KD, 0);
-        be->rope_forward(d, q, c->d_pos, n, NH, HS, cfg->rope_theta, cfg->rope_interleaved);
-        be->rope_forward(d, k, c->d_pos, n, NKV, HS, cfg->rope_theta, cfg->rope_interleaved);
+        be->rope_forward(d, q, c->d_pos, n, NH, HS, rf, cfg->rope_interleaved);
+        be->rope_forward(d, k, c->d_pos, n, NKV, HS, rf, cfg->rope_interleaved);
         for (int i = 0; i < n; i++) {
             be->copy(d, kv_row(c, c->k, l, slots[i], pos[i]), k + (size_t)i * KD,
                      sizeof(float) * KD);

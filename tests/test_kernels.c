@@ -318,8 +318,9 @@ static void test_rope_forward(void **state) {
     double *want = dzeros_new(n);
     for (int ti = 0; ti < 2; ti++)
         for (int il = 0; il < 2; il++) {
-            float *y = copy_new(x, n);
-            rope_forward(y, pos, N, NHX, HS, thetas[ti], il);
+            float *y = copy_new(x, n), inv[HS / 2];
+            rope_freq_plain(inv, HS, thetas[ti]);
+            rope_forward(y, pos, N, NHX, HS, (RopeFreq){inv, 1.0f}, il);
             if (il) naive_rope_interleaved(want, x, pos, N, NHX, HS, thetas[ti]);
             else naive_rope_hf(want, x, pos, N, NHX, HS, thetas[ti]);
             assert_close_d(y, want, n, 5e-4, 1e-4, il ? "rope interleaved" : "rope hf");
@@ -334,40 +335,46 @@ typedef struct {
     const float *r;
     const int *pos;
     int N, NHX, HS, interleaved;
-    float theta;
+    RopeFreq f;
 } RopeCtx;
 
 static double rope_f(void *p) {
     RopeCtx *c = p;
     size_t n = (size_t)c->N * c->NHX * c->HS;
     memcpy(c->y, c->x, sizeof(float) * n);
-    rope_forward(c->y, c->pos, c->N, c->NHX, c->HS, c->theta, c->interleaved);
+    rope_forward(c->y, c->pos, c->N, c->NHX, c->HS, c->f, c->interleaved);
     return dot_r(c->r, c->y, n);
 }
 
 /* Proves rope_backward undoes rope_forward (rotation is orthogonal) and is
  * its gradient: rope_backward(r) equals the finite-difference gradient of
- * sum(r * rope(x)), in both conventions. */
+ * sum(r * rope(x)), in both conventions, and with a scale on cos and sin
+ * (YaRN's), where backward(forward(x)) is scale^2 x. */
 static void test_rope_backward(void **state) {
     (void)state;
     Rng rng;
     rng_seed(&rng, 302);
     const int N = 4, NHX = 2, HS = 6, pos[4] = {3, 0, 17, 250};
-    const float theta = 10000.0f;
     size_t n = (size_t)N * NHX * HS;
-    for (int il = 0; il < 2; il++) {
-        float *x = randn_new(n, &rng, 1.0f), *r = randn_new(n, &rng, 1.0f);
-        float *y = copy_new(x, n);
-        rope_forward(y, pos, N, NHX, HS, theta, il);
-        rope_backward(y, pos, N, NHX, HS, theta, il);
-        tu_assert_close(y, x, n, 1e-5f, 1e-5f, "rope backward(forward(x)) == x");
+    float inv[HS / 2];
+    rope_freq_plain(inv, HS, 10000.0f);
+    const float scales[2] = {1.0f, 1.25f};
+    for (int si = 0; si < 2; si++)
+        for (int il = 0; il < 2; il++) {
+            RopeFreq f = {inv, scales[si]};
+            float *x = randn_new(n, &rng, 1.0f), *r = randn_new(n, &rng, 1.0f);
+            float *y = copy_new(x, n), *want = copy_new(x, n);
+            for (size_t i = 0; i < n; i++) want[i] *= scales[si] * scales[si];
+            rope_forward(y, pos, N, NHX, HS, f, il);
+            rope_backward(y, pos, N, NHX, HS, f, il);
+            tu_assert_close(y, want, n, 1e-5f, 1e-5f, "rope backward(forward(x)) == scale^2 x");
 
-        float *g = copy_new(r, n);
-        rope_backward(g, pos, N, NHX, HS, theta, il);
-        RopeCtx c = {x, y, r, pos, N, NHX, HS, il, theta};
-        check_fd(rope_f, &c, x, n, g, FD_EPS, il ? "rope interleaved dx" : "rope hf dx");
-        free(x), free(r), free(y), free(g);
-    }
+            float *g = copy_new(r, n);
+            rope_backward(g, pos, N, NHX, HS, f, il);
+            RopeCtx c = {x, y, r, pos, N, NHX, HS, il, f};
+            check_fd(rope_f, &c, x, n, g, FD_EPS, il ? "rope interleaved dx" : "rope hf dx");
+            free(x), free(r), free(y), free(g), free(want);
+        }
 }
 
 /* ---------------------------------------------------------------- swiglu */

@@ -227,12 +227,16 @@ static void test_rope_cuda(void **state) {
     for (int il = 0; il < 2; il++) {
         float *x = randn_new(n, &rng, 1.0f), *g = randn_new(n, &rng, 1.0f);
         float *d_x = cuda_upload(x, n), *d_g = cuda_upload(g, n);
-        rope_forward(x, pos, N, NHX, HS, 500000.0f, il);
-        rope_forward_cuda(d_x, d_pos, N, NHX, HS, 500000.0f, il);
-        assert_device_close(d_x, x, n, 1e-3f, 1e-4f, "rope_forward_cuda");
-        rope_backward(g, pos, N, NHX, HS, 10000.0f, il);
-        rope_backward_cuda(d_g, d_pos, N, NHX, HS, 10000.0f, il);
-        assert_device_close(d_g, g, n, 1e-3f, 1e-4f, "rope_backward_cuda");
+        /* the same table on both: the angles agree to the bit */
+        float inv_a[HS / 2], inv_b[HS / 2];
+        rope_freq_plain(inv_a, HS, 500000.0f);
+        rope_freq_plain(inv_b, HS, 10000.0f);
+        rope_forward(x, pos, N, NHX, HS, (RopeFreq){inv_a, 1.0f}, il);
+        rope_forward_cuda(d_x, d_pos, N, NHX, HS, inv_a, 1.0f, il);
+        assert_device_close(d_x, x, n, 1e-5f, 1e-5f, "rope_forward_cuda");
+        rope_backward(g, pos, N, NHX, HS, (RopeFreq){inv_b, 1.25f}, il);
+        rope_backward_cuda(d_g, d_pos, N, NHX, HS, inv_b, 1.25f, il);
+        assert_device_close(d_g, g, n, 1e-5f, 1e-5f, "rope_backward_cuda (scaled)");
         cuda_free(d_x), cuda_free(d_g);
         free(x), free(g);
     }

@@ -71,15 +71,15 @@ static void cpu_rmsnorm_backward(Device *d, float *dinp, float *dw, const float 
 }
 
 static void cpu_rope_forward(Device *d, float *x, const int *pos, int N, int NHX, int HS,
-                             float theta, int interleaved) {
+                             RopeFreq f, int interleaved) {
     GUARD;
-    rope_forward(x, pos, N, NHX, HS, theta, interleaved);
+    rope_forward(x, pos, N, NHX, HS, f, interleaved);
 }
 
 static void cpu_rope_backward(Device *d, float *dx, const int *pos, int N, int NHX, int HS,
-                              float theta, int interleaved) {
+                              RopeFreq f, int interleaved) {
     GUARD;
-    rope_backward(dx, pos, N, NHX, HS, theta, interleaved);
+    rope_backward(dx, pos, N, NHX, HS, f, interleaved);
 }
 
 static void cpu_swiglu_forward(Device *d, float *out, const float *gate, const float *up,

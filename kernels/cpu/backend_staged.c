@@ -151,16 +151,17 @@ static void st_rmsnorm_backward(Device *d, float *dinp, float *dw, const float *
         CPU.rmsnorm_backward(d, dinp, dw, dout, inp, w, rstd, N, C);
 }
 
+/* the frequency table is host memory by contract (backend.h) */
 static void st_rope_forward(Device *d, float *x, const int *pos, int N, int NHX, int HS,
-                            float theta, int il) {
+                            RopeFreq f, int il) {
     if (need(d, "rope_forward x", x, F) && need(d, "rope_forward pos", pos, I))
-        CPU.rope_forward(d, x, pos, N, NHX, HS, theta, il);
+        CPU.rope_forward(d, x, pos, N, NHX, HS, f, il);
 }
 
 static void st_rope_backward(Device *d, float *dx, const int *pos, int N, int NHX, int HS,
-                             float theta, int il) {
+                             RopeFreq f, int il) {
     if (need(d, "rope_backward dx", dx, F) && need(d, "rope_backward pos", pos, I))
-        CPU.rope_backward(d, dx, pos, N, NHX, HS, theta, il);
+        CPU.rope_backward(d, dx, pos, N, NHX, HS, f, il);
 }
 
 static void st_swiglu_forward(Device *d, float *out, const float *gate, const float *up,

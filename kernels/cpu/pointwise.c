@@ -42,16 +42,20 @@ void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *in
     }
 }
 
-static void rope_rotate(float *x, const int *pos, int N, int NHX, int HS, float theta,
+void rope_freq_plain(float *inv_freq, int HS, float theta) {
+    /* HF: 1 / theta ** (arange(0, HS, 2) / HS), in fp32 */
+    for (int j = 0; j < HS / 2; j++)
+        inv_freq[j] = 1.0f / powf(theta, (float)(2 * j) / (float)HS);
+}
+
+static void rope_rotate(float *x, const int *pos, int N, int NHX, int HS, RopeFreq f,
                         int interleaved, float sign) {
     int half = HS / 2;
 #pragma omp parallel for if (N > 16)
     for (int i = 0; i < N; i++) {
         for (int j = 0; j < half; j++) {
-            /* same frequency formula as HF: theta^(-(2j)/HS) in fp32 */
-            float inv_freq = 1.0f / powf(theta, (float)(2 * j) / (float)HS);
-            float ang = (float)pos[i] * inv_freq;
-            float c = cosf(ang), s = sign * sinf(ang);
+            float ang = (float)pos[i] * f.inv_freq[j];
+            float c = cosf(ang) * f.scale, s = sign * (sinf(ang) * f.scale);
             for (int h = 0; h < NHX; h++) {
                 float *v = x + (size_t)i * NHX * HS + (size_t)h * HS;
                 int a = interleaved ? 2 * j : j;
@@ -64,14 +68,13 @@ static void rope_rotate(float *x, const int *pos, int N, int NHX, int HS, float 
     }
 }
 
-void rope_forward(float *x, const int *pos, int N, int NHX, int HS, float theta,
-                  int interleaved) {
-    rope_rotate(x, pos, N, NHX, HS, theta, interleaved, 1.0f);
+void rope_forward(float *x, const int *pos, int N, int NHX, int HS, RopeFreq f, int interleaved) {
+    rope_rotate(x, pos, N, NHX, HS, f, interleaved, 1.0f);
 }
 
-void rope_backward(float *dx, const int *pos, int N, int NHX, int HS, float theta,
+void rope_backward(float *dx, const int *pos, int N, int NHX, int HS, RopeFreq f,
                    int interleaved) {
-    rope_rotate(dx, pos, N, NHX, HS, theta, interleaved, -1.0f);
+    rope_rotate(dx, pos, N, NHX, HS, f, interleaved, -1.0f);
 }
 
 void swiglu_forward(float *out, const float *gate, const float *up, size_t n) {

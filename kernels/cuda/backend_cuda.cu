@@ -178,13 +178,13 @@ static void k_rmsnorm_backward(Device *d, float *dinp, float *dw, const float *d
 }
 
 static void k_rope_forward(Device *d, float *x, const int *pos, int N, int NHX, int HS,
-                           float theta, int il) {
-    RUN(rope_forward_cuda(x, pos, N, NHX, HS, theta, il));
+                           RopeFreq f, int il) {
+    RUN(rope_forward_cuda(x, pos, N, NHX, HS, f.inv_freq, f.scale, il));
 }
 
 static void k_rope_backward(Device *d, float *dx, const int *pos, int N, int NHX, int HS,
-                            float theta, int il) {
-    RUN(rope_backward_cuda(dx, pos, N, NHX, HS, theta, il));
+                            RopeFreq f, int il) {
+    RUN(rope_backward_cuda(dx, pos, N, NHX, HS, f.inv_freq, f.scale, il));
 }
 
 static void k_swiglu_forward(Device *d, float *out, const float *gate, const float *up, size_t n) {

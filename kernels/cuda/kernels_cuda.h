@@ -91,11 +91,13 @@ void rmsnorm_backward_cuda(float *dinp, float *dw, const float *dout, const floa
 
 /* ------------------------------------------------------------------ rope */
 
-void rope_forward_cuda(float *x, const int *pos, int N, int NHX, int HS, float theta,
-                       int interleaved);
+/* inv_freq (HS/2) and scale as in kernels.h's RopeFreq: host memory,
+ * passed to the kernel by value. */
+void rope_forward_cuda(float *x, const int *pos, int N, int NHX, int HS, const float *inv_freq,
+                       float scale, int interleaved);
 
-void rope_backward_cuda(float *dx, const int *pos, int N, int NHX, int HS, float theta,
-                        int interleaved);
+void rope_backward_cuda(float *dx, const int *pos, int N, int NHX, int HS, const float *inv_freq,
+                        float scale, int interleaved);
 
 /* ---------------------------------------------------------------- swiglu */
 

@@ -66,10 +66,10 @@ extern "C" void rmsnorm_backward_cuda(float *dinp, float *dw, const float *dout,
     }
 }
 
-/* The frequencies theta^(-(2j)/HS), j < HS/2, computed on the host with the
- * CPU kernel's expression and passed by value (no copy, nothing to wait
- * for): the device's powf is a few ulp off glibc's, and at position 4000
- * that moves an angle by 1e-4 rad. So the angles are the CPU's, bit for bit. */
+/* The frequencies, from the host's table (kernels.h RopeFreq) by value: no
+ * copy, nothing to wait for, and the angles are the CPU's bit for bit (the
+ * device's powf is a few ulp off glibc's, and at position 4000 that would
+ * move an angle by 1e-4 rad). */
 #define ROPE_MAX_HALF 256
 typedef struct {
     float f[ROPE_MAX_HALF];
@@ -77,7 +77,7 @@ typedef struct {
 
 /* One thread per (row, head, pair); sign -1 rotates backwards. */
 __global__ void rope_kernel(float *x, const int *pos, int N, int NHX, int HS, InvFreq inv,
-                            int interleaved, float sign) {
+                            float scale, int interleaved, float sign) {
     int half = HS / 2;
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (size_t)N * NHX * half) return;
@@ -85,7 +85,7 @@ __global__ void rope_kernel(float *x, const int *pos, int N, int NHX, int HS, In
     size_t ih = idx / half; /* row * NHX + head */
     size_t i = ih / NHX;
     float ang = (float)pos[i] * inv.f[j];
-    float c = cosf(ang), s = sign * sinf(ang);
+    float c = cosf(ang) * scale, s = sign * (sinf(ang) * scale);
     float *v = x + ih * HS;
     int a = interleaved ? 2 * j : j;
     int b = interleaved ? 2 * j + 1 : j + half;
@@ -94,8 +94,8 @@ __global__ void rope_kernel(float *x, const int *pos, int N, int NHX, int HS, In
     v[b] = x0 * s + x1 * c;
 }
 
-static void rope_launch(float *x, const int *pos, int N, int NHX, int HS, float theta,
-                        int interleaved, float sign) {
+static void rope_launch(float *x, const int *pos, int N, int NHX, int HS, const float *inv_freq,
+                        float scale, int interleaved, float sign) {
     NEED_CTX(ctx);
     size_t n = (size_t)N * NHX * (HS / 2);
     if (n == 0) return;
@@ -104,19 +104,20 @@ static void rope_launch(float *x, const int *pos, int N, int NHX, int HS, float 
         return;
     }
     InvFreq inv;
-    for (int j = 0; j < HS / 2; j++) inv.f[j] = 1.0f / powf(theta, (float)(2 * j) / (float)HS);
-    rope_kernel<<<ceil_div(n, 256), 256, 0, ctx->stream>>>(x, pos, N, NHX, HS, inv, interleaved, sign);
+    for (int j = 0; j < HS / 2; j++) inv.f[j] = inv_freq[j];
+    rope_kernel<<<ceil_div(n, 256), 256, 0, ctx->stream>>>(x, pos, N, NHX, HS, inv, scale,
+                                                           interleaved, sign);
     CUDA_LAUNCHED("rope_kernel");
 }
 
 extern "C" void rope_forward_cuda(float *x, const int *pos, int N, int NHX, int HS,
-                                  float theta, int interleaved) {
-    rope_launch(x, pos, N, NHX, HS, theta, interleaved, 1.0f);
+                                  const float *inv_freq, float scale, int interleaved) {
+    rope_launch(x, pos, N, NHX, HS, inv_freq, scale, interleaved, 1.0f);
 }
 
 extern "C" void rope_backward_cuda(float *dx, const int *pos, int N, int NHX, int HS,
-                                   float theta, int interleaved) {
-    rope_launch(dx, pos, N, NHX, HS, theta, interleaved, -1.0f);
+                                   const float *inv_freq, float scale, int interleaved) {
+    rope_launch(dx, pos, N, NHX, HS, inv_freq, scale, interleaved, -1.0f);
 }
 
 __global__ void swiglu_forward_kernel(float *out, const float *gate, const float *up,
