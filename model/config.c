@@ -119,8 +119,12 @@ static json_t *load_json(const char *path, int *rc) {
     return root;
 }
 
-/* Accepts a null or plain-RoPE object under key (rope_scaling or
- * rope_parameters), reading its rope_theta when present. */
+static const char *const ROPE_TYPES[] = {"default", "linear", "llama3", "yarn"};
+
+/* The RoPE object under key (rope_scaling or rope_parameters): null or
+ * plain, or one of the scalings model/rope.h computes, with its
+ * parameters; its rope_theta when present. Another type, or a parameter
+ * that changes what is rotated (partial_rotary_factor), is refused. */
 static int check_rope(json_t *root, const char *key, ModelConfig *c, const char *path) {
     json_t *rs = json_object_get(root, key);
     if (!rs || json_is_null(rs)) return 0;
@@ -129,10 +133,43 @@ static int check_rope(json_t *root, const char *key, ModelConfig *c, const char 
     json_t *ty = json_object_get(rs, "rope_type");
     if (!ty) ty = json_object_get(rs, "type");
     const char *name = ty ? (json_is_string(ty) ? json_string_value(ty) : "(not a string)") : "default";
-    if (strcmp(name, "default") != 0)
-        return pl_fail(PL_ENOTSUP, "%s: %s type \"%s\" is not supported (plain RoPE only)", path,
-                       key, name);
-    return get_num(rs, "rope_theta", &c->rope_theta, path);
+    int t = -1;
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(name, ROPE_TYPES[i])) t = i;
+    if (t < 0)
+        return pl_fail(PL_ENOTSUP, "%s: %s type \"%s\" is not supported (default, linear, "
+                       "llama3, yarn)", path, key, name);
+    PL_TRY(get_num(rs, "rope_theta", &c->rope_theta, path));
+    float prf = 1.0f;
+    PL_TRY(get_num(rs, "partial_rotary_factor", &prf, path));
+    if (prf != 1.0f)
+        return pl_fail(PL_ENOTSUP, "%s: %s.partial_rotary_factor %g is not supported (1 only)",
+                       path, key, prf);
+    if (t == ROPE_DEFAULT) return 0;
+    RopeScaling *r = &c->rope;
+    memset(r, 0, sizeof *r);
+    r->type = (RopeType)t;
+    r->truncate = 1;
+    int has_factor = get_num(rs, "factor", &r->factor, path);
+    PL_TRY(has_factor);
+    PL_TRY(get_num(rs, "low_freq_factor", &r->low_freq_factor, path));
+    PL_TRY(get_num(rs, "high_freq_factor", &r->high_freq_factor, path));
+    PL_TRY(get_int(rs, "original_max_position_embeddings", &r->original_max_pos, path));
+    PL_TRY(get_num(rs, "beta_fast", &r->beta_fast, path));
+    PL_TRY(get_num(rs, "beta_slow", &r->beta_slow, path));
+    PL_TRY(get_num(rs, "mscale", &r->mscale, path));
+    PL_TRY(get_num(rs, "mscale_all_dim", &r->mscale_all_dim, path));
+    PL_TRY(get_num(rs, "attention_factor", &r->attention_factor, path));
+    PL_TRY(get_bool(rs, "truncate", &r->truncate, path));
+    const char *need = NULL;
+    if (!has_factor && t != ROPE_YARN) need = "factor";
+    else if (t == ROPE_LLAMA3 && !r->original_max_pos) need = "original_max_position_embeddings";
+    else if (t == ROPE_LLAMA3 && !(r->low_freq_factor > 0)) need = "low_freq_factor";
+    else if (t == ROPE_LLAMA3 && !(r->high_freq_factor > 0)) need = "high_freq_factor";
+    else if (t == ROPE_YARN && !r->original_max_pos) need = "original_max_position_embeddings";
+    if (need)
+        return pl_fail(PL_EFORMAT, "%s: %s of type \"%s\" needs \"%s\"", path, key, name, need);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- loading */
@@ -193,6 +230,8 @@ static int parse_config(ModelConfig *c, json_t *root, const char *path) {
      * transformers 5 writes them inside "rope_parameters". */
     PL_TRY(check_rope(root, "rope_scaling", c, path));
     PL_TRY(check_rope(root, "rope_parameters", c, path));
+    if (c->rope.type == ROPE_YARN && !(c->rope.factor > 0) && c->rope.original_max_pos > 0)
+        c->rope.factor = (float)c->max_seq_len / (float)c->rope.original_max_pos; /* as transformers */
 
     /* A sliding window only changes attention beyond the window; making
      * the window the context limit keeps every supported sequence exact. */
@@ -255,6 +294,17 @@ int config_validate(const ModelConfig *c) {
                        c->norm_eps, c->rope_theta);
     if (c->n_eos < 0 || c->n_eos > CONFIG_MAX_EOS)
         return pl_fail(PL_EINVAL, "config: n_eos %d out of range", c->n_eos);
+    const RopeScaling *r = &c->rope;
+    if ((unsigned)r->type > ROPE_YARN)
+        return pl_fail(PL_EINVAL, "config: rope type %d out of range", (int)r->type);
+    if (r->type != ROPE_DEFAULT && !(r->factor > 0 && r->factor < 1e6f))
+        return pl_fail(PL_EINVAL, "config: rope_scaling.factor %g must be in (0, 1e6)", r->factor);
+    if ((r->type == ROPE_LLAMA3 || r->type == ROPE_YARN) && r->original_max_pos <= 0)
+        return pl_fail(PL_EINVAL, "config: rope_scaling.original_max_position_embeddings %d must be > 0",
+                       r->original_max_pos);
+    if (r->type == ROPE_LLAMA3 && !(r->high_freq_factor > r->low_freq_factor && r->low_freq_factor > 0))
+        return pl_fail(PL_EINVAL, "config: rope_scaling needs 0 < low_freq_factor (%g) < "
+                       "high_freq_factor (%g)", r->low_freq_factor, r->high_freq_factor);
     return 0;
 }
 
@@ -269,6 +319,31 @@ static json_t *json_float(float f) {
         if ((float)strtod(buf, NULL) == f) break;
     }
     return json_real(strtod(buf, NULL));
+}
+
+/* rope_scaling as transformers reads it: null for plain RoPE. */
+static json_t *rope_json(const RopeScaling *r) {
+    if (r->type == ROPE_DEFAULT) return json_null();
+    json_t *o = json_object();
+    json_object_set_new(o, "rope_type", json_string(ROPE_TYPES[r->type]));
+    json_object_set_new(o, "factor", json_float(r->factor));
+    if (r->type == ROPE_LLAMA3) {
+        json_object_set_new(o, "low_freq_factor", json_float(r->low_freq_factor));
+        json_object_set_new(o, "high_freq_factor", json_float(r->high_freq_factor));
+    }
+    if (r->original_max_pos)
+        json_object_set_new(o, "original_max_position_embeddings", json_integer(r->original_max_pos));
+    if (r->type == ROPE_YARN) {
+        if (r->beta_fast > 0) json_object_set_new(o, "beta_fast", json_float(r->beta_fast));
+        if (r->beta_slow > 0) json_object_set_new(o, "beta_slow", json_float(r->beta_slow));
+        if (r->mscale > 0) json_object_set_new(o, "mscale", json_float(r->mscale));
+        if (r->mscale_all_dim > 0)
+            json_object_set_new(o, "mscale_all_dim", json_float(r->mscale_all_dim));
+        if (r->attention_factor > 0)
+            json_object_set_new(o, "attention_factor", json_float(r->attention_factor));
+        if (!r->truncate) json_object_set_new(o, "truncate", json_false());
+    }
+    return o;
 }
 
 int config_save_json(const ModelConfig *c, const char *path) {
@@ -294,7 +369,7 @@ int config_save_json(const ModelConfig *c, const char *path) {
     json_object_set_new(o, "head_dim", json_integer(c->head_dim));
     json_object_set_new(o, "max_position_embeddings", json_integer(c->max_seq_len));
     json_object_set_new(o, "rope_theta", json_float(c->rope_theta));
-    json_object_set_new(o, "rope_scaling", json_null());
+    json_object_set_new(o, "rope_scaling", rope_json(&c->rope));
     json_object_set_new(o, "rms_norm_eps", json_float(c->norm_eps));
     json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tie_embeddings));
     if (qwen2) {

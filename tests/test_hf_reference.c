@@ -110,6 +110,14 @@ static void test_llama_sharded(void **state) { check_folder("llama-sharded"); }
 /* Qwen2ForCausalLM: q/k/v bias, tied embeddings, rope_theta 1e6. */
 static void test_qwen2(void **state) { check_folder("qwen2"); }
 
+/* Scaled RoPE (tests/ref/make_rope_ref.py): an original context of 32 in
+ * 256, sequences of 200 and a greedy prompt of 40, where the scaling bites:
+ * Llama 3.1's llama3, linear interpolation, and YaRN with its factor on
+ * cos and sin. */
+static void test_rope_llama3(void **state) { check_folder("llama-rope-llama3"); }
+static void test_rope_linear(void **state) { check_folder("llama-rope-linear"); }
+static void test_rope_yarn(void **state) { check_folder("llama-rope-yarn"); }
+
 /* A PEFT adapter saved by peft: plumb applies it as peft does, and after
  * merging into the base gives peft's merge_and_unload log-probs. */
 static void test_peft_adapter(void **state) {
@@ -144,6 +152,9 @@ int main(void) {
         cmocka_unit_test(test_llama_sharded),
         cmocka_unit_test(test_qwen2),
         cmocka_unit_test(test_peft_adapter),
+        cmocka_unit_test(test_rope_llama3),
+        cmocka_unit_test(test_rope_linear),
+        cmocka_unit_test(test_rope_yarn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
