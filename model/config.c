@@ -179,20 +179,23 @@ static int parse_config(ModelConfig *c, json_t *root, const char *path) {
     c->norm_eps = 1e-6f; /* HF LlamaConfig / Qwen2Config default */
     c->max_seq_len = 2048;
 
-    int is_qwen2 = 0, is_mistral = 0;
+    int is_qwen2 = 0, is_qwen3 = 0, is_mistral = 0;
     json_t *mt = json_object_get(root, "model_type");
     if (mt && !json_is_null(mt)) {
         if (!json_is_string(mt))
             return pl_fail(PL_EFORMAT, "%s: key \"model_type\" must be a string", path);
         const char *s = json_string_value(mt);
         if (strcmp(s, "qwen2") == 0) is_qwen2 = 1;
+        else if (strcmp(s, "qwen3") == 0) is_qwen3 = 1;
         else if (strcmp(s, "mistral") == 0) is_mistral = 1;
         else if (strcmp(s, "llama") != 0)
             return pl_fail(PL_ENOTSUP, "%s: model_type \"%s\" is not supported "
-                           "(llama, qwen2, mistral)", path, s);
+                           "(llama, qwen2, qwen3, mistral)", path, s);
     }
-    /* Mistral is the Llama graph (plus a sliding window handled below). */
-    snprintf(c->arch, sizeof c->arch, "%s", is_qwen2 ? "qwen2" : "llama");
+    /* Mistral is the Llama graph (plus a sliding window handled below);
+     * Qwen3 is Qwen2's with q and k normed per head and no q/k/v bias. */
+    snprintf(c->arch, sizeof c->arch, "%s", is_qwen2 ? "qwen2" : is_qwen3 ? "qwen3" : "llama");
+    c->qk_norm = is_qwen3;
 
     PL_TRY(require_int(root, "vocab_size", &c->vocab_size, path));
     PL_TRY(require_int(root, "hidden_size", &c->dim, path));
@@ -212,6 +215,8 @@ static int parse_config(ModelConfig *c, json_t *root, const char *path) {
     PL_TRY(get_bool(root, "mlp_bias", &mlp_bias, path));
     if (mlp_bias)
         return pl_fail(PL_ENOTSUP, "%s: mlp_bias = true is not supported", path);
+    if (is_qwen3 && attn_bias) /* Qwen3's attention_bias is on o_proj too */
+        return pl_fail(PL_ENOTSUP, "%s: attention_bias = true is not supported for qwen3", path);
     c->qkv_bias = is_qwen2 ? 1 : attn_bias;
     PL_TRY(get_bool(root, "plumb_rope_interleaved", &c->rope_interleaved, path));
     PL_TRY(get_int(root, "bos_token_id", &c->bos_id, path));
@@ -233,11 +238,27 @@ static int parse_config(ModelConfig *c, json_t *root, const char *path) {
     if (c->rope.type == ROPE_YARN && !(c->rope.factor > 0) && c->rope.original_max_pos > 0)
         c->rope.factor = (float)c->max_seq_len / (float)c->rope.original_max_pos; /* as transformers */
 
+    /* layer_types (transformers 5): full or sliding attention, the sliding
+     * kind handled by the window below; anything else is another model */
+    json_t *lt = json_object_get(root, "layer_types");
+    if (lt && !json_is_null(lt)) {
+        if (!json_is_array(lt))
+            return pl_fail(PL_EFORMAT, "%s: key \"layer_types\" must be a list", path);
+        size_t i;
+        json_t *v;
+        json_array_foreach(lt, i, v) {
+            const char *s = json_is_string(v) ? json_string_value(v) : "(not a string)";
+            if (strcmp(s, "full_attention") && strcmp(s, "sliding_attention"))
+                return pl_fail(PL_ENOTSUP, "%s: layer_types[%zu] \"%s\" is not supported "
+                               "(full_attention, sliding_attention)", path, i, s);
+        }
+    }
+
     /* A sliding window only changes attention beyond the window; making
      * the window the context limit keeps every supported sequence exact. */
     int use_sw = is_mistral;
     PL_TRY(get_bool(root, "use_sliding_window", &use_sw, path));
-    if (is_qwen2 || is_mistral) {
+    if (is_qwen2 || is_qwen3 || is_mistral) {
         int sw = 0;
         PL_TRY(get_int(root, "sliding_window", &sw, path));
         if (use_sw && sw > 0 && sw < c->max_seq_len) c->max_seq_len = sw;
@@ -277,7 +298,8 @@ int config_load_generation(ModelConfig *c, const char *path) {
 }
 
 int config_validate(const ModelConfig *c) {
-    if (strcmp(c->arch, "llama") != 0 && strcmp(c->arch, "qwen2") != 0)
+    if (strcmp(c->arch, "llama") != 0 && strcmp(c->arch, "qwen2") != 0 &&
+        strcmp(c->arch, "qwen3") != 0)
         return pl_fail(PL_ENOTSUP, "config: arch \"%s\" is not supported", c->arch);
     if (c->vocab_size <= 0 || c->dim <= 0 || c->hidden_dim <= 0 || c->n_layers <= 0 ||
         c->n_heads <= 0 || c->n_kv_heads <= 0 || c->head_dim <= 0 || c->max_seq_len <= 0)
@@ -351,13 +373,17 @@ int config_save_json(const ModelConfig *c, const char *path) {
     /* HF Llama's attention_bias also puts a bias on o_proj; Qwen2 is exactly
      * the Llama graph with q/k/v biases only. So a llama with qkv_bias is
      * written as qwen2, and a qwen2 without biases as llama. */
-    int qwen2 = c->qkv_bias;
+    int qwen3 = c->qk_norm, qwen2 = !qwen3 && c->qkv_bias;
+    if (qwen3 && c->qkv_bias)
+        return pl_fail(PL_ENOTSUP, "config: q/k norms with q/k/v biases have no Hugging Face form");
     json_t *o = json_object();
     PL_CHECK_ALLOC(o);
     json_t *archs = json_array();
-    json_array_append_new(archs, json_string(qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"));
+    json_array_append_new(archs, json_string(qwen3   ? "Qwen3ForCausalLM"
+                                             : qwen2 ? "Qwen2ForCausalLM"
+                                                     : "LlamaForCausalLM"));
     json_object_set_new(o, "architectures", archs);
-    json_object_set_new(o, "model_type", json_string(qwen2 ? "qwen2" : "llama"));
+    json_object_set_new(o, "model_type", json_string(qwen3 ? "qwen3" : qwen2 ? "qwen2" : "llama"));
     json_object_set_new(o, "torch_dtype", json_string("float32"));
     json_object_set_new(o, "hidden_act", json_string("silu"));
     json_object_set_new(o, "vocab_size", json_integer(c->vocab_size));
@@ -372,8 +398,9 @@ int config_save_json(const ModelConfig *c, const char *path) {
     json_object_set_new(o, "rope_scaling", rope_json(&c->rope));
     json_object_set_new(o, "rms_norm_eps", json_float(c->norm_eps));
     json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tie_embeddings));
-    if (qwen2) {
+    if (qwen2 || qwen3) {
         json_object_set_new(o, "use_sliding_window", json_false());
+        if (qwen3) json_object_set_new(o, "attention_bias", json_false());
     } else {
         json_object_set_new(o, "attention_bias", json_false());
         json_object_set_new(o, "mlp_bias", json_false());
@@ -400,6 +427,7 @@ long long config_num_params(const ModelConfig *c) {
     long long KV = (long long)c->n_kv_heads * c->head_dim;
     long long layer = 2 * C + Q * C + 2 * KV * C + Q * C + 3 * H * C;
     if (c->qkv_bias) layer += Q + 2 * KV;
+    if (c->qk_norm) layer += 2 * (long long)c->head_dim;
     long long n = V * C + c->n_layers * layer + C;
     if (!c->tie_embeddings) n += V * C;
     return n;

@@ -1,7 +1,7 @@
 /* config.h: the shape of a Llama-family model.
  *
  * Read from a Hugging Face config.json (LlamaForCausalLM, Qwen2ForCausalLM,
- * MistralForCausalLM) or from a llama2.c .bin header. */
+ * Qwen3ForCausalLM, MistralForCausalLM) or from a llama2.c .bin header. */
 #ifndef PLUMB_CONFIG_H
 #define PLUMB_CONFIG_H
 
@@ -24,7 +24,7 @@ typedef struct {
 } RopeScaling;
 
 typedef struct {
-    char arch[32];        /* "llama" or "qwen2": model_type of config.json          */
+    char arch[32];        /* "llama", "qwen2" or "qwen3": model_type of config.json */
     int vocab_size;       /* V                                                       */
     int dim;              /* C, hidden_size                                          */
     int hidden_dim;       /* H, intermediate_size of the SwiGLU MLP                  */
@@ -37,6 +37,7 @@ typedef struct {
     float norm_eps;       /* rms_norm_eps                                            */
     int tie_embeddings;   /* lm_head shares the token embedding                      */
     int qkv_bias;         /* q/k/v projections carry a bias (Qwen2, attention_bias)  */
+    int qk_norm;          /* RMSNorm on q and k per head, before RoPE (Qwen3)        */
     int rope_interleaved; /* 1: llama2.c pairs (2j,2j+1); 0: HF halves (j, j+HS/2)   */
     RopeScaling rope;     /* rope_scaling: plain RoPE unless rope.type says otherwise */
     int bos_id;           /* -1 when unknown                                         */

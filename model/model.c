@@ -51,6 +51,8 @@ struct Acts {
     float *xn1, *rstd1; /* (L, N, C), (L, N)                            */
     float *q;           /* (L, N, QD) after RoPE                        */
     float *k, *v;       /* (L, N, KD) after RoPE                        */
+    float *qp, *kp;     /* (L, N, QD), (L, N, KD) before the q/k norms  */
+    float *rq, *rk;     /* (L, N, NH), (L, N, NKV) their 1/rms (Qwen3)  */
     float *att, *lse;   /* (L, N, QD), (L, N, NH)                       */
     float *mid;         /* (L, N, C) residual after attention           */
     float *xn2, *rstd2; /* (L, N, C), (L, N)                            */
@@ -67,6 +69,7 @@ struct Acts {
     float *dres, *dxn;       /* (N, C)                                       */
     float *dq, *datt;        /* (N, QD)                                      */
     float *dk, *dv;          /* (N, KD)                                      */
+    float *dqp, *dkp;        /* (N, QD), (N, KD) before the q/k norms        */
     float *dgate, *dup, *dh; /* (N, H)                                  */
     float *du;               /* (N, R)                                       */
     size_t bytes;
@@ -78,7 +81,8 @@ static void acts_free(Device *d, Acts *a) {
     if (!a) return;
     free(a->h_pos);
     free(a->h_tgt);
-    void *bufs[] = {a->tok,     a->tgt,    a->pos,   a->cu,     a->lp,     a->val,  a->dlp,
+    void *bufs[] = {a->qp,      a->kp,     a->rq,    a->rk,     a->dqp,    a->dkp,
+                    a->tok,     a->tgt,    a->pos,   a->cu,     a->lp,     a->val,  a->dlp,
                     a->dent,    a->dval,   a->res,   a->xn1,    a->rstd1,  a->q,    a->k,
                     a->v,       a->att,    a->lse,   a->mid,    a->xn2,    a->rstd2, a->gate,
                     a->up,      a->hmid,   a->lora_u, a->xf,    a->rstdf,  a->out_lse,
@@ -128,6 +132,13 @@ static int acts_ensure(Model *m, int N) {
     ALLOC(q, L * Nn * QD);
     ALLOC(k, L * Nn * KD);
     ALLOC(v, L * Nn * KD);
+    size_t QN = c->qk_norm; /* the q/k norm buffers, only where there are norms */
+    ALLOC(qp, QN * L * Nn * QD);
+    ALLOC(kp, QN * L * Nn * KD);
+    ALLOC(rq, QN * L * Nn * c->n_heads);
+    ALLOC(rk, QN * L * Nn * c->n_kv_heads);
+    ALLOC(dqp, QN * Nn * QD);
+    ALLOC(dkp, QN * Nn * KD);
     ALLOC(att, L * Nn * QD);
     ALLOC(lse, L * Nn * c->n_heads);
     ALLOC(mid, L * Nn * C);
@@ -463,6 +474,7 @@ int model_check_batch(const Model *m, const Batch *b) {
 typedef struct {
     float *x, *xn1, *rstd1, *q, *k, *v, *att, *lse, *mid, *xn2, *rstd2;
     float *gate, *up, *hmid, *u, *xo;
+    float *qp, *kp, *rq, *rk; /* Qwen3's q/k norms; NULL without them */
 } LayerActs;
 
 static LayerActs layer_acts(const Acts *a, const ModelConfig *c, int l, int N, int R) {
@@ -485,6 +497,10 @@ static LayerActs layer_acts(const Acts *a, const ModelConfig *c, int l, int N, i
         .up = a->up + l * n * H,
         .hmid = a->hmid + l * n * H,
         .u = a->lora_u + l * LORA_NT * n * R,
+        .qp = c->qk_norm ? a->qp + l * n * QD : NULL,
+        .kp = c->qk_norm ? a->kp + l * n * KD : NULL,
+        .rq = c->qk_norm ? a->rq + l * n * c->n_heads : NULL,
+        .rk = c->qk_norm ? a->rk + l * n * c->n_kv_heads : NULL,
     };
 }
 
@@ -509,8 +525,15 @@ static void layers_forward(Model *m, int B, int N, int maxT) {
     model_linear_forward(m, l, tg, out, x, W, bias, t.u + tg * NR, N, IC, OC, acc)
 
         be->rmsnorm_forward(d, t.xn1, t.rstd1, t.x, lw->attn_norm, N, C, c->norm_eps);
-        LIN(LORA_Q, t.q, t.xn1, lw->wq, lw->bq, C, QD, 0);
-        LIN(LORA_K, t.k, t.xn1, lw->wk, lw->bk, C, KD, 0);
+        if (c->qk_norm) { /* Qwen3: each head of q and k normed before RoPE */
+            LIN(LORA_Q, t.qp, t.xn1, lw->wq, lw->bq, C, QD, 0);
+            LIN(LORA_K, t.kp, t.xn1, lw->wk, lw->bk, C, KD, 0);
+            be->rmsnorm_forward(d, t.q, t.rq, t.qp, lw->q_norm, N * NH, HS, c->norm_eps);
+            be->rmsnorm_forward(d, t.k, t.rk, t.kp, lw->k_norm, N * NKV, HS, c->norm_eps);
+        } else {
+            LIN(LORA_Q, t.q, t.xn1, lw->wq, lw->bq, C, QD, 0);
+            LIN(LORA_K, t.k, t.xn1, lw->wk, lw->bk, C, KD, 0);
+        }
         LIN(LORA_V, t.v, t.xn1, lw->wv, lw->bv, C, KD, 0);
         be->rope_forward(d, t.q, a->pos, N, NH, HS, rf, c->rope_interleaved);
         be->rope_forward(d, t.k, a->pos, N, NKV, HS, rf, c->rope_interleaved);
@@ -678,9 +701,17 @@ int model_backward(Model *m, const Batch *b, const float *dlp, const float *dent
                                b->B, N, maxT, NH, NKV, HS);
         be->rope_backward(d, a->dq, a->pos, N, NH, HS, rf, c->rope_interleaved);
         be->rope_backward(d, a->dk, a->pos, N, NKV, HS, rf, c->rope_interleaved);
+        float *dq = a->dq, *dk = a->dk; /* d of the projections' outputs */
+        if (c->qk_norm) {
+            be->zero(d, a->dqp, sizeof(float) * (size_t)N * QD);
+            be->zero(d, a->dkp, sizeof(float) * (size_t)N * KD);
+            be->rmsnorm_backward(d, a->dqp, GL(q_norm), a->dq, t.qp, lw->q_norm, t.rq, N * NH, HS);
+            be->rmsnorm_backward(d, a->dkp, GL(k_norm), a->dk, t.kp, lw->k_norm, t.rk, N * NKV, HS);
+            dq = a->dqp, dk = a->dkp;
+        }
         be->zero(d, a->dxn, sizeof(float) * NC);
-        LIN(LORA_Q, a->dxn, GL(wq), GL(bq), a->dq, t.xn1, lw->wq, C, QD);
-        LIN(LORA_K, a->dxn, GL(wk), GL(bk), a->dk, t.xn1, lw->wk, C, KD);
+        LIN(LORA_Q, a->dxn, GL(wq), GL(bq), dq, t.xn1, lw->wq, C, QD);
+        LIN(LORA_K, a->dxn, GL(wk), GL(bk), dk, t.xn1, lw->wk, C, KD);
         LIN(LORA_V, a->dxn, GL(wv), GL(bv), a->dv, t.xn1, lw->wv, C, KD);
         be->rmsnorm_backward(d, dres, GL(attn_norm), a->dxn, t.x, lw->attn_norm, t.rstd1, N, C);
 #undef LIN

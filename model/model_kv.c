@@ -174,6 +174,10 @@ int model_decode(Model *m, KVCache *c, const int *slots, const int *ids, int n, 
         LIN(LORA_Q, q, xn, lw->wq, lw->bq, C, QD, 0);
         LIN(LORA_K, k, xn, lw->wk, lw->bk, C, KD, 0);
         LIN(LORA_V, v, xn, lw->wv, lw->bv, C, KD, 0);
+        if (cfg->qk_norm) { /* in place: each row's sum is taken before it is written */
+            be->rmsnorm_forward(d, q, NULL, q, lw->q_norm, n * NH, HS, cfg->norm_eps);
+            be->rmsnorm_forward(d, k, NULL, k, lw->k_norm, n * NKV, HS, cfg->norm_eps);
+        }
         be->rope_forward(d, q, c->d_pos, n, NH, HS, rf, cfg->rope_interleaved);
         be->rope_forward(d, k, c->d_pos, n, NKV, HS, rf, cfg->rope_interleaved);
         for (int i = 0; i < n; i++) {

@@ -35,7 +35,7 @@ int param_table_build(ParamTable *t, const ModelConfig *c) {
     PL_TRY(config_validate(c));
     int C = c->dim, H = c->hidden_dim, V = c->vocab_size, L = c->n_layers;
     int Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim;
-    int per_layer = 9 + (c->qkv_bias ? 3 : 0);
+    int per_layer = 9 + (c->qkv_bias ? 3 : 0) + (c->qk_norm ? 2 : 0);
     int n = 1 + L * per_layer + 1 + (c->tie_embeddings ? 0 : 1);
     t->p = calloc((size_t)n, sizeof *t->p);
     PL_CHECK_ALLOC(t->p);
@@ -56,6 +56,10 @@ int param_table_build(ParamTable *t, const ModelConfig *c) {
             LAYER(P_BQ, "self_attn.q_proj.bias", Q, 0);
             LAYER(P_BK, "self_attn.k_proj.bias", KV, 0);
             LAYER(P_BV, "self_attn.v_proj.bias", KV, 0);
+        }
+        if (c->qk_norm) {
+            LAYER(P_QNORM, "self_attn.q_norm.weight", c->head_dim, 0);
+            LAYER(P_KNORM, "self_attn.k_norm.weight", c->head_dim, 0);
         }
         LAYER(P_WO, "self_attn.o_proj.weight", C, Q);
         LAYER(P_MLP_NORM, "post_attention_layernorm.weight", C, 0);
@@ -115,6 +119,8 @@ float **weights_slot(Weights *w, const Param *p) {
     case P_BQ: return &lw->bq;
     case P_BK: return &lw->bk;
     case P_BV: return &lw->bv;
+    case P_QNORM: return &lw->q_norm;
+    case P_KNORM: return &lw->k_norm;
     case P_WO: return &lw->wo;
     case P_MLP_NORM: return &lw->mlp_norm;
     case P_GATE: return &lw->w_gate;
@@ -167,7 +173,7 @@ int base_new_random(Base **out, const ModelConfig *c, unsigned long long seed, f
         const Param *p = &b->table.p[i];
         float *x = b->flat + p->offset;
         int is_norm = p->kind == P_ATTN_NORM || p->kind == P_MLP_NORM ||
-                      p->kind == P_FINAL_NORM;
+                      p->kind == P_FINAL_NORM || p->kind == P_QNORM || p->kind == P_KNORM;
         for (size_t j = 0; j < p->numel; j++) x[j] = is_norm ? 1.0f : rng_normal(&rng) * std;
     }
     weights_bind_flat(&b->w, &b->table, b->flat, c->tie_embeddings);

@@ -22,6 +22,8 @@ typedef enum {
     P_BQ,         /* self_attn.q_proj.bias                (NH*HS)       */
     P_BK,         /* self_attn.k_proj.bias                (NKV*HS)      */
     P_BV,         /* self_attn.v_proj.bias                (NKV*HS)      */
+    P_QNORM,      /* self_attn.q_norm.weight (Qwen3)      (HS)          */
+    P_KNORM,      /* self_attn.k_norm.weight (Qwen3)      (HS)          */
     P_WO,         /* self_attn.o_proj.weight              (C, NH*HS)    */
     P_MLP_NORM,   /* post_attention_layernorm.weight      (C)           */
     P_GATE,       /* mlp.gate_proj.weight                 (H, C)        */
@@ -56,6 +58,8 @@ typedef struct {
     float *bq;         /* (NH*HS) or NULL without qkv_bias  */
     float *bk;         /* (NKV*HS) or NULL                  */
     float *bv;         /* (NKV*HS) or NULL                  */
+    float *q_norm;     /* (HS) or NULL without qk_norm      */
+    float *k_norm;     /* (HS) or NULL                      */
     float *wo;         /* (C, NH*HS)   */
     float *mlp_norm;   /* (C)          */
     float *w_gate;     /* (H, C)       */

@@ -72,6 +72,8 @@ static void assert_cfg_equal(const ModelConfig *a, const ModelConfig *b) {
     assert_int_equal(a->tie_embeddings, b->tie_embeddings);
     assert_int_equal(a->qkv_bias, b->qkv_bias);
     assert_int_equal(a->rope_interleaved, b->rope_interleaved);
+    assert_int_equal(a->qk_norm, b->qk_norm);
+    assert_memory_equal(&a->rope, &b->rope, sizeof a->rope);
     assert_int_equal(a->bos_id, b->bos_id);
     assert_int_equal(a->n_eos, b->n_eos);
     for (int i = 0; i < a->n_eos; i++) assert_int_equal(a->eos_ids[i], b->eos_ids[i]);
@@ -292,14 +294,22 @@ static void test_config_errors(void **state) {
 
 /* base_new_random -> base_save_hf -> base_load gives back the same config
  * and bit-identical tensors, for untied GQA llama, tied qwen2 with q/k/v
- * biases, and a tied interleaved-RoPE llama; F32 tensors are mapped. */
+ * biases, a tied interleaved-RoPE llama, a qwen3 (q/k norms, head_dim 8 in
+ * hidden 16 / 4 heads) and a llama with Llama 3.1's scaled RoPE; F32
+ * tensors are mapped. */
 static void test_hf_roundtrip(void **state) {
     (void)state;
-    ModelConfig cfgs[3] = {small_cfg("llama", 0, 0, 4, 2), small_cfg("qwen2", 1, 1, 4, 1),
-                           small_cfg("llama", 1, 0, 2, 2)};
+    ModelConfig cfgs[5] = {small_cfg("llama", 0, 0, 4, 2), small_cfg("qwen2", 1, 1, 4, 1),
+                           small_cfg("llama", 1, 0, 2, 2), small_cfg("qwen3", 1, 0, 4, 2),
+                           small_cfg("llama", 0, 0, 4, 2)};
     cfgs[2].rope_interleaved = 1;
     cfgs[2].n_eos = 1;
-    for (int k = 0; k < 3; k++) {
+    cfgs[3].qk_norm = 1, cfgs[3].head_dim = 8;
+    cfgs[4].rope = (RopeScaling){.type = ROPE_LLAMA3, .factor = 8, .low_freq_factor = 1,
+                                 .high_freq_factor = 4, .original_max_pos = 16, .truncate = 1};
+    const char *archs[5] = {"LlamaForCausalLM", "Qwen2ForCausalLM", "LlamaForCausalLM",
+                            "Qwen3ForCausalLM", "LlamaForCausalLM"};
+    for (int k = 0; k < 5; k++) {
         Base *ref, *b;
         assert_int_equal(base_new_random(&ref, &cfgs[k], 42 + k, 0.02f), 0);
         assert_non_null(ref->flat);
@@ -312,7 +322,8 @@ static void test_hf_roundtrip(void **state) {
         char *json = tu_read_file(tu_path("%s/config.json", dir), NULL);
         assert_non_null(json);
         assert_int_equal(strstr(json, "plumb_rope_interleaved") != NULL, k == 2);
-        assert_non_null(strstr(json, k == 1 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"));
+        assert_non_null(strstr(json, archs[k]));
+        if (k == 3) assert_true(ref->w.layers[1].k_norm[7] == 1.0f);
         free(json);
 
         assert_int_equal(base_load(&b, dir), 0);

@@ -110,6 +110,10 @@ static void test_llama_sharded(void **state) { check_folder("llama-sharded"); }
 /* Qwen2ForCausalLM: q/k/v bias, tied embeddings, rope_theta 1e6. */
 static void test_qwen2(void **state) { check_folder("qwen2"); }
 
+/* Qwen3ForCausalLM (tests/ref/make_qwen3_ref.py): q and k RMS-normed per
+ * head before RoPE, head_dim 32 where hidden / heads is 16, tied, no bias. */
+static void test_qwen3(void **state) { check_folder("qwen3"); }
+
 /* Scaled RoPE (tests/ref/make_rope_ref.py): an original context of 32 in
  * 256, sequences of 200 and a greedy prompt of 40, where the scaling bites:
  * Llama 3.1's llama3, linear interpolation, and YaRN with its factor on
@@ -152,6 +156,7 @@ int main(void) {
         cmocka_unit_test(test_llama_sharded),
         cmocka_unit_test(test_qwen2),
         cmocka_unit_test(test_peft_adapter),
+        cmocka_unit_test(test_qwen3),
         cmocka_unit_test(test_rope_llama3),
         cmocka_unit_test(test_rope_linear),
         cmocka_unit_test(test_rope_yarn),
