@@ -44,7 +44,7 @@ fi
 # The library, as CMakeLists.txt globs it, compiled in parallel. A source
 # that does not compile (work in progress elsewhere) is reported and left
 # out of the archive; the link then fails only if a harness needs it.
-SRCS="$(ls common/*.c kernels/cpu/*.c model/*.c algo/*.c data/*.c worker/*.c actor/*.c \
+SRCS="$(ls common/*.c kernels/*.c kernels/cpu/*.c model/*.c algo/*.c data/*.c worker/*.c actor/*.c \
     critic/*.c reward/*.c reference/*.c coordinator/*.c 2>/dev/null) $OUT/proto/plumb.pb-c.c"
 JOBF="$OUT/jobs.$$"
 : > "$JOBF"

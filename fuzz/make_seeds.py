@@ -201,6 +201,18 @@ put("config", "eos_list", json.dumps({
     "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 64,
     "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": True,
     "bos_token_id": 1, "eos_token_id": [2, 7, 9]}))
+for name in ("qwen3", "llama-rope-llama3", "llama-rope-yarn"):
+    with open(os.path.join(ROOT, "tests", "data", "hf", name, "config.json")) as f:
+        put("config", name, f.read())
+# counts no model has: each must be refused naming its key, before any allocation
+for key, val in (("num_hidden_layers", 1000000000), ("vocab_size", 2147483647),
+                 ("hidden_size", 1 << 30), ("head_dim", 1 << 20),
+                 ("max_position_embeddings", 2147483647)):
+    c = {"model_type": "llama", "vocab_size": 32, "hidden_size": 16, "intermediate_size": 32,
+         "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+         "max_position_embeddings": 64}
+    c[key] = val
+    put("config", "huge_" + key, json.dumps(c))
 
 
 # --------------------------------------------------------------- safetensors

@@ -320,7 +320,10 @@ static int load_llama2c(Base *b, const char *path) {
     c->eos_ids[0] = 1;
     c->n_eos = 1;
     rc = param_table_build(&b->table, c);
-    if (rc < 0) goto out;
+    if (rc < 0) {
+        rc = pl_wrap(rc, "%s (its llama2.c header)", path);
+        goto out;
+    }
 
     long long HS = C / NH;
     long long freq = version == 0 ? 2LL * T * HS / 2 : 0; /* freq_cis real and imag */

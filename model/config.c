@@ -306,6 +306,25 @@ int config_validate(const ModelConfig *c) {
         return pl_fail(PL_EINVAL, "config: sizes must be positive (V=%d C=%d H=%d L=%d "
                        "NH=%d NKV=%d HS=%d T=%d)", c->vocab_size, c->dim, c->hidden_dim,
                        c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->max_seq_len);
+    /* Bounds far past any released model, so that no count from a file can
+     * overflow the sizes computed from it (an int product, a layer table)
+     * or ask for memory before the file is checked to hold the tensors. */
+    static const struct {
+        const char *key;
+        long long max;
+    } bounds[] = {{"vocab_size", 1 << 24},          {"hidden_size", 1 << 17},
+                  {"intermediate_size", 1 << 20},   {"num_hidden_layers", 4096},
+                  {"num_attention_heads", 4096},    {"num_key_value_heads", 4096},
+                  {"head_dim", 4096},               {"max_position_embeddings", 1 << 24}};
+    const int vals[8] = {c->vocab_size, c->dim,       c->hidden_dim, c->n_layers,
+                         c->n_heads,    c->n_kv_heads, c->head_dim,  c->max_seq_len};
+    for (int i = 0; i < 8; i++)
+        if (vals[i] > bounds[i].max)
+            return pl_fail(PL_ERANGE, "config: %s %d is over %lld, more than any model plumb can "
+                           "run", bounds[i].key, vals[i], bounds[i].max);
+    if ((long long)c->n_heads * c->head_dim > 1 << 20)
+        return pl_fail(PL_ERANGE, "config: num_attention_heads %d x head_dim %d is over %d",
+                       c->n_heads, c->head_dim, 1 << 20);
     if (c->n_heads % c->n_kv_heads != 0)
         return pl_fail(PL_EINVAL, "config: num_attention_heads %d is not a multiple of "
                        "num_key_value_heads %d", c->n_heads, c->n_kv_heads);

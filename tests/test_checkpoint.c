@@ -275,6 +275,24 @@ static void test_config_errors(void **state) {
         " \"rope_scaling\": {\"rope_type\": \"default\"}}");
     assert_int_equal(config_load_json(&c, path), 0);
 
+    /* counts no model has are refused naming the key and the file, before
+     * anything is sized from them (1e9 layers overflowed an int here) */
+    const char *huge[][2] = {{"num_hidden_layers", "1000000000"},
+                             {"vocab_size", "2147483647"},
+                             {"hidden_size", "1073741824"},
+                             {"max_position_embeddings", "2147483647"}};
+    for (int i = 0; i < 4; i++) {
+        char body[512];
+        snprintf(body, sizeof body,
+                 "{\"vocab_size\": 32, \"hidden_size\": 64, \"intermediate_size\": 128,"
+                 " \"num_hidden_layers\": 2, \"num_attention_heads\": 4,"
+                 " \"max_position_embeddings\": 64, \"%s\": %s}", huge[i][0], huge[i][1]);
+        path = write_text("huge.json", body);
+        assert_int_equal(config_load_json(&c, path), PL_ERANGE);
+        assert_error_mentions(huge[i][0]);
+        assert_error_mentions("huge.json");
+    }
+
     path = write_text("gpt2.json", "{\"model_type\": \"gpt2\", \"vocab_size\": 32}");
     assert_int_equal(config_load_json(&c, path), PL_ENOTSUP);
     assert_error_mentions("gpt2");
@@ -744,6 +762,13 @@ static void test_llama2c_bad(void **state) {
     assert_int_equal(tu_write_file(path, junk, sizeof junk), 0);
     assert_int_equal(base_load(&b, path), PL_EFORMAT);
     assert_int_equal(base_load(&b, tu_path("%s/none.bin", tu_tmp_dir())), PL_EIO);
+
+    /* a billion layers: refused naming the count and the file, nothing sized */
+    int32_t huge[7] = {16, 24, 1000000000, 4, 2, 37, 32};
+    assert_int_equal(tu_write_file(path, huge, sizeof huge), 0);
+    assert_int_equal(base_load(&b, path), PL_ERANGE);
+    assert_error_mentions("num_hidden_layers 1000000000");
+    assert_error_mentions("trunc.bin");
 }
 
 int main(void) {
