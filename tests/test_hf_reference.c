@@ -113,6 +113,7 @@ static void test_qwen2(void **state) { check_folder("qwen2"); }
 /* Qwen3ForCausalLM (tests/ref/make_qwen3_ref.py): q and k RMS-normed per
  * head before RoPE, head_dim 32 where hidden / heads is 16, tied, no bias. */
 static void test_qwen3(void **state) { check_folder("qwen3"); }
+static void test_qwen3_bf16(void **state) { check_folder("qwen3-bf16"); }
 
 /* Scaled RoPE (tests/ref/make_rope_ref.py): an original context of 32 in
  * 256, sequences of 200 and a greedy prompt of 40, where the scaling bites:
@@ -157,6 +158,7 @@ int main(void) {
         cmocka_unit_test(test_qwen2),
         cmocka_unit_test(test_peft_adapter),
         cmocka_unit_test(test_qwen3),
+        cmocka_unit_test(test_qwen3_bf16),
         cmocka_unit_test(test_rope_llama3),
         cmocka_unit_test(test_rope_linear),
         cmocka_unit_test(test_rope_yarn),

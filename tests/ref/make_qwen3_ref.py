@@ -5,7 +5,7 @@ Run from the repository root (needs torch, transformers):
 
     python3 tests/ref/make_qwen3_ref.py
 
-Writes tests/data/hf/qwen3/: Qwen3ForCausalLM in the llama fixture's shape
+Writes tests/data/hf/qwen3/ (and qwen3-bf16/, the same weights in bf16): Qwen3ForCausalLM in the llama fixture's shape
 (make_hf_ref.py) but with an explicit head_dim of 32 (hidden 64 / 4 heads
 would give 16), q and k RMSNorm per head, no biases, tied embeddings and
 rope_theta 1e6; expected.json in make_hf_ref.py's layout (fp32, CPU)."""
@@ -47,9 +47,16 @@ def main():
         sys.exit("every seed has a near-tie")
     e["seed"] = seed
     H.write_json(os.path.join(d, "expected.json"), e)
-    for f in os.listdir(d):
-        os.chmod(os.path.join(d, f), 0o644)
-    print("wrote", d)
+    # the same weights stored as bfloat16, as Qwen3 checkpoints ship
+    db = H.out("qwen3-bf16")
+    shutil.rmtree(db, ignore_errors=True)
+    m.to(torch.bfloat16).save_pretrained(db, safe_serialization=True)
+    mb = H.load(Qwen3ForCausalLM, db, dtype=torch.bfloat16)
+    H.write_json(os.path.join(db, "expected.json"), H.expected(mb, seqs))
+    for dd in (d, db):
+        for f in os.listdir(dd):
+            os.chmod(os.path.join(dd, f), 0o644)
+        print("wrote", dd)
 
 
 if __name__ == "__main__":
