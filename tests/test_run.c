@@ -704,6 +704,29 @@ static void test_reward_model(void **state) {
         }
         json_decref(m);
         if (full) {
+            /* a reward model of its own size: 2 layers of width 48 scoring an
+             * actor of 1 layer of width 32 */
+            const char *rm2 = strdup(tu_path("%s/rm-other", dir));
+            char b2[8192], c2[2048];
+            algo_body(b2, sizeof b2, "rm");
+            strncat(b2, "reward.full_finetune: true\n", sizeof b2 - strlen(b2) - 1);
+            config(c2, sizeof c2, "rm-other", b2);
+            rc = plumb(&out, "train %s --quiet run.dir=%s model.init.dim=48 model.init.hidden=96 "
+                             "model.init.layers=2 model.init.heads=4 model.init.kv_heads=2", c2, rm2);
+            if (rc != 0) fail_msg("rm of another size: exit %d\n%s", rc, out);
+            free(out);
+            snprintf(b2, sizeof b2, "algo.name: grpo\nalgo.group_size: 2\nalgo.kl_coef: 0\n"
+                     "reward.type: model\nreward.model: %s/checkpoints/step-000003\n"
+                     "data.train: %s/prompts.jsonl\n", rm2, data);
+            config(c2, sizeof c2, "grpo-rm-other", b2);
+            rc = plumb(&out, "train %s --quiet run.steps=2", c2);
+            if (rc != 0) fail_msg("grpo with an rm of another size: exit %d\n%s", rc, out);
+            free(out);
+            m = metrics_load(tu_path("%s/grpo-rm-other", dir));
+            assert_finite(metrics_step(m, 2), "rollout/reward_mean", "grpo with an rm of another size");
+            json_decref(m);
+            free((void *)rm2);
+
             assert_int_equal(truncate(tu_path("%s/reward/model/model.safetensors", ck), 100), 0);
             rc = plumb(&out, "train %s --quiet run.steps=2", cfg);
             if (rc == 0 || !strstr(out, "reward/model"))

@@ -48,10 +48,11 @@ static int own_base(Role *r, const Plumb__RoleConfig *cfg, const char *rdir) {
     if (own_path) {
         PL_TRY(base_load(&own, own_path));
         int rc = cfg->train_base ? base_make_flat(own) : 0;
-        if (rc == 0 && (own->cfg.vocab_size != r->base->cfg.vocab_size ||
-                        own->cfg.dim != r->base->cfg.dim ||
-                        own->cfg.n_layers != r->base->cfg.n_layers))
-            rc = pl_fail(PL_EFORMAT, "%s: a model of another shape than the base", own_path);
+        /* any architecture and size: it reads the same token ids, so only
+         * the vocabulary must be the base's */
+        if (rc == 0 && own->cfg.vocab_size != r->base->cfg.vocab_size)
+            rc = pl_fail(PL_EFORMAT, "%s: a vocabulary of %d tokens, the base's has %d", own_path,
+                         own->cfg.vocab_size, r->base->cfg.vocab_size);
         if (rc < 0) {
             base_free(&own);
             return rc;
