@@ -123,7 +123,8 @@ static const Key KEYS[] = {
     ENUM("reward.type", reward_type, "exact_match", "exact_match|numeric_match|regex|length|model",
          "reward of a response: a rule, or a trained reward model"),
     STR("reward.arg", reward_arg, "", "the rule's argument"),
-    PATH("reward.model", reward_model, "", "reward.type model: an rm run's checkpoint folder"),
+    PATH("reward.model", reward_model, "",
+         "reward.type model: an rm run's checkpoint folder (its model may be of another size)"),
     BOOL("reward.full_finetune", reward_full_finetune, "false",
          "rm: train all base weights of the reward model, not an adapter"),
 
