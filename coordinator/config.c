@@ -125,6 +125,10 @@ static const Key KEYS[] = {
     STR("reward.arg", reward_arg, "", "the rule's argument"),
     PATH("reward.model", reward_model, "",
          "reward.type model: an rm run's checkpoint folder (its model may be of another size)"),
+    PATH("critic.model", critic_model, "",
+         "ppo: a model folder the critic starts from instead of model.path (same vocabulary)"),
+    PATH("reference.model", reference_model, "",
+         "the KL and DPO reference's model folder instead of model.path (same vocabulary)"),
     BOOL("reward.full_finetune", reward_full_finetune, "false",
          "rm: train all base weights of the reward model, not an adapter"),
 

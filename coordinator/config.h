@@ -84,6 +84,8 @@ typedef struct RunConfig {
                                     length|model                                */
     char reward_arg[CFG_STR];    /* reward.arg: the rule's argument             */
     char reward_model[CFG_PATH]; /* reward.model: an rm run's checkpoint folder  */
+    char critic_model[CFG_PATH]; /* critic.model: the critic's own base          */
+    char reference_model[CFG_PATH]; /* reference.model: the reference's own base */
     int reward_full_finetune;    /* reward.full_finetune: rm trains all weights  */
 
     /* data */

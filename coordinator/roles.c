@@ -104,6 +104,7 @@ Plumb__RoleConfig *roles_config(void *ctx, RoleKind k, WireArena *a) {
     case ROLE_CRITIC:
         rc->lora_rank = c->lora_rank;
         rc->head = 1;
+        if (c->critic_model[0]) rc->base_path = (char *)c->critic_model;
         rc->seed = rng_mix3(c->seed, TAG_CRITIC, 0);
         if (c->critic_lr > 0) o->lr = c->critic_lr;
         break;
@@ -125,6 +126,9 @@ Plumb__RoleConfig *roles_config(void *ctx, RoleKind k, WireArena *a) {
             rc->rule = (char *)c->reward_type;
             rc->rule_arg = (char *)c->reward_arg;
         }
+        break;
+    case ROLE_REFERENCE:
+        if (c->reference_model[0]) rc->base_path = (char *)c->reference_model;
         break;
     default:
         break;

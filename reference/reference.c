@@ -9,8 +9,7 @@ static void configure(Plumb__RoleConfig *cfg) {
     cfg->head = 0;
     cfg->train_base = 0;
     cfg->head_path = NULL;
-    cfg->base_path = NULL;
-    cfg->resume_dir = NULL;
+    cfg->resume_dir = NULL; /* base_path stays: reference.model */
 }
 
 static const RoleRequest requests[] = {{PLUMB__ENVELOPE__BODY_LOGPROBS, role_on_logprobs}};

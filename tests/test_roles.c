@@ -29,6 +29,7 @@
 #include "testutil.h"
 #include "actor/actor.h"
 #include "critic/critic.h"
+#include "worker/bases.h"
 #include "reference/reference.h"
 #include "reward/reward.h"
 #include "worker/role.h"
@@ -107,7 +108,7 @@ static int mk(Role **out, Spec s) {
     if (s.rule) c.rule = (char *)s.rule;
     if (s.arg) c.rule_arg = (char *)s.arg;
     if (s.resume) c.resume_dir = (char *)s.resume;
-    return role_new(out, desc_of(s.role), &c, base, NULL, tok, tokdir, NULL);
+    return role_new(out, desc_of(s.role), &c, base, NULL, tok, tokdir, NULL, NULL);
 }
 
 static Role *mk_ok(Spec s) {
@@ -367,6 +368,61 @@ static Plumb__Envelope *req_generate(WireArena *a, const Pk *prompts, int n, int
     e->body_case = PLUMB__ENVELOPE__BODY_GENERATE;
     e->generate = g;
     return e;
+}
+
+/* Roles with a base of their own (critic.model, reference.model, a
+ * reward model): a model of another size than the worker's, loaded once
+ * per folder for every role of the worker that names it, freed with the
+ * last of them; one of another vocabulary is refused naming both. */
+static void test_own_bases_shared(void **state) {
+    (void)state;
+    ModelConfig c = base->cfg;
+    c.dim = 16, c.hidden_dim = 24, c.n_layers = 1, c.n_heads = 2, c.n_kv_heads = 1;
+    Base *other;
+    assert_int_equal(base_new_random(&other, &c, 3, 0.3f), 0);
+    const char *dir = tu_path("%s/other-base", tu_tmp_dir());
+    assert_int_equal(base_save_hf(other, dir), 0);
+    base_free(&other);
+    char path[600];
+    snprintf(path, sizeof path, "%s", dir);
+    Bases *bs;
+    assert_int_equal(bases_new(&bs), 0);
+    Plumb__Optim o = PLUMB__OPTIM__INIT;
+    o.lr = 1e-2f, o.grad_clip = 1.0f, o.schedule = "constant";
+    Plumb__RoleConfig rc = PLUMB__ROLE_CONFIG__INIT;
+    rc.optim = &o, rc.seed = 5, rc.base_path = path;
+    Role *critic, *ref;
+    rc.role = "critic", rc.lora_rank = 2, rc.lora_alpha = 4, rc.head = 1;
+    if (role_new(&critic, desc_of("critic"), &rc, base, NULL, tok, tokdir, NULL, bs) < 0)
+        fail_msg("%s", pl_error());
+    rc.role = "reference", rc.lora_rank = 0, rc.head = 0;
+    if (role_new(&ref, desc_of("reference"), &rc, base, NULL, tok, tokdir, NULL, bs) < 0)
+        fail_msg("%s", pl_error());
+    assert_ptr_equal(critic->base, ref->base); /* one copy */
+    assert_true(critic->base != base);
+    assert_int_equal(critic->base->cfg.dim, 16);
+    assert_int_equal(critic->model->base->cfg.n_layers, 1);
+    role_free(&critic); /* the reference still computes on it */
+    float lp[3];
+    const int ids[4] = {ARITH_BOS, 5, 6, 7}, tg[4] = {5, 6, 7, -1}, cu[2] = {0, 4};
+    Batch b = {.tokens = ids, .targets = tg, .cu_seqlens = cu, .B = 1};
+    float lp4[4];
+    assert_int_equal(model_forward(ref->model, &b, lp4, NULL, NULL, NULL), 0);
+    (void)lp;
+    role_free(&ref);
+
+    /* another vocabulary: refused, naming both */
+    c.vocab_size = base->cfg.vocab_size + 1;
+    assert_int_equal(base_new_random(&other, &c, 3, 0.3f), 0);
+    const char *dir2 = tu_path("%s/other-vocab", tu_tmp_dir());
+    assert_int_equal(base_save_hf(other, dir2), 0);
+    base_free(&other);
+    snprintf(path, sizeof path, "%s", dir2);
+    rc.role = "reference";
+    assert_true(role_new(&ref, desc_of("reference"), &rc, base, NULL, tok, tokdir, NULL, bs) < 0);
+    assert_non_null(strstr(pl_error(), "vocabulary of"));
+    assert_null(ref);
+    bases_free(&bs);
 }
 
 /* B * n sequences, prompt-major, each its prompt then generated ids with
@@ -1321,6 +1377,7 @@ static void test_wrong_role(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_own_bases_shared),
         cmocka_unit_test(test_generate),    cmocka_unit_test(test_logprobs_shift),
         cmocka_unit_test(test_values_shift), cmocka_unit_test(test_rules),
         cmocka_unit_test(test_score_model), cmocka_unit_test(test_sft),

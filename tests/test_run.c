@@ -725,6 +725,21 @@ static void test_reward_model(void **state) {
             m = metrics_load(tu_path("%s/grpo-rm-other", dir));
             assert_finite(metrics_step(m, 2), "rollout/reward_mean", "grpo with an rm of another size");
             json_decref(m);
+            /* PPO whose critic and reference start from that model too
+             * (critic.model, reference.model), the three in one worker */
+            snprintf(b2, sizeof b2, "algo.name: ppo\nalgo.group_size: 2\nalgo.kl_coef: 0.05\n"
+                     "reward.type: model\nreward.model: %s/checkpoints/step-000003\n"
+                     "critic.model: %s/checkpoints/step-000003/reward/model\n"
+                     "reference.model: %s/checkpoints/step-000003/reward/model\n"
+                     "launch.workers: actor critic,reward,reference\n"
+                     "data.train: %s/prompts.jsonl\n", rm2, rm2, rm2, data);
+            config(c2, sizeof c2, "ppo-own-bases", b2);
+            rc = plumb(&out, "train %s --quiet run.steps=2", c2);
+            if (rc != 0) fail_msg("ppo with critic.model and reference.model: exit %d\n%s", rc, out);
+            free(out);
+            m = metrics_load(tu_path("%s/ppo-own-bases", dir));
+            assert_finite(metrics_step(m, 2), "critic/value_loss", "ppo with bases of their own");
+            json_decref(m);
             free((void *)rm2);
 
             assert_int_equal(truncate(tu_path("%s/reward/model/model.safetensors", ck), 100), 0);

@@ -7,6 +7,7 @@
 #include "common/err.h"
 #include "common/fs.h"
 #include "worker/role.h"
+#include "worker/bases.h"
 
 /* OptimConfig from the message: absent fields (proto zeros) of beta1, beta2
  * and eps take optim_defaults; the others are taken as sent. */
@@ -35,7 +36,9 @@ static int optim_from_msg(const Plumb__Optim *m, OptimConfig *c) {
 
 /* The role's own model when it has one: a full fine-tuning role's (its
  * checkpoint's on resume, else cfg->base_path's, else a flat copy of the
- * shared base), or a fully fine-tuned reward model's (cfg->base_path). */
+ * shared base: a copy of its own), or cfg->base_path's for a role that does
+ * not train its base (a reward model, a critic or a reference of its own),
+ * shared through r->bases with the roles that name the same folder. */
 static int own_base(Role *r, const Plumb__RoleConfig *cfg, const char *rdir) {
     char path[PL_PATH];
     const char *own_path = cfg->base_path && *cfg->base_path ? cfg->base_path : NULL;
@@ -45,6 +48,18 @@ static int own_base(Role *r, const Plumb__RoleConfig *cfg, const char *rdir) {
     }
     if (!cfg->train_base && !own_path) return 0;
     Base *own = NULL;
+    if (own_path && !cfg->train_base && r->bases) {
+        int loaded;
+        PL_TRY(bases_get(r->bases, own_path, &own, &loaded));
+        if (own->cfg.vocab_size != r->base->cfg.vocab_size) {
+            bases_put(r->bases, own);
+            return pl_fail(PL_EFORMAT, "%s: a vocabulary of %d tokens, the base's has %d",
+                           own_path, own->cfg.vocab_size, r->base->cfg.vocab_size);
+        }
+        r->base = own;
+        r->own_base = 2;
+        return 0;
+    }
     if (own_path) {
         PL_TRY(base_load(&own, own_path));
         int rc = cfg->train_base ? base_make_flat(own) : 0;
@@ -134,7 +149,8 @@ static int role_build(Role *r, const Plumb__RoleConfig *cfg, const char *base_pa
 }
 
 int role_new(Role **out, const RoleDesc *d, const Plumb__RoleConfig *cfg_in, Base *base,
-             const char *base_path, const Tokenizer *tok, const char *tok_dir, Device *dev) {
+             const char *base_path, const Tokenizer *tok, const char *tok_dir, Device *dev,
+             Bases *bases) {
     *out = NULL;
     if (!d || !cfg_in || !base) return pl_fail(PL_EINVAL, "role_new: no role, config or base");
     RoleKind kind = d->kind;
@@ -154,6 +170,7 @@ int role_new(Role **out, const RoleDesc *d, const Plumb__RoleConfig *cfg_in, Bas
     r->kind = kind;
     r->base = base;
     r->dev = dev;
+    r->bases = bases;
     r->tok = tok;
     snprintf(r->tok_dir, sizeof r->tok_dir, "%s", tok_dir ? tok_dir : "");
     int rc = role_build(r, &cfg, base_path);
@@ -172,7 +189,8 @@ void role_free(Role **pr) {
     if (r->desc && r->desc->free) r->desc->free(r);
     model_free(&r->model);
     for (int i = 0; i < r->n_opt; i++) adamw_free(&r->opt[i]);
-    if (r->own_base) base_free(&r->base);
+    if (r->own_base == 2) bases_put(r->bases, r->base);
+    else if (r->own_base) base_free(&r->base);
     free(r);
     *pr = NULL;
 }

@@ -70,7 +70,9 @@ struct Role {
     RoleKind kind;
     Base *base;              /* shared unless own_base                         */
     Device *dev;             /* where the model computes (NULL: the CPU)       */
-    int own_base;            /* 1: loaded for this role (train_base)           */
+    struct Bases *bases;     /* the worker's shared bases by path (or NULL)    */
+    int own_base;            /* 1: loaded for this role (train_base); 2: from
+                                bases, shared with roles naming the same path */
     Model *model;
     const Tokenizer *tok;    /* shared, not owned                              */
     char tok_dir[4096];      /* folder of tokenizer.json (copied on export)    */
@@ -105,7 +107,8 @@ struct Role {
  * optim_defaults; an empty schedule is constant. Fails with a message
  * naming the role and the bad setting or file. */
 int role_new(Role **out, const RoleDesc *d, const Plumb__RoleConfig *cfg, Base *base,
-             const char *base_path, const Tokenizer *tok, const char *tok_dir, Device *dev);
+             const char *base_path, const Tokenizer *tok, const char *tok_dir, Device *dev,
+             struct Bases *bases);
 void role_free(Role **r);
 
 /* Handles request q (q->role names this role, or is empty) with the

@@ -1,6 +1,7 @@
 /* worker.c: the worker process loop (worker.h). */
 #define _GNU_SOURCE
 #include "worker.h"
+#include "worker/bases.h"
 
 #include <errno.h>
 #include <libgen.h>
@@ -102,6 +103,7 @@ typedef struct {
     ZtClient *client;
     Base *base;
     Device *dev; /* where the roles compute (--device)         */
+    Bases *bases; /* the roles' other bases, one copy per path */
     Tokenizer *tok;
     char tok_dir[4096];
     char worker_id[128];
@@ -222,7 +224,7 @@ static int do_register(Worker *w) {
                          wel->roles[i]->role);
         if (rc == 0) /* role_new's errors name the role */
             rc = role_new(&w->roles[slot], w->o->roles_table[k], wel->roles[i], w->base,
-                          w->o->model, w->tok, w->tok_dir, w->dev);
+                          w->o->model, w->tok, w->tok_dir, w->dev, w->bases);
     }
     for (int j = 0; rc == 0 && j < w->n_roles; j++)
         if (!w->roles[j])
@@ -301,7 +303,8 @@ static void worker_free(Worker *w) {
     coll_free(&w->coll);
     for (int i = 0; i < w->n_roles; i++) role_free(&w->roles[i]);
     zt_client_free(&w->client);
-    base_free(&w->base); /* the base's device copy before its device */
+    bases_free(&w->bases);
+    base_free(&w->base); /* the bases' device copies before their device */
     dev_close(&w->dev);
     tok_free(&w->tok);
 }
@@ -333,6 +336,10 @@ int worker_run(const WorkerOptions *o) {
     /* the device first: a worker that cannot have it says so before loading */
     int rc = dev_open(&w.dev, o->device ? o->device : "cpu");
     if (rc < 0) return pl_wrap(rc, "--device");
+    if ((rc = bases_new(&w.bases)) < 0) {
+        worker_free(&w);
+        return rc;
+    }
     rc = base_load(&w.base, o->model);
     if (rc < 0) {
         worker_free(&w);
