@@ -142,6 +142,16 @@ static const char *write_text(const char *name, const char *text) {
     return path;
 }
 
+/* config.json of a small llama with extra (JSON members after the
+ * required ones), written as name. */
+static const char *small_json(const char *name, const char *extra) {
+    static char text[2048];
+    snprintf(text, sizeof text,
+             "{\"vocab_size\": 32, \"hidden_size\": 64, \"intermediate_size\": 128,"
+             " \"num_hidden_layers\": 2, \"num_attention_heads\": 4, %s}", extra);
+    return write_text(name, text);
+}
+
 /* A real-looking Qwen2 config.json parses with its defaults (head_dim from
  * hidden/heads, qkv bias implied), an eos list, and generation_config.json
  * overriding eos; a missing generation_config.json is fine. */
@@ -219,53 +229,37 @@ static void test_config_errors(void **state) {
     assert_int_equal(config_load_json(&c, path), PL_EFORMAT);
     assert_error_mentions("vocab_size");
 
-    path = write_text("scaled.json",
-        "{\"vocab_size\": 32, \"hidden_size\": 64, \"intermediate_size\": 128,"
-        " \"num_hidden_layers\": 2, \"num_attention_heads\": 4,"
-        " \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}}");
+    path = small_json("scaled.json", "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}");
     assert_int_equal(config_load_json(&c, path), 0);
     assert_int_equal(c.rope.type, ROPE_LINEAR);
     assert_true(c.rope.factor == 2.0f);
 
     /* Llama 3.1's block, in transformers 5's rope_parameters */
-    path = write_text("llama31.json",
-        "{\"vocab_size\": 32, \"hidden_size\": 64, \"intermediate_size\": 128,"
-        " \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"max_position_embeddings\": 131072,"
+    path = small_json("llama31.json", "\"max_position_embeddings\": 131072,"
         " \"rope_parameters\": {\"rope_type\": \"llama3\", \"rope_theta\": 500000.0, \"factor\": 8.0,"
         " \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0,"
-        " \"original_max_position_embeddings\": 8192}}");
+        " \"original_max_position_embeddings\": 8192}");
     assert_int_equal(config_load_json(&c, path), 0);
     assert_int_equal(c.rope.type, ROPE_LLAMA3);
     assert_int_equal(c.rope.original_max_pos, 8192);
     assert_true(c.rope_theta == 500000.0f && c.rope.high_freq_factor == 4.0f);
 
     /* YaRN without a factor: max_position_embeddings / original, as transformers */
-    path = write_text("yarn.json",
-        "{\"vocab_size\": 32, \"hidden_size\": 64, \"intermediate_size\": 128,"
-        " \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"max_position_embeddings\": 131072,"
-        " \"rope_scaling\": {\"rope_type\": \"yarn\", \"original_max_position_embeddings\": 32768}}");
+    path = small_json("yarn.json", "\"max_position_embeddings\": 131072,"
+        " \"rope_scaling\": {\"rope_type\": \"yarn\", \"original_max_position_embeddings\": 32768}");
     assert_int_equal(config_load_json(&c, path), 0);
     assert_int_equal(c.rope.type, ROPE_YARN);
     assert_true(c.rope.factor == 4.0f && c.rope.truncate == 1);
 
-    path = write_text("llama3_partial.json",
-        "{\"vocab_size\": 32, \"hidden_size\": 64, \"intermediate_size\": 128,"
-        " \"num_hidden_layers\": 2, \"num_attention_heads\": 4,"
-        " \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0}}");
+    path = small_json("llama3_partial.json", "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0}");
     assert_int_equal(config_load_json(&c, path), PL_EFORMAT);
     assert_error_mentions("original_max_position_embeddings");
 
-    path = write_text("dynamic.json",
-        "{\"vocab_size\": 32, \"hidden_size\": 64, \"intermediate_size\": 128,"
-        " \"num_hidden_layers\": 2, \"num_attention_heads\": 4,"
-        " \"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 2.0}}");
+    path = small_json("dynamic.json", "\"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 2.0}");
     assert_int_equal(config_load_json(&c, path), PL_ENOTSUP);
     assert_error_mentions("\"dynamic\"");
 
-    path = write_text("partial_rotary.json",
-        "{\"vocab_size\": 32, \"hidden_size\": 64, \"intermediate_size\": 128,"
-        " \"num_hidden_layers\": 2, \"num_attention_heads\": 4,"
-        " \"rope_parameters\": {\"rope_type\": \"default\", \"partial_rotary_factor\": 0.5}}");
+    path = small_json("partial_rotary.json", "\"rope_parameters\": {\"rope_type\": \"default\", \"partial_rotary_factor\": 0.5}");
     assert_int_equal(config_load_json(&c, path), PL_ENOTSUP);
     assert_error_mentions("partial_rotary_factor");
 

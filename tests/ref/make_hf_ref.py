@@ -162,12 +162,18 @@ def load(cls, path, dtype=torch.float32):
     return m.float().eval()
 
 
-def main():
+def start():
+    """What every fixture script does first: check it runs from the
+    repository root, and make torch deterministic (one thread)."""
     if not os.path.isdir("tests") or not os.path.isfile("Makefile"):
         sys.exit("run from the repository root")
     torch.manual_seed(0)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
+
+
+def main():
+    start()
     if os.path.isdir(ROOT):
         for d in ("llama", "llama-bf16", "llama-sharded", "qwen2"):
             shutil.rmtree(out(d), ignore_errors=True)

@@ -21,11 +21,7 @@ from transformers import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
 
 
 def main():
-    if not os.path.isdir("tests") or not os.path.isfile("Makefile"):
-        sys.exit("run from the repository root")
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    H.start()
     seqs = H.make_sequences(1234)
     d = H.out("qwen3")
     cfg = Qwen3Config(head_dim=32, rope_theta=1000000.0, rms_norm_eps=1e-6,

@@ -30,11 +30,7 @@ SCALINGS = {
 
 
 def main():
-    if not os.path.isdir("tests") or not os.path.isfile("Makefile"):
-        sys.exit("run from the repository root")
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    H.start()
     H.SEQ_LENS = [5, 60, 200]
     g = torch.Generator().manual_seed(77)
     H.PROMPTS = [[1] + torch.randint(3, H.VOCAB, (39,), generator=g).tolist(), [1, 5, 9]]
