@@ -60,7 +60,7 @@ struct Backend {
     void (*free)(Device *d, void *p);
     void (*upload)(Device *d, void *dst, const void *src, size_t bytes);
     void (*download)(Device *d, void *dst, const void *src, size_t bytes);
-    void (*copy)(Device *d, void *dst, const void *src, size_t bytes);
+    void (*copy)(Device *d, void *dst, const void *src, size_t bytes); /* no overlap */
     void (*zero)(Device *d, void *dst, size_t bytes);
 
     /* kernels (kernels.h) */

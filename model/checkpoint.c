@@ -443,8 +443,8 @@ int base_to_device(Base *b, Device *d) {
     size_t bytes = sizeof(float) * b->table.total;
     float *dflat = d->be->alloc(d, bytes);
     d->be->upload(d, dflat, host, bytes);
+    int rc = dev_sync(d); /* the copy is done before its source goes */
     if (!flat_now) free(host);
-    int rc = dev_sync(d);
     if (rc == 0) rc = weights_init(&b->dw, b->cfg.n_layers);
     if (rc < 0) {
         d->be->free(d, dflat);

@@ -120,12 +120,12 @@ int model_prefill(Model *m, KVCache *c, const int *slots, const int *const *prom
                 d->be->copy(d, kv_row(c, c->v, l, slots[i], 0), vs, bytes);
             }
         }
-        for (int i = 0; i < n; i++) {
-            c->len[slots[i]] = lens[i];
+        for (int i = 0; i < n; i++)
             lm_head(m, c, model_final_hidden(m) + (size_t)(cu[i + 1] - 1) * cfg->dim, 1,
                     logits + (size_t)i * cfg->vocab_size);
-        }
         rc = dev_sync(d);
+        /* the slots hold their prompts only once the device says so */
+        for (int i = 0; rc == 0 && i < n; i++) c->len[slots[i]] = lens[i];
     }
     free(tokens);
     free(cu);

@@ -57,7 +57,9 @@ static int cuda_open(Device *d) {
         return refuse(d, PL_EDEVICE, cudaGetErrorString(e));
     }
     cudaDeviceProp p;
-    if (cudaGetDeviceProperties(&p, d->id) == cudaSuccess && p.major < 8) {
+    e = cudaGetDeviceProperties(&p, d->id);
+    if (e != cudaSuccess) cudaGetLastError(); /* no stale error for the first kernel */
+    if (e == cudaSuccess && p.major < 8) {
         snprintf(m, sizeof m, "%.128s is compute capability %d.%d; plumb needs 8.0 or later", p.name,
                  p.major, p.minor);
         return refuse(d, PL_ENOTSUP, m);
@@ -113,7 +115,7 @@ static void cuda_free_bytes(Device *d, void *p) {
     if (!p) return;
     /* cudaFree waits for the device, so nothing queued still uses p */
     ctx_of(d);
-    cudaFree(p);
+    if (cudaFree(p) != cudaSuccess) cudaGetLastError();
 }
 
 /* On the device's stream. From pageable host memory an upload returns once
@@ -124,7 +126,10 @@ static void memcpy_dev(Device *d, void *dst, const void *src, size_t bytes, cons
     CudaCtx *c = ctx_of(d);
     cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, c->stream);
     if (e == cudaSuccess && !strcmp(what, "download")) e = cudaStreamSynchronize(c->stream);
-    if (e != cudaSuccess) fail(d, PL_EDEVICE, what, e);
+    if (e != cudaSuccess) {
+        cudaGetLastError(); /* recorded here, not blamed on the next kernel */
+        fail(d, PL_EDEVICE, what, e);
+    }
 }
 
 static void cuda_upload_bytes(Device *d, void *dst, const void *src, size_t bytes) {
@@ -142,7 +147,10 @@ static void cuda_copy_bytes(Device *d, void *dst, const void *src, size_t bytes)
 static void cuda_zero_bytes(Device *d, void *dst, size_t bytes) {
     if (d->err || !bytes) return;
     cudaError_t e = cudaMemsetAsync(dst, 0, bytes, ctx_of(d)->stream);
-    if (e != cudaSuccess) fail(d, PL_EDEVICE, "memset", e);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        fail(d, PL_EDEVICE, "memset", e);
+    }
 }
 
 /* A kernel: nothing after a failure, and its own failure recorded. The

@@ -65,11 +65,14 @@ extern "C" void cuda_ctx_free(CudaCtx *c) {
     cudaStreamSynchronize(c->stream);
     cublasDestroy(c->blas);
     cudaStreamDestroy(c->stream);
+    cudaGetLastError(); /* nothing to report while freeing: leave no stale error */
     free(c);
 }
 
 extern "C" void cuda_ctx_use(CudaCtx *c) {
-    if (c && c != g_ctx) cudaSetDevice(c->device);
+    /* every time: another context's creation or freeing may have changed
+     * the current device since (cudaSetDevice to the current one is cheap) */
+    if (c) cudaSetDevice(c->device);
     g_ctx = c;
 }
 
