@@ -51,10 +51,11 @@ static int own_base(Role *r, const Plumb__RoleConfig *cfg, const char *rdir) {
     if (own_path && !cfg->train_base && r->bases) {
         int loaded;
         PL_TRY(bases_get(r->bases, own_path, &own, &loaded));
-        if (own->cfg.vocab_size != r->base->cfg.vocab_size) {
-            bases_put(r->bases, own);
+        int vocab = own->cfg.vocab_size;
+        if (vocab != r->base->cfg.vocab_size) {
+            bases_put(r->bases, own); /* may free it: read it before */
             return pl_fail(PL_EFORMAT, "%s: a vocabulary of %d tokens, the base's has %d",
-                           own_path, own->cfg.vocab_size, r->base->cfg.vocab_size);
+                           own_path, vocab, r->base->cfg.vocab_size);
         }
         r->base = own;
         r->own_base = 2;
