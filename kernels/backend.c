@@ -18,11 +18,13 @@ void dev_fail(Device *d, int code, const char *fmt, ...) {
 }
 
 int dev_sync(Device *d) {
-    d->be->sync(d);
+    if (!d->lost) d->be->sync(d);
     if (!d->err) return 0;
-    int rc = pl_fail(d->err, "%s: %s", d->name, d->msg);
-    d->err = 0;
-    d->msg[0] = '\0';
+    int rc = pl_fail(d->err, "%s: %s%s", d->name, d->lost ? "lost: " : "", d->msg);
+    if (!d->lost) {
+        d->err = 0;
+        d->msg[0] = '\0';
+    }
     return rc;
 }
 

@@ -39,6 +39,9 @@ typedef struct Device {
     int id;        /* the CUDA ordinal; 0 on the CPU                    */
     int err;       /* sticky: the first failure since dev_sync (< 0)    */
     char msg[256]; /* its message                                       */
+    int lost;      /* the device cannot compute again (a fault that
+                      corrupts a GPU context): every call fails, and
+                      dev_sync reports it each time                      */
     void *impl;    /* the backend's own: stream, library handles, ...   */
 } Device;
 
@@ -119,7 +122,8 @@ int dev_open(Device **out, const char *spec);
 void dev_close(Device **d);
 
 /* Waits for the device and returns its sticky error (0 when none), which
- * it also puts into pl_error ("cuda:0: ...") and clears. */
+ * it also puts into pl_error ("cuda:0: ...") and clears; unless the device
+ * is lost, whose error stays. */
 int dev_sync(Device *d);
 
 /* Records a failure (status code, printf message) unless one is already

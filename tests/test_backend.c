@@ -91,6 +91,13 @@ static void test_sticky_error(void **state) {
     assert_int_equal(dev_sync(d), PL_ENOMEM);
     assert_string_equal(pl_error(), "cpu: out of memory allocating 12 bytes");
     assert_int_equal(dev_sync(d), 0); /* reported once, then cleared */
+    /* a lost device (a GPU fault that corrupts its context) stays failed */
+    d->lost = 1;
+    dev_fail(d, PL_EDEVICE, "an illegal memory access");
+    assert_int_equal(dev_sync(d), PL_EDEVICE);
+    assert_string_equal(pl_error(), "cpu: lost: an illegal memory access");
+    assert_int_equal(dev_sync(d), PL_EDEVICE);
+    d->lost = 0, d->err = 0; /* (only so that the rest of this test can go on) */
     d->be->upload(d, ok, &one, sizeof one);
     assert_true(*ok == 1.0f);
     d->be->free(d, ok);

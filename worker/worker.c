@@ -237,8 +237,8 @@ static int do_register(Worker *w) {
     return rc;
 }
 
-/* Answers one request. Returns 1 after Shutdown, 0 otherwise, < 0 only when
- * the socket fails. */
+/* Answers one request. Returns 1 after Shutdown, 2 when the device is lost
+ * (pl_error says why), 0 otherwise, < 0 only when the socket fails. */
 static int serve_one(Worker *w, const void *buf, size_t len) {
     Plumb__Envelope *q = NULL;
     if (wire_unpack(buf, len, w->max_message, "the coordinator", &q) < 0) {
@@ -289,13 +289,19 @@ static int serve_one(Worker *w, const void *buf, size_t len) {
             return rc < 0 ? -1 : 0;
         }
     }
-    /* The request failed: answer with the reason and keep serving. */
+    /* The request failed: answer with the reason and keep serving, unless
+     * the device is lost: then a worker that stays only fails every later
+     * request, so it stops and a replacement can take its place. */
     char msg[2048];
     snprintf(msg, sizeof msg, "%s", pl_error());
     if (w->o->verbose) fprintf(stderr, "plumb worker %s: %s\n", w->worker_id, msg);
     int src = send_error(w, q->id, rc, msg);
     wire_arena_free(&a);
     wire_free(&q);
+    if (src >= 0 && w->dev && w->dev->lost) {
+        pl_fail(PL_EDEVICE, "%s is lost, so the worker stops (%s)", w->dev->name, msg);
+        return 2;
+    }
     return src < 0 ? -1 : 0;
 }
 
@@ -414,6 +420,10 @@ int worker_run(const WorkerOptions *o) {
         int s = serve_one(&w, buf, len);
         free(buf);
         if (s == 1) break;
+        if (s == 2) { /* the device is lost: pl_error says why */
+            rc = PL_EDEVICE;
+            break;
+        }
         if (s < 0) {
             rc = pl_fail(PL_EIO, "sending a reply to %s failed", o->connect);
             break;

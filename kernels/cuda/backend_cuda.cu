@@ -87,10 +87,35 @@ static void cuda_close(Device *d) {
     d->impl = NULL;
 }
 
+/* Errors after which the context can compute nothing again. */
+static int sticky(cudaError_t e) {
+    switch (e) {
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchFailure:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorHardwareStackError:
+    case cudaErrorAssert:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorECCUncorrectable:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static void cuda_sync_dev(Device *d) {
     cudaError_t e = cudaStreamSynchronize(ctx_of(d)->stream);
     if (e == cudaSuccess) e = cudaGetLastError();
-    if (e != cudaSuccess) fail(d, PL_EDEVICE, "a kernel or copy failed", e);
+    if (e != cudaSuccess) {
+        if (sticky(e)) {
+            d->err = 0; /* the fault is the error to report, not what it broke first */
+            d->lost = 1;
+        }
+        fail(d, PL_EDEVICE, "a kernel or copy failed", e);
+    }
     take(d);
 }
 
