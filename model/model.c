@@ -37,6 +37,7 @@
 
 struct Acts {
     int capN;           /* rows the buffers hold                        */
+    int N, maxT;        /* the staged batch: rows, longest sequence     */
     int *h_pos, *h_tgt; /* (N) host staging of pos and tgt              */
     /* on the device from here on */
     int *tok;           /* (N) input ids                                */
@@ -179,9 +180,9 @@ static int acts_ensure(Model *m, int N) {
     return 0;
 }
 
-/* Stages batch b on the device: ids, targets (-1 for none: a forward
- * that scores nothing, entropy only), positions and boundaries. Returns
- * the longest sequence. */
+/* Stages batch b on the device for forward and the backward after it:
+ * ids, targets (-1 for none: a forward that scores nothing, entropy only),
+ * positions and boundaries. Returns the longest sequence. */
 static int stage_batch(Model *m, const Batch *b, int N) {
     Device *d = m->dev;
     Acts *a = m->acts;
@@ -198,6 +199,7 @@ static int stage_batch(Model *m, const Batch *b, int N) {
     d->be->upload(d, a->tgt, a->h_tgt, sizeof(int) * (size_t)N);
     d->be->upload(d, a->pos, a->h_pos, sizeof(int) * (size_t)N);
     d->be->upload(d, a->cu, b->cu_seqlens, sizeof(int) * (size_t)(b->B + 1));
+    a->N = N, a->maxT = maxT;
     return maxT;
 }
 
@@ -643,7 +645,7 @@ int model_backward(Model *m, const Batch *b, const float *dlp, const float *dent
     const ModelConfig *c = &m->base->cfg;
     Acts *a = m->acts;
     int N = b->cu_seqlens[b->B];
-    if (!a || a->capN < N) return pl_fail(PL_EINVAL, "backward without a matching forward");
+    if (!a || a->N != N) return pl_fail(PL_EINVAL, "backward without a matching forward");
     if (dvalues && !m->head)
         return pl_fail(PL_EINVAL, "value gradients for a model without a head");
     Device *d = m->dev;
@@ -663,7 +665,7 @@ int model_backward(Model *m, const Batch *b, const float *dlp, const float *dent
     int HS = c->head_dim, QD = NH * HS, KD = NKV * HS, R = m->lora ? m->lora->cfg.rank : 0;
     size_t NC = (size_t)N * C, NR = (size_t)N * R;
     const RopeFreq rf = {m->rope_inv, m->rope_scale};
-    int maxT = stage_batch(m, b, N);
+    const int maxT = a->maxT; /* the batch forward staged */
     float *dxf = a->dxn;
     be->zero(d, dxf, sizeof(float) * NC);
     heads_backward(m, b, N, dlp, dent, dvalues, GB(lm_head), dxf);
