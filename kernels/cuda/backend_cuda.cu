@@ -146,11 +146,12 @@ static void cuda_free_bytes(Device *d, void *p) {
 /* On the device's stream. From pageable host memory an upload returns once
  * the source is staged, so the caller may reuse it; a download waits for
  * the stream, and so for everything queued before it. */
-static void memcpy_dev(Device *d, void *dst, const void *src, size_t bytes, const char *what) {
+static void memcpy_dev(Device *d, void *dst, const void *src, size_t bytes, const char *what,
+                       int wait) {
     if (d->err || !bytes || dst == src) return;
     CudaCtx *c = ctx_of(d);
     cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, c->stream);
-    if (e == cudaSuccess && !strcmp(what, "download")) e = cudaStreamSynchronize(c->stream);
+    if (e == cudaSuccess && wait) e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess) {
         cudaGetLastError(); /* recorded here, not blamed on the next kernel */
         fail(d, PL_EDEVICE, what, e);
@@ -158,15 +159,15 @@ static void memcpy_dev(Device *d, void *dst, const void *src, size_t bytes, cons
 }
 
 static void cuda_upload_bytes(Device *d, void *dst, const void *src, size_t bytes) {
-    memcpy_dev(d, dst, src, bytes, "upload");
+    memcpy_dev(d, dst, src, bytes, "upload", 0);
 }
 
 static void cuda_download_bytes(Device *d, void *dst, const void *src, size_t bytes) {
-    memcpy_dev(d, dst, src, bytes, "download");
+    memcpy_dev(d, dst, src, bytes, "download", 1);
 }
 
 static void cuda_copy_bytes(Device *d, void *dst, const void *src, size_t bytes) {
-    memcpy_dev(d, dst, src, bytes, "copy");
+    memcpy_dev(d, dst, src, bytes, "copy", 0);
 }
 
 static void cuda_zero_bytes(Device *d, void *dst, size_t bytes) {
