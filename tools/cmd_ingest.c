@@ -7,7 +7,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/buf.h"
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/redis.h"
@@ -204,25 +203,22 @@ static int load_existing(Sink *s, const char *path, const char *dead_path) {
     }
     f = fopen(dead_path, "rb");
     if (f) {
-        PlBuf line = {0};
+        char *line = NULL;
+        size_t cap = 0;
         long long at = 0, size = 0;
-        int c, rc = 0;
+        ssize_t n;
+        int rc = 0;
         /* letters are whole lines: a last one without its newline is torn */
-        while (rc == 0 && (c = fgetc(f)) != EOF) {
-            size++;
-            if (c != '\n') {
-                char ch = (char)c;
-                rc = pl_buf_put(&line, &ch, 1);
-                continue;
-            }
+        while (rc == 0 && (n = getline(&line, &cap, f)) > 0) {
+            size += n;
+            if (line[n - 1] != '\n') break;
             char hash[RDS_HASH_HEX];
-            rds_hash_hex(line.p ? line.p : "", line.n, hash);
+            rds_hash_hex(line, (size_t)n - 1, hash);
             rc = set_add(&s->dead_seen, hash) < 0 ? PL_ENOMEM : 0;
-            line.n = 0;
             at = size;
         }
         fclose(f);
-        pl_buf_free(&line);
+        free(line);
         if (rc < 0) return rc;
         if (at < size) PL_TRY(cut_tail(dead_path, at, size, "dead letter"));
     }
