@@ -103,36 +103,29 @@ int open_device(const char *cmd, const char *spec, Device **dev) {
 
 int load_model_on(const char *cmd, const char *path, const char *adapter, const char *spec,
                   Device **dev, Base **base, Model **model) {
-    const char *who = cmd ? cmd : "";
     *base = NULL;
     *model = NULL;
-    if (dev) *dev = NULL;
-    if (dev && open_device(cmd, spec ? spec : "cpu", dev) < 0) return -1;
-    if (base_load(base, path) < 0) {
-        fprintf(stderr, "plumb%s%s: loading model %s: %s\n", *who ? " " : "", who, path,
-                pl_error());
-        if (dev) dev_close(dev);
-        return -1;
-    }
-    ModelOptions opt = {.dev = dev ? *dev : NULL};
-    if (model_new(model, *base, &opt) < 0) {
-        fprintf(stderr, "plumb%s%s: %s\n", *who ? " " : "", who, pl_error());
-        base_free(base);
-        if (dev) dev_close(dev);
-        return -1;
-    }
-    if (adapter) {
-        Lora *l;
-        if (lora_load_peft(&l, &(*base)->cfg, adapter) < 0 || model_set_lora(*model, l) < 0) {
-            fprintf(stderr, "plumb%s%s: loading adapter %s: %s\n", *who ? " " : "", who, adapter,
-                    pl_error());
-            model_free(model);
-            base_free(base);
-            if (dev) dev_close(dev);
-            return -1;
-        }
+    if (open_device(cmd, spec ? spec : "cpu", dev) < 0) return -1;
+    char what[4200];
+    ModelOptions opt = {.dev = *dev};
+    Lora *l;
+    snprintf(what, sizeof what, "loading model %s", path);
+    if (base_load(base, path) < 0) goto fail;
+    snprintf(what, sizeof what, "model on %s", (*dev)->name);
+    if (model_new(model, *base, &opt) < 0) goto fail;
+    snprintf(what, sizeof what, "loading adapter %s", adapter ? adapter : "");
+    if (adapter && lora_load_peft(&l, &(*base)->cfg, adapter) < 0) goto fail;
+    if (adapter && model_set_lora(*model, l) < 0) {
+        lora_free(&l);
+        goto fail;
     }
     return 0;
+fail:
+    report_error(cmd, what);
+    model_free(model);
+    base_free(base);
+    dev_close(dev);
+    return -1;
 }
 
 void print_json_floats(FILE *f, const float *x, int n) {
