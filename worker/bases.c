@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/err.h"
 #include "common/fs.h"
 
@@ -16,8 +17,8 @@ typedef struct {
 } Entry;
 
 struct Bases {
-    Entry *e;
-    int n, cap;
+    Entry *e; /* the bases in use */
+    size_t n, cap;
 };
 
 int bases_new(Bases **out) {
@@ -29,27 +30,21 @@ int bases_new(Bases **out) {
 void bases_free(Bases **bp) {
     Bases *b = *bp;
     if (!b) return;
-    for (int i = 0; i < b->n; i++) base_free(&b->e[i].base);
+    for (size_t i = 0; i < b->n; i++) base_free(&b->e[i].base);
     free(b->e);
     free(b);
     *bp = NULL;
 }
 
-int bases_get(Bases *b, const char *path, Base **out, int *loaded) {
-    *loaded = 0;
-    for (int i = 0; i < b->n; i++)
-        if (b->e[i].base && !strcmp(b->e[i].path, path)) {
+int bases_get(Bases *b, const char *path, Base **out) {
+    for (size_t i = 0; i < b->n; i++)
+        if (!strcmp(b->e[i].path, path)) {
             b->e[i].refs++;
             *out = b->e[i].base;
             return 0;
         }
     if (strlen(path) >= PL_PATH) return pl_fail(PL_ERANGE, "%s: path too long", path);
-    if (b->n == b->cap) {
-        int cap = b->cap ? 2 * b->cap : 4;
-        Entry *e = realloc(b->e, sizeof *e * cap);
-        PL_CHECK_ALLOC(e);
-        b->e = e, b->cap = cap;
-    }
+    PL_TRY(pl_grow(&b->e, &b->cap, b->n + 1, sizeof *b->e));
     Base *base;
     PL_TRY(base_load(&base, path));
     Entry *e = &b->e[b->n++];
@@ -57,11 +52,14 @@ int bases_get(Bases *b, const char *path, Base **out, int *loaded) {
     e->base = base;
     e->refs = 1;
     *out = base;
-    *loaded = 1;
     return 0;
 }
 
 void bases_put(Bases *b, Base *base) {
-    for (int i = 0; i < b->n; i++)
-        if (b->e[i].base == base && --b->e[i].refs == 0) base_free(&b->e[i].base);
+    for (size_t i = 0; i < b->n; i++) {
+        if (b->e[i].base != base || --b->e[i].refs > 0) continue;
+        base_free(&b->e[i].base);
+        b->e[i] = b->e[--b->n]; /* the last one takes the freed place */
+        return;
+    }
 }

@@ -15,9 +15,9 @@ int bases_new(Bases **out);
  * them, before their device is closed). */
 void bases_free(Bases **b);
 
-/* The base at path, loaded on the first get (*loaded = 1 then, else 0);
- * each get is matched by a bases_put. */
-int bases_get(Bases *b, const char *path, Base **out, int *loaded);
+/* The base at path, loaded on the first get; each get is matched by a
+ * bases_put, and the last put frees it. */
+int bases_get(Bases *b, const char *path, Base **out);
 void bases_put(Bases *b, Base *base);
 
 #endif

@@ -49,8 +49,7 @@ static int own_base(Role *r, const Plumb__RoleConfig *cfg, const char *rdir) {
     if (!cfg->train_base && !own_path) return 0;
     Base *own = NULL;
     if (own_path && !cfg->train_base && r->bases) {
-        int loaded;
-        PL_TRY(bases_get(r->bases, own_path, &own, &loaded));
+        PL_TRY(bases_get(r->bases, own_path, &own));
         int vocab = own->cfg.vocab_size;
         if (vocab != r->base->cfg.vocab_size) {
             bases_put(r->bases, own); /* may free it: read it before */
