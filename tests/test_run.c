@@ -665,6 +665,19 @@ static void test_resume_rm_full(void **state) {
 
 /* ------------------------------------------------ a trained reward model */
 
+/* Run NAME (config body) for 2 steps: it must succeed, and key be a finite
+ * number at step 2. */
+static void run_two_steps(const char *name, const char *body, const char *key) {
+    char cfg[2048], *out;
+    config(cfg, sizeof cfg, name, body);
+    int rc = plumb(&out, "train %s --quiet run.steps=2", cfg);
+    if (rc != 0) fail_msg("%s: exit %d\n%s", name, rc, out);
+    free(out);
+    json_t *m = metrics_load(tu_path("%s/%s", dir, name));
+    assert_finite(metrics_step(m, 2), key, name);
+    json_decref(m);
+}
+
 /* An rm run's checkpoint scores GRPO's rollouts (reward.type model): with
  * a LoRA reward model (its adapter and head) and with a fully fine-tuned
  * one (its own model folder and head). The scores are the head's, not a
@@ -718,13 +731,7 @@ static void test_reward_model(void **state) {
             snprintf(b2, sizeof b2, "algo.name: grpo\nalgo.group_size: 2\nalgo.kl_coef: 0\n"
                      "reward.type: model\nreward.model: %s/checkpoints/step-000003\n"
                      "data.train: %s/prompts.jsonl\n", rm2, data);
-            config(c2, sizeof c2, "grpo-rm-other", b2);
-            rc = plumb(&out, "train %s --quiet run.steps=2", c2);
-            if (rc != 0) fail_msg("grpo with an rm of another size: exit %d\n%s", rc, out);
-            free(out);
-            m = metrics_load(tu_path("%s/grpo-rm-other", dir));
-            assert_finite(metrics_step(m, 2), "rollout/reward_mean", "grpo with an rm of another size");
-            json_decref(m);
+            run_two_steps("grpo-rm-other", b2, "rollout/reward_mean");
             /* PPO whose critic and reference start from that model too
              * (critic.model, reference.model), the three in one worker */
             snprintf(b2, sizeof b2, "algo.name: ppo\nalgo.group_size: 2\nalgo.kl_coef: 0.05\n"
@@ -733,13 +740,7 @@ static void test_reward_model(void **state) {
                      "reference.model: %s/checkpoints/step-000003/reward/model\n"
                      "launch.workers: actor critic,reward,reference\n"
                      "data.train: %s/prompts.jsonl\n", rm2, rm2, rm2, data);
-            config(c2, sizeof c2, "ppo-own-bases", b2);
-            rc = plumb(&out, "train %s --quiet run.steps=2", c2);
-            if (rc != 0) fail_msg("ppo with critic.model and reference.model: exit %d\n%s", rc, out);
-            free(out);
-            m = metrics_load(tu_path("%s/ppo-own-bases", dir));
-            assert_finite(metrics_step(m, 2), "critic/value_loss", "ppo with bases of their own");
-            json_decref(m);
+            run_two_steps("ppo-own-bases", b2, "critic/value_loss");
             free((void *)rm2);
 
             assert_int_equal(truncate(tu_path("%s/reward/model/model.safetensors", ck), 100), 0);
