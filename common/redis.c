@@ -14,24 +14,7 @@
 #include <hiredis/hiredis.h>
 
 #include "common/err.h"
-
-struct RdsConn {
-    redisContext *ctx;
-    struct timeval timeout; /* per-command timeout                  */
-    char url[600];          /* redacted, for messages               */
-    char append_sha[41];    /* SHA1 of the append script            */
-    char many_sha[41];      /* SHA1 of the batch append script      */
-    char dead_sha[41];      /* SHA1 of the dead-letter script       */
-};
-
-struct RdsReader {
-    RdsConn *c;                 /* borrowed                              */
-    char *stream, *group, *consumer;
-    long long min_idle_ms;
-    int backlog_done;           /* own pending entries all handed out    */
-    char backlog_cursor[RDS_ID_MAX]; /* last own pending id handed out   */
-    char claim_cursor[RDS_ID_MAX];   /* XAUTOCLAIM start                 */
-};
+#include "common/redis_impl.h"
 
 /* KEYS[1] stream, KEYS[2] seen set; ARGV[1] payload, ARGV[2] hash.
  * Returns the new entry id, or nil when the hash was already seen.
@@ -65,11 +48,13 @@ static const char APPEND_MANY_LUA[] =
  * interruption, so this bounds how long a batch holds it (~1 ms). */
 #define RDS_SCRIPT_CHUNK 128
 
-/* KEYS[1] dead stream, KEYS[2] seen set; ARGV line, reason, raw, hash. */
+/* KEYS[1] dead stream, KEYS[2] seen set; ARGV at_field, at, reason, raw,
+ * hash. */
 static const char DEAD_LUA[] =
-    "if redis.call('SISMEMBER', KEYS[2], ARGV[4]) == 1 then return false end\n"
-    "local id = redis.call('XADD', KEYS[1], '*', 'line', ARGV[1], 'reason', ARGV[2], 'raw', ARGV[3])\n"
-    "redis.call('SADD', KEYS[2], ARGV[4])\n"
+    "if redis.call('SISMEMBER', KEYS[2], ARGV[5]) == 1 then return false end\n"
+    "local id = redis.call('XADD', KEYS[1], '*', ARGV[1], ARGV[2], 'reason', ARGV[3], 'raw', "
+    "ARGV[4])\n"
+    "redis.call('SADD', KEYS[2], ARGV[5])\n"
     "return id\n";
 
 /* ============================================================== replies */
@@ -88,7 +73,7 @@ static const char *type_name(int t) {
 
 /* Checks a reply: NULL -> connection error, error reply -> server error.
  * Frees the reply on failure. */
-static int check(RdsConn *c, redisReply *r, const char *op) {
+int rds_check(RdsConn *c, redisReply *r, const char *op) {
     if (!r) {
         const char *why = c->ctx->err ? c->ctx->errstr : "no reply";
         if (c->ctx->err == REDIS_ERR_EOF || c->ctx->err == REDIS_ERR_IO)
@@ -104,14 +89,14 @@ static int check(RdsConn *c, redisReply *r, const char *op) {
     return PL_OK;
 }
 
-static int bad_type(RdsConn *c, redisReply *r, const char *op, const char *want) {
+int rds_bad_type(RdsConn *c, redisReply *r, const char *op, const char *want) {
     int rc = pl_fail(PL_EFORMAT, "redis %s at %s: unexpected %s reply (wanted %s)", op, c->url,
                      type_name(r->type), want);
     freeReplyObject(r);
     return rc;
 }
 
-static redisReply *command(RdsConn *c, int argc, const char **argv, const size_t *lens) {
+redisReply *rds_command(RdsConn *c, int argc, const char **argv, const size_t *lens) {
     if (c->ctx->err) return NULL; /* dead connection: report, don't send */
     return redisCommandArgv(c->ctx, argc, argv, lens);
 }
@@ -240,18 +225,18 @@ void rds_url_redacted(const RdsUrl *u, char *buf, size_t n) {
 
 static int load_script(RdsConn *c, const char *src, char sha[41]) {
     const char *argv[] = {"SCRIPT", "LOAD", src};
-    redisReply *r = command(c, 3, argv, NULL);
-    PL_TRY(check(c, r, "SCRIPT LOAD"));
-    if (r->type != REDIS_REPLY_STRING || r->len != 40) return bad_type(c, r, "SCRIPT LOAD", "sha1");
+    redisReply *r = rds_command(c, 3, argv, NULL);
+    PL_TRY(rds_check(c, r, "SCRIPT LOAD"));
+    if (r->type != REDIS_REPLY_STRING || r->len != 40) return rds_bad_type(c, r, "SCRIPT LOAD", "sha1");
     memcpy(sha, r->str, 40);
     sha[40] = '\0';
     freeReplyObject(r);
     return PL_OK;
 }
 
-static int expect_ok(RdsConn *c, redisReply *r, const char *op) {
-    PL_TRY(check(c, r, op));
-    if (r->type != REDIS_REPLY_STATUS) return bad_type(c, r, op, "status");
+int rds_expect_ok(RdsConn *c, redisReply *r, const char *op) {
+    PL_TRY(rds_check(c, r, op));
+    if (r->type != REDIS_REPLY_STATUS) return rds_bad_type(c, r, op, "status");
     freeReplyObject(r);
     return PL_OK;
 }
@@ -261,13 +246,13 @@ static int setup_conn(RdsConn *c, const RdsUrl *u) {
         const char *argv[] = {"AUTH", u->user, u->password};
         int argc = 3;
         if (!u->user[0]) argv[1] = u->password, argc = 2;
-        PL_TRY(expect_ok(c, command(c, argc, argv, NULL), "AUTH"));
+        PL_TRY(rds_expect_ok(c, rds_command(c, argc, argv, NULL), "AUTH"));
     }
     if (u->db) {
         char db[16];
         snprintf(db, sizeof db, "%d", u->db);
         const char *argv[] = {"SELECT", db};
-        PL_TRY(expect_ok(c, command(c, 2, argv, NULL), "SELECT"));
+        PL_TRY(rds_expect_ok(c, rds_command(c, 2, argv, NULL), "SELECT"));
     }
     PL_TRY(load_script(c, APPEND_LUA, c->append_sha));
     PL_TRY(load_script(c, APPEND_MANY_LUA, c->many_sha));
@@ -316,11 +301,13 @@ void rds_free(RdsConn **c) {
 
 const char *rds_conn_url(const RdsConn *c) { return c->url; }
 
+int rds_conn_lost(const RdsConn *c) { return !c || !c->ctx || c->ctx->err != 0; }
+
 int rds_stream_len(RdsConn *c, const char *stream, long long *n) {
     const char *argv[] = {"XLEN", stream};
-    redisReply *r = command(c, 2, argv, NULL);
-    PL_TRY(check(c, r, "XLEN"));
-    if (r->type != REDIS_REPLY_INTEGER) return bad_type(c, r, "XLEN", "integer");
+    redisReply *r = rds_command(c, 2, argv, NULL);
+    PL_TRY(rds_check(c, r, "XLEN"));
+    if (r->type != REDIS_REPLY_INTEGER) return rds_bad_type(c, r, "XLEN", "integer");
     *n = r->integer;
     freeReplyObject(r);
     return PL_OK;
@@ -343,7 +330,7 @@ void rds_hash_hex(const void *data, size_t len, char out[RDS_HASH_HEX]) {
 
 /* ============================================================= producer */
 
-static char *key2(const char *stream, const char *suffix) {
+char *rds_key2(const char *stream, const char *suffix) {
     size_t a = strlen(stream), b = strlen(suffix);
     char *k = malloc(a + b + 1);
     if (k) memcpy(k, stream, a), memcpy(k + a, suffix, b + 1);
@@ -369,11 +356,11 @@ static int is_noscript(const redisReply *r) {
 
 /* Interprets a script reply: entry id -> 1, nil -> 0. Frees r. */
 static int added_from(RdsConn *c, redisReply *r, const char *op, int *added) {
-    PL_TRY(check(c, r, op));
+    PL_TRY(rds_check(c, r, op));
     int a;
     if (r->type == REDIS_REPLY_STRING) a = 1;
     else if (r->type == REDIS_REPLY_NIL) a = 0;
-    else return bad_type(c, r, op, "entry id or nil");
+    else return rds_bad_type(c, r, op, "entry id or nil");
     freeReplyObject(r);
     if (added) *added = a;
     return PL_OK;
@@ -384,11 +371,11 @@ static int append_one(RdsConn *c, const char *stream, const char *seen, const vo
     const char *argv[7];
     size_t lens[7];
     append_argv(argv, lens, c->append_sha, stream, seen, payload, len, hash);
-    redisReply *r = command(c, 7, argv, lens);
+    redisReply *r = rds_command(c, 7, argv, lens);
     if (is_noscript(r)) { /* script cache flushed: send the source */
         freeReplyObject(r);
         append_argv(argv, lens, APPEND_LUA, stream, seen, payload, len, hash);
-        r = command(c, 7, argv, lens);
+        r = rds_command(c, 7, argv, lens);
     }
     return added_from(c, r, "append (EVALSHA SADD+XADD)", added);
 }
@@ -403,7 +390,7 @@ static int check_args(const char *stream, const void *payload, const char *hash)
 int rds_append(RdsConn *c, const char *stream, const void *payload, size_t len,
                const char *hash, int *added) {
     PL_TRY(check_args(stream, payload, hash));
-    char *seen = key2(stream, ":seen");
+    char *seen = rds_key2(stream, ":seen");
     PL_CHECK_ALLOC(seen);
     int rc = append_one(c, stream, seen, payload, len, hash, added);
     free(seen);
@@ -437,11 +424,11 @@ static int recv_chunk(RdsConn *c, int m, int *res) {
         return 1;
     }
     const char *op = "append batch (EVALSHA SADD+XADD)";
-    PL_TRY(check(c, r, op));
+    PL_TRY(rds_check(c, r, op));
     if (r->type != REDIS_REPLY_ARRAY || (int)r->elements != m)
-        return bad_type(c, r, op, "array of one flag per record");
+        return rds_bad_type(c, r, op, "array of one flag per record");
     for (int k = 0; k < m; k++) {
-        if (r->element[k]->type != REDIS_REPLY_INTEGER) return bad_type(c, r, op, "integer flags");
+        if (r->element[k]->type != REDIS_REPLY_INTEGER) return rds_bad_type(c, r, op, "integer flags");
         res[k] = r->element[k]->integer != 0;
     }
     freeReplyObject(r);
@@ -456,7 +443,7 @@ int rds_append_batch(RdsConn *c, const char *stream, const RdsItem *items, int n
         return pl_fail(PL_EIO, "redis append batch at %s: connection lost: %s", c->url,
                        c->ctx->errstr);
     const int CH = RDS_SCRIPT_CHUNK, nch = (n + CH - 1) / CH;
-    char *seen = key2(stream, ":seen");
+    char *seen = rds_key2(stream, ":seen");
     int *res = added ? added : malloc((size_t)n * sizeof *res);
     const char **argv = malloc((5 + 2 * CH) * sizeof *argv);
     size_t *lens = malloc((5 + 2 * CH) * sizeof *lens);
@@ -502,35 +489,36 @@ done:
     return rc;
 }
 
-int rds_dead_letter(RdsConn *c, const char *stream, long long line_no, const char *reason,
-                    const void *raw, size_t raw_len, int *added, RdsSummary *sum) {
+int rds_dead_letter(RdsConn *c, const char *stream, const char *at_field, const char *at,
+                    const char *reason, const void *raw, size_t raw_len, int *added,
+                    RdsSummary *sum) {
     if (!stream || !stream[0]) return pl_fail(PL_EINVAL, "redis dead letter: empty stream name");
     if (!raw) raw = "", raw_len = 0;
     if (!reason) reason = "";
     if (raw_len > RDS_DEAD_RAW_MAX) raw_len = RDS_DEAD_RAW_MAX;
-    /* the dedupe key is the line number and the (truncated) raw bytes */
-    char line[32], hash[RDS_HASH_HEX];
-    int ll = snprintf(line, sizeof line, "%lld", line_no);
-    char *buf = malloc(ll + 1 + raw_len);
+    /* the dedupe key is where it came from and the (truncated) raw bytes */
+    char hash[RDS_HASH_HEX];
+    size_t al = strlen(at);
+    char *buf = malloc(al + 1 + raw_len);
     PL_CHECK_ALLOC(buf);
-    memcpy(buf, line, ll + 1);
-    memcpy(buf + ll + 1, raw, raw_len);
-    rds_hash_hex(buf, ll + 1 + raw_len, hash);
+    memcpy(buf, at, al + 1);
+    memcpy(buf + al + 1, raw, raw_len);
+    rds_hash_hex(buf, al + 1 + raw_len, hash);
     free(buf);
-    char *dead = key2(stream, ":dead"), *seen = key2(stream, ":dead:seen");
+    char *dead = rds_key2(stream, ":dead"), *seen = rds_key2(stream, ":dead:seen");
     if (!dead || !seen) {
         free(dead), free(seen);
         return pl_fail(PL_ENOMEM, "redis dead letter: out of memory");
     }
-    const char *argv[9] = {"EVALSHA", c->dead_sha, "2", dead, seen, line, reason, raw, hash};
-    size_t lens[9];
-    for (int i = 0; i < 9; i++) lens[i] = i == 7 ? raw_len : strlen(argv[i]);
-    redisReply *r = command(c, 9, argv, lens);
+    const char *argv[10] = {"EVALSHA", c->dead_sha, "2", dead, seen, at_field, at, reason, raw, hash};
+    size_t lens[10];
+    for (int i = 0; i < 10; i++) lens[i] = i == 8 ? raw_len : strlen(argv[i]);
+    redisReply *r = rds_command(c, 10, argv, lens);
     if (is_noscript(r)) {
         freeReplyObject(r);
         argv[0] = "EVAL", argv[1] = DEAD_LUA;
         lens[0] = 4, lens[1] = strlen(DEAD_LUA);
-        r = command(c, 9, argv, lens);
+        r = rds_command(c, 10, argv, lens);
     }
     int a = 0;
     int rc = added_from(c, r, "dead letter (EVALSHA SADD+XADD)", &a);
@@ -541,242 +529,13 @@ int rds_dead_letter(RdsConn *c, const char *stream, long long line_no, const cha
     return PL_OK;
 }
 
-/* ============================================================= consumer */
-
-void rds_records_clear(RdsRecord *recs, int n) {
-    for (int i = 0; i < n; i++) {
-        free(recs[i].payload);
-        memset(&recs[i], 0, sizeof recs[i]);
-    }
-}
-
-int rds_reader_open(RdsReader **out, RdsConn *c, const char *stream, const char *group,
-                    const char *consumer) {
-    *out = NULL;
-    if (!stream || !stream[0] || !group || !group[0] || !consumer || !consumer[0])
-        return pl_fail(PL_EINVAL, "redis reader: stream, group and consumer must be non-empty");
-    const char *argv[] = {"XGROUP", "CREATE", stream, group, "0", "MKSTREAM"};
-    redisReply *r = command(c, 6, argv, NULL);
-    if (r && r->type == REDIS_REPLY_ERROR && r->str && strncmp(r->str, "BUSYGROUP", 9) == 0) {
-        freeReplyObject(r); /* the group exists: join it */
-    } else {
-        int rc = expect_ok(c, r, "XGROUP CREATE");
-        if (rc < 0) return pl_wrap(rc, "reader for %s group %s", stream, group);
-    }
-    RdsReader *rd = calloc(1, sizeof *rd);
-    PL_CHECK_ALLOC(rd);
-    rd->c = c;
-    rd->stream = strdup(stream);
-    rd->group = strdup(group);
-    rd->consumer = strdup(consumer);
-    rd->min_idle_ms = RDS_DEFAULT_MIN_IDLE_MS;
-    strcpy(rd->backlog_cursor, "0");
-    strcpy(rd->claim_cursor, "0-0");
-    if (!rd->stream || !rd->group || !rd->consumer) {
-        rds_reader_free(&rd);
-        return pl_fail(PL_ENOMEM, "redis reader: out of memory");
-    }
-    *out = rd;
-    return PL_OK;
-}
-
-void rds_reader_set_min_idle(RdsReader *r, long long min_idle_ms) {
-    r->min_idle_ms = min_idle_ms < 0 ? 0 : min_idle_ms;
-}
-
-void rds_reader_free(RdsReader **r) {
-    if (!r || !*r) return;
-    free((*r)->stream);
-    free((*r)->group);
-    free((*r)->consumer);
-    free(*r);
-    *r = NULL;
-}
-
-static void copy_str(char *dst, size_t cap, const redisReply *s) {
-    size_t n = s->len < cap - 1 ? s->len : cap - 1;
-    memcpy(dst, s->str, n);
-    dst[n] = '\0';
-}
-
-/* Parses entries ([id, [k, v, ...] or nil], ...) into out[*n...]. Entries
- * whose fields are nil were deleted from the stream while pending: their
- * ids go to gone[] so the caller can acknowledge them. */
-static int parse_entries(RdsReader *rd, const redisReply *arr, const char *op, RdsRecord *out,
-                         int *n, int max, char (*gone)[RDS_ID_MAX], int *ngone) {
-    RdsConn *c = rd->c;
-    for (size_t i = 0; i < arr->elements && *n < max; i++) {
-        const redisReply *e = arr->element[i];
-        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
-            e->element[0]->type != REDIS_REPLY_STRING || e->element[0]->len >= RDS_ID_MAX)
-            return pl_fail(PL_EFORMAT, "redis %s at %s: malformed stream entry", op, c->url);
-        const redisReply *f = e->element[1];
-        if (f->type == REDIS_REPLY_NIL) {
-            if (*ngone < max) copy_str(gone[(*ngone)++], RDS_ID_MAX, e->element[0]);
-            continue;
-        }
-        if (f->type != REDIS_REPLY_ARRAY || f->elements % 2)
-            return pl_fail(PL_EFORMAT, "redis %s at %s: malformed fields of entry %s", op, c->url,
-                           e->element[0]->str);
-        const redisReply *rec = NULL, *hash = NULL;
-        for (size_t k = 0; k + 1 < f->elements; k += 2) {
-            const redisReply *key = f->element[k], *val = f->element[k + 1];
-            if (key->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING) continue;
-            if (key->len == 3 && !memcmp(key->str, "rec", 3)) rec = val;
-            else if (key->len == 4 && !memcmp(key->str, "hash", 4)) hash = val;
-        }
-        if (!rec)
-            return pl_fail(PL_EFORMAT, "redis %s at %s: entry %s of %s has no \"rec\" field", op,
-                           c->url, e->element[0]->str, rd->stream);
-        RdsRecord *o = &out[*n];
-        memset(o, 0, sizeof *o);
-        o->payload = malloc(rec->len + 1);
-        PL_CHECK_ALLOC(o->payload);
-        memcpy(o->payload, rec->str, rec->len);
-        ((char *)o->payload)[rec->len] = '\0';
-        o->len = rec->len;
-        copy_str(o->id, RDS_ID_MAX, e->element[0]);
-        if (hash) copy_str(o->hash, RDS_HASH_HEX, hash);
-        (*n)++;
-    }
-    return PL_OK;
-}
-
-/* Acknowledges entries that vanished from the stream while pending: there
- * is nothing left to deliver, and leaving them would pin the PEL. */
-static int ack_gone(RdsReader *rd, char (*gone)[RDS_ID_MAX], int ngone) {
-    if (!ngone) return PL_OK;
-    const char **ids = malloc(ngone * sizeof *ids);
-    PL_CHECK_ALLOC(ids);
-    for (int i = 0; i < ngone; i++) ids[i] = gone[i];
-    int rc = rds_ack(rd, ids, ngone, NULL);
-    free(ids);
-    return rc;
-}
-
-/* XREADGROUP reply: nil, or [[stream, entries]]. */
-static int read_group(RdsReader *rd, const char *id, int max, int block_ms, RdsRecord *out,
-                      int *n, char (*gone)[RDS_ID_MAX], int *ngone) {
-    RdsConn *c = rd->c;
-    char count[24], block[24];
-    snprintf(count, sizeof count, "%d", max);
-    snprintf(block, sizeof block, "%d", block_ms);
-    const char *argv[11] = {"XREADGROUP", "GROUP", rd->group, rd->consumer, "COUNT", count};
-    int argc = 6;
-    if (block_ms > 0) argv[argc++] = "BLOCK", argv[argc++] = block;
-    argv[argc++] = "STREAMS";
-    argv[argc++] = rd->stream;
-    argv[argc++] = id;
-    if (block_ms > 0) { /* the socket must wait longer than the server */
-        struct timeval tv = c->timeout;
-        tv.tv_sec += block_ms / 1000;
-        tv.tv_usec += (block_ms % 1000) * 1000;
-        if (tv.tv_usec >= 1000000) tv.tv_sec++, tv.tv_usec -= 1000000;
-        redisSetTimeout(c->ctx, tv);
-    }
-    redisReply *r = command(c, argc, argv, NULL);
-    if (block_ms > 0 && !c->ctx->err) redisSetTimeout(c->ctx, c->timeout);
-    PL_TRY(check(c, r, "XREADGROUP"));
-    int rc = PL_OK;
-    if (r->type == REDIS_REPLY_NIL) {
-        /* timed out with nothing new */
-    } else if (r->type != REDIS_REPLY_ARRAY) {
-        return bad_type(c, r, "XREADGROUP", "array");
-    } else {
-        for (size_t s = 0; s < r->elements && rc == PL_OK; s++) {
-            const redisReply *sr = r->element[s];
-            if (sr->type != REDIS_REPLY_ARRAY || sr->elements != 2 ||
-                sr->element[1]->type != REDIS_REPLY_ARRAY) {
-                rc = pl_fail(PL_EFORMAT, "redis XREADGROUP at %s: malformed reply", c->url);
-                break;
-            }
-            rc = parse_entries(rd, sr->element[1], "XREADGROUP", out, n, max, gone, ngone);
-        }
-    }
-    freeReplyObject(r);
-    return rc;
-}
-
-/* XAUTOCLAIM reply (Redis 7): [next cursor, entries, deleted ids]. */
-static int autoclaim(RdsReader *rd, int max, RdsRecord *out, int *n) {
-    RdsConn *c = rd->c;
-    char idle[24], count[24];
-    snprintf(idle, sizeof idle, "%lld", rd->min_idle_ms);
-    snprintf(count, sizeof count, "%d", max);
-    const char *argv[] = {"XAUTOCLAIM", rd->stream, rd->group, rd->consumer, idle,
-                          rd->claim_cursor, "COUNT", count};
-    redisReply *r = command(c, 8, argv, NULL);
-    PL_TRY(check(c, r, "XAUTOCLAIM"));
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
-        r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len >= RDS_ID_MAX ||
-        r->element[1]->type != REDIS_REPLY_ARRAY)
-        return bad_type(c, r, "XAUTOCLAIM", "[cursor, entries, ...]");
-    copy_str(rd->claim_cursor, RDS_ID_MAX, r->element[0]);
-    char (*gone)[RDS_ID_MAX] = malloc((size_t)max * RDS_ID_MAX);
-    int ngone = 0;
-    int rc = gone ? parse_entries(rd, r->element[1], "XAUTOCLAIM", out, n, max, gone, &ngone)
-                  : pl_fail(PL_ENOMEM, "redis XAUTOCLAIM: out of memory");
-    freeReplyObject(r); /* deleted entries were already removed from the PEL by Redis 7 */
-    free(gone);
-    return rc;
-}
-
-int rds_read(RdsReader *rd, int max_count, int block_ms, RdsRecord *out, int *n) {
-    *n = 0;
-    if (max_count <= 0) return pl_fail(PL_EINVAL, "redis read: max_count %d <= 0", max_count);
-    char (*gone)[RDS_ID_MAX] = malloc((size_t)max_count * RDS_ID_MAX);
-    PL_CHECK_ALLOC(gone);
-    int ngone = 0, rc = PL_OK;
-    /* 1. our own pending entries, from an earlier life of this consumer */
-    while (!rd->backlog_done && *n == 0 && rc == PL_OK) {
-        ngone = 0;
-        rc = read_group(rd, rd->backlog_cursor, max_count, 0, out, n, gone, &ngone);
-        if (rc == PL_OK) rc = ack_gone(rd, gone, ngone);
-        if (rc < 0) break;
-        if (*n == 0 && ngone == 0) rd->backlog_done = 1;
-        else if (*n > 0) snprintf(rd->backlog_cursor, RDS_ID_MAX, "%s", out[*n - 1].id);
-        else snprintf(rd->backlog_cursor, RDS_ID_MAX, "%s", gone[ngone - 1]);
-    }
-    /* 2. entries that dead consumers left idle */
-    if (rc == PL_OK && *n == 0) rc = autoclaim(rd, max_count, out, n);
-    /* 3. new entries */
-    if (rc == PL_OK && *n == 0) {
-        ngone = 0;
-        rc = read_group(rd, ">", max_count, block_ms, out, n, gone, &ngone);
-    }
-    free(gone);
-    if (rc < 0) {
-        rds_records_clear(out, *n);
-        *n = 0;
-        return pl_wrap(rc, "reading %s as %s/%s", rd->stream, rd->group, rd->consumer);
-    }
-    return PL_OK;
-}
-
-int rds_ack(RdsReader *rd, const char *const *ids, int n, long long *acked) {
-    if (acked) *acked = 0;
-    if (n <= 0) return PL_OK;
-    const char **argv = malloc((size_t)(n + 3) * sizeof *argv);
-    PL_CHECK_ALLOC(argv);
-    argv[0] = "XACK", argv[1] = rd->stream, argv[2] = rd->group;
-    for (int i = 0; i < n; i++) argv[3 + i] = ids[i];
-    redisReply *r = command(rd->c, n + 3, argv, NULL);
-    free(argv);
-    PL_TRY(check(rd->c, r, "XACK"));
-    if (r->type != REDIS_REPLY_INTEGER) return bad_type(rd->c, r, "XACK", "integer");
-    if (acked) *acked = r->integer;
-    freeReplyObject(r);
-    return PL_OK;
-}
-
-int rds_pending(RdsReader *rd, long long *n) {
-    const char *argv[] = {"XPENDING", rd->stream, rd->group};
-    redisReply *r = command(rd->c, 3, argv, NULL);
-    PL_TRY(check(rd->c, r, "XPENDING"));
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
-        r->element[0]->type != REDIS_REPLY_INTEGER)
-        return bad_type(rd->c, r, "XPENDING", "[count, ...]");
-    *n = r->element[0]->integer;
+int rds_claim(RdsConn *c, const char *key, const char *value, char *have, size_t cap) {
+    const char *argv[] = {"SET", key, value, "NX", "GET"};
+    redisReply *r = rds_command(c, 5, argv, NULL);
+    PL_TRY(rds_check(c, r, "SET NX GET"));
+    if (r->type == REDIS_REPLY_NIL) snprintf(have, cap, "%s", value);
+    else if (r->type == REDIS_REPLY_STRING) snprintf(have, cap, "%.*s", (int)r->len, r->str);
+    else return rds_bad_type(c, r, "SET NX GET", "string or nil");
     freeReplyObject(r);
     return PL_OK;
 }

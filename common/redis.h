@@ -10,7 +10,7 @@
  * Lines that cannot be parsed go to the dead-letter stream `<stream>:dead`
  * with their line number and the reason.
  *
- * Consumer: one consumer group per training run. rds_read hands out this
+ * Consumers: rds_read serves consumers that share a group's work. rds_read hands out this
  * consumer's own unacknowledged entries first (after a restart), then
  * entries that crashed consumers left idle for min_idle_ms (XAUTOCLAIM),
  * then new ones. The caller acknowledges (rds_ack) only after the training
@@ -68,6 +68,10 @@ void rds_free(RdsConn **c);
 /* The URL with the password redacted, for messages. */
 const char *rds_conn_url(const RdsConn *c);
 
+/* 1 when the connection is gone (lost, timed out): free it and connect
+ * again. A server's error reply leaves it usable. */
+int rds_conn_lost(const RdsConn *c);
+
 /* Number of entries in a stream (0 when it does not exist). */
 int rds_stream_len(RdsConn *c, const char *stream, long long *n);
 
@@ -112,12 +116,20 @@ int rds_append_batch(RdsConn *c, const char *stream, const RdsItem *items, int n
 
 #define RDS_DEAD_RAW_MAX 4096 /* bytes of a bad line kept in a dead letter */
 
-/* Keeps a bad input line in `<stream>:dead` (fields "line", "reason", and
- * "raw" = at most RDS_DEAD_RAW_MAX bytes of raw). The same (line_no, raw)
- * is stored once, so re-running an ingestion does not repeat it. *added
- * (may be NULL) says whether it was new; sum->rejected counts new ones. */
-int rds_dead_letter(RdsConn *c, const char *stream, long long line_no, const char *reason,
-                    const void *raw, size_t raw_len, int *added, RdsSummary *sum);
+/* Keeps a bad input in `<stream>:dead`: fields at_field = at (where it came
+ * from: "line" and a line number for ingestion, "entry" and a stream id
+ * for a trainer), "reason", and "raw" = at most RDS_DEAD_RAW_MAX bytes of
+ * raw. The same (at, raw) is stored once, so re-running an ingestion, or
+ * resuming a run, does not repeat it. *added (may be NULL) says whether it
+ * was new; sum->rejected (may be NULL) counts new ones. */
+int rds_dead_letter(RdsConn *c, const char *stream, const char *at_field, const char *at,
+                    const char *reason, const void *raw, size_t raw_len, int *added,
+                    RdsSummary *sum);
+
+/* SET key value NX: *have (cap bytes) gets the value the key holds
+ * afterwards, value itself when it was not set before. What ties a stream
+ * to the tokenizer of its records (`<stream>:tokenizer`). */
+int rds_claim(RdsConn *c, const char *key, const char *value, char *have, size_t cap);
 
 /* --------------------------------------------------------------- consumer */
 
@@ -161,5 +173,56 @@ int rds_ack(RdsReader *r, const char *const *ids, int n, long long *acked);
 
 /* Entries delivered to the group and not yet acknowledged (XPENDING). */
 int rds_pending(RdsReader *r, long long *n);
+
+/* ----------------------------------------------------- a run's cursor */
+
+/* A training run reads a stream in the stream's order, as one consumer of
+ * its own group, from a cursor its checkpoints keep: the same content
+ * gives the same batches, whenever the records arrived, and a resumed run
+ * reads on from where its checkpoint was. Entries the group delivered
+ * before (to an earlier life of the run) are read again by XRANGE, the
+ * rest by XREADGROUP, which marks them delivered; XACK (rds_cursor_ack)
+ * after the checkpoint that covers them. One run per group: a second
+ * consumer would take entries this one then never sees. A plain struct,
+ * so that it survives a reconnection (open it again on the new
+ * connection with at = cur.at). */
+typedef struct {
+    char stream[256], group[128], consumer[128];
+    char at[RDS_ID_MAX];        /* last id handed out ("0-0": none)          */
+    char delivered[RDS_ID_MAX]; /* the group's last-delivered id             */
+    long long pending;          /* the group's unacknowledged entries at open */
+    long long lag;              /* entries the group has not had (-1: unknown) */
+} RdsCursor;
+
+/* Compares stream ids "ms-seq" (a bare "ms" is "ms-0"): < 0, 0, > 0. */
+int rds_id_cmp(const char *a, const char *b);
+
+/* The id of the stream's newest entry into out ("0-0" when it is empty or
+ * missing): the end of what it holds now. */
+int rds_last_id(RdsConn *c, const char *stream, char out[RDS_ID_MAX]);
+
+/* Opens cur on stream for group (created at the stream's start, with the
+ * stream, when missing) and consumer. at: the id to read after; NULL
+ * starts at the group's last-delivered id (a new run joining a group
+ * trains what the group has not had yet). */
+int rds_cursor_open(RdsConn *c, RdsCursor *cur, const char *stream, const char *group,
+                    const char *consumer, const char *at);
+
+/* Up to max entries after cur->at, in stream order, into out (clear them
+ * with rds_records_clear); *n = 0 when there are none. upto (may be NULL)
+ * bounds the ids read; without it, a read of new entries waits up to
+ * block_ms for some (<= 0: does not wait). Entries are handed out once:
+ * cur->at moves past them. */
+int rds_cursor_read(RdsConn *c, RdsCursor *cur, int max, const char *upto, int block_ms,
+                    RdsRecord *out, int *n);
+
+/* XACK of ids[0..n) in cur's group; *acked (may be NULL) counts those that
+ * were pending. */
+int rds_cursor_ack(RdsConn *c, const RdsCursor *cur, const char *const *ids, int n,
+                   long long *acked);
+
+/* Entries of the stream the group has not had yet (XINFO GROUPS' lag; -1
+ * when Redis cannot tell, after deletions): what waits to be read. */
+int rds_cursor_lag(RdsConn *c, const RdsCursor *cur, long long *n);
 
 #endif

@@ -3,12 +3,16 @@
  * trainers.
  *
  * Layout (little-endian):
- *   "PLR1" | u8 shape | u8 has_margin | u16 0 | f32 margin |
+ *   "PLR2" | u8 shape | u8 has_margin | u16 0 | f32 margin |
  *   u32 n_prompt | u32 n_chosen | u32 n_rejected | u32 answer_len |
+ *   char tokenizer[32] (the fingerprint, 32 hex digits) |
  *   i32 prompt[n_prompt] | i32 chosen[n_chosen] | i32 rejected[n_rejected] |
  *   answer bytes (no NUL)
  * The line number and truncation flag are not part of it, so the same
- * content from another file hashes the same. */
+ * content from another file hashes the same. The tokenizer's fingerprint
+ * is: token ids mean nothing without the tokenizer that made them, and a
+ * trainer with another one must not read them (the same text through two
+ * tokenizers is also two records). */
 #ifndef PLUMB_RECORD_H
 #define PLUMB_RECORD_H
 
@@ -16,14 +20,24 @@
 
 #include "dataset.h"
 
-#define REC_HEADER_BYTES 28
+#define REC_HEADER_BYTES 60
+#define REC_TOK_HEX 33 /* a tokenizer fingerprint: 32 hex digits + NUL */
 
-/* Packs rec into a malloc'ed buffer *buf of *len bytes. */
-int rec_pack(const DsRecord *rec, unsigned char **buf, size_t *len);
+/* The fingerprint of the tokenizer in folder dir: FNV-1a 128 (rds_hash_hex)
+ * of tokenizer.json, a NUL, and tokenizer_config.json when there is one
+ * (its chat template renders conversational records). PL_EIO naming the
+ * file when tokenizer.json cannot be read. */
+int rec_tokenizer_fp(const char *dir, char out[REC_TOK_HEX]);
 
-/* Unpacks len bytes into *rec (arrays malloc'ed; free with ds_record_free).
- * Rejects (PL_EFORMAT, nothing allocated) a wrong magic, counts that
- * disagree with len, a shape out of range or negative ids. */
-int rec_unpack(const unsigned char *buf, size_t len, DsRecord *rec);
+/* Packs rec, made by the tokenizer of fingerprint tok (32 hex digits), into
+ * a malloc'ed buffer *buf of *len bytes. */
+int rec_pack(const DsRecord *rec, const char *tok, unsigned char **buf, size_t *len);
+
+/* Unpacks len bytes into *rec (arrays malloc'ed; free with ds_record_free)
+ * and the tokenizer fingerprint into tok (may be NULL). Rejects
+ * (PL_EFORMAT, nothing allocated) a wrong magic (naming PLR1, the format
+ * without a fingerprint), counts that disagree with len, a shape out of
+ * range or negative ids. */
+int rec_unpack(const unsigned char *buf, size_t len, DsRecord *rec, char tok[REC_TOK_HEX]);
 
 #endif

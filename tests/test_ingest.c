@@ -59,9 +59,12 @@ static void test_record_roundtrip(void **state) {
                     .rejected = r, .n_rejected = 2, .answer = "2", .has_margin = 1, .margin = 0.5f};
     unsigned char *buf;
     size_t len;
-    assert_int_equal(rec_pack(&rec, &buf, &len), 0);
+    const char *fp = "0123456789abcdef0123456789abcdef";
+    assert_int_equal(rec_pack(&rec, fp, &buf, &len), 0);
     DsRecord back;
-    assert_int_equal(rec_unpack(buf, len, &back), 0);
+    char tok[REC_TOK_HEX];
+    assert_int_equal(rec_unpack(buf, len, &back, tok), 0);
+    assert_string_equal(tok, fp);
     assert_int_equal(back.n_prompt, 3);
     assert_memory_equal(back.prompt, p, sizeof p);
     assert_memory_equal(back.chosen, c, sizeof c);
@@ -69,11 +72,14 @@ static void test_record_roundtrip(void **state) {
     assert_string_equal(back.answer, "2");
     assert_true(back.has_margin && back.margin == 0.5f);
     ds_record_free(&back);
-    assert_int_equal(rec_unpack(buf, len - 1, &back), PL_EFORMAT);
+    assert_int_equal(rec_unpack(buf, len - 1, &back, NULL), PL_EFORMAT);
     buf[12] = 200; /* n_prompt now disagrees with the length */
-    assert_int_equal(rec_unpack(buf, len, &back), PL_EFORMAT);
+    assert_int_equal(rec_unpack(buf, len, &back, NULL), PL_EFORMAT);
+    memcpy(buf, "PLR1", 4); /* the format before fingerprints: says to ingest again */
+    assert_int_equal(rec_unpack(buf, len, &back, NULL), PL_EFORMAT);
+    assert_non_null(strstr(pl_error(), "ingest the data again"));
     buf[0] = 'X';
-    assert_int_equal(rec_unpack(buf, len, &back), PL_EFORMAT);
+    assert_int_equal(rec_unpack(buf, len, &back, NULL), PL_EFORMAT);
     free(buf);
 }
 
@@ -105,14 +111,17 @@ static void test_ingest_file(void **state) {
     for (size_t i = 0; i < n; i++) lines += dead[i] == '\n';
     assert_int_equal(lines, 3);
     free(dead);
-    /* every stored record unpacks */
+    /* every stored record unpacks, with the fingerprint of its tokenizer */
+    char fp[REC_TOK_HEX], tok[REC_TOK_HEX];
+    assert_int_equal(rec_tokenizer_fp(tu_path("%s/arith", dir), fp), 0);
     char *shard = tu_read_file(tu_path("%s/shard.bin", dir), &n);
     size_t at = 0, count = 0;
     while (at + 4 <= n) {
         const unsigned char *h = (const unsigned char *)shard + at;
         size_t len = h[0] | h[1] << 8 | h[2] << 16 | (size_t)h[3] << 24;
         DsRecord rec;
-        assert_int_equal(rec_unpack(h + 4, len, &rec), 0);
+        assert_int_equal(rec_unpack(h + 4, len, &rec, tok), 0);
+        assert_string_equal(tok, fp);
         assert_true(rec.n_chosen > 0 && rec.n_rejected > 0);
         ds_record_free(&rec);
         at += 4 + len;

@@ -286,11 +286,11 @@ static void test_dead_letter(void **state) {
     memset(big, 'z', sizeof big);
     for (int pass = 0; pass < 2; pass++) {
         int added = -1;
-        assert_int_equal(rds_dead_letter(c, "pref", 3, "invalid JSON", "{oops", 5, &added, &sum), 0);
+        assert_int_equal(rds_dead_letter(c, "pref", "line", "3", "invalid JSON", "{oops", 5, &added, &sum), 0);
         assert_int_equal(added, pass == 0);
-        assert_int_equal(rds_dead_letter(c, "pref", 9, "missing \"chosen\"", "{\"prompt\":1}", 12,
+        assert_int_equal(rds_dead_letter(c, "pref", "line", "9", "missing \"chosen\"", "{\"prompt\":1}", 12,
                                          NULL, &sum), 0);
-        assert_int_equal(rds_dead_letter(c, "pref", 12, "line too long", big, sizeof big, NULL,
+        assert_int_equal(rds_dead_letter(c, "pref", "line", "12", "line too long", big, sizeof big, NULL,
                                          &sum), 0);
     }
     assert_int_equal(sum.rejected, 3);
@@ -355,6 +355,86 @@ static void test_bad_replies(void **state) {
     int added = 0;
     assert_int_equal(rds_append(c, "ok", "r", 1, "h", &added), 0);
     assert_int_equal(added, 1);
+    rds_free(&c);
+}
+
+/* A run's cursor: stream order, bounded reads, reading again what the
+ * group delivered before (a resumed run), acks, the lag, and a second
+ * consumer of the group caught. */
+static void test_cursor(void **state) {
+    TuRedis *s = *state;
+    RdsConn *c = NULL;
+    assert_int_equal(rds_connect(&c, server_url(s), 2.0), 0);
+    char last[RDS_ID_MAX];
+    assert_int_equal(rds_last_id(c, "cur", last), 0);
+    assert_string_equal(last, "0-0");
+    assert_true(rds_id_cmp("5-1", "5-2") < 0 && rds_id_cmp("6", "5-9") > 0 &&
+                rds_id_cmp("7-0", "7") == 0);
+    ingest(c, "cur", 30, 8);
+    RdsCursor cur;
+    assert_int_equal(rds_cursor_open(c, &cur, "cur", "g", "trainer", NULL), 0);
+    assert_string_equal(cur.at, "0-0"); /* a new group starts at the stream's start */
+    RdsRecord rec[40];
+    int got = 0;
+    assert_int_equal(rds_cursor_read(c, &cur, 10, NULL, 0, rec, &got), 0);
+    assert_int_equal(got, 10);
+    for (int i = 0; i < got; i++) assert_int_equal(record_index(&rec[i]), i);
+    char id5[RDS_ID_MAX];
+    strcpy(id5, rec[4].id);
+    rds_records_clear(rec, got);
+    long long lag = -1;
+    assert_int_equal(rds_cursor_lag(c, &cur, &lag), 0);
+    assert_int_equal(lag, 20);
+    /* bounded: up to the 15th entry, whatever max says */
+    redisContext *raw = redisConnect("127.0.0.1", s->port);
+    redisReply *r = redisCommand(raw, "XRANGE cur - + COUNT 15");
+    char id15[RDS_ID_MAX];
+    snprintf(id15, sizeof id15, "%s", r->element[14]->element[0]->str);
+    freeReplyObject(r);
+    assert_int_equal(rds_cursor_read(c, &cur, 40, id15, 0, rec, &got), 0);
+    assert_int_equal(got, 5);
+    assert_int_equal(record_index(&rec[4]), 14);
+    rds_records_clear(rec, got);
+    assert_int_equal(rds_cursor_read(c, &cur, 40, id15, 0, rec, &got), 0);
+    assert_int_equal(got, 0);
+    /* a resumed run's cursor at the 5th: 6..15 again (delivered before),
+     * then the rest as new */
+    RdsCursor again;
+    assert_int_equal(rds_cursor_open(c, &again, "cur", "g", "trainer", id5), 0);
+    assert_int_equal(again.pending, 15);
+    assert_string_equal(again.delivered, id15);
+    assert_int_equal(rds_cursor_read(c, &again, 40, NULL, 0, rec, &got), 0);
+    assert_int_equal(got, 10);
+    assert_int_equal(record_index(&rec[0]), 5);
+    assert_int_equal(record_index(&rec[9]), 14);
+    const char *ids[40];
+    for (int i = 0; i < got; i++) ids[i] = rec[i].id;
+    long long acked = 0;
+    assert_int_equal(rds_cursor_ack(c, &again, ids, got, &acked), 0);
+    assert_int_equal(acked, 10);
+    rds_records_clear(rec, got);
+    assert_int_equal(rds_cursor_read(c, &again, 3, NULL, 0, rec, &got), 0);
+    assert_int_equal(got, 3);
+    assert_int_equal(record_index(&rec[0]), 15);
+    rds_records_clear(rec, got);
+    long long pend = 0;
+    RdsReader *rd = NULL;
+    assert_int_equal(rds_reader_open(&rd, c, "cur", "g", "x"), 0);
+    assert_int_equal(rds_pending(rd, &pend), 0);
+    assert_int_equal(pend, 15 - 10 + 3);
+    rds_reader_free(&rd);
+    /* another consumer takes an entry: a bounded read sees the gap */
+    freeReplyObject(redisCommand(raw, "XREADGROUP GROUP g thief COUNT 1 STREAMS cur >"));
+    assert_int_equal(rds_last_id(c, "cur", last), 0);
+    assert_int_equal(rds_cursor_read(c, &again, 40, last, 0, rec, &got), PL_EPEER);
+    assert_non_null(strstr(pl_error(), "another consumer"));
+    /* the stream's tokenizer: the first claim sets it, later ones read it */
+    char have[128];
+    assert_int_equal(rds_claim(c, "cur:tokenizer", "aaa dir1", have, sizeof have), 0);
+    assert_string_equal(have, "aaa dir1");
+    assert_int_equal(rds_claim(c, "cur:tokenizer", "bbb dir2", have, sizeof have), 0);
+    assert_string_equal(have, "aaa dir1");
+    redisFree(raw);
     rds_free(&c);
 }
 
@@ -592,6 +672,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_dead_letter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_replies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consume_all, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cursor, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_recovery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_restart, setup_persist, teardown),
     };

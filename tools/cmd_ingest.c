@@ -27,7 +27,9 @@ static void usage(FILE *f) {
             "                    (--to redis://[:password@]host:port/db --stream NAME | --out FILE)\n"
             "\n"
             "Validates and tokenizes each line as `plumb data check` does, packs each record\n"
-            "(data/record.h) and appends it to the Redis stream NAME (XADD) or to the shard\n"
+            "(data/record.h, with the tokenizer's fingerprint) and appends it to the Redis\n"
+            "stream NAME (XADD; NAME:tokenizer names the tokenizer, and a stream of another\n"
+            "tokenizer is refused) or to the shard\n"
             "FILE (u32 length + record, repeated). Records are deduplicated by a content hash\n"
             "(kept in Redis as NAME:seen, or rebuilt from FILE), so ingesting the same file\n"
             "again adds nothing. A bad line is kept with its line number and reason in the\n"
@@ -130,7 +132,9 @@ static int sink_dead(Sink *s, long line, const char *reason, const char *message
         if (rc < 0) return rc;
         char why[640];
         snprintf(why, sizeof why, "%s: %s", reason, message);
-        return rds_dead_letter(s->conn, s->stream, line, why, raw, raw_len, NULL, &s->sum);
+        char at[24];
+        snprintf(at, sizeof at, "%ld", line);
+        return rds_dead_letter(s->conn, s->stream, "line", at, why, raw, raw_len, NULL, &s->sum);
     }
     /* json_stringn: the line may be no valid UTF-8; jansson then refuses it,
      * and the letter keeps the rest */
@@ -149,6 +153,22 @@ static int sink_dead(Sink *s, long line, const char *reason, const char *message
     }
     free(txt);
     return rc < 0 ? rc : 0;
+}
+
+/* Ties the stream to this tokenizer (`<stream>:tokenizer` = "FP DIR"), or
+ * refuses when it holds records of another: their ids would not mean the
+ * same tokens. */
+static int claim_stream(RdsConn *c, const char *stream, const char *fp, const char *dir) {
+    char key[512], mine[4200], have[4200];
+    snprintf(key, sizeof key, "%s:tokenizer", stream);
+    snprintf(mine, sizeof mine, "%s %s", fp, dir);
+    PL_TRY(rds_claim(c, key, mine, have, sizeof have));
+    if (strncmp(have, fp, 32) != 0)
+        return pl_fail(PL_EINVAL,
+                       "stream %s holds records of tokenizer %s; --tokenizer %s is %s (another "
+                       "tokenizer: use another --stream)",
+                       stream, have, dir, fp);
+    return 0;
 }
 
 /* Cuts path back to its first `keep` bytes: the torn tail a killed run
@@ -250,7 +270,9 @@ int cmd_ingest(int argc, char **argv) {
     DsReader *rd = NULL;
     Sink s = {.batch = batch};
     char *dead_path = NULL;
+    char tokfp[REC_TOK_HEX];
     int rc = tok_load(&tok, tokdir);
+    if (rc == 0) rc = rec_tokenizer_fp(tokdir, tokfp);
     if (rc < 0) goto done;
     ds_config_init(&cfg, tok);
     cfg.format = fmt, cfg.max_prompt_len = max_prompt, cfg.max_response_len = max_resp;
@@ -264,6 +286,7 @@ int cmd_ingest(int argc, char **argv) {
         s.hashes = calloc((size_t)batch, sizeof *s.hashes);
         if (!s.items || !s.bufs || !s.hashes) rc = pl_fail(PL_ENOMEM, "out of memory");
         else rc = rds_connect(&s.conn, to, 10.0);
+        if (rc == 0) rc = claim_stream(s.conn, stream, tokfp, tokdir);
     } else {
         size_t n = strlen(out) + 16;
         dead_path = malloc(n);
@@ -293,7 +316,7 @@ int cmd_ingest(int argc, char **argv) {
         } else {
             unsigned char *buf;
             size_t len;
-            rc = rec_pack(&rec, &buf, &len);
+            rc = rec_pack(&rec, tokfp, &buf, &len);
             ds_record_free(&rec);
             if (rc == 0) rc = sink_record(&s, buf, len);
         }
