@@ -106,19 +106,22 @@ int pack_records(const Records *recs, const long *which, int n, int rejected, Pa
 
 long order_at(Order *o, long k) {
     long e = k / o->n, i = k % o->n;
-    if (e != o->epoch) {
-        for (long j = 0; j < o->n; j++)
-            o->perm[j] = j;
+    long w = o->window > 0 && o->window < o->n ? o->window : o->n;
+    long j = i / w, s = j * w, m = o->n - s < w ? o->n - s : w;
+    if (e != o->epoch || j != o->block) {
+        for (long x = 0; x < m; x++)
+            o->perm[x] = s + x;
         if (o->shuffle) {
+            /* window 0 is seeded as the whole epoch always was */
             Rng r;
-            rng_seed2(&r, rng_mix3(o->seed, TAG_DATA, 0), (uint64_t)e);
-            for (long j = o->n - 1; j > 0; j--) {
-                long t = (long)(rng_u64(&r) % (uint64_t)(j + 1));
-                long x = o->perm[j];
-                o->perm[j] = o->perm[t], o->perm[t] = x;
+            rng_seed2(&r, rng_mix3(o->seed, TAG_DATA, (uint64_t)j), (uint64_t)e);
+            for (long x = m - 1; x > 0; x--) {
+                long t = (long)(rng_u64(&r) % (uint64_t)(x + 1));
+                long y = o->perm[x];
+                o->perm[x] = o->perm[t], o->perm[t] = y;
             }
         }
-        o->epoch = e;
+        o->epoch = e, o->block = j;
     }
-    return o->perm[i];
+    return o->perm[i - s];
 }

@@ -64,10 +64,12 @@ int checkpoint_write(Run *r, int export_hf) {
             rc = pl_fail(PL_EIO, "writing %s", path);
         if (f) fclose(f);
     }
+    if (rc == 0 && r->stream) rc = stream_save(r, tmp);
     if (rc == 0) {
         pl_rm_rf(dst);
         if (rename(tmp, dst) != 0) rc = pl_fail(PL_EIO, "rename %s: %s", tmp, strerror(errno));
     }
+    if (rc == 0 && r->stream) rc = stream_saved(r);
     if (rc < 0) return pl_wrap(rc, "checkpoint at step %ld", r->step);
     if (r->cfg->keep > 0) {
         /* keep the newest `keep` checkpoints */

@@ -133,7 +133,15 @@ static const Key KEYS[] = {
          "rm: train all base weights of the reward model, not an adapter"),
 
     /* data */
-    PATH("data.train", train_path, "", "training data (JSONL)"),
+    PATH("data.train", train_path, "",
+         "training data: a JSONL file, or redis://[[user]:password@]host[:port][/db] with "
+         "data.stream"),
+    STR("data.stream", data_stream, "", "the Redis stream (of plumb ingest) to train from"),
+    STR("data.group", data_group, "", "the run's consumer group (empty: the run dir's name)"),
+    BOOL("data.follow", follow, "false",
+         "stream: train on records as they arrive (false: epochs over what it holds at the start)"),
+    INT("data.shuffle_window", shuffle_window, "0", "[0,)",
+        "stream: records shuffled together (0: 8 x train.batch_size when following, else all)"),
     PATH("data.eval", eval_path, "", "eval prompts with answers (JSONL; empty: no eval)"),
     PATH("data.eval_pref", eval_pref_path, "", "held-out preference pairs (JSONL)"),
     INT("data.max_prompt_len", max_prompt_len, "0", "[0,)", "prompt tokens kept (0: no limit)"),
@@ -672,6 +680,33 @@ static int check_fields(const RunConfig *c) {
     return PL_OK;
 }
 
+/* data.train redis:// and the stream keys that go with it. */
+static int check_stream(RunConfig *c) {
+    int redis = !strncmp(c->train_path, "redis://", 8);
+    if (!redis && (c->data_stream[0] || c->follow))
+        return pl_fail(PL_EINVAL, "data.stream and data.follow need data.train redis://...");
+    if (!redis) return PL_OK;
+    if (!c->data_stream[0])
+        return pl_fail(PL_EINVAL, "data.train %.8s... is a Redis server: data.stream names the stream",
+                       c->train_path);
+    if (!c->data_group[0]) {
+        size_t n = strlen(c->run_dir);
+        while (n > 1 && c->run_dir[n - 1] == '/') n--;
+        size_t b = n;
+        while (b > 0 && c->run_dir[b - 1] != '/') b--;
+        if (n - b >= CFG_STR) return pl_fail(PL_EINVAL, "data.group: the run dir's name is too long");
+        memcpy(c->data_group, c->run_dir + b, n - b);
+        c->data_group[n - b] = '\0';
+    }
+    if (c->follow && c->shuffle_window == 0) c->shuffle_window = 8 * c->batch_size;
+    if (c->follow && c->shuffle_window % c->batch_size)
+        return pl_fail(PL_EINVAL,
+                       "data.shuffle_window (%d) must be a multiple of train.batch_size (%d) with "
+                       "data.follow: a step's records come from one window",
+                       c->shuffle_window, c->batch_size);
+    return PL_OK;
+}
+
 int runcfg_validate(RunConfig *c) {
     if (c->algo == RUNCFG_ALGO_UNSET)
         return pl_fail(PL_EINVAL, "algo.name is required (one of " ALGO_CHOICES ")");
@@ -709,6 +744,7 @@ int runcfg_validate(RunConfig *c) {
                        c->minibatches, units, algo_name_str(c->algo),
                        d->units_per_record ? "the units of a record" : "algo.group_size");
     if (!c->train_path[0]) return pl_fail(PL_EINVAL, "data.train is required");
+    PL_TRY(check_stream(c));
     if (!c->model_path[0]) {
         if (c->init_dim % c->init_heads)
             return pl_fail(PL_EINVAL, "model.init.heads (%d) must divide model.init.dim (%d)",

@@ -89,7 +89,11 @@ typedef struct RunConfig {
     int reward_full_finetune;    /* reward.full_finetune: rm trains all weights  */
 
     /* data */
-    char train_path[CFG_PATH];   /* data.train (JSONL)                          */
+    char train_path[CFG_PATH];   /* data.train: JSONL, or redis://... (a stream) */
+    char data_stream[CFG_STR];   /* data.stream: the stream of data.train redis:// */
+    char data_group[CFG_STR];    /* data.group (the run dir's name)             */
+    int follow;                  /* data.follow: train as records arrive (false) */
+    int shuffle_window;          /* data.shuffle_window (0: see configs/README) */
     char eval_path[CFG_PATH];    /* data.eval: prompts with answers             */
     char eval_pref_path[CFG_PATH]; /* data.eval_pref: held-out preference pairs */
     int max_prompt_len;          /* data.max_prompt_len (0: no limit)           */

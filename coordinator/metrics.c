@@ -312,8 +312,13 @@ void metrics_close(Metrics **pm) {
 /* ================================================================ resume */
 
 int metrics_truncate_after(const char *run_dir, long step) {
-    char path[4096], tmp[4200];
+    char path[4096];
     snprintf(path, sizeof path, "%s/%s", run_dir, METRICS_FILE);
+    return jsonl_truncate_after(path, step);
+}
+
+int jsonl_truncate_after(const char *path, long step) {
+    char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *in = fopen(path, "rb");
     if (!in) {
@@ -353,7 +358,12 @@ int metrics_truncate_after(const char *run_dir, long step) {
         unlink(tmp);
         return rc;
     }
-    int dfd = open(run_dir, O_RDONLY | O_DIRECTORY); /* make the rename durable */
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    else strcpy(dir, ".");
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY); /* make the rename durable */
     if (dfd >= 0) {
         fsync(dfd);
         close(dfd);

@@ -61,6 +61,8 @@ void metrics_close(Metrics **m);
  * and renamed over the old one, so a crash leaves the old or the new file.
  * A missing file is fine (nothing to cut). Call before metrics_open. */
 int metrics_truncate_after(const char *run_dir, long step);
+/* The same for any file of {"step": N, ...} lines (consumed.jsonl). */
+int jsonl_truncate_after(const char *path, long step);
 
 /* Prints one progress line to f and flushes it:
  *     step 12/100  reward 0.412  kl 0.0031  1534 tok/s  eta 2m14s

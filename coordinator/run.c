@@ -30,17 +30,19 @@ static int load_data(Run *r) {
     r->dc.max_prompt_len = c->max_prompt_len;
     r->dc.max_response_len = c->max_response_len;
     PL_TRY(ds_config_chat(&r->dc, c->tokenizer, NULL));
-    PL_TRY(records_load(&r->train, "data.train", c->train_path, &r->dc, fmt, r->hooks->quiet));
+    if (!strncmp(c->train_path, "redis://", 8)) PL_TRY(stream_open(r));
+    else PL_TRY(records_load(&r->train, "data.train", c->train_path, &r->dc, fmt, r->hooks->quiet));
     if (c->eval_path[0])
         PL_TRY(
             records_load(&r->eval, "data.eval", c->eval_path, &r->dc, DS_PROMPT, r->hooks->quiet));
     if (c->eval_pref_path[0])
         PL_TRY(records_load(&r->eval_pref, "data.eval_pref", c->eval_pref_path, &r->dc, DS_PREF,
                             r->hooks->quiet));
+    if (r->stream) return 0; /* stream_open set the order */
     r->order.n = r->train.n;
     r->order.perm = malloc(sizeof(long) * r->train.n);
     PL_CHECK_ALLOC(r->order.perm);
-    r->order.epoch = -1;
+    r->order.epoch = r->order.block = -1;
     r->order.seed = c->seed;
     r->order.shuffle = c->shuffle;
     return 0;
@@ -49,6 +51,7 @@ static int load_data(Run *r) {
 static void run_free(Run *r) {
     refcache_free(&r->ref);
     refcache_free(&r->eval_ref);
+    stream_free(r);
     records_free(&r->train);
     records_free(&r->eval);
     records_free(&r->eval_pref);
@@ -192,10 +195,13 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
         r->tokens = 0;
         double t0 = pl_now_s();
         long k0 = r->step * (long)B;
-        for (int i = 0; i < B; i++)
-            which[i] = order_at(&r->order, k0 + i);
-        if ((rc = r->algo->step(r, which, B)) < 0) break;
+        if (r->stream) rc = stream_next(r, which, B);
+        else
+            for (int i = 0; i < B; i++)
+                which[i] = order_at(&r->order, k0 + i);
+        if (rc < 0 || (rc = r->algo->step(r, which, B)) < 0) break;
         r->step++;
+        if (r->stream && (rc = stream_step_done(r, which, B)) < 0) break;
         double dt = pl_now_s() - t0;
         stats_put(&r->stats, "perf/step_s", dt);
         stats_put(&r->stats, "perf/compute_s", r->compute_s);

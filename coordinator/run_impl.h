@@ -8,6 +8,7 @@
  *   step_sft.c, step_pref.c, step_rl.c   one step of each algorithm
  *   eval.c        held-out generation and preference evals
  *   checkpoint.c  checkpoints and resume
+ *   stream.c      training data from a Redis stream
  *   roles.c       RunConfig -> each role's RoleConfig; the random init model
  *   algos.c       the algorithm table that ties them together
  *   run.c         coord_run: set-up, the step loop, teardown
@@ -59,11 +60,14 @@ void records_free(Records *r);
 /* Prompt + chosen (or rejected) of records which[0..n). */
 int pack_records(const Records *recs, const long *which, int n, int rejected, Packed *p);
 
-/* The record at position k of the endless, per-epoch shuffled order. */
+/* The record at position k of the endless order: epoch e = k / n visits
+ * the n records in windows of `window` consecutive ones (0: one window of
+ * all n), each window shuffled by the seed, its index and e. */
 typedef struct {
     long n;
-    long *perm;              /* (n) order of the current epoch                */
-    long epoch;              /* epoch perm holds, -1 none                     */
+    long window;             /* records shuffled together, 0: n               */
+    long *perm;              /* (n) order of the current window               */
+    long epoch, block;       /* epoch and window perm holds, -1 none          */
     uint64_t seed;
     int shuffle;
 } Order;
@@ -121,6 +125,7 @@ typedef struct Run {
     double compute_s, transport_s, serialize_s; /* the step's timing          */
     long tokens;             /* the step's tokens                             */
     char resume_from[CFG_PATH]; /* checkpoint folder, or ""                    */
+    struct Stream *stream;   /* data.train from Redis (stream.c), or NULL     */
 } Run;
 
 /* ---------------------------------------------------------- requests.c */
@@ -228,6 +233,24 @@ int checkpoint_write(Run *r, int export_hf);
 int checkpoint_resume_dir(const char *path, char *out, size_t cap);
 /* Step, KL coefficient and adapter version from resume_from. */
 int checkpoint_load_state(Run *r);
+
+/* ------------------------------------------------------------ stream.c */
+
+/* data.train redis://: connects, checks the stream's tokenizer, and (not
+ * following) reads what the stream holds into r->train; resumes from
+ * r->resume_from's stream.json. Sets r->order. */
+int stream_open(Run *r);
+/* The records of step r->step into which[0..B) (indices into r->train),
+ * waiting for them when following. */
+int stream_next(Run *r, long *which, int B);
+/* After step r->step: its line of consumed.jsonl, its ids to acknowledge
+ * after the next checkpoint, and its data/ and perf/ metrics. */
+int stream_step_done(Run *r, const long *which, int B);
+/* The stream's part of a checkpoint being written in dir. */
+int stream_save(Run *r, const char *dir);
+/* The checkpoint is in place: acknowledges what it covers. */
+int stream_saved(Run *r);
+void stream_free(Run *r);
 
 /* ------------------------------------------------------------- roles.c */
 

@@ -578,6 +578,33 @@ static int limit(const DsConfig *c, DsRecord *rec, Reject *rj) {
     return 1;
 }
 
+/* 1 when c's format takes shape s, else 0 with the reason in rj. */
+static int shape_fits(const DsConfig *c, DsShape s, Reject *rj) {
+    if ((c->format == DS_SFT && !shape_is_sft(s)) || (c->format == DS_PREF && !shape_is_pref(s)))
+        return reject(rj, DS_R_SHAPE, "a %s record is not a%s record", ds_shape_name(s),
+                      c->format == DS_SFT ? "n sft (prompt+completion or messages ending with "
+                                            "an assistant turn)"
+                                          : " preference");
+    return 1;
+}
+
+int ds_record_fit(const DsConfig *c, DsRecord *rec, DsReason *why, char *reason, size_t cap) {
+    Reject rj = {DS_R_SHAPE, reason, cap};
+    if (cap) reason[0] = 0;
+    int rc = shape_fits(c, rec->shape, &rj);
+    if (rc > 0 && c->format == DS_PROMPT) {
+        free(rec->chosen), free(rec->rejected);
+        rec->chosen = rec->rejected = NULL;
+        rec->n_chosen = rec->n_rejected = 0;
+    }
+    if (rc > 0 && (rec->n_prompt == 0 || (c->format != DS_PROMPT && rec->n_chosen == 0) ||
+                   (shape_is_pref(rec->shape) && c->format != DS_PROMPT && rec->n_rejected == 0)))
+        rc = reject(&rj, DS_R_EMPTY, "an empty prompt or response");
+    if (rc > 0) rc = limit(c, rec, &rj);
+    if (rc == 0) *why = rj.why;
+    return rc;
+}
+
 int ds_parse_line(const DsConfig *c, const char *line, size_t len, DsRecord *rec, DsReason *why,
                   char *reason, size_t cap) {
     memset(rec, 0, sizeof *rec);
@@ -606,13 +633,7 @@ int ds_parse_line(const DsConfig *c, const char *line, size_t len, DsRecord *rec
         rc = 0;
         goto out;
     }
-    if ((c->format == DS_SFT && !shape_is_sft(s)) || (c->format == DS_PREF && !shape_is_pref(s))) {
-        rc = reject(&rj, DS_R_SHAPE, "a %s record is not a%s record", ds_shape_name(s),
-                    c->format == DS_SFT ? "n sft (prompt+completion or messages ending with "
-                                          "an assistant turn)"
-                                        : " preference");
-        goto out;
-    }
+    if ((rc = shape_fits(c, s, &rj)) <= 0) goto out;
     rec->shape = s;
     int prompt_only = c->format == DS_PROMPT;
     rc = build_texts(c, o, s, prompt_only, &t, &rj);

@@ -170,6 +170,13 @@ const char *ds_reason_name(DsReason r);
 int ds_parse_line(const DsConfig *c, const char *line, size_t len, DsRecord *rec, DsReason *why,
                   char *reason, size_t cap);
 
+/* Fits an already tokenized record (from a stream of plumb ingest) to c:
+ * the shape c->format takes (DS_PROMPT keeps only the prompt), non-empty
+ * parts, and c's length limits. 1 when kept (rec changed in place), 0
+ * when rejected (*why and reason set; rec is left for the caller to
+ * free). */
+int ds_record_fit(const DsConfig *c, DsRecord *rec, DsReason *why, char *reason, size_t cap);
+
 /* Frees the arrays of rec and zeroes it. */
 void ds_record_free(DsRecord *rec);
 

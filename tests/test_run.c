@@ -39,123 +39,6 @@ static char data[512];       /* the arithmetic task (and its tokenizer) */
 
 /* ------------------------------------------------------------ helpers */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Runs "plumb ARGS 2>&1"; returns the exit status, *out the output. */
-static int plumb(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int plumb(char **out, const char *fmt, ...) {
-    char args[4096], cmd[4600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", tu_plumb_bin(), args);
-    char *o = NULL;
-    int rc = tu_run(cmd, &o);
-    if (out) *out = o;
-    else free(o);
-    return rc;
-}
-
-/* Starts "plumb ARGS" in the background with stdout and stderr going to
- * log; returns its pid (the shell execs plumb, so the pid is plumb's). */
-static pid_t spawn(const char *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static pid_t spawn(const char *log, const char *fmt, ...) {
-    char args[4096], cmd[4700];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "exec %s %s", tu_plumb_bin(), args);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) dup2(fd, 1), dup2(fd, 2), close(fd);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    assert_true(pid > 0);
-    return pid;
-}
-
-/* Waits up to timeout_s for pid to exit: 1 with *status set, 0 on timeout. */
-static int wait_exit(pid_t pid, double timeout_s, int *status) {
-    double end = now_s() + timeout_s;
-    for (;;) {
-        int st;
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid) {
-            if (status) *status = st;
-            return 1;
-        }
-        if (r < 0) return 1; /* already reaped */
-        if (now_s() > end) return 0;
-        sleep_ms(20);
-    }
-}
-
-/* Kills pid (one of ours) if it still runs, and reaps it. */
-static void stop(pid_t pid) {
-    if (pid <= 0) return;
-    if (waitpid(pid, NULL, WNOHANG) == 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-    }
-}
-
-/* 1 while pid names a live process (a zombie counts as gone). */
-static int process_alive(pid_t pid) {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')');
-    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
-}
-
-/* Waits up to timeout_s for file path to contain needle. */
-static int wait_text(const char *path, const char *needle, double timeout_s) {
-    double end = now_s() + timeout_s;
-    do {
-        char *t = tu_read_file(path, NULL);
-        int hit = t && strstr(t, needle);
-        free(t);
-        if (hit) return 1;
-        sleep_ms(30);
-    } while (now_s() < end);
-    return 0;
-}
-
-static long count_lines(const char *path) {
-    char *t = tu_read_file(path, NULL);
-    long n = 0;
-    for (char *p = t; p && *p; p++) n += *p == '\n';
-    free(t);
-    return n;
-}
-
-/* Waits up to timeout_s for path to have at least n lines. */
-static int wait_lines(const char *path, long n, double timeout_s) {
-    double end = now_s() + timeout_s;
-    do {
-        if (count_lines(path) >= n) return 1;
-        sleep_ms(30);
-    } while (now_s() < end);
-    return 0;
-}
-
 /* Writes DIR/NAME.yaml: the tiny shared settings (run.dir DIR/NAME) plus
  * body; the path goes to out. */
 static void config(char *out, size_t cap, const char *name, const char *body) {
@@ -210,74 +93,12 @@ static void algo_body(char *out, size_t cap, const char *algo) {
     else fail_msg("no config for %s", algo);
 }
 
-/* RUN/metrics.jsonl as an array of objects (fails on a line that is not
- * a JSON object with an integer "step"). */
-static json_t *metrics_load(const char *run) {
-    char *t = tu_read_file(tu_path("%s/metrics.jsonl", run), NULL);
-    if (!t) fail_msg("%s/metrics.jsonl: missing", run);
-    json_t *arr = json_array();
-    char *save = NULL;
-    for (char *line = strtok_r(t, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        json_error_t err;
-        json_t *j = json_loads(line, 0, &err);
-        if (!json_is_object(j) || !json_is_integer(json_object_get(j, "step")))
-            fail_msg("%s/metrics.jsonl: bad line: %s", run, line);
-        json_array_append_new(arr, j);
-    }
-    free(t);
-    return arr;
-}
-
-/* The line of step s, or NULL. */
-static json_t *metrics_step(json_t *m, long s) {
-    size_t i;
-    json_t *j;
-    json_array_foreach(m, i, j) {
-        if (json_integer_value(json_object_get(j, "step")) == s) return j;
-    }
-    return NULL;
-}
-
-/* Steps of m, in order, must be exactly first..last. */
-static void assert_steps(json_t *m, long first, long last, const char *what) {
-    if ((long)json_array_size(m) != last - first + 1)
-        fail_msg("%s: %zu metric lines, expected steps %ld..%ld", what, json_array_size(m), first,
-                 last);
-    for (long s = first; s <= last; s++) {
-        long got = (long)json_integer_value(json_object_get(json_array_get(m, s - first), "step"));
-        if (got != s) fail_msg("%s: line %ld is step %ld, expected %ld", what, s - first + 1, got, s);
-    }
-}
-
 /* key is present in line and a finite number. */
 static void assert_finite(json_t *line, const char *key, const char *what) {
     json_t *v = json_object_get(line, key);
     if (!json_is_number(v) || !isfinite(json_number_value(v)))
         fail_msg("%s step %lld: \"%s\" missing or not a finite number", what,
                  json_integer_value(json_object_get(line, "step")), key);
-}
-
-/* Every key not under perf/ of step s is the same value in a and b, and
- * both have the same such keys. */
-static void assert_same_step(json_t *a, json_t *b, long s, const char *what) {
-    json_t *la = metrics_step(a, s), *lb = metrics_step(b, s);
-    if (!la || !lb) fail_msg("%s: step %ld missing (%s)", what, s, la ? "second" : "first");
-    const char *k;
-    json_t *v;
-    json_object_foreach(la, k, v) {
-        if (!strncmp(k, "perf/", 5)) continue;
-        json_t *w = json_object_get(lb, k);
-        if (!w) fail_msg("%s step %ld: \"%s\" only in the first run", what, s, k);
-        if (!json_equal(v, w)) {
-            char *x = json_dumps(v, JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
-            char *y = json_dumps(w, JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
-            fail_msg("%s step %ld: \"%s\" is %s vs %s", what, s, k, x, y);
-        }
-    }
-    json_object_foreach(lb, k, v) {
-        if (strncmp(k, "perf/", 5) && !json_object_get(la, k))
-            fail_msg("%s step %ld: \"%s\" only in the second run", what, s, k);
-    }
 }
 
 /* ------------------------------------------------------------ fixtures */
@@ -306,16 +127,16 @@ static void run_algo(const char *algo, const char *const *each_step, const char 
     config(cfg, sizeof cfg, run, body);
     snprintf(run, sizeof run, "%s/algo-%s", dir, algo);
     char *out;
-    int rc = plumb(&out, "train %s --quiet", cfg);
+    int rc = tu_plumb(&out, "train %s --quiet", cfg);
     if (rc != 0) fail_msg("plumb train (%s): exit %d\n%s", algo, rc, out);
     free(out);
-    json_t *m = metrics_load(run);
-    assert_steps(m, 0, 3, algo);
+    json_t *m = tu_metrics_load(run);
+    tu_assert_steps(m, 0, 3, algo);
     for (long s = 1; s <= 3; s++)
-        for (int i = 0; each_step[i]; i++) assert_finite(metrics_step(m, s), each_step[i], algo);
+        for (int i = 0; each_step[i]; i++) assert_finite(tu_metrics_step(m, s), each_step[i], algo);
     for (int i = 0; evals[i]; i++) {
-        assert_finite(metrics_step(m, 0), evals[i], algo);
-        assert_finite(metrics_step(m, 3), evals[i], algo);
+        assert_finite(tu_metrics_step(m, 0), evals[i], algo);
+        assert_finite(tu_metrics_step(m, 3), evals[i], algo);
     }
     struct stat st;
     if (strcmp(algo, "rm") != 0) {
@@ -363,8 +184,8 @@ static void test_algo_reinforce_pp(void **state) {
     const char *step[] = {"train/loss", "rollout/reward_mean", "rollout/kl", NULL};
     const char *ev[] = {"eval/accuracy", NULL};
     run_algo("reinforce_pp", step, ev);
-    json_t *m = metrics_load(tu_path("%s/algo-reinforce_pp", dir));
-    if (json_number_value(json_object_get(metrics_step(m, 2), "train/kl")) != 0)
+    json_t *m = tu_metrics_load(tu_path("%s/algo-reinforce_pp", dir));
+    if (json_number_value(json_object_get(tu_metrics_step(m, 2), "train/kl")) != 0)
         fail_msg("reinforce_pp: a KL term in the loss");
     json_decref(m);
 }
@@ -412,13 +233,13 @@ static void test_dpo_many_eval_pairs(void **state) {
     config(cfg, sizeof cfg, "dpo-many", body);
     snprintf(run, sizeof run, "%s/dpo-many", dir);
     char *out;
-    int rc = plumb(&out, "train %s --quiet run.steps=1 eval.n=0", cfg);
+    int rc = tu_plumb(&out, "train %s --quiet run.steps=1 eval.n=0", cfg);
     if (rc != 0) fail_msg("plumb train: exit %d\n%s", rc, out);
     free(out);
-    json_t *m = metrics_load(run);
-    assert_steps(m, 0, 1, "dpo-many");
-    assert_finite(metrics_step(m, 1), "eval/reward_accuracy", "dpo-many");
-    assert_finite(metrics_step(m, 1), "eval/pref_accuracy", "dpo-many");
+    json_t *m = tu_metrics_load(run);
+    tu_assert_steps(m, 0, 1, "dpo-many");
+    assert_finite(tu_metrics_step(m, 1), "eval/reward_accuracy", "dpo-many");
+    assert_finite(tu_metrics_step(m, 1), "eval/pref_accuracy", "dpo-many");
     json_decref(m);
 }
 
@@ -448,18 +269,18 @@ static void test_placement_same_numbers(void **state) {
     char body[8192], cfg[2048], *out;
     algo_body(body, sizeof body, "ppo");
     config(cfg, sizeof cfg, "place", body);
-    int rc = plumb(&out, "train %s --quiet run.dir=%s/place-auto launch.workers=auto", cfg, dir);
+    int rc = tu_plumb(&out, "train %s --quiet run.dir=%s/place-auto launch.workers=auto", cfg, dir);
     if (rc != 0) fail_msg("auto: exit %d\n%s", rc, out);
     free(out);
-    rc = plumb(&out, "train %s --quiet run.dir=%s/place-one launch.workers=actor,critic,reward,reference",
+    rc = tu_plumb(&out, "train %s --quiet run.dir=%s/place-one launch.workers=actor,critic,reward,reference",
                cfg, dir);
     if (rc != 0) fail_msg("one process: exit %d\n%s", rc, out);
     free(out);
-    json_t *a = metrics_load(tu_path("%s/place-auto", dir));
-    json_t *b = metrics_load(tu_path("%s/place-one", dir));
-    assert_steps(a, 0, 3, "auto");
-    assert_steps(b, 0, 3, "one process");
-    for (long s = 0; s <= 3; s++) assert_same_step(a, b, s, "auto vs one process");
+    json_t *a = tu_metrics_load(tu_path("%s/place-auto", dir));
+    json_t *b = tu_metrics_load(tu_path("%s/place-one", dir));
+    tu_assert_steps(a, 0, 3, "auto");
+    tu_assert_steps(b, 0, 3, "one process");
+    for (long s = 0; s <= 3; s++) tu_assert_same_step(a, b, s, "auto vs one process");
     json_decref(a);
     json_decref(b);
 }
@@ -476,15 +297,15 @@ static void staged_same(const char *algo) {
     config(cfg, sizeof cfg, name, body);
     char *a = strdup(tu_path("%s/staged-%s-cpu", dir, algo));
     char *b = strdup(tu_path("%s/staged-%s-dev", dir, algo));
-    int rc = plumb(&out, "train %s --quiet run.dir=%s", cfg, a);
+    int rc = tu_plumb(&out, "train %s --quiet run.dir=%s", cfg, a);
     if (rc != 0) fail_msg("%s on cpu: exit %d\n%s", algo, rc, out);
     free(out);
-    rc = plumb(&out, "train %s --quiet run.dir=%s launch.device=cpu-staged", cfg, b);
+    rc = tu_plumb(&out, "train %s --quiet run.dir=%s launch.device=cpu-staged", cfg, b);
     if (rc != 0) fail_msg("%s on cpu-staged: exit %d\n%s", algo, rc, out);
     free(out);
-    json_t *ma = metrics_load(a), *mb = metrics_load(b);
-    assert_steps(mb, 0, 3, "cpu-staged");
-    for (long s = 0; s <= 3; s++) assert_same_step(ma, mb, s, "cpu vs cpu-staged");
+    json_t *ma = tu_metrics_load(a), *mb = tu_metrics_load(b);
+    tu_assert_steps(mb, 0, 3, "cpu-staged");
+    for (long s = 0; s <= 3; s++) tu_assert_same_step(ma, mb, s, "cpu vs cpu-staged");
     json_decref(ma);
     json_decref(mb);
     free(a);
@@ -506,7 +327,7 @@ static void test_staged_dpo(void **state) {
 /* Every numeric key of step s not under perf/ (nor a replicas count) is
  * within rel (relative) of the same key in b, and both have the same keys. */
 static void assert_close_step(json_t *a, json_t *b, long s, double rel, const char *what) {
-    json_t *la = metrics_step(a, s), *lb = metrics_step(b, s);
+    json_t *la = tu_metrics_step(a, s), *lb = tu_metrics_step(b, s);
     if (!la || !lb) fail_msg("%s: step %ld missing (%s)", what, s, la ? "second" : "first");
     const char *k;
     json_t *v;
@@ -541,20 +362,20 @@ static void dp_same(const char *algo, const char *one, const char *dp, long last
     snprintf(name, sizeof name, "dp-%s", algo);
     config(cfg, sizeof cfg, name, body);
     char *a = strdup(tu_path("%s/dp-%s-one", dir, algo)), *b = strdup(tu_path("%s/dp-%s-dp", dir, algo));
-    int rc = plumb(&out, "train %s --quiet run.dir=%s 'launch.workers=%s'", cfg, a, one);
+    int rc = tu_plumb(&out, "train %s --quiet run.dir=%s 'launch.workers=%s'", cfg, a, one);
     if (rc != 0) fail_msg("%s with %s: exit %d\n%s", algo, one, rc, out);
     free(out);
-    rc = plumb(&out, "train %s --quiet run.dir=%s 'launch.workers=%s'", cfg, b, dp);
+    rc = tu_plumb(&out, "train %s --quiet run.dir=%s 'launch.workers=%s'", cfg, b, dp);
     if (rc != 0) fail_msg("%s with %s: exit %d\n%s", algo, dp, rc, out);
     free(out);
-    json_t *ma = metrics_load(a), *mb = metrics_load(b);
-    assert_steps(mb, 0, 3, dp);
+    json_t *ma = tu_metrics_load(a), *mb = tu_metrics_load(b);
+    tu_assert_steps(mb, 0, 3, dp);
     for (long s = 1; s <= last_same; s++) assert_close_step(ma, mb, s, s == 1 ? 1e-6 : 1e-3, algo);
     for (long s = 1; s <= 3; s++)
         for (int i = 0; prefixes[i]; i++) {
             char key[64];
             snprintf(key, sizeof key, "%sreplicas", prefixes[i]);
-            json_t *v = json_object_get(metrics_step(mb, s), key);
+            json_t *v = json_object_get(tu_metrics_step(mb, s), key);
             if (json_number_value(v) != 2)
                 fail_msg("%s step %ld: \"%s\" is not 2", algo, s, key);
         }
@@ -595,7 +416,7 @@ static void test_dp_too_small(void **state) {
     algo_body(body, sizeof body, "rm");
     strncat(body, "train.minibatches: 4\n", sizeof body - strlen(body) - 1);
     config(cfg, sizeof cfg, "dp-small", body);
-    int rc = plumb(&out, "train %s --quiet 'launch.workers=reward reward'", cfg);
+    int rc = tu_plumb(&out, "train %s --quiet 'launch.workers=reward reward'", cfg);
     if (rc == 0) fail_msg("minibatches of one pair for two replicas: exit 0\n%s", out);
     if (!strstr(out, "minibatches of 1 pairs for 2 replicas"))
         fail_msg("the error does not say why:\n%s", out);
@@ -618,7 +439,7 @@ static void resume_same(const char *algo, const char *extra, int whole_run) {
     config(cfg, sizeof cfg, name, body);
     const char *a = strdup(tu_path("%s/%s-a", dir, algo));
     const char *b = strdup(tu_path("%s/%s-b", dir, algo));
-    int rc = plumb(&out, "train %s --quiet run.steps=4 checkpoint.every=2 checkpoint.keep=0 run.dir=%s",
+    int rc = tu_plumb(&out, "train %s --quiet run.steps=4 checkpoint.every=2 checkpoint.keep=0 run.dir=%s",
                    cfg, a);
     if (rc != 0) fail_msg("%s run A: exit %d\n%s", algo, rc, out);
     free(out);
@@ -630,14 +451,14 @@ static void resume_same(const char *algo, const char *extra, int whole_run) {
         snprintf(cmd + at, sizeof cmd - at, " && cp %s/metrics.jsonl %s/", a, b);
     }
     assert_int_equal(system(cmd), 0);
-    rc = plumb(&out, "train %s --quiet run.steps=4 checkpoint.every=2 checkpoint.keep=0 run.dir=%s "
+    rc = tu_plumb(&out, "train %s --quiet run.steps=4 checkpoint.every=2 checkpoint.keep=0 run.dir=%s "
                      "--resume %s%s", cfg, b, b, whole_run ? "" : "/checkpoints/step-000002");
     if (rc != 0) fail_msg("%s run B (resumed): exit %d\n%s", algo, rc, out);
     free(out);
-    json_t *ma = metrics_load(a), *mb = metrics_load(b);
-    assert_steps(ma, 0, 4, "run A");
-    assert_steps(mb, whole_run ? 0 : 3, 4, "resumed run B");
-    for (long s = whole_run ? 0 : 3; s <= 4; s++) assert_same_step(ma, mb, s, algo);
+    json_t *ma = tu_metrics_load(a), *mb = tu_metrics_load(b);
+    tu_assert_steps(ma, 0, 4, "run A");
+    tu_assert_steps(mb, whole_run ? 0 : 3, 4, "resumed run B");
+    for (long s = whole_run ? 0 : 3; s <= 4; s++) tu_assert_same_step(ma, mb, s, algo);
     json_decref(ma);
     json_decref(mb);
     free((void *)a);
@@ -670,11 +491,11 @@ static void test_resume_rm_full(void **state) {
 static void run_two_steps(const char *name, const char *body, const char *key) {
     char cfg[2048], *out;
     config(cfg, sizeof cfg, name, body);
-    int rc = plumb(&out, "train %s --quiet run.steps=2", cfg);
+    int rc = tu_plumb(&out, "train %s --quiet run.steps=2", cfg);
     if (rc != 0) fail_msg("%s: exit %d\n%s", name, rc, out);
     free(out);
-    json_t *m = metrics_load(tu_path("%s/%s", dir, name));
-    assert_finite(metrics_step(m, 2), key, name);
+    json_t *m = tu_metrics_load(tu_path("%s/%s", dir, name));
+    assert_finite(tu_metrics_step(m, 2), key, name);
     json_decref(m);
 }
 
@@ -691,7 +512,7 @@ static void test_reward_model(void **state) {
         algo_body(body, sizeof body, "rm");
         if (full) strncat(body, "reward.full_finetune: true\n", sizeof body - strlen(body) - 1);
         config(cfg, sizeof cfg, full ? "rm-full" : "rm-lora", body);
-        int rc = plumb(&out, "train %s --quiet run.dir=%s", cfg, rm);
+        int rc = tu_plumb(&out, "train %s --quiet run.dir=%s", cfg, rm);
         if (rc != 0) fail_msg("rm (full %d): exit %d\n%s", full, rc, out);
         free(out);
         struct stat st;
@@ -705,12 +526,12 @@ static void test_reward_model(void **state) {
         snprintf(body, sizeof body, "algo.name: grpo\nalgo.group_size: 2\nalgo.kl_coef: 0\n"
                  "reward.type: model\nreward.model: %s\ndata.train: %s/prompts.jsonl\n", ck, data);
         config(cfg, sizeof cfg, full ? "grpo-rm-full" : "grpo-rm-lora", body);
-        rc = plumb(&out, "train %s --quiet run.steps=2", cfg);
+        rc = tu_plumb(&out, "train %s --quiet run.steps=2", cfg);
         if (rc != 0) fail_msg("grpo with rm (full %d): exit %d\n%s", full, rc, out);
         free(out);
-        json_t *m = metrics_load(tu_path("%s/grpo-rm-%s", dir, full ? "full" : "lora"));
+        json_t *m = tu_metrics_load(tu_path("%s/grpo-rm-%s", dir, full ? "full" : "lora"));
         for (long s = 1; s <= 2; s++) {
-            json_t *line = metrics_step(m, s);
+            json_t *line = tu_metrics_step(m, s);
             assert_finite(line, "rollout/reward_mean", "grpo with rm");
             double v = json_number_value(json_object_get(line, "rollout/reward_mean"));
             if (v == 0.0 || v == 1.0) fail_msg("grpo with rm (full %d): reward mean %g", full, v);
@@ -724,7 +545,7 @@ static void test_reward_model(void **state) {
             algo_body(b2, sizeof b2, "rm");
             strncat(b2, "reward.full_finetune: true\n", sizeof b2 - strlen(b2) - 1);
             config(c2, sizeof c2, "rm-other", b2);
-            rc = plumb(&out, "train %s --quiet run.dir=%s model.init.dim=48 model.init.hidden=96 "
+            rc = tu_plumb(&out, "train %s --quiet run.dir=%s model.init.dim=48 model.init.hidden=96 "
                              "model.init.layers=2 model.init.heads=4 model.init.kv_heads=2", c2, rm2);
             if (rc != 0) fail_msg("rm of another size: exit %d\n%s", rc, out);
             free(out);
@@ -744,7 +565,7 @@ static void test_reward_model(void **state) {
             free((void *)rm2);
 
             assert_int_equal(truncate(tu_path("%s/reward/model/model.safetensors", ck), 100), 0);
-            rc = plumb(&out, "train %s --quiet run.steps=2", cfg);
+            rc = tu_plumb(&out, "train %s --quiet run.steps=2", cfg);
             if (rc == 0 || !strstr(out, "reward/model"))
                 fail_msg("grpo with a damaged rm: exit %d\n%s", rc, out);
             free(out);
@@ -767,10 +588,10 @@ static pid_t coordinator_for(const char *algo, const char *name, int min_workers
     *port = tu_free_port();
     assert_true(*port > 0);
     *clog = strdup(tu_path("%s/%s-coordinator.log", dir, name));
-    pid_t co = spawn(*clog, "coordinator %s run.steps=100000 transport.endpoint=tcp://127.0.0.1:%d "
+    pid_t co = tu_spawn(*clog, "coordinator %s run.steps=100000 transport.endpoint=tcp://127.0.0.1:%d "
                             "transport.min_workers=%d", cfg, *port, min_workers);
-    if (!wait_text(*clog, "listening on", 20)) {
-        stop(co);
+    if (!tu_wait_text(*clog, "listening on", 20)) {
+        tu_stop(co);
         fail_msg("the coordinator did not start:\n%s", tu_read_file(*clog, NULL));
     }
     return co;
@@ -779,7 +600,7 @@ static pid_t coordinator_for(const char *algo, const char *name, int min_workers
 /* A worker with roles for run NAME's model on port, logging to
  * NAME-LOG.log. */
 static pid_t role_worker(const char *roles, const char *name, const char *log, int port) {
-    return spawn(tu_path("%s/%s-%s.log", dir, name, log),
+    return tu_spawn(tu_path("%s/%s-%s.log", dir, name, log),
                  "worker --role %s --connect tcp://127.0.0.1:%d --model %s/%s/init "
                  "--tokenizer %s --threads 1", roles, port, dir, name, data);
 }
@@ -788,12 +609,12 @@ static pid_t role_worker(const char *roles, const char *name, const char *log, i
  * non-zero within 8 s (it is stopped after 30), naming the worker's pid
  * and that it died, on stderr (clog). */
 static void expect_stop_naming(pid_t co, pid_t dead, const char *clog) {
-    double t0 = now_s();
+    double t0 = tu_now_s();
     waitpid(dead, NULL, 0);
     int st = 0;
-    int done = wait_exit(co, 30, &st);
-    double dt = now_s() - t0;
-    stop(co);
+    int done = tu_wait_exit(co, 30, &st);
+    double dt = tu_now_s() - t0;
+    tu_stop(co);
     char *log = tu_read_file(clog, NULL);
     if (!done) fail_msg("the coordinator still runs 30 s after a worker died:\n%s", log);
     if (!WIFEXITED(st) || WEXITSTATUS(st) == 0)
@@ -816,8 +637,8 @@ static void test_coordinator_worker_killed(void **state) {
     char *clog;
     pid_t co = coordinator_for("sft", "killed", 0, &port, &clog);
     pid_t wk = role_worker("actor", "killed", "worker", port);
-    if (!wait_lines(tu_path("%s/killed/metrics.jsonl", dir), 3, 30)) {
-        stop(wk), stop(co);
+    if (!tu_wait_lines(tu_path("%s/killed/metrics.jsonl", dir), 3, 30)) {
+        tu_stop(wk), tu_stop(co);
         fail_msg("no steps logged:\n%s", tu_read_file(clog, NULL));
     }
     kill(wk, SIGKILL);
@@ -835,26 +656,26 @@ static void test_dp_replica_killed(void **state) {
     char *clog;
     pid_t co = coordinator_for("sft", "dpkill", 2, &port, &clog);
     pid_t w1 = role_worker("actor", "dpkill", "1", port);
-    if (!wait_text(clog, "(actor, pid", 20)) {
-        stop(w1), stop(co);
+    if (!tu_wait_text(clog, "(actor, pid", 20)) {
+        tu_stop(w1), tu_stop(co);
         fail_msg("the first replica did not register:\n%s", tu_read_file(clog, NULL));
     }
-    sleep_ms(500); /* the run waits for the second (transport.min_workers=2) */
-    if (count_lines(tu_path("%s/dpkill/metrics.jsonl", dir)) > 0) {
-        stop(w1), stop(co);
+    tu_sleep_ms(500); /* the run waits for the second (transport.min_workers=2) */
+    if (tu_count_lines(tu_path("%s/dpkill/metrics.jsonl", dir)) > 0) {
+        tu_stop(w1), tu_stop(co);
         fail_msg("the run started before its second worker registered");
     }
     pid_t w2 = role_worker("actor", "dpkill", "2", port);
-    if (!wait_lines(tu_path("%s/dpkill/metrics.jsonl", dir), 3, 30) ||
-        !wait_text(tu_path("%s/dpkill/metrics.jsonl", dir), "\"train/replicas\": 2", 5)) {
-        stop(w1), stop(w2), stop(co);
+    if (!tu_wait_lines(tu_path("%s/dpkill/metrics.jsonl", dir), 3, 30) ||
+        !tu_wait_text(tu_path("%s/dpkill/metrics.jsonl", dir), "\"train/replicas\": 2", 5)) {
+        tu_stop(w1), tu_stop(w2), tu_stop(co);
         fail_msg("no data-parallel step logged:\n%s", tu_read_file(clog, NULL));
     }
     kill(w2, SIGKILL);
     expect_stop_naming(co, w2, clog);
     int st1 = 0;
-    int done1 = wait_exit(w1, 15, &st1);
-    stop(w1);
+    int done1 = tu_wait_exit(w1, 15, &st1);
+    tu_stop(w1);
     if (!done1) fail_msg("the surviving replica still runs 15 s after the coordinator stopped");
     free(clog);
 }
@@ -871,20 +692,20 @@ static void test_dp_late_replica(void **state) {
     pid_t co = coordinator_for("grpo", "late", 0, &port, &clog);
     pid_t w1 = role_worker("actor,reward,reference", "late", "1", port);
     const char *metrics = strdup(tu_path("%s/late/metrics.jsonl", dir));
-    if (!wait_lines(metrics, 3, 30)) {
-        stop(w1), stop(co);
+    if (!tu_wait_lines(metrics, 3, 30)) {
+        tu_stop(w1), tu_stop(co);
         fail_msg("no steps logged:\n%s", tu_read_file(clog, NULL));
     }
     pid_t w2 = role_worker("actor", "late", "2", port);
-    if (!wait_text(clog, "worker 1 (actor, pid", 20)) {
-        stop(w1), stop(w2), stop(co);
+    if (!tu_wait_text(clog, "worker 1 (actor, pid", 20)) {
+        tu_stop(w1), tu_stop(w2), tu_stop(co);
         fail_msg("the second actor did not register:\n%s", tu_read_file(clog, NULL));
     }
-    long n = count_lines(metrics);
-    int ok = wait_lines(metrics, n + 4, 30);
+    long n = tu_count_lines(metrics);
+    int ok = tu_wait_lines(metrics, n + 4, 30);
     char *log = tu_read_file(clog, NULL), *m = tu_read_file(metrics, NULL);
     int alive = waitpid(co, NULL, WNOHANG) == 0;
-    stop(w1), stop(w2), stop(co);
+    tu_stop(w1), tu_stop(w2), tu_stop(co);
     if (!ok || !alive) fail_msg("the run did not go on after the second actor joined:\n%s", log);
     if (strstr(m, "replicas")) fail_msg("the late actor joined the training:\n%s", m);
     if (strstr(log, "stale") || strstr(log, "diverged")) fail_msg("%s", log);
@@ -901,9 +722,9 @@ static void test_train_child_killed(void **state) {
     config(cfg, sizeof cfg, "trainkill", body);
     const char *run = strdup(tu_path("%s/trainkill", dir));
     const char *log = strdup(tu_path("%s/trainkill.log", dir));
-    pid_t tr = spawn(log, "train %s run.steps=100000 data.eval= --quiet", cfg);
-    if (!wait_lines(tu_path("%s/metrics.jsonl", run), 3, 30)) {
-        stop(tr);
+    pid_t tr = tu_spawn(log, "train %s run.steps=100000 data.eval= --quiet", cfg);
+    if (!tu_wait_lines(tu_path("%s/metrics.jsonl", run), 3, 30)) {
+        tu_stop(tr);
         fail_msg("no steps logged:\n%s", tu_read_file(log, NULL));
     }
     /* the worker pids from "plumb train: worker I (ROLES) pid P, log ..." */
@@ -922,7 +743,7 @@ static void test_train_child_killed(void **state) {
     }
     free(t);
     if (n != 4) {
-        stop(tr);
+        tu_stop(tr);
         fail_msg("expected 4 worker pids in the launcher's output, found %d", n);
     }
     int victim = -1;
@@ -930,10 +751,10 @@ static void test_train_child_killed(void **state) {
         if (!strcmp(roles[i], "critic")) victim = i;
     assert_true(victim >= 0);
     kill(kids[victim], SIGKILL);
-    double t0 = now_s();
-    int st = 0, done = wait_exit(tr, 30, &st);
-    double dt = now_s() - t0;
-    stop(tr);
+    double t0 = tu_now_s();
+    int st = 0, done = tu_wait_exit(tr, 30, &st);
+    double dt = tu_now_s() - t0;
+    tu_stop(tr);
     char *out = tu_read_file(log, NULL);
     if (!done) fail_msg("plumb train still runs 30 s after a worker died:\n%s", out);
     if (!WIFEXITED(st) || WEXITSTATUS(st) == 0)
@@ -943,9 +764,9 @@ static void test_train_child_killed(void **state) {
         fail_msg("plumb train's stderr does not say that the critic worker was killed:\n%s", out);
     free(out);
     for (int i = 0; i < n; i++) {
-        double end = now_s() + 2;
-        while (process_alive(kids[i]) && now_s() < end) sleep_ms(50);
-        if (process_alive(kids[i])) {
+        double end = tu_now_s() + 2;
+        while (tu_process_alive(kids[i]) && tu_now_s() < end) tu_sleep_ms(50);
+        if (tu_process_alive(kids[i])) {
             kill(kids[i], SIGKILL);
             fail_msg("worker %d (%s, pid %d) is still running after plumb train exited", i,
                      roles[i], (int)kids[i]);
@@ -1004,8 +825,8 @@ static Plumb__Envelope *raw_recv(Raw *r, int ms) {
 
 /* The next Error from the coordinator (other messages skipped), or fails. */
 static void expect_error(Raw *r, const char *what, const char *needle) {
-    double end = now_s() + 5;
-    while (now_s() < end) {
+    double end = tu_now_s() + 5;
+    while (tu_now_s() < end) {
         Plumb__Envelope *e = raw_recv(r, 200);
         if (!e) continue;
         int is_err = e->body_case == PLUMB__ENVELOPE__BODY_ERROR;
@@ -1058,22 +879,22 @@ static void test_bad_frames(void **state) {
     char other[1024];
     snprintf(other, sizeof other, "%s/other-model", dir);
     char *out;
-    int rc = plumb(&out, "init --out %s --format hf --vocab 259 --dim 32 --hidden 64 --layers 1 "
+    int rc = tu_plumb(&out, "init --out %s --format hf --vocab 259 --dim 32 --hidden 64 --layers 1 "
                          "--heads 2 --kv-heads 1 --seq-len 24 --seed 99", other);
     if (rc != 0) fail_msg("plumb init: %s", out);
     free(out);
 
-    pid_t co = spawn(clog, "coordinator %s transport.endpoint=tcp://127.0.0.1:%d "
+    pid_t co = tu_spawn(clog, "coordinator %s transport.endpoint=tcp://127.0.0.1:%d "
                            "transport.max_message_mb=1 transport.startup_timeout_s=60", cfg, port);
     pid_t wa = -1, wo = -1, wr = -1;
-    if (!wait_text(clog, "listening on", 20)) {
-        stop(co);
+    if (!tu_wait_text(clog, "listening on", 20)) {
+        tu_stop(co);
         fail_msg("the coordinator did not start:\n%s", tu_read_file(clog, NULL));
     }
-    wa = spawn(alog, "worker --role actor --connect tcp://127.0.0.1:%d --model %s/init "
+    wa = tu_spawn(alog, "worker --role actor --connect tcp://127.0.0.1:%d --model %s/init "
                      "--tokenizer %s --threads 1", port, run, data);
-    if (!wait_text(clog, "(actor, pid", 20)) {
-        stop(wa), stop(co);
+    if (!tu_wait_text(clog, "(actor, pid", 20)) {
+        tu_stop(wa), tu_stop(co);
         fail_msg("the actor worker did not register:\n%s", tu_read_file(alog, NULL));
     }
 
@@ -1091,7 +912,7 @@ static void test_bad_frames(void **state) {
     e->heartbeat = hb;
     raw_send_env(&raw, e);
     expect_error(&raw, "(a) protocol", "protocol");
-    if (!wait_text(clog, tu_path("protocol %d", PLUMB_PROTOCOL + 41), 5))
+    if (!tu_wait_text(clog, tu_path("protocol %d", PLUMB_PROTOCOL + 41), 5))
         fail_msg("(a): the coordinator's stderr does not mention protocol %d", PLUMB_PROTOCOL + 41);
 
     /* (b) garbage: no valid protobuf starts with a field of wire type 7 */
@@ -1099,7 +920,7 @@ static void test_bad_frames(void **state) {
     memset(junk, 0xff, sizeof junk);
     raw_send(&raw, junk, sizeof junk);
     expect_error(&raw, "(b) garbage", "not a plumb Envelope");
-    if (!wait_text(clog, "not a plumb Envelope", 5))
+    if (!tu_wait_text(clog, "not a plumb Envelope", 5))
         fail_msg("(b): the coordinator's stderr does not mention the garbage frame");
 
     /* (c) 2 MB against a 1 MiB limit */
@@ -1108,7 +929,7 @@ static void test_bad_frames(void **state) {
     raw_send(&raw, huge, big);
     free(huge);
     expect_error(&raw, "(c) oversized", "over the limit");
-    if (!wait_text(clog, "2097152-byte message is over the limit", 5))
+    if (!tu_wait_text(clog, "2097152-byte message is over the limit", 5))
         fail_msg("(c): the coordinator's stderr does not mention the 2 MB message");
 
     /* (d) a reply whose tokens claim 500 entries but carry 3 */
@@ -1121,7 +942,7 @@ static void test_bad_frames(void **state) {
     e->generated = g;
     raw_send_env(&raw, e);
     expect_error(&raw, "(d) lying shape", "register");
-    if (!wait_text(clog, "refused a reply from peer", 5))
+    if (!tu_wait_text(clog, "refused a reply from peer", 5))
         fail_msg("(d): the coordinator's stderr does not mention the refused reply");
 
     /* (e) an all-reduce from a peer that serves no train request */
@@ -1135,41 +956,41 @@ static void test_bad_frames(void **state) {
     e->all_reduce = ar;
     raw_send_env(&raw, e);
     expect_error(&raw, "(e) stray all-reduce", "register");
-    if (!wait_text(clog, "refused an all-reduce from peer", 5))
+    if (!tu_wait_text(clog, "refused an all-reduce from peer", 5))
         fail_msg("(e): the coordinator's stderr does not mention the refused all-reduce");
     wire_arena_free(&a);
     raw_close(&raw);
 
     /* (f) a worker on another base model */
-    wo = spawn(olog, "worker --role reference --connect tcp://127.0.0.1:%d --model %s "
+    wo = tu_spawn(olog, "worker --role reference --connect tcp://127.0.0.1:%d --model %s "
                      "--tokenizer %s --threads 1", port, other, data);
     int st = 0;
-    if (!wait_exit(wo, 30, &st)) {
-        stop(wa), stop(wo), stop(co);
+    if (!tu_wait_exit(wo, 30, &st)) {
+        tu_stop(wa), tu_stop(wo), tu_stop(co);
         fail_msg("(f): the worker on another model still runs after 30 s");
     }
     char *olt = tu_read_file(olog, NULL);
     if (!WIFEXITED(st) || WEXITSTATUS(st) == 0 || !strstr(olt, "base model differs"))
         fail_msg("(f): the worker on another model ended with status 0x%x:\n%s", st, olt);
     free(olt);
-    if (!wait_text(clog, "base model differs", 5))
+    if (!tu_wait_text(clog, "base model differs", 5))
         fail_msg("(f): the coordinator's stderr does not mention the refused worker");
 
     /* the legitimate run goes on */
-    wr = spawn(rlog, "worker --role reference --connect tcp://127.0.0.1:%d --model %s/init "
+    wr = tu_spawn(rlog, "worker --role reference --connect tcp://127.0.0.1:%d --model %s/init "
                      "--tokenizer %s --threads 1", port, run, data);
-    int done = wait_exit(co, 60, &st);
-    stop(co);
+    int done = tu_wait_exit(co, 60, &st);
+    tu_stop(co);
     char *log = tu_read_file(clog, NULL);
     int ok = done && WIFEXITED(st) && WEXITSTATUS(st) == 0;
     if (ok) {
         /* the workers leave after the Shutdown */
-        ok = wait_exit(wa, 10, NULL) && wait_exit(wr, 10, NULL);
+        ok = tu_wait_exit(wa, 10, NULL) && tu_wait_exit(wr, 10, NULL);
     }
-    stop(wa), stop(wr);
+    tu_stop(wa), tu_stop(wr);
     if (!ok) fail_msg("the run did not complete after the bad input (status 0x%x):\n%s", st, log);
-    json_t *m = metrics_load(run);
-    assert_steps(m, 0, 3, "run after bad input");
+    json_t *m = tu_metrics_load(run);
+    tu_assert_steps(m, 0, 3, "run after bad input");
     json_decref(m);
     free(log);
     free((void *)run), free((void *)clog), free((void *)alog), free((void *)olog),
@@ -1193,9 +1014,9 @@ static void test_bad_reply_shape(void **state) {
     const char *run = strdup(tu_path("%s/liar", dir));
     const char *clog = strdup(tu_path("%s/liar-coordinator.log", dir));
     const char *wlog = strdup(tu_path("%s/liar-workers.log", dir));
-    pid_t co = spawn(clog, "coordinator %s transport.endpoint=tcp://127.0.0.1:%d", cfg, port);
-    if (!wait_text(clog, "listening on", 20)) {
-        stop(co);
+    pid_t co = tu_spawn(clog, "coordinator %s transport.endpoint=tcp://127.0.0.1:%d", cfg, port);
+    if (!tu_wait_text(clog, "listening on", 20)) {
+        tu_stop(co);
         fail_msg("the coordinator did not start:\n%s", tu_read_file(clog, NULL));
     }
     Base *base = NULL;
@@ -1225,22 +1046,22 @@ static void test_bad_reply_shape(void **state) {
     base_free(&base);
     Plumb__Envelope *w = raw_recv(&raw, 5000);
     if (!w || w->body_case != PLUMB__ENVELOPE__BODY_WELCOME) {
-        stop(co);
+        tu_stop(co);
         fail_msg("the raw client was not welcomed (%s)",
                  w && w->body_case == PLUMB__ENVELOPE__BODY_ERROR ? w->error->message : "no reply");
     }
     wire_free(&w);
-    pid_t wk = spawn(wlog, "worker --role actor,reference --connect tcp://127.0.0.1:%d "
+    pid_t wk = tu_spawn(wlog, "worker --role actor,reference --connect tcp://127.0.0.1:%d "
                            "--model %s/init --tokenizer %s --threads 1", port, run, data);
     /* answer every request with a lying tensor; beat while waiting */
-    double end = now_s() + 30, next_beat = 0;
+    double end = tu_now_s() + 30, next_beat = 0;
     int lies = 0, st = 0, done = 0;
-    while (now_s() < end) {
+    while (tu_now_s() < end) {
         if (waitpid(co, &st, WNOHANG) == co) {
             done = 1;
             break;
         }
-        if (now_s() > next_beat) {
+        if (tu_now_s() > next_beat) {
             Plumb__Envelope *h = wire_envelope(a, 0, NULL);
             Plumb__Heartbeat *hb = wire_alloc(a, sizeof *hb);
             plumb__heartbeat__init(hb);
@@ -1248,7 +1069,7 @@ static void test_bad_reply_shape(void **state) {
             h->body_case = PLUMB__ENVELOPE__BODY_HEARTBEAT;
             h->heartbeat = hb;
             raw_send_env(&raw, h);
-            next_beat = now_s() + 0.3;
+            next_beat = tu_now_s() + 0.3;
         }
         Plumb__Envelope *q = raw_recv(&raw, 50);
         if (!q) continue;
@@ -1278,9 +1099,9 @@ static void test_bad_reply_shape(void **state) {
     }
     wire_arena_free(&a);
     raw_close(&raw);
-    stop(co);
+    tu_stop(co);
     int wst = 0;
-    if (!wait_exit(wk, 10, &wst)) stop(wk);
+    if (!tu_wait_exit(wk, 10, &wst)) tu_stop(wk);
     char *log = tu_read_file(clog, NULL);
     if (!done) fail_msg("the coordinator still runs 30 s after a lying reply:\n%s", log);
     if (lies == 0) fail_msg("the raw reference was never asked (test setup):\n%s", log);
@@ -1300,8 +1121,8 @@ static void test_bad_reply_shape(void **state) {
             fail_msg("the coordinator stopped on a lying reply without naming the field and the "
                      "worker (liar:1:0, pid 424242) that sent it:\n%s", log);
     } else {
-        json_t *m = metrics_load(run);
-        assert_steps(m, 0, 3, "run after a lying reply");
+        json_t *m = tu_metrics_load(run);
+        tu_assert_steps(m, 0, 3, "run after a lying reply");
         json_decref(m);
     }
     free(log);
@@ -1320,7 +1141,7 @@ static void test_unknown_key(void **state) {
     for (char *p = text; p < at; p++) line += *p == '\n';
     free(text);
     char *out;
-    int rc = plumb(&out, "train %s", cfg);
+    int rc = tu_plumb(&out, "train %s", cfg);
     assert_int_equal(rc, 2);
     char want[2100];
     snprintf(want, sizeof want, "%s:%d:", cfg, line);
@@ -1352,7 +1173,7 @@ static void test_metrics_redis(void **state) {
     char body[8192], cfg[2048], *out;
     algo_body(body, sizeof body, "sft");
     config(cfg, sizeof cfg, "redis", body);
-    int rc = plumb(&out, "train %s --quiet metrics.redis=redis://127.0.0.1:%d/2 "
+    int rc = tu_plumb(&out, "train %s --quiet metrics.redis=redis://127.0.0.1:%d/2 "
                          "metrics.stream=plumb:test:redis", cfg, port);
     redisContext *c = redisConnect("127.0.0.1", port);
     redisReply *rep = NULL;
@@ -1413,11 +1234,11 @@ static void test_metrics_redis(void **state) {
 static void test_curve(void **state) {
     (void)state;
     char *out;
-    assert_int_equal(plumb(&out, "keygen %s/server", dir), 0);
+    assert_int_equal(tu_plumb(&out, "keygen %s/server", dir), 0);
     free(out);
-    assert_int_equal(plumb(&out, "keygen %s/client", dir), 0);
+    assert_int_equal(tu_plumb(&out, "keygen %s/client", dir), 0);
     free(out);
-    assert_int_equal(plumb(&out, "keygen %s/stranger", dir), 0);
+    assert_int_equal(tu_plumb(&out, "keygen %s/stranger", dir), 0);
     free(out);
     char *pub = tu_read_file(tu_path("%s/client.pub", dir), NULL);
     assert_non_null(pub);
@@ -1428,15 +1249,15 @@ static void test_curve(void **state) {
     char body[8192], cfg[2048];
     algo_body(body, sizeof body, "ppo");
     config(cfg, sizeof cfg, "curve", body);
-    int rc = plumb(&out, "train %s --quiet run.steps=2 transport.secret_key=%s/server.key "
+    int rc = tu_plumb(&out, "train %s --quiet run.steps=2 transport.secret_key=%s/server.key "
                          "transport.authorized_keys=%s/authorized_keys transport.client_key=%s/client.key",
                    cfg, dir, dir, dir);
     if (rc != 0) fail_msg("CURVE run: exit %d\n%s", rc, out);
     free(out);
-    json_t *m = metrics_load(tu_path("%s/curve", dir));
-    assert_steps(m, 0, 2, "CURVE run");
+    json_t *m = tu_metrics_load(tu_path("%s/curve", dir));
+    tu_assert_steps(m, 0, 2, "CURVE run");
     json_decref(m);
-    rc = plumb(&out, "train %s --quiet run.steps=2 run.dir=%s/curve-stranger "
+    rc = tu_plumb(&out, "train %s --quiet run.steps=2 run.dir=%s/curve-stranger "
                      "transport.startup_timeout_s=2 transport.secret_key=%s/server.key "
                      "transport.authorized_keys=%s/authorized_keys "
                      "transport.client_key=%s/stranger.key",

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
+#include <jansson.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -218,4 +219,183 @@ void tu_redis_stop(TuRedis *s, int sig) {
     for (int i = 0; i < TU_MAX_REDIS; i++)
         if (g_redis_pids[i] == s->pid) g_redis_pids[i] = 0;
     s->pid = 0;
+}
+
+/* ------------------------------------------------ processes and runs */
+
+double tu_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void tu_sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Runs "plumb ARGS 2>&1"; returns the exit status, *out the output. */
+int tu_plumb(char **out, const char *fmt, ...) {
+    char args[4096], cmd[4600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", tu_plumb_bin(), args);
+    char *o = NULL;
+    int rc = tu_run(cmd, &o);
+    if (out) *out = o;
+    else free(o);
+    return rc;
+}
+
+/* Starts "plumb ARGS" in the background with stdout and stderr going to
+ * log; returns its pid (the shell execs plumb, so the pid is plumb's). */
+pid_t tu_spawn(const char *log, const char *fmt, ...) {
+    char args[4096], cmd[4700];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "exec %s %s", tu_plumb_bin(), args);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) dup2(fd, 1), dup2(fd, 2), close(fd);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    assert_true(pid > 0);
+    return pid;
+}
+
+/* Waits up to timeout_s for pid to exit: 1 with *status set, 0 on timeout. */
+int tu_wait_exit(pid_t pid, double timeout_s, int *status) {
+    double end = tu_now_s() + timeout_s;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) {
+            if (status) *status = st;
+            return 1;
+        }
+        if (r < 0) return 1; /* already reaped */
+        if (tu_now_s() > end) return 0;
+        tu_sleep_ms(20);
+    }
+}
+
+/* Kills pid (one of ours) if it still runs, and reaps it. */
+void tu_stop(pid_t pid) {
+    if (pid <= 0) return;
+    if (waitpid(pid, NULL, WNOHANG) == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+}
+
+/* 1 while pid names a live process (a zombie counts as gone). */
+int tu_process_alive(pid_t pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+/* Waits up to timeout_s for file path to contain needle. */
+int tu_wait_text(const char *path, const char *needle, double timeout_s) {
+    double end = tu_now_s() + timeout_s;
+    do {
+        char *t = tu_read_file(path, NULL);
+        int hit = t && strstr(t, needle);
+        free(t);
+        if (hit) return 1;
+        tu_sleep_ms(30);
+    } while (tu_now_s() < end);
+    return 0;
+}
+
+long tu_count_lines(const char *path) {
+    char *t = tu_read_file(path, NULL);
+    long n = 0;
+    for (char *p = t; p && *p; p++) n += *p == '\n';
+    free(t);
+    return n;
+}
+
+/* Waits up to timeout_s for path to have at least n lines. */
+int tu_wait_lines(const char *path, long n, double timeout_s) {
+    double end = tu_now_s() + timeout_s;
+    do {
+        if (tu_count_lines(path) >= n) return 1;
+        tu_sleep_ms(30);
+    } while (tu_now_s() < end);
+    return 0;
+}
+
+/* RUN/metrics.jsonl as an array of objects (fails on a line that is not
+ * a JSON object with an integer "step"). */
+json_t *tu_metrics_load(const char *run) {
+    char *t = tu_read_file(tu_path("%s/metrics.jsonl", run), NULL);
+    if (!t) fail_msg("%s/metrics.jsonl: missing", run);
+    json_t *arr = json_array();
+    char *save = NULL;
+    for (char *line = strtok_r(t, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        json_error_t err;
+        json_t *j = json_loads(line, 0, &err);
+        if (!json_is_object(j) || !json_is_integer(json_object_get(j, "step")))
+            fail_msg("%s/metrics.jsonl: bad line: %s", run, line);
+        json_array_append_new(arr, j);
+    }
+    free(t);
+    return arr;
+}
+
+/* The line of step s, or NULL. */
+json_t *tu_metrics_step(json_t *m, long s) {
+    size_t i;
+    json_t *j;
+    json_array_foreach(m, i, j) {
+        if (json_integer_value(json_object_get(j, "step")) == s) return j;
+    }
+    return NULL;
+}
+
+/* Steps of m, in order, must be exactly first..last. */
+void tu_assert_steps(json_t *m, long first, long last, const char *what) {
+    if ((long)json_array_size(m) != last - first + 1)
+        fail_msg("%s: %zu metric lines, expected steps %ld..%ld", what, json_array_size(m), first,
+                 last);
+    for (long s = first; s <= last; s++) {
+        long got = (long)json_integer_value(json_object_get(json_array_get(m, s - first), "step"));
+        if (got != s) fail_msg("%s: line %ld is step %ld, expected %ld", what, s - first + 1, got, s);
+    }
+}
+
+/* Every key not under perf/ of step s is the same value in a and b, and
+ * both have the same such keys. */
+void tu_assert_same_step(json_t *a, json_t *b, long s, const char *what) {
+    json_t *la = tu_metrics_step(a, s), *lb = tu_metrics_step(b, s);
+    if (!la || !lb) fail_msg("%s: step %ld missing (%s)", what, s, la ? "second" : "first");
+    const char *k;
+    json_t *v;
+    json_object_foreach(la, k, v) {
+        if (!strncmp(k, "perf/", 5)) continue;
+        json_t *w = json_object_get(lb, k);
+        if (!w) fail_msg("%s step %ld: \"%s\" only in the first run", what, s, k);
+        if (!json_equal(v, w)) {
+            char *x = json_dumps(v, JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+            char *y = json_dumps(w, JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+            fail_msg("%s step %ld: \"%s\" is %s vs %s", what, s, k, x, y);
+        }
+    }
+    json_object_foreach(lb, k, v) {
+        if (strncmp(k, "perf/", 5) && !json_object_get(la, k))
+            fail_msg("%s step %ld: \"%s\" only in the second run", what, s, k);
+    }
 }

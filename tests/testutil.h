@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <jansson.h>
+#include <sys/types.h>
 
 #include "common/rng.h"
 
@@ -65,5 +67,43 @@ int tu_redis_start(TuRedis *s);
 
 /* Sends sig (SIGTERM, or SIGKILL to simulate a crash) and reaps it. */
 void tu_redis_stop(TuRedis *s, int sig);
+
+/* ------------------------------------------------ processes and runs */
+
+double tu_now_s(void);   /* monotonic seconds */
+void tu_sleep_ms(int ms);
+
+/* Runs "plumb ARGS 2>&1"; returns the exit status, *out (may be NULL) the
+ * output (malloc'ed). */
+int tu_plumb(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Starts "plumb ARGS" in the background with stdout and stderr going to
+ * log; returns its pid (the shell execs plumb, so the pid is plumb's). */
+pid_t tu_spawn(const char *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Waits up to timeout_s for pid to exit: 1 with *status (may be NULL)
+ * set, 0 on timeout. */
+int tu_wait_exit(pid_t pid, double timeout_s, int *status);
+/* Kills pid (one of ours) if it still runs, and reaps it. */
+void tu_stop(pid_t pid);
+/* 1 while pid names a live process (a zombie counts as gone). */
+int tu_process_alive(pid_t pid);
+
+/* Waits up to timeout_s for file path to contain needle: 1, or 0. */
+int tu_wait_text(const char *path, const char *needle, double timeout_s);
+long tu_count_lines(const char *path);
+/* Waits up to timeout_s for path to have at least n lines: 1, or 0. */
+int tu_wait_lines(const char *path, long n, double timeout_s);
+
+/* RUN/metrics.jsonl as an array of objects (fails on a line that is not a
+ * JSON object with an integer "step"). */
+json_t *tu_metrics_load(const char *run);
+/* The line of step s, or NULL. */
+json_t *tu_metrics_step(json_t *m, long s);
+/* Steps of m, in order, must be exactly first..last. */
+void tu_assert_steps(json_t *m, long first, long last, const char *what);
+/* Every key not under perf/ of step s is the same value in a and b, and
+ * both have the same such keys. */
+void tu_assert_same_step(json_t *a, json_t *b, long s, const char *what);
 
 #endif
