@@ -245,6 +245,55 @@ static void test_epochs_like_file(void **state) {
     assert_int_equal(tu_count_lines(tu_path("%s/epochs/consumed.jsonl", dir)), 12);
 }
 
+/* Every algorithm reads its kind of record from a stream: SFT examples,
+ * preference pairs, prompts with answers. Epochs over each stream give
+ * the file run's numbers. */
+static void test_every_algorithm(void **state) {
+    TuRedis *s = *state;
+    static const struct {
+        const char *algo, *file, *extra;
+    } runs[] = {
+        {"sft", "sft", ""},
+        {"rm", "pref", ""},
+        {"orpo", "pref", ""},
+        {"simpo", "pref", ""},
+        {"kto", "pref", ""},
+        {"grpo", "prompts", "algo.group_size=2 rollout.max_new_tokens=4"},
+        {"ppo", "prompts", "algo.group_size=2 rollout.max_new_tokens=4"},
+    };
+    const char *files[] = {"sft", "pref", "prompts"};
+    for (int i = 0; i < 3; i++)
+        ingest(tu_path("%s/%s.jsonl", data, files[i]), s->port, files[i], data);
+    char cfg[1024];
+    config(cfg, sizeof cfg, "every", s->port, "x", "");
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        char *out;
+        char common[1024];
+        snprintf(common, sizeof common, "--quiet run.steps=3 data.shuffle_window=0 "
+                 "data.eval=%s/eval.jsonl eval.n=4", data);
+        int rc = tu_plumb(&out, "train %s %s algo.name=%s %s run.dir=%s/every-%s-stream "
+                          "data.stream=%s", cfg, common, runs[i].algo, runs[i].extra, dir,
+                          runs[i].algo, runs[i].file);
+        if (rc != 0) fail_msg("%s from a stream: exit %d\n%s", runs[i].algo, rc, out);
+        free(out);
+        rc = tu_plumb(&out, "train %s %s algo.name=%s %s run.dir=%s/every-%s-file data.stream= "
+                      "data.train=%s/%s.jsonl", cfg, common, runs[i].algo, runs[i].extra, dir,
+                      runs[i].algo, data, runs[i].file);
+        if (rc != 0) fail_msg("%s from a file: exit %d\n%s", runs[i].algo, rc, out);
+        free(out);
+        json_t *ms = tu_metrics_load(tu_path("%s/every-%s-stream", dir, runs[i].algo));
+        json_t *mf = tu_metrics_load(tu_path("%s/every-%s-file", dir, runs[i].algo));
+        for (long st = 1; st <= 3; st++) {
+            json_t *l = tu_metrics_step(ms, st);
+            assert_true(json_number_value(json_object_get(l, "data/dead")) == 0);
+            json_object_del(l, "data/dead");
+        }
+        for (long st = 0; st <= 3; st++) tu_assert_same_step(ms, mf, st, runs[i].algo);
+        json_decref(ms);
+        json_decref(mf);
+    }
+}
+
 /* A shell loop that ingests chunk0..chunk9 into stream, one every 0.25 s. */
 static pid_t feed(int port, const char *stream) {
     char cmd[4096];
@@ -457,6 +506,7 @@ static void test_config_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_epochs_like_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_every_algorithm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_follow_killed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_killed, setup_persist, teardown),
         cmocka_unit_test_setup_teardown(test_tokenizer, setup, teardown),
