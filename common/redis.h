@@ -208,6 +208,11 @@ int rds_last_id(RdsConn *c, const char *stream, char out[RDS_ID_MAX]);
 int rds_cursor_open(RdsConn *c, RdsCursor *cur, const char *stream, const char *group,
                     const char *consumer, const char *at);
 
+/* Sets the group back to the stream's start (XGROUP SETID 0) and the
+ * cursor with it: a new run that reuses a group name reads everything
+ * again. Entries still pending stay pending until acknowledged. */
+int rds_cursor_rewind(RdsConn *c, RdsCursor *cur);
+
 /* Up to max entries after cur->at, in stream order, into out (clear them
  * with rds_records_clear); *n = 0 when there are none. upto (may be NULL)
  * bounds the ids read; without it, a read of new entries waits up to

@@ -345,6 +345,14 @@ int rds_cursor_open(RdsConn *c, RdsCursor *cur, const char *stream, const char *
     return PL_OK;
 }
 
+int rds_cursor_rewind(RdsConn *c, RdsCursor *cur) {
+    const char *argv[] = {"XGROUP", "SETID", cur->stream, cur->group, "0"};
+    PL_TRY(rds_expect_ok(c, rds_command(c, 5, argv, NULL), "XGROUP SETID"));
+    strcpy(cur->at, "0-0");
+    strcpy(cur->delivered, "0-0");
+    return PL_OK;
+}
+
 /* XRANGE stream (after end COUNT max into out. */
 static int range(RdsConn *c, RdsCursor *cur, const char *end, int max, RdsRecord *out, int *n) {
     char start[RDS_ID_MAX + 1], count[24];

@@ -63,6 +63,7 @@ struct Stream {
     IdList dead;           /* dead-lettered while reading this step's data */
     long dead_total;       /* dead entries met by the run                  */
     long reconnects;
+    long long lag;         /* entries the group had not had, at the window's load */
     double wait_s, redis_s; /* this step: reading and waiting; Redis down  */
     double last_note;
     FILE *consumed;        /* RUN_DIR/consumed.jsonl                       */
@@ -387,17 +388,19 @@ int stream_open(Run *r) {
                        c->data_stream, have, c->tokenizer, s->fp);
     long step = 0, records = -1;
     if (r->resume_from[0]) PL_TRY(state_load(r, s, &step, &records));
-    /* following, the cursor goes on from the checkpoint's (or, new, from the
-     * group's position); making epochs, it reads the same entries again */
-    const char *at = !c->follow ? "0-0" : r->resume_from[0] ? s->cur.at : NULL;
-    char at_copy[RDS_ID_MAX];
-    if (at) snprintf(at_copy, sizeof at_copy, "%s", at), at = at_copy;
+    /* a resumed run follows on from its checkpoint's cursor; a new one,
+     * and one making epochs, reads the stream from its start */
+    char at[RDS_ID_MAX];
+    snprintf(at, sizeof at, "%s", c->follow && r->resume_from[0] ? s->cur.at : "0-0");
     PL_TRY(rds_cursor_open(s->conn, &s->cur, c->data_stream, c->data_group, CONSUMER, at));
-    if (!r->resume_from[0] && c->follow && s->cur.pending > 0 && !r->hooks->quiet)
-        fprintf(stderr, "plumb coordinator: data.group %s has %lld entries an earlier run took "
-                        "and never acknowledged; resume that run (--resume) to train them, or "
-                        "use another data.group\n",
-                c->data_group, s->cur.pending);
+    if (!r->resume_from[0] && rds_id_cmp(s->cur.delivered, "0-0") > 0) {
+        if (!r->hooks->quiet)
+            fprintf(stderr, "plumb coordinator: data.group %s had read %s up to %s (an earlier "
+                            "run); this new run reads it from the start (--resume goes on from "
+                            "a checkpoint)\n",
+                    c->data_group, c->data_stream, s->cur.delivered);
+        PL_TRY(rds_cursor_rewind(s->conn, &s->cur));
+    }
     /* re-acknowledge what the checkpoint's run may not have */
     PL_TRY(stream_saved(r));
 
@@ -448,6 +451,11 @@ int stream_next(Run *r, long *which, int B) {
         s->block = k0 / s->window;
         PL_TRY(read_until(r, s, s->window, NULL, 1));
         r->order.epoch = -1;
+        /* once a window, not every step: a round trip */
+        int rc;
+        do rc = rds_cursor_lag(s->conn, &s->cur, &s->lag);
+        while (retry(r, s, &rc));
+        PL_TRY(rc);
     }
     for (int i = 0; i < B; i++)
         which[i] = order_at(&r->order, k0 + i);
@@ -480,12 +488,7 @@ int stream_step_done(Run *r, const long *which, int B) {
     stats_put(&r->stats, "perf/data_wait_s", s->wait_s);
     stats_put(&r->stats, "perf/redis_down_s", s->redis_s);
     stats_put(&r->stats, "perf/redis_reconnects", (double)s->reconnects);
-    if (rc == 0 && r->cfg->follow) {
-        long long lag = -1;
-        do rc = rds_cursor_lag(s->conn, &s->cur, &lag);
-        while (retry(r, s, &rc));
-        stats_put(&r->stats, "perf/data_pending", (double)lag);
-    }
+    if (r->cfg->follow) stats_put(&r->stats, "perf/data_pending", (double)s->lag);
     return rc;
 }
 

@@ -17,13 +17,12 @@
 
 /* Runs "plumb ARGS 2>&1" and returns the exit status; *out gets the output. */
 static int plumb(char **out, const char *fmt, ...) {
-    char args[4096], cmd[4600];
+    char args[4096];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(args, sizeof args, fmt, ap);
     va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", tu_plumb_bin(), args);
-    int rc = tu_run(cmd, out);
+    int rc = tu_plumb(out, "%s", args);
     if (rc < 0 || rc > 2) fail_msg("plumb %s: exit %d (crash?)\n%s", args, rc, out ? *out : "");
     return rc;
 }

@@ -151,11 +151,6 @@ static void redis_kill_all(void) {
         }
 }
 
-static void sleep_ms(int ms) {
-    struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&t, NULL);
-}
-
 int tu_redis_start(TuRedis *s) {
     static int registered, seq;
     if (!registered) atexit(redis_kill_all), registered = 1;
@@ -207,7 +202,7 @@ int tu_redis_start(TuRedis *s) {
         } else if (c) {
             redisFree(c);
         }
-        sleep_ms(10);
+        tu_sleep_ms(10);
     }
     return -1;
 }
@@ -234,14 +229,20 @@ void tu_sleep_ms(int ms) {
     nanosleep(&ts, NULL);
 }
 
-/* Runs "plumb ARGS 2>&1"; returns the exit status, *out the output. */
+/* pre + plumb's path + ' ' + the formatted arguments + post, into cmd. */
+static void plumb_command(char *cmd, size_t cap, const char *pre, const char *post,
+                          const char *fmt, va_list ap) {
+    char args[4096];
+    vsnprintf(args, sizeof args, fmt, ap);
+    snprintf(cmd, cap, "%s%s %s%s", pre, tu_plumb_bin(), args, post);
+}
+
 int tu_plumb(char **out, const char *fmt, ...) {
-    char args[4096], cmd[4600];
+    char cmd[4700];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
+    plumb_command(cmd, sizeof cmd, "", " 2>&1", fmt, ap);
     va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", tu_plumb_bin(), args);
     char *o = NULL;
     int rc = tu_run(cmd, &o);
     if (out) *out = o;
@@ -249,15 +250,12 @@ int tu_plumb(char **out, const char *fmt, ...) {
     return rc;
 }
 
-/* Starts "plumb ARGS" in the background with stdout and stderr going to
- * log; returns its pid (the shell execs plumb, so the pid is plumb's). */
 pid_t tu_spawn(const char *log, const char *fmt, ...) {
-    char args[4096], cmd[4700];
+    char cmd[4700];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
+    plumb_command(cmd, sizeof cmd, "exec ", "", fmt, ap);
     va_end(ap);
-    snprintf(cmd, sizeof cmd, "exec %s %s", tu_plumb_bin(), args);
     pid_t pid = fork();
     if (pid == 0) {
         int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
