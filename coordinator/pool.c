@@ -22,7 +22,15 @@ struct Pool {
     PoolCall *calls;       /* the pool_call in progress                     */
     int n_calls;
     size_t max_message;
+    /* refusals: a token bucket bounds their log lines and error replies, so
+     * that a flood of bad frames costs neither the log nor the socket */
+    double refusal_tokens, refusal_at;
+    long refusals_dropped, refusals_dropped_total;
+    double dropped_since;
 };
+
+#define REFUSAL_BURST 20.0 /* refusals logged and answered at once          */
+#define REFUSAL_RATE 10.0  /* per second after that                         */
 
 static void plog(Pool *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void plog(Pool *p, const char *fmt, ...) {
@@ -100,6 +108,47 @@ static void send_error(Pool *p, const ZtPeer *peer, uint64_t id, int code, const
     wire_arena_free(&a);
 }
 
+/* Refuses a frame from peer: logs why (the log line) and answers with an
+ * Error (reply, what the peer is told), within the rate limit; past it,
+ * counts the refusal and says nothing. */
+static void refuse(Pool *p, const ZtPeer *peer, uint64_t id, int code, const char *reply,
+                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static void refuse(Pool *p, const ZtPeer *peer, uint64_t id, int code, const char *reply,
+                   const char *fmt, ...) {
+    double t = pl_now_s();
+    if (p->refusal_at == 0) p->refusal_tokens = REFUSAL_BURST;
+    else p->refusal_tokens += (t - p->refusal_at) * REFUSAL_RATE;
+    if (p->refusal_tokens > REFUSAL_BURST) p->refusal_tokens = REFUSAL_BURST;
+    p->refusal_at = t;
+    if (p->refusal_tokens < 1) {
+        if (p->refusals_dropped++ == 0) p->dropped_since = t;
+        p->refusals_dropped_total++;
+        return;
+    }
+    p->refusal_tokens -= 1;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    plog(p, "%s", line);
+    send_error(p, peer, id, code, reply);
+}
+
+/* Says how many refusals the rate limit kept quiet, once they stop or
+ * every 5 s. */
+static void report_dropped(Pool *p) {
+    double t = pl_now_s();
+    if (p->refusals_dropped == 0 || (t - p->refusal_at < 1.0 && t - p->dropped_since < 5.0))
+        return;
+    plog(p, "%ld more bad frames refused in %.1f s without a log line or a reply (rate limit; "
+            "%ld in all)",
+         p->refusals_dropped, t - p->dropped_since, p->refusals_dropped_total);
+    p->refusals_dropped = 0;
+}
+
+long pool_refusals_dropped(const Pool *p) { return p->refusals_dropped_total; }
+
 /* The reducer's answers: sent, and booked as bytes out of the call whose
  * request they answer. */
 static int reduce_send(void *ctx, const ZtPeer *peer, const Plumb__Envelope *e) {
@@ -159,9 +208,9 @@ static void on_register(Pool *p, const ZtPeer *peer, const Plumb__Envelope *e) {
     if (!msg[0] && roles == 0) snprintf(msg, sizeof msg, "no roles");
     if (!msg[0] && strcmp(r->fingerprint, p->o.fingerprint) != 0)
         snprintf(msg, sizeof msg,
-                 "its base model differs from the coordinator's (fingerprint %s, expected %s): "
+                 "its base model differs from the coordinator's (its fingerprint is %.40s): "
                  "load the same checkpoint as model.path",
-                 r->fingerprint, p->o.fingerprint);
+                 r->fingerprint);
     if (!msg[0] && (!r->model || r->model->vocab != p->o.vocab || r->model->max_seq != p->o.max_seq))
         snprintf(msg, sizeof msg, "its model's vocabulary or context differs from the run's");
     if (!msg[0] && find_id(p, r->worker_id) >= 0)
@@ -187,8 +236,13 @@ static void on_register(Pool *p, const ZtPeer *peer, const Plumb__Envelope *e) {
             rcs[wel->n_roles++] = rc;
     }
     if (msg[0]) {
-        plog(p, "refused worker %s (pid %d on %s): %s", r->worker_id, r->pid, r->host, msg);
-        send_error(p, peer, e->id, PL_EPROTO, msg);
+        /* the reply does not say which fingerprint would be welcome: only the
+         * operator, in the log, learns it */
+        refuse(p, peer, e->id, PL_EPROTO, msg, "refused worker %s (pid %d on %s): %s%s%s%s",
+               r->worker_id, r->pid, r->host, msg,
+               strstr(msg, "base model") ? " (this run's is " : "",
+               strstr(msg, "base model") ? p->o.fingerprint : "",
+               strstr(msg, "base model") ? ")" : "");
         wire_arena_free(&a);
         return;
     }
@@ -279,12 +333,12 @@ static void on_allreduce(Pool *p, int wi, const ZtPeer *peer, Plumb__Envelope *e
                  (unsigned long long)m->group, (unsigned long long)e->id, dp->rank, dp->size,
                  (unsigned long long)dp->group);
     if (msg[0]) {
-        send_error(p, peer, e->id, PL_EPROTO, msg);
+        refuse(p, peer, e->id, PL_EPROTO, msg, "refused from %s: %s", wname(p, wi, nm, sizeof nm),
+               msg);
         wire_free(&e);
-    } else if (reducer_add(p->reducer, peer, e, msg, sizeof msg) == 0) {
-        return;
+    } else if (reducer_add(p->reducer, peer, e, msg, sizeof msg) < 0) {
+        plog(p, "refused from %s: %s", wname(p, wi, nm, sizeof nm), msg);
     }
-    plog(p, "refused from %s: %s", wname(p, wi, nm, sizeof nm), msg);
 }
 
 /* Receives and handles one frame (waiting up to ms). */
@@ -303,8 +357,7 @@ static int serve(Pool *p, int ms) {
         char msg[256];
         snprintf(msg, sizeof msg, "a %zu-byte message is over the limit of %zu bytes", len,
                  p->max_message);
-        plog(p, "refused a message from %s: %s", who, msg);
-        send_error(p, &peer, 0, PL_ERANGE, msg);
+        refuse(p, &peer, 0, PL_ERANGE, msg, "refused a message from %s: %s", who, msg);
         return 0;
     }
     if (rc <= 0) return rc;
@@ -313,8 +366,7 @@ static int serve(Pool *p, int ms) {
     rc = wire_unpack(buf, len, p->max_message, who, &e);
     free(buf);
     if (rc < 0) {
-        plog(p, "refused: %s", pl_error());
-        send_error(p, &peer, 0, rc, pl_error());
+        refuse(p, &peer, 0, rc, pl_error(), "refused: %s", pl_error());
         return 0;
     }
     double unpack_s = pl_now_s() - t0;
@@ -324,8 +376,8 @@ static int serve(Pool *p, int ms) {
     case PLUMB__ENVELOPE__BODY_ALL_REDUCE:
         if (wi < 0) wi = find_dp_peer(p, &peer);
         if (wi < 0) {
-            plog(p, "refused an all-reduce from %s, which has not registered", who);
-            send_error(p, &peer, e->id, PL_EPROTO, "register first");
+            refuse(p, &peer, e->id, PL_EPROTO, "register first",
+                   "refused an all-reduce from %s, which has not registered", who);
             break;
         }
         p->w[wi].last_seen = pl_now_s();
@@ -340,17 +392,17 @@ static int serve(Pool *p, int ms) {
     case PLUMB__ENVELOPE__BODY_TRAIN_REP:
     case PLUMB__ENVELOPE__BODY_ADAPTER:
         if (wi < 0) {
-            plog(p, "refused a reply from %s, which has not registered (%s)", who,
-                 body_name(e->body_case));
-            send_error(p, &peer, e->id, PL_EPROTO, "register first");
+            refuse(p, &peer, e->id, PL_EPROTO, "register first",
+                   "refused a reply from %s, which has not registered (%s)", who,
+                   body_name(e->body_case));
             break;
         }
         p->w[wi].last_seen = pl_now_s();
         on_reply(p, wi, e, unpack_s);
         return 0; /* on_reply took e */
     default:
-        plog(p, "refused a %s from %s: workers do not send that", body_name(e->body_case), who);
-        send_error(p, &peer, e->id, PL_EPROTO, "unexpected message kind");
+        refuse(p, &peer, e->id, PL_EPROTO, "unexpected message kind",
+               "refused a %s from %s: workers do not send that", body_name(e->body_case), who);
     }
     wire_free(&e);
     return 0;
@@ -374,6 +426,7 @@ static void check_dead(Pool *p) {
 static int poll_once(Pool *p, int ms) {
     PL_TRY(serve(p, ms));
     check_dead(p);
+    report_dropped(p);
     return p->o.tick ? p->o.tick(p->o.ctx) : 0;
 }
 

@@ -136,6 +136,19 @@ int rollout_generate(Run *r, const Records *recs, const long *which, int n, int 
             int o = s.offsets[b], len = s.offsets[b + 1] - o, np = 0;
             while (np < len && !s.mask[o + np])
                 np++;
+            /* a sample must continue the prompt it was asked for, by at most
+             * max_new tokens: anything else is a bad reply, not a rollout */
+            const Packed *q = &prompts[w];
+            int pb = b / G, qo = q->offsets[pb], qn = q->offsets[pb + 1] - qo;
+            if (np != qn || memcmp(s.tokens + o, q->tokens + qo, sizeof(int) * (size_t)qn) ||
+                len - np > max_new) {
+                rc = req_bad_reply(r, &calls[w],
+                                   pl_fail(PL_EPROTO, "generate.seqs: sequence %d does not "
+                                                      "continue prompt %d as it was sent (%d "
+                                                      "prompt tokens of %d, %d new of at most %d)",
+                                           b, pb, np, qn, len - np, max_new));
+                break;
+            }
             rc = packed_add(&out->seqs, s.tokens + o, np, s.tokens + o + np, len - np);
         }
         if (rc == 0) {

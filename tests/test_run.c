@@ -972,9 +972,39 @@ static void test_bad_frames(void **state) {
     char *olt = tu_read_file(olog, NULL);
     if (!WIFEXITED(st) || WEXITSTATUS(st) == 0 || !strstr(olt, "base model differs"))
         fail_msg("(f): the worker on another model ended with status 0x%x:\n%s", st, olt);
+    /* the refusal does not tell the client which fingerprint is welcome */
+    Base *base = NULL;
+    char fp[33];
+    assert_int_equal(base_load(&base, tu_path("%s/init", run)), 0);
+    assert_int_equal(wire_fingerprint(base, fp), 0);
+    base_free(&base);
+    if (strstr(olt, fp))
+        fail_msg("(f): the refused worker was told the run's fingerprint %s:\n%s", fp, olt);
     free(olt);
     if (!tu_wait_text(clog, "base model differs", 5))
         fail_msg("(f): the coordinator's stderr does not mention the refused worker");
+
+    /* (g) a flood of 3000 garbage frames: a bounded number of log lines and
+     * replies (20 at once, then 10 a second), and a line that counts the
+     * rest */
+    raw_open(&raw, port, "raw-flood");
+    double t_flood = tu_now_s();
+    for (int i = 0; i < 3000; i++) raw_send(&raw, junk, sizeof junk);
+    int replies = 0;
+    for (Plumb__Envelope *q; (q = raw_recv(&raw, 300));) replies++, wire_free(&q);
+    double flood_s = tu_now_s() - t_flood;
+    raw_close(&raw);
+    if (!tu_wait_text(clog, "without a log line or a reply (rate limit", 10))
+        fail_msg("(g): no line counts the refusals the rate limit kept quiet:\n%s",
+                 tu_read_file(clog, NULL));
+    char *cl = tu_read_file(clog, NULL);
+    long lines = 0;
+    for (char *q = cl; (q = strstr(q, "not a plumb Envelope")); q++) lines++;
+    free(cl);
+    long bound = 20 + (long)(10 * flood_s) + 10;
+    if (replies > bound || lines > bound + 2)
+        fail_msg("(g): 3000 bad frames in %.1f s got %d replies and %ld log lines (at most %ld)",
+                 flood_s, replies, lines, bound);
 
     /* the legitimate run goes on */
     wr = tu_spawn(rlog, "worker --role reference --connect tcp://127.0.0.1:%d --model %s/init "
@@ -997,23 +1027,75 @@ static void test_bad_frames(void **state) {
         free((void *)rlog);
 }
 
-/* A registered worker whose reply lies about its tensor's shape: a raw
- * client registers (with the right base fingerprint) as the reference of a
- * DPO run before the real reference worker, and answers the reference
- * log-prob requests with a tensor that claims N floats but carries 2. The
- * coordinator must not use the data; it must go on (exit 0) or stop with
- * a message naming both the field and the worker that sent it; never crash
- * or hang. */
-static void test_bad_reply_shape(void **state) {
-    (void)state;
-    char body[8192], cfg[2048];
-    algo_body(body, sizeof body, "dpo");
-    config(cfg, sizeof cfg, "liar", body);
+
+/* Log-probs whose tensor claims the request's N tokens but carries 2. */
+static Plumb__Envelope *lie_logprobs(WireArena *a, const Plumb__Envelope *q) {
+    if (q->body_case != PLUMB__ENVELOPE__BODY_LOGPROBS) return NULL;
+    long N = q->logprobs->seqs && q->logprobs->seqs->tokens
+                 ? (long)(q->logprobs->seqs->tokens->data.len / sizeof(int)) : 1;
+    static float two[2] = {-1.0f, -2.0f};
+    Plumb__Envelope *rep = wire_envelope(a, q->id, "reference");
+    Plumb__LogprobsRep *lr = wire_alloc(a, sizeof *lr);
+    plumb__logprobs_rep__init(lr);
+    int64_t shape = N;
+    lr->logprobs = wire_tensor(a, PLUMB__DTYPE__DT_F32, two, 1, &shape);
+    lr->logprobs->data.len = sizeof two;
+    rep->body_case = PLUMB__ENVELOPE__BODY_LOGPROBS_REP;
+    rep->logprobs_rep = lr;
+    return rep;
+}
+
+/* A well-formed rollout whose samples do not continue the prompts sent:
+ * each prompt's first token changed, then two new tokens. */
+static Plumb__Envelope *lie_generation(WireArena *a, const Plumb__Envelope *q) {
+    if (q->body_case != PLUMB__ENVELOPE__BODY_GENERATE) return NULL;
+    const Plumb__GenerateReq *g = q->generate;
+    const int *pt = (const int *)g->prompts->tokens->data.data;
+    const int *po = (const int *)g->prompts->offsets->data.data;
+    int P = (int)(g->prompts->offsets->data.len / sizeof(int)) - 1, G = g->n, B = P * G;
+    int N = 0;
+    for (int p = 0; p < P; p++) N += G * (po[p + 1] - po[p] + 2);
+    int *tok = wire_alloc(a, sizeof(int) * N), *off = wire_alloc(a, sizeof(int) * (B + 1));
+    unsigned char *mask = wire_alloc(a, N);
+    float *lp = wire_alloc(a, sizeof(float) * N);
+    int at = 0;
+    for (int b = 0; b < B; b++) {
+        int p = b / G;
+        off[b] = at;
+        for (int t = po[p]; t < po[p + 1]; t++, at++)
+            tok[at] = t == po[p] ? (pt[t] + 1) % 256 : pt[t], mask[at] = 0, lp[at] = 0;
+        for (int k = 0; k < 2; k++, at++) tok[at] = 'x', mask[at] = 1, lp[at] = -1.0f;
+    }
+    off[B] = at;
+    Plumb__Envelope *rep = wire_envelope(a, q->id, "actor");
+    Plumb__GenerateRep *gr = wire_alloc(a, sizeof *gr);
+    plumb__generate_rep__init(gr);
+    gr->seqs = wire_seqs(a, tok, off, mask, B);
+    gr->logprobs = wire_f32(a, lp, N);
+    rep->body_case = PLUMB__ENVELOPE__BODY_GENERATED;
+    rep->generated = gr;
+    return rep;
+}
+
+/* A reply to request q that lies, in a (NULL: no answer). */
+typedef Plumb__Envelope *(*LieFn)(WireArena *a, const Plumb__Envelope *q);
+
+/* A run of algo whose role `raw_role` is served by a raw client (identity
+ * NAME:1:0, pid 424242) that answers its requests with lie(), the other
+ * roles by a real worker hosting real_roles. The coordinator must not
+ * crash or hang: it stops naming field and the liar, or (unless
+ * must_stop) finishes its steps. */
+static void lying_worker_run(const char *name, const char *algo, const char *raw_role,
+                             const char *real_roles, LieFn lie, const char *field, int must_stop) {
+    char body[8192], cfg[2048], ident[64];
+    algo_body(body, sizeof body, algo);
+    config(cfg, sizeof cfg, name, body);
+    snprintf(ident, sizeof ident, "%s:1:0", name);
     int port = tu_free_port();
     assert_true(port > 0);
-    const char *run = strdup(tu_path("%s/liar", dir));
-    const char *clog = strdup(tu_path("%s/liar-coordinator.log", dir));
-    const char *wlog = strdup(tu_path("%s/liar-workers.log", dir));
+    const char *run = strdup(tu_path("%s/%s", dir, name));
+    const char *clog = strdup(tu_path("%s/%s-coordinator.log", dir, name));
+    const char *wlog = strdup(tu_path("%s/%s-workers.log", dir, name));
     pid_t co = tu_spawn(clog, "coordinator %s transport.endpoint=tcp://127.0.0.1:%d", cfg, port);
     if (!tu_wait_text(clog, "listening on", 20)) {
         tu_stop(co);
@@ -1025,15 +1107,15 @@ static void test_bad_reply_shape(void **state) {
     assert_int_equal(wire_fingerprint(base, fp), 0);
 
     Raw raw;
-    raw_open(&raw, port, "liar:1:0");
+    raw_open(&raw, port, ident);
     WireArena *a = wire_arena_new();
     Plumb__Envelope *e = wire_envelope(a, 1, NULL);
     Plumb__Register *r = wire_alloc(a, sizeof *r);
     Plumb__ModelInfo *mi = wire_alloc(a, sizeof *mi);
     plumb__register__init(r);
     plumb__model_info__init(mi);
-    char *roles[1] = {"reference"};
-    r->worker_id = "liar:1:0";
+    char *roles[1] = {(char *)raw_role};
+    r->worker_id = ident;
     r->n_roles = 1, r->roles = roles;
     r->device = "cpu", r->host = "liar", r->pid = 424242;
     r->fingerprint = fp;
@@ -1051,8 +1133,8 @@ static void test_bad_reply_shape(void **state) {
                  w && w->body_case == PLUMB__ENVELOPE__BODY_ERROR ? w->error->message : "no reply");
     }
     wire_free(&w);
-    pid_t wk = tu_spawn(wlog, "worker --role actor,reference --connect tcp://127.0.0.1:%d "
-                           "--model %s/init --tokenizer %s --threads 1", port, run, data);
+    pid_t wk = tu_spawn(wlog, "worker --role %s --connect tcp://127.0.0.1:%d "
+                           "--model %s/init --tokenizer %s --threads 1", real_roles, port, run, data);
     /* answer every request with a lying tensor; beat while waiting */
     double end = tu_now_s() + 30, next_beat = 0;
     int lies = 0, st = 0, done = 0;
@@ -1065,7 +1147,7 @@ static void test_bad_reply_shape(void **state) {
             Plumb__Envelope *h = wire_envelope(a, 0, NULL);
             Plumb__Heartbeat *hb = wire_alloc(a, sizeof *hb);
             plumb__heartbeat__init(hb);
-            hb->worker_id = "liar:1:0";
+            hb->worker_id = ident;
             h->body_case = PLUMB__ENVELOPE__BODY_HEARTBEAT;
             h->heartbeat = hb;
             raw_send_env(&raw, h);
@@ -1073,18 +1155,8 @@ static void test_bad_reply_shape(void **state) {
         }
         Plumb__Envelope *q = raw_recv(&raw, 50);
         if (!q) continue;
-        if (q->body_case == PLUMB__ENVELOPE__BODY_LOGPROBS) {
-            long N = q->logprobs->seqs && q->logprobs->seqs->tokens
-                         ? (long)(q->logprobs->seqs->tokens->data.len / sizeof(int)) : 1;
-            static float two[2] = {-1.0f, -2.0f};
-            Plumb__Envelope *rep = wire_envelope(a, q->id, "reference");
-            Plumb__LogprobsRep *lr = wire_alloc(a, sizeof *lr);
-            plumb__logprobs_rep__init(lr);
-            int64_t shape = N;
-            lr->logprobs = wire_tensor(a, PLUMB__DTYPE__DT_F32, two, 1, &shape);
-            lr->logprobs->data.len = sizeof two;
-            rep->body_case = PLUMB__ENVELOPE__BODY_LOGPROBS_REP;
-            rep->logprobs_rep = lr;
+        Plumb__Envelope *rep = q->body_case == PLUMB__ENVELOPE__BODY_SHUTDOWN ? NULL : lie(a, q);
+        if (rep) {
             raw_send_env(&raw, rep);
             lies++;
         } else if (q->body_case == PLUMB__ENVELOPE__BODY_SHUTDOWN) {
@@ -1104,7 +1176,7 @@ static void test_bad_reply_shape(void **state) {
     if (!tu_wait_exit(wk, 10, &wst)) tu_stop(wk);
     char *log = tu_read_file(clog, NULL);
     if (!done) fail_msg("the coordinator still runs 30 s after a lying reply:\n%s", log);
-    if (lies == 0) fail_msg("the raw reference was never asked (test setup):\n%s", log);
+    if (lies == 0) fail_msg("the raw %s was never asked (test setup):\n%s", raw_role, log);
     if (!WIFEXITED(st)) fail_msg("the coordinator crashed (status 0x%x):\n%s", st, log);
     if (WEXITSTATUS(st) != 0) {
         /* stopping is allowed, with the place named: a line about the bad
@@ -1112,21 +1184,36 @@ static void test_bad_reply_shape(void **state) {
         int named = 0, about = 0;
         char *copy = strdup(log), *save = NULL;
         for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
-            if (!strstr(l, "logprobs") || strstr(l, "registered")) continue;
+            if (!strstr(l, field) || strstr(l, "registered")) continue;
             about = 1;
-            named |= strstr(l, "liar") || strstr(l, "424242");
+            named |= strstr(l, name) || strstr(l, "424242");
         }
         free(copy);
         if (!about || !named)
-            fail_msg("the coordinator stopped on a lying reply without naming the field and the "
-                     "worker (liar:1:0, pid 424242) that sent it:\n%s", log);
+            fail_msg("the coordinator stopped on a lying reply without naming the field (%s) and "
+                     "the worker (%s, pid 424242) that sent it:\n%s", field, ident, log);
     } else {
+        if (must_stop) fail_msg("the coordinator took a lying %s and went on:\n%s", field, log);
         json_t *m = tu_metrics_load(run);
         tu_assert_steps(m, 0, 3, "run after a lying reply");
         json_decref(m);
     }
     free(log);
     free((void *)run), free((void *)clog), free((void *)wlog);
+}
+
+/* A raw reference answers log-prob requests with a tensor that lies
+ * about its length. */
+static void test_bad_reply_shape(void **state) {
+    (void)state;
+    lying_worker_run("liar", "dpo", "reference", "actor,reference", lie_logprobs, "logprobs", 0);
+}
+
+/* A raw actor answers generate requests with well-formed samples that do
+ * not continue the prompts it was sent: refused as a bad reply. */
+static void test_bad_generation(void **state) {
+    (void)state;
+    lying_worker_run("liar-gen", "grpo", "actor", "reference,reward", lie_generation, "generate.seqs", 1);
 }
 
 /* (e) An unknown config key: plumb train exits 2 naming the key and its
@@ -1297,6 +1384,7 @@ int main(void) {
         cmocka_unit_test(test_dp_late_replica),
         cmocka_unit_test(test_bad_frames),
         cmocka_unit_test(test_bad_reply_shape),
+        cmocka_unit_test(test_bad_generation),
         cmocka_unit_test(test_unknown_key),
         cmocka_unit_test(test_metrics_redis),
         cmocka_unit_test(test_curve),
