@@ -326,6 +326,8 @@ struct ZtServer {
     uint8_t (*keys)[ZT_KEY_BYTES];     /* (nkeys, 32) authorized client keys     */
     int nkeys;
     atomic_long refused;               /* ZAP refusals so far                    */
+    pthread_mutex_t last_lock;         /* guards last_refused (the ZAP thread's) */
+    char last_refused[160];            /* "address A, key Z85" of the latest     */
     size_t max_message;                /* bytes                                  */
     char endpoint[512];                /* as bound, "*" port resolved            */
 };
@@ -367,7 +369,17 @@ static void *zap_main(void *arg) {
         int ok = nf >= 7 && zmq_msg_size(&f[0]) == 3 && !memcmp(zmq_msg_data(&f[0]), "1.0", 3) &&
                  zmq_msg_size(&f[5]) == 5 && !memcmp(zmq_msg_data(&f[5]), "CURVE", 5) &&
                  key_listed(s, zmq_msg_data(&f[6]), zmq_msg_size(&f[6]));
-        if (!ok) atomic_fetch_add(&s->refused, 1);
+        if (!ok) {
+            char addr[64] = "?", key[ZT_KEY_LEN + 1] = "none";
+            if (nf >= 4) snprintf(addr, sizeof addr, "%.*s", (int)zmq_msg_size(&f[3]),
+                                  (const char *)zmq_msg_data(&f[3]));
+            if (nf >= 7 && zmq_msg_size(&f[6]) == ZT_KEY_BYTES)
+                zmq_z85_encode(key, zmq_msg_data(&f[6]), ZT_KEY_BYTES);
+            pthread_mutex_lock(&s->last_lock);
+            snprintf(s->last_refused, sizeof s->last_refused, "address %s, key %s", addr, key);
+            pthread_mutex_unlock(&s->last_lock);
+            atomic_fetch_add(&s->refused, 1);
+        }
         const char *status = ok ? "200" : "400", *text = ok ? "OK" : "key not authorized";
         int rc = zmq_send(s->zap, "1.0", 3, ZMQ_SNDMORE);
         if (rc >= 0 && nf >= 2)
@@ -417,6 +429,7 @@ void zt_server_free(ZtServer **sp) {
         while (zmq_ctx_term(s->ctx) < 0 && zmq_errno() == EINTR) {}
     }
     free(s->keys);
+    pthread_mutex_destroy(&s->last_lock);
     free(s);
     *sp = NULL;
 }
@@ -433,6 +446,7 @@ int zt_server_new(ZtServer **out, const ZtServerOptions *o) {
     ZtServer *s = calloc(1, sizeof *s);
     PL_CHECK_ALLOC(s);
     atomic_init(&s->refused, 0);
+    pthread_mutex_init(&s->last_lock, NULL);
     s->max_message = max_or_default(o->max_message);
     snprintf(s->endpoint, sizeof s->endpoint, "%s", o->endpoint);
     int rc = 0;
@@ -484,6 +498,12 @@ fail:
 }
 
 const char *zt_server_endpoint(const ZtServer *s) { return s->endpoint; }
+
+void zt_server_last_refused(ZtServer *s, char *out, size_t cap) {
+    pthread_mutex_lock(&s->last_lock);
+    snprintf(out, cap, "%s", s->last_refused);
+    pthread_mutex_unlock(&s->last_lock);
+}
 
 long zt_server_refused(const ZtServer *s) {
     return atomic_load(&((ZtServer *)s)->refused);
@@ -555,6 +575,7 @@ const char *zt_peer_str(const ZtPeer *p, char *out, size_t cap) {
 struct ZtClient {
     void *ctx;                         /* this client's own context */
     void *sock;                        /* DEALER                    */
+    void *mon;                         /* PAIR: the DEALER's handshake failures (CURVE) */
     size_t max_message;                /* bytes                     */
     char endpoint[512];
 };
@@ -563,9 +584,47 @@ void zt_client_free(ZtClient **cp) {
     ZtClient *c = *cp;
     if (!c) return;
     if (c->sock) zmq_close(c->sock);
+    if (c->mon) zmq_close(c->mon);
     if (c->ctx) while (zmq_ctx_term(c->ctx) < 0 && zmq_errno() == EINTR) {}
     free(c);
     *cp = NULL;
+}
+
+/* A server that refuses the client's CURVE key only drops the connection,
+ * and the client would wait for answers that never come: a monitor
+ * reports the handshake's failure, so that a receive can say what
+ * happened. */
+static int watch_handshakes(ZtClient *c) {
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://zt-monitor-%p", (void *)c);
+    int linger = 0;
+    if (zmq_socket_monitor(c->sock, ep,
+                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) ||
+        !(c->mon = zmq_socket(c->ctx, ZMQ_PAIR)) ||
+        zmq_setsockopt(c->mon, ZMQ_LINGER, &linger, sizeof linger) || zmq_connect(c->mon, ep))
+        return pl_fail(PL_EIO, "%s: handshake monitor: %s", c->endpoint,
+                       zmq_strerror(zmq_errno()));
+    return 0;
+}
+
+/* One monitor event: PL_EPEER saying why the handshake failed. */
+static int handshake_event(ZtClient *c) {
+    zmq_msg_t m[2];
+    zmq_msg_init(&m[0]), zmq_msg_init(&m[1]);
+    int got = zmq_msg_recv(&m[0], c->mon, ZMQ_DONTWAIT) >= 6 && zmq_msg_more(&m[0]) &&
+              zmq_msg_recv(&m[1], c->mon, ZMQ_DONTWAIT) >= 0;
+    uint16_t ev = 0;
+    uint32_t value = 0;
+    if (got) memcpy(&ev, zmq_msg_data(&m[0]), 2), memcpy(&value, (char *)zmq_msg_data(&m[0]) + 2, 4);
+    zmq_msg_close(&m[0]), zmq_msg_close(&m[1]);
+    if (!got) return 0;
+    if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+        return pl_fail(PL_EPEER, "%s refused this worker's CURVE key (status %u): its public key "
+                                 "is not in the coordinator's transport.authorized_keys",
+                       c->endpoint, value);
+    return pl_fail(PL_EPEER, "the CURVE handshake with %s failed (a protocol error, %u): is "
+                             "--server-key the coordinator's public key?",
+                   c->endpoint, value);
 }
 
 int zt_client_new(ZtClient **out, const ZtClientOptions *o) {
@@ -607,6 +666,7 @@ int zt_client_new(ZtClient **out, const ZtClientOptions *o) {
         rc = pl_fail(PL_EIO, "%s: socket options: %s", o->endpoint, zmq_strerror(zmq_errno()));
         goto fail;
     }
+    if (o->server_key && (rc = watch_handshakes(c)) < 0) goto fail;
     if (zmq_connect(c->sock, o->endpoint)) {
         rc = pl_fail(PL_EINVAL, "cannot connect to %s: %s", o->endpoint,
                      zmq_strerror(zmq_errno()));
@@ -643,8 +703,18 @@ int zt_client_recv(ZtClient *c, void **buf, size_t *len, int timeout_ms) {
     *len = 0;
     double deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
     for (;;) {
-        int rc = wait_for(c->sock, ZMQ_POLLIN, deadline, c->endpoint, NULL);
-        if (rc <= 0) return rc;
+        zmq_pollitem_t it[2] = {{.socket = c->sock, .events = ZMQ_POLLIN},
+                                {.socket = c->mon, .events = ZMQ_POLLIN}};
+        int rc = zmq_poll(it, c->mon ? 2 : 1, remaining_ms(deadline));
+        if (rc < 0) {
+            if (zmq_errno() == EINTR) return 0;
+            return pl_fail(PL_EIO, "%s: poll: %s", c->endpoint, zmq_strerror(zmq_errno()));
+        }
+        if (c->mon && (it[1].revents & ZMQ_POLLIN)) PL_TRY(handshake_event(c));
+        if (!(it[0].revents & ZMQ_POLLIN)) {
+            if (rc == 0 || remaining_ms(deadline) == 0) return 0;
+            continue;
+        }
         rc = recv_frame(c->sock, c->max_message, buf, len, c->endpoint);
         if (rc != 0) return rc;
         if (remaining_ms(deadline) == 0) return 0;

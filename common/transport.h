@@ -98,6 +98,8 @@ int zt_server_send(ZtServer *s, const ZtPeer *peer, const void *buf, size_t len)
 
 /* Clients the ZAP handler refused so far (CURVE only). */
 long zt_server_refused(const ZtServer *s);
+/* "address A, key Z85" of the latest refused client ("" when none). */
+void zt_server_last_refused(ZtServer *s, char *out, size_t cap);
 
 /* A printable form of a peer identity (hex), for messages. */
 const char *zt_peer_str(const ZtPeer *p, char *out, size_t cap);

@@ -27,6 +27,8 @@ struct Pool {
     double refusal_tokens, refusal_at;
     long refusals_dropped, refusals_dropped_total;
     double dropped_since;
+    long curve_seen;       /* CURVE refusals (ZAP) already logged           */
+    double curve_logged;
 };
 
 #define REFUSAL_BURST 20.0 /* refusals logged and answered at once          */
@@ -148,6 +150,21 @@ static void report_dropped(Pool *p) {
 }
 
 long pool_refusals_dropped(const Pool *p) { return p->refusals_dropped_total; }
+
+/* Logs the connections the CURVE handshake refused (their keys are not in
+ * transport.authorized_keys), at most once a second. */
+static void report_curve(Pool *p) {
+    long n = zt_server_refused(p->server);
+    double t = pl_now_s();
+    if (n == p->curve_seen || t - p->curve_logged < 1.0) return;
+    char last[160];
+    zt_server_last_refused(p->server, last, sizeof last);
+    plog(p, "refused %ld connection(s) whose CURVE key is not in transport.authorized_keys "
+            "(%ld in all; the latest from %s)",
+         n - p->curve_seen, n, last);
+    p->curve_seen = n;
+    p->curve_logged = t;
+}
 
 /* The reducer's answers: sent, and booked as bytes out of the call whose
  * request they answer. */
@@ -427,6 +444,7 @@ static int poll_once(Pool *p, int ms) {
     PL_TRY(serve(p, ms));
     check_dead(p);
     report_dropped(p);
+    report_curve(p);
     return p->o.tick ? p->o.tick(p->o.ctx) : 0;
 }
 

@@ -346,7 +346,8 @@ static void test_over_hard_limit(void **state) {
 
 /* CURVE: listed clients (by a public-key line, by a bare line) exchange
  * frames; a client with valid keys that is not listed is refused by the
- * ZAP handler (counted) and never delivers a frame; a listed client still
+ * ZAP handler (counted, its address and key kept), never delivers a
+ * frame, and its receive fails at once saying why; a listed client still
  * works afterwards. The server key is given as a file and as bare Z85. */
 static void test_curve(void **state) {
     ZtServer *s = server_new("tcp://127.0.0.1:*", 0, 1);
@@ -360,6 +361,19 @@ static void test_curve(void **state) {
     while (zt_server_refused(s) < 1 && now_ms() - t0 < 3000) expect_nothing(s, 50);
     assert_true(zt_server_refused(s) >= 1);
     expect_nothing(s, 200);
+    /* both sides say what happened: the server names the refused key, the
+     * client learns at once that its key is not authorized */
+    char last[160];
+    zt_server_last_refused(s, last, sizeof last);
+    assert_non_null(strstr(last, "address 127.0.0.1"));
+    assert_non_null(strstr(last, "key "));
+    void *buf = NULL;
+    size_t len = 0;
+    t0 = now_ms();
+    int rc = zt_client_recv(m, &buf, &len, 5000);
+    assert_int_equal(rc, PL_EPEER);
+    assert_true(now_ms() - t0 < 3000);
+    assert_non_null(strstr(pl_error(), "transport.authorized_keys"));
 
     exchange(s, a, "still there?", "yes");
     ZtClientOptions o = {.endpoint = zt_server_endpoint(s), .server_key = g_server_pub,
