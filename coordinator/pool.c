@@ -210,6 +210,14 @@ int pool_workers_with(const Pool *p, RoleKind k, int *idx, int max) {
 
 /* ------------------------------------------------------------ handlers */
 
+/* The slot a new registration takes: one whose worker died unused, else
+ * the next; -1 when the pool is full. */
+static int free_slot(const Pool *p) {
+    for (int i = 0; i < p->n; i++)
+        if (!p->w[i].alive && !p->w[i].used && !p->w[i].busy) return i;
+    return p->n < POOL_MAX_WORKERS ? p->n : -1;
+}
+
 static void on_register(Pool *p, const ZtPeer *peer, const Plumb__Envelope *e) {
     const Plumb__Register *r = e->register_;
     char msg[1024];
@@ -230,9 +238,11 @@ static void on_register(Pool *p, const ZtPeer *peer, const Plumb__Envelope *e) {
                  r->fingerprint);
     if (!msg[0] && (!r->model || r->model->vocab != p->o.vocab || r->model->max_seq != p->o.max_seq))
         snprintf(msg, sizeof msg, "its model's vocabulary or context differs from the run's");
-    if (!msg[0] && find_id(p, r->worker_id) >= 0)
+    int dup = find_id(p, r->worker_id);
+    if (!msg[0] && dup >= 0 && (p->w[dup].alive || p->w[dup].used))
         snprintf(msg, sizeof msg, "worker id '%s' is already registered", r->worker_id);
-    if (!msg[0] && p->n == POOL_MAX_WORKERS)
+    int slot = dup >= 0 && !msg[0] ? dup : free_slot(p);
+    if (!msg[0] && slot < 0)
         snprintf(msg, sizeof msg, "the pool is full (%d workers)", POOL_MAX_WORKERS);
 
     WireArena *a = wire_arena_new();
@@ -263,7 +273,8 @@ static void on_register(Pool *p, const ZtPeer *peer, const Plumb__Envelope *e) {
         wire_arena_free(&a);
         return;
     }
-    int i = p->n++;
+    int i = slot;
+    if (i == p->n) p->n++;
     PoolWorker *w = &p->w[i];
     memset(w, 0, sizeof *w);
     snprintf(w->id, sizeof w->id, "%s", r->worker_id);
@@ -505,6 +516,7 @@ int pool_call(Pool *p, PoolCall *calls, int n) {
                                    wname(p, c->worker, nm, sizeof nm));
         c->wall_s = pl_now_s(); /* the start; on_reply turns it into a duration */
         p->w[c->worker].busy++;
+        p->w[c->worker].used = 1;
     }
     p->calls = calls, p->n_calls = n;
     double start = pl_now_s();

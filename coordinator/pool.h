@@ -41,6 +41,7 @@ typedef struct {
     double last_seen;        /* monotonic seconds of its last heartbeat/reply */
     int alive;
     int busy;                /* requests in flight                            */
+    int used;                /* ever sent a request: its slot is never reused */
     uint64_t adapter_version;/* actor: the adapter it holds (kept by the driver) */
 } PoolWorker;
 
@@ -66,6 +67,10 @@ typedef struct {
 
 typedef struct Pool Pool;
 
+/* A registration takes the slot of a worker that died without ever being
+ * sent a request (a worker that left early, or a registration that never
+ * beat), else a new one: POOL_MAX_WORKERS bounds the live and the used,
+ * not everything that ever registered. */
 int pool_new(Pool **out, const PoolOptions *o);
 /* Sends Shutdown to every live worker (waiting up to timeout_ms for their
  * answers), then closes the socket. */

@@ -30,6 +30,7 @@
 #include <zmq.h>
 
 #include "common/wire.h"
+#include "coordinator/pool.h"
 #include "model/weights.h"
 #include "proto/plumb.pb-c.h"
 #include "testutil.h"
@@ -823,6 +824,29 @@ static Plumb__Envelope *raw_recv(Raw *r, int ms) {
     return e;
 }
 
+/* Sends a Register for worker id with one role, the base fingerprint fp
+ * and base's dimensions (host "liar", pid 424242). */
+static void raw_register(Raw *raw, WireArena *a, const char *id, const char *role,
+                         const char *fp, const Base *base) {
+    Plumb__Envelope *e = wire_envelope(a, 1, NULL);
+    Plumb__Register *r = wire_alloc(a, sizeof *r);
+    Plumb__ModelInfo *mi = wire_alloc(a, sizeof *mi);
+    char **roles = wire_alloc(a, sizeof *roles);
+    plumb__register__init(r);
+    plumb__model_info__init(mi);
+    roles[0] = wire_strdup(a, role);
+    r->worker_id = wire_strdup(a, id);
+    r->n_roles = 1, r->roles = roles;
+    r->device = "cpu", r->host = "liar", r->pid = 424242;
+    r->fingerprint = wire_strdup(a, fp);
+    mi->vocab = base->cfg.vocab_size, mi->max_seq = base->cfg.max_seq_len;
+    mi->dim = base->cfg.dim, mi->layers = base->cfg.n_layers;
+    r->model = mi;
+    e->body_case = PLUMB__ENVELOPE__BODY_REGISTER;
+    e->register_ = r;
+    raw_send_env(raw, e);
+}
+
 /* The next Error from the coordinator (other messages skipped), or fails. */
 static void expect_error(Raw *r, const char *what, const char *needle) {
     double end = tu_now_s() + 5;
@@ -1109,22 +1133,7 @@ static void lying_worker_run(const char *name, const char *algo, const char *raw
     Raw raw;
     raw_open(&raw, port, ident);
     WireArena *a = wire_arena_new();
-    Plumb__Envelope *e = wire_envelope(a, 1, NULL);
-    Plumb__Register *r = wire_alloc(a, sizeof *r);
-    Plumb__ModelInfo *mi = wire_alloc(a, sizeof *mi);
-    plumb__register__init(r);
-    plumb__model_info__init(mi);
-    char *roles[1] = {(char *)raw_role};
-    r->worker_id = ident;
-    r->n_roles = 1, r->roles = roles;
-    r->device = "cpu", r->host = "liar", r->pid = 424242;
-    r->fingerprint = fp;
-    mi->vocab = base->cfg.vocab_size, mi->max_seq = base->cfg.max_seq_len;
-    mi->dim = base->cfg.dim, mi->layers = base->cfg.n_layers;
-    r->model = mi;
-    e->body_case = PLUMB__ENVELOPE__BODY_REGISTER;
-    e->register_ = r;
-    raw_send_env(&raw, e);
+    raw_register(&raw, a, ident, raw_role, fp, base);
     base_free(&base);
     Plumb__Envelope *w = raw_recv(&raw, 5000);
     if (!w || w->body_case != PLUMB__ENVELOPE__BODY_WELCOME) {
@@ -1200,6 +1209,67 @@ static void lying_worker_run(const char *name, const char *algo, const char *raw
     }
     free(log);
     free((void *)run), free((void *)clog), free((void *)wlog);
+}
+
+/* One client fills the pool with 64 registrations that never beat: once
+ * they are dead, their slots are free, and a real worker that comes later
+ * registers and the run completes. */
+static void test_pool_slots(void **state) {
+    (void)state;
+    char body[8192], cfg[2048];
+    algo_body(body, sizeof body, "sft");
+    config(cfg, sizeof cfg, "slots", body);
+    int port = tu_free_port();
+    const char *run = strdup(tu_path("%s/slots", dir));
+    const char *clog = strdup(tu_path("%s/slots-coordinator.log", dir));
+    pid_t co = tu_spawn(clog, "coordinator %s transport.endpoint=tcp://127.0.0.1:%d "
+                        "transport.heartbeat_ms=300 transport.dead_after_ms=1500 "
+                        "transport.startup_timeout_s=60", cfg, port);
+    if (!tu_wait_text(clog, "listening on", 20)) {
+        tu_stop(co);
+        fail_msg("the coordinator did not start:\n%s", tu_read_file(clog, NULL));
+    }
+    Base *base = NULL;
+    char fp[33];
+    assert_int_equal(base_load(&base, tu_path("%s/init", run)), 0);
+    assert_int_equal(wire_fingerprint(base, fp), 0);
+    Raw raw;
+    raw_open(&raw, port, "squatter");
+    WireArena *a = wire_arena_new();
+    int welcomed = 0;
+    for (int i = 0; i < POOL_MAX_WORKERS; i++) {
+        raw_register(&raw, a, tu_path("squatter:%d", i), "reference", fp, base);
+        Plumb__Envelope *w = raw_recv(&raw, 5000);
+        welcomed += w && w->body_case == PLUMB__ENVELOPE__BODY_WELCOME;
+        wire_free(&w);
+    }
+    raw_register(&raw, a, "squatter:extra", "reference", fp, base);
+    Plumb__Envelope *w = raw_recv(&raw, 5000);
+    int full = w && w->body_case == PLUMB__ENVELOPE__BODY_ERROR && strstr(w->error->message, "full");
+    wire_free(&w);
+    base_free(&base);
+    wire_arena_free(&a);
+    raw_close(&raw);
+    if (welcomed != POOL_MAX_WORKERS || !full) {
+        tu_stop(co);
+        fail_msg("test setup: %d of %d squatters welcomed, the next %s", welcomed,
+                 POOL_MAX_WORKERS, full ? "refused" : "not refused as over the limit");
+    }
+    tu_sleep_ms(2500); /* the squatters die of silence */
+    pid_t wk = tu_spawn(tu_path("%s/slots-worker.log", dir), "worker --role actor --connect "
+                        "tcp://127.0.0.1:%d --model %s/init --tokenizer %s --threads 1", port,
+                        run, data);
+    int st = 0, done = tu_wait_exit(co, 60, &st);
+    tu_stop(co);
+    int wst = 0;
+    if (!tu_wait_exit(wk, 10, &wst)) tu_stop(wk);
+    if (!done || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("the run did not complete after the pool was filled (status 0x%x):\n%s\n%s", st,
+                 tu_read_file(clog, NULL), tu_read_file(tu_path("%s/slots-worker.log", dir), NULL));
+    json_t *m = tu_metrics_load(run);
+    tu_assert_steps(m, 0, 3, "run after the squatters");
+    json_decref(m);
+    free((void *)run), free((void *)clog);
 }
 
 /* A raw reference answers log-prob requests with a tensor that lies
@@ -1387,6 +1457,7 @@ int main(void) {
         cmocka_unit_test(test_bad_frames),
         cmocka_unit_test(test_bad_reply_shape),
         cmocka_unit_test(test_bad_generation),
+        cmocka_unit_test(test_pool_slots),
         cmocka_unit_test(test_unknown_key),
         cmocka_unit_test(test_metrics_redis),
         cmocka_unit_test(test_curve),
