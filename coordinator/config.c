@@ -212,6 +212,8 @@ static const Key KEYS[] = {
     STR("launch.workers", workers, "auto",
         "auto (a process per role) or processes separated by spaces, roles by commas"),
     INT("launch.threads", threads, "0", "[0,)", "threads per worker (0: cores / workers)"),
+    INT("launch.max_restarts", max_restarts, "3", "[0,)",
+        "plumb train: times a dead worker of untrained roles is restarted"),
     STR("launch.device", device, "cpu",
         "where plumb train's workers compute: cpu, cuda (= cuda:0) or cuda:N (cpu-staged: the "
         "CPU behind the device path, a check)"),

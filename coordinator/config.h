@@ -151,6 +151,7 @@ typedef struct RunConfig {
                                     or processes separated by spaces, roles of a
                                     process by commas: "actor,reference reward" */
     int threads;                 /* launch.threads per worker (0: cores / workers) */
+    int max_restarts;            /* launch.max_restarts: a dead worker restarted (3) */
     char device[CFG_STR];        /* launch.device (cpu)                         */
 } RunConfig;
 

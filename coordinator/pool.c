@@ -28,6 +28,8 @@ struct Pool {
     long refusals_dropped, refusals_dropped_total;
     double dropped_since;
     long curve_seen;       /* CURVE refusals (ZAP) already logged           */
+    long recoveries;       /* dead workers of replaceable roles             */
+    double recovery_s;     /* waiting for a replacement, since last taken   */
     double curve_logged;
 };
 
@@ -444,6 +446,7 @@ static void check_dead(Pool *p) {
         PoolWorker *w = &p->w[i];
         if (w->alive && t - w->last_seen > p->o.dead_after_ms * 1e-3) {
             w->alive = 0;
+            if ((w->roles & ~p->o.replaceable) == 0) p->recoveries++;
             plog(p, "%s stopped sending heartbeats %.1f s ago: considered dead",
                  wname(p, i, nm, sizeof nm), t - w->last_seen);
         }
@@ -493,30 +496,83 @@ void pool_calls_free(PoolCall *calls, int n) {
     for (int i = 0; i < n; i++) wire_free(&calls[i].rep);
 }
 
+/* Sends call c to its worker with a fresh request id. */
+static int send_call(Pool *p, PoolCall *c) {
+    char nm[256];
+    c->req->id = p->next_id++;
+    c->req->protocol = PLUMB_PROTOCOL;
+    void *buf;
+    size_t len;
+    double t0 = pl_now_s();
+    PL_TRY(wire_pack(c->req, &buf, &len));
+    c->pack_s += pl_now_s() - t0;
+    c->bytes_out += len;
+    int rc = zt_server_send(p->server, &p->w[c->worker].peer, buf, len);
+    free(buf);
+    if (rc < 0)
+        return pl_wrap(rc, "sending %s to %s", body_name(c->req->body_case),
+                       wname(p, c->worker, nm, sizeof nm));
+    c->wall_s = pl_now_s(); /* the start; on_reply turns it into a duration */
+    p->w[c->worker].busy++;
+    p->w[c->worker].used = 1;
+    return 0;
+}
+
+/* c's worker is dead: 1 when another live worker of the request's role
+ * took c over (re-sent), 0 while none is there yet, < 0 when the role is
+ * not replaceable or the wait is over. */
+static int take_over(Pool *p, PoolCall *c) {
+    char nm[256], nm2[256];
+    RoleKind k;
+    int dead = c->worker;
+    if (!c->lost_at) c->lost_at = pl_now_s();
+    int ok = c->req->role && role_kind_parse(c->req->role, &k) == 0 &&
+             (p->w[dead].roles & ~p->o.replaceable) == 0 && p->o.replace_wait_ms > 0;
+    if (!ok)
+        return pl_fail(PL_EPEER, "%s died (no heartbeat for %.1f s) while handling %s request %llu",
+                       wname(p, dead, nm, sizeof nm), p->o.dead_after_ms * 1e-3,
+                       body_name(c->req->body_case), (unsigned long long)c->req->id);
+    int idx[POOL_MAX_WORKERS];
+    int n = pool_workers_with(p, k, idx, POOL_MAX_WORKERS);
+    if (n == 0) {
+        if (pl_now_s() - c->lost_at <= p->o.replace_wait_ms * 1e-3) return 0;
+        return pl_fail(PL_EPEER, "%s died while handling %s request %llu, and no other %s worker "
+                                 "registered within %d s to take it over",
+                       wname(p, dead, nm, sizeof nm), body_name(c->req->body_case),
+                       (unsigned long long)c->req->id, role_kind_name(k),
+                       p->o.replace_wait_ms / 1000);
+    }
+    p->w[dead].busy = 0;
+    c->worker = idx[0];
+    double waited = pl_now_s() - c->lost_at;
+    PL_TRY(send_call(p, c));
+    p->recovery_s += waited;
+    c->lost_at = 0;
+    plog(p, "%s died; its %s request went to %s after %.1f s", wname(p, dead, nm, sizeof nm),
+         body_name(c->req->body_case), wname(p, c->worker, nm2, sizeof nm2), waited);
+    return 1;
+}
+
+long pool_recoveries(const Pool *p) { return p->recoveries; }
+
+double pool_recovery_s_take(Pool *p) {
+    double s = p->recovery_s;
+    p->recovery_s = 0;
+    return s;
+}
+
 int pool_call(Pool *p, PoolCall *calls, int n) {
     char nm[256];
     for (int i = 0; i < n; i++) {
         PoolCall *c = &calls[i];
         c->rep = NULL;
         c->pack_s = c->compute_s = 0;
+        c->bytes_out = 0;
+        c->lost_at = 0;
         if (c->worker < 0 || c->worker >= p->n || !p->w[c->worker].alive)
             return pl_fail(PL_EPEER, "request %s for a worker that is not alive",
                            body_name(c->req->body_case));
-        c->req->id = p->next_id++;
-        c->req->protocol = PLUMB_PROTOCOL;
-        void *buf;
-        size_t len;
-        double t0 = pl_now_s();
-        PL_TRY(wire_pack(c->req, &buf, &len));
-        c->pack_s = pl_now_s() - t0;
-        c->bytes_out = len;
-        int rc = zt_server_send(p->server, &p->w[c->worker].peer, buf, len);
-        free(buf);
-        if (rc < 0) return pl_wrap(rc, "sending %s to %s", body_name(c->req->body_case),
-                                   wname(p, c->worker, nm, sizeof nm));
-        c->wall_s = pl_now_s(); /* the start; on_reply turns it into a duration */
-        p->w[c->worker].busy++;
-        p->w[c->worker].used = 1;
+        PL_TRY(send_call(p, c));
     }
     p->calls = calls, p->n_calls = n;
     double start = pl_now_s();
@@ -533,12 +589,11 @@ int pool_call(Pool *p, PoolCall *calls, int n) {
                 continue;
             }
             pending++;
-            if (!p->w[c->worker].alive)
-                rc = pl_fail(PL_EPEER,
-                             "%s died (no heartbeat for %.1f s) while handling %s request %llu",
-                             wname(p, c->worker, nm, sizeof nm), p->o.dead_after_ms * 1e-3,
-                             body_name(c->req->body_case), (unsigned long long)c->req->id);
-            else if (pl_now_s() - start > p->o.request_timeout_ms * 1e-3)
+            if (!p->w[c->worker].alive) {
+                int t = take_over(p, c);
+                if (t < 0) rc = t;
+                else if (t > 0) start = pl_now_s(); /* the new worker's own time */
+            } else if (pl_now_s() - start > p->o.request_timeout_ms * 1e-3)
                 rc = pl_fail(PL_ETIMEOUT, "%s did not answer %s request %llu within %d s",
                              wname(p, c->worker, nm, sizeof nm), body_name(c->req->body_case),
                              (unsigned long long)c->req->id, p->o.request_timeout_ms / 1000);

@@ -63,6 +63,12 @@ typedef struct {
      * children and Ctrl-C here). */
     int (*tick)(void *ctx);
     FILE *log;               /* messages about peers (stderr)                 */
+    /* Roles whose workers hold no state a run needs (untrained ones): the
+     * requests a dead one held are sent again to another live worker with
+     * the role, waiting up to replace_wait_ms for one to register (a
+     * restarted or new worker). 0 / 0: a dead worker fails the call. */
+    unsigned replaceable;
+    int replace_wait_ms;
 } PoolOptions;
 
 typedef struct Pool Pool;
@@ -101,13 +107,23 @@ typedef struct {
     double compute_s;        /* the worker's own handling time                */
     double pack_s;           /* packing + unpacking on the coordinator        */
     size_t bytes_out, bytes_in;
+    double lost_at;          /* when its worker was found dead (0: it lives)  */
 } PoolCall;
 
-/* Sends all n requests, then waits for all replies. Fails (< 0) when a
- * worker dies or times out (naming it, its role and pid) or answers with an
- * Error (its message); the other replies are still collected or dropped, so
- * nothing stays in flight. */
+/* Sends all n requests, then waits for all replies. A request whose worker
+ * dies is sent again to another live worker of its role when the role is
+ * replaceable (PoolOptions), once one is there; a late reply from the dead
+ * one is dropped. Fails (< 0) when a worker of another role dies, or none
+ * takes a dead one's place in time, or a worker times out (naming it, its
+ * role and pid), or answers with an Error (its message); the other replies
+ * are still collected or dropped, so nothing stays in flight. */
 int pool_call(Pool *p, PoolCall *calls, int n);
+
+/* Workers of replaceable roles found dead so far (each one another
+ * worker takes the place of), and the seconds calls spent waiting for one
+ * to take their requests over since the last call of this. */
+long pool_recoveries(const Pool *p);
+double pool_recovery_s_take(Pool *p);
 void pool_calls_free(PoolCall *calls, int n);
 
 /* Bad frames refused without a log line or an Error reply, because they

@@ -23,6 +23,11 @@ unsigned coord_needed_roles(const RunConfig *c) {
     return d ? d->roles(c) : 1u << ROLE_ACTOR;
 }
 
+unsigned coord_trained_roles(const RunConfig *c) {
+    const AlgoDesc *d = algos_find(c->algo);
+    return d ? d->trained : 1u << ROLE_ACTOR;
+}
+
 static int load_data(Run *r) {
     const RunConfig *c = r->cfg;
     DsFormat fmt = r->algo->data;
@@ -153,6 +158,10 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
     po.dead_after_ms = cfg->dead_after_ms;
     po.request_timeout_ms = cfg->request_timeout_s * 1000;
     po.role_config = roles_config;
+    /* a dead worker of untrained roles holds nothing the run needs: its
+     * requests go to the one that takes its place */
+    po.replaceable = coord_needed_roles(cfg) & ~r->algo->trained;
+    po.replace_wait_ms = cfg->startup_timeout_s * 1000;
     po.ctx = r;
     po.tick = tick_pass;
     if ((rc = pool_new(&r->pool, &po)) < 0) {
@@ -209,6 +218,8 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
         stats_put(&r->stats, "perf/serialize_s", r->serialize_s);
         stats_put(&r->stats, "perf/overhead_frac", dt > 0 ? 1.0 - r->compute_s / dt : 0);
         stats_put(&r->stats, "perf/tokens_per_s", dt > 0 ? r->tokens / dt : 0);
+        stats_put(&r->stats, "perf/recovery_s", pool_recovery_s_take(r->pool));
+        stats_put(&r->stats, "run/restarts", (double)pool_recoveries(r->pool));
         int last = r->step == cfg->steps;
         if ((cfg->eval_every > 0 && r->step % cfg->eval_every == 0) || last) rc = r->algo->eval(r);
         if (rc == 0)

@@ -35,6 +35,8 @@ typedef struct {
 
 /* The roles an algorithm needs (bit (1u << RoleKind)). */
 unsigned coord_needed_roles(const RunConfig *cfg);
+/* The roles the algorithm trains (bit mask): their workers hold state. */
+unsigned coord_trained_roles(const RunConfig *cfg);
 
 /* With model.path empty, writes the random model.init.* model (seeded by
  * run.seed) with the tokenizer's files into RUN_DIR/init and points

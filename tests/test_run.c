@@ -713,6 +713,90 @@ static void test_dp_late_replica(void **state) {
     free(log), free(m), free(clog), free((void *)metrics);
 }
 
+/* The pid of the newest "plumb train: worker I (ROLES) pid P" line of log
+ * whose roles are `roles`, or -1. */
+static pid_t newest_worker(const char *log, const char *roles) {
+    char *t = tu_read_file(log, NULL), *p = t;
+    pid_t found = -1;
+    while (p && (p = strstr(p, "plumb train: worker "))) {
+        int i, pid;
+        char r[64];
+        if (sscanf(p, "plumb train: worker %d (%63[^)]) pid %d", &i, r, &pid) == 3 &&
+            !strcmp(r, roles))
+            found = pid;
+        p++;
+    }
+    free(t);
+    return found;
+}
+
+/* plumb train with DPO, actor and reference in two processes: SIGKILL the
+ * reference mid-run. The launcher starts it again, the coordinator gives
+ * the new one the dead one's requests, and the run ends as an
+ * uninterrupted one does, every metric equal (but perf/ and the restart
+ * count). Killed each time it comes back, it stops the run once
+ * launch.max_restarts is spent, naming it. */
+static void test_train_worker_replaced(void **state) {
+    (void)state;
+    char body[8192], cfg[2048], *out;
+    algo_body(body, sizeof body, "dpo");
+    strncat(body, "transport.heartbeat_ms: 300\ntransport.dead_after_ms: 1500\n",
+            sizeof body - strlen(body) - 1);
+    config(cfg, sizeof cfg, "replaced", body);
+    const char *run = strdup(tu_path("%s/replaced", dir));
+    const char *log = strdup(tu_path("%s/replaced.log", dir));
+    pid_t tr = tu_spawn(log, "train %s run.steps=40 --quiet", cfg);
+    if (!tu_wait_lines(tu_path("%s/metrics.jsonl", run), 3, 30)) {
+        tu_stop(tr);
+        fail_msg("no steps logged:\n%s", tu_read_file(log, NULL));
+    }
+    pid_t ref = newest_worker(log, "reference");
+    assert_true(ref > 0);
+    kill(ref, SIGKILL);
+    int st = 0, done = tu_wait_exit(tr, 60, &st);
+    tu_stop(tr);
+    char *text = tu_read_file(log, NULL);
+    if (!done || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("the run with a replaced reference ended with status 0x%x:\n%s", st, text);
+    if (!strstr(text, "restarting worker 1 (reference), restart 1 of 3"))
+        fail_msg("plumb train does not say it restarted the reference:\n%s", text);
+    free(text);
+    int rc = tu_plumb(&out, "train %s run.steps=40 --quiet run.dir=%s/replaced-ref", cfg, dir);
+    if (rc != 0) fail_msg("the uninterrupted run: exit %d\n%s", rc, out);
+    free(out);
+    json_t *ma = tu_metrics_load(run), *mb = tu_metrics_load(tu_path("%s/replaced-ref", dir));
+    json_t *last = tu_metrics_step(ma, 40);
+    if (!last || json_number_value(json_object_get(last, "run/restarts")) < 1)
+        fail_msg("run/restarts does not count the replaced reference");
+    for (long st2 = 0; st2 <= 40; st2++) {
+        json_t *l = tu_metrics_step(ma, st2), *k = tu_metrics_step(mb, st2);
+        if (l) json_object_del(l, "run/restarts");
+        if (k) json_object_del(k, "run/restarts");
+        tu_assert_same_step(ma, mb, st2, "replaced reference vs uninterrupted");
+    }
+    json_decref(ma);
+    json_decref(mb);
+
+    /* a reference that dies each time it starts */
+    tr = tu_spawn(log, "train %s run.steps=100000 --quiet launch.max_restarts=2 run.dir=%s/dying",
+                  cfg, dir);
+    pid_t last_pid = -1;
+    double end = tu_now_s() + 60;
+    while (tu_now_s() < end && tu_process_alive(tr)) {
+        pid_t p = newest_worker(log, "reference");
+        if (p > 0 && p != last_pid) kill(p, SIGKILL), last_pid = p;
+        tu_sleep_ms(20);
+    }
+    done = tu_wait_exit(tr, 10, &st);
+    tu_stop(tr);
+    text = tu_read_file(log, NULL);
+    if (!done || !WIFEXITED(st) || WEXITSTATUS(st) == 0 ||
+        !strstr(text, "worker 1 (reference) died 3 times: launch.max_restarts (2) is spent"))
+        fail_msg("a reference that keeps dying: status 0x%x\n%s", st, text);
+    free(text);
+    free((void *)run), free((void *)log);
+}
+
 /* plumb train with PPO in four processes: SIGKILL the critic mid-run; the
  * launcher stops with a non-zero exit within 8 s, names the worker and its
  * role, and leaves none of the other workers running. */
@@ -1452,6 +1536,7 @@ int main(void) {
         cmocka_unit_test(test_reward_model),
         cmocka_unit_test(test_coordinator_worker_killed),
         cmocka_unit_test(test_train_child_killed),
+        cmocka_unit_test(test_train_worker_replaced),
         cmocka_unit_test(test_dp_replica_killed),
         cmocka_unit_test(test_dp_late_replica),
         cmocka_unit_test(test_bad_frames),

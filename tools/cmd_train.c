@@ -25,8 +25,10 @@
 
 typedef struct {
     char roles[128];
+    unsigned mask;           /* its roles, as bits                 */
     pid_t pid;
     int exited, status;
+    int restarts;            /* times it was started again         */
     char log[CFG_PATH + 64];
 } Child;
 
@@ -36,6 +38,8 @@ typedef struct {
     int n;
     int threads;
     int running;             /* 1 while the run should be going on */
+    char endpoint[512];      /* the coordinator's, for restarts    */
+    char pub[ZT_KEY_LEN + 1];/* the coordinator's public key (CURVE) */
 } Launch;
 
 static volatile sig_atomic_t g_signal = 0;
@@ -62,7 +66,10 @@ static int plan(Launch *l) {
     unsigned need = coord_needed_roles(c), placed = 0;
     if (!strcmp(c->workers, "auto")) {
         for (int k = 0; k < ROLE_NKINDS; k++)
-            if (need & (1u << k)) snprintf(l->kids[l->n++].roles, 128, "%s", role_kind_name(k));
+            if (need & (1u << k)) {
+                l->kids[l->n].mask = 1u << k;
+                snprintf(l->kids[l->n++].roles, 128, "%s", role_kind_name(k));
+            }
         return 0;
     }
     char buf[CFG_STR];
@@ -78,6 +85,7 @@ static int plan(Launch *l) {
                 return pl_fail(PL_EINVAL, "launch.workers: unknown role '%s' in \"%s\"", r,
                                c->workers);
             placed |= 1u << k;
+            l->kids[l->n].mask |= 1u << k;
         }
         snprintf(l->kids[l->n++].roles, 128, "%s", p);
     }
@@ -89,59 +97,67 @@ static int plan(Launch *l) {
     return 0;
 }
 
+/* Starts worker process i (again, after a restart). */
+static int spawn_one(Launch *l, int i) {
+    const RunConfig *c = l->cfg;
+    Child *k = &l->kids[i];
+    char threads[16], rank[16];
+    snprintf(threads, sizeof threads, "%d", l->threads);
+    snprintf(rank, sizeof rank, "%d", i);
+    char *argv[32];
+    int a = 0;
+    argv[a++] = "plumb", argv[a++] = "worker";
+    argv[a++] = "--role", argv[a++] = k->roles;
+    argv[a++] = "--connect", argv[a++] = l->endpoint;
+    argv[a++] = "--model", argv[a++] = (char *)c->model_path;
+    argv[a++] = "--tokenizer", argv[a++] = (char *)c->tokenizer;
+    argv[a++] = "--threads", argv[a++] = threads;
+    argv[a++] = "--device", argv[a++] = (char *)c->device;
+    argv[a++] = "--rank", argv[a++] = rank;
+    if (c->secret_key[0]) {
+        argv[a++] = "--server-key", argv[a++] = l->pub;
+        argv[a++] = "--key", argv[a++] = (char *)c->client_key;
+    }
+    argv[a++] = "--verbose";
+    argv[a] = NULL;
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) return pl_fail(PL_EIO, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        /* Own process group: Ctrl-C reaches the launcher, which stops us.
+         * The kernel stops us if the launcher dies. */
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent) _exit(1);
+        int fd = open(k->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) dup2(fd, 1), dup2(fd, 2), close(fd);
+        execv("/proc/self/exe", argv);
+        fprintf(stderr, "plumb train: exec: %s\n", strerror(errno));
+        _exit(127);
+    }
+    k->pid = pid;
+    k->exited = 0;
+    fprintf(stderr, "plumb train: worker %d (%s) pid %d, log %s\n", i, k->roles, pid, k->log);
+    return 0;
+}
+
 /* Starts the workers once the coordinator is listening. */
 static int spawn(void *ctx, const char *endpoint) {
     Launch *l = ctx;
     const RunConfig *c = l->cfg;
-    char logs[CFG_PATH + 16], threads[16], pub[ZT_KEY_LEN + 1];
+    char logs[CFG_PATH + 16];
     snprintf(logs, sizeof logs, "%s/logs", c->run_dir);
     mkdir(logs, 0755);
-    snprintf(threads, sizeof threads, "%d", l->threads);
+    snprintf(l->endpoint, sizeof l->endpoint, "%s", endpoint);
     if (c->secret_key[0]) {
         if (!c->client_key[0])
             return pl_fail(PL_EINVAL, "transport.secret_key is set: plumb train also needs "
                                       "transport.client_key, the key pair its workers use");
-        PL_TRY(zt_key_read(c->secret_key, pub, NULL));
+        PL_TRY(zt_key_read(c->secret_key, l->pub, NULL));
     }
-    pid_t parent = getpid();
     for (int i = 0; i < l->n; i++) {
-        Child *k = &l->kids[i];
-        snprintf(k->log, sizeof k->log, "%s/worker-%d.log", logs, i);
-        char *argv[32];
-        int a = 0;
-        argv[a++] = "plumb", argv[a++] = "worker";
-        argv[a++] = "--role", argv[a++] = k->roles;
-        argv[a++] = "--connect", argv[a++] = (char *)endpoint;
-        argv[a++] = "--model", argv[a++] = (char *)c->model_path;
-        argv[a++] = "--tokenizer", argv[a++] = (char *)c->tokenizer;
-        argv[a++] = "--threads", argv[a++] = threads;
-        argv[a++] = "--device", argv[a++] = (char *)c->device;
-        char rank[16];
-        snprintf(rank, sizeof rank, "%d", i);
-        argv[a++] = "--rank", argv[a++] = rank;
-        if (c->secret_key[0]) {
-            argv[a++] = "--server-key", argv[a++] = pub;
-            argv[a++] = "--key", argv[a++] = (char *)c->client_key;
-        }
-        argv[a++] = "--verbose";
-        argv[a] = NULL;
-        pid_t pid = fork();
-        if (pid < 0) return pl_fail(PL_EIO, "fork: %s", strerror(errno));
-        if (pid == 0) {
-            /* Own process group: Ctrl-C reaches the launcher, which stops us.
-             * The kernel stops us if the launcher dies. */
-            setpgid(0, 0);
-            prctl(PR_SET_PDEATHSIG, SIGTERM);
-            if (getppid() != parent) _exit(1);
-            int fd = open(k->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-            if (fd >= 0) dup2(fd, 1), dup2(fd, 2), close(fd);
-            execv("/proc/self/exe", argv);
-            fprintf(stderr, "plumb train: exec: %s\n", strerror(errno));
-            _exit(127);
-        }
-        k->pid = pid;
-        fprintf(stderr, "plumb train: worker %d (%s) pid %d, log %s\n", i, k->roles, pid,
-                k->log);
+        snprintf(l->kids[i].log, sizeof l->kids[i].log, "%s/worker-%d.log", logs, i);
+        PL_TRY(spawn_one(l, i));
     }
     return 0;
 }
@@ -172,7 +188,23 @@ static int watch(void *ctx) {
                     k->roles, k->pid, WIFSIGNALED(st) ? "was killed by signal" : "exited with status",
                     WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), k->log);
             tail_log(k->log);
-            return pl_fail(PL_EPEER, "worker %d (%s) stopped during the run", i, k->roles);
+            /* an untrained role holds nothing a new process lacks: start it
+             * again, and the coordinator gives it the dead one's requests */
+            int stateless = !(k->mask & coord_trained_roles(l->cfg));
+            if (stateless && k->restarts < l->cfg->max_restarts) {
+                k->restarts++;
+                fprintf(stderr, "plumb train: restarting worker %d (%s), restart %d of %d\n", i,
+                        k->roles, k->restarts, l->cfg->max_restarts);
+                PL_TRY(spawn_one(l, i));
+                continue;
+            }
+            if (stateless)
+                return pl_fail(PL_EPEER, "worker %d (%s) died %d times: launch.max_restarts (%d) "
+                                         "is spent", i, k->roles, k->restarts + 1,
+                               l->cfg->max_restarts);
+            return pl_fail(PL_EPEER, "worker %d (%s) stopped during the run (a role it trains "
+                                     "holds state a new process does not have: --resume from "
+                                     "the last checkpoint)", i, k->roles);
         }
     }
     return 0;
