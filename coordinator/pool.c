@@ -438,6 +438,21 @@ static int serve(Pool *p, int ms) {
     return 0;
 }
 
+/* Worker i is dead (why, for the log). */
+static void set_dead(Pool *p, int i, const char *why) {
+    char nm[256];
+    PoolWorker *w = &p->w[i];
+    w->alive = 0;
+    if ((w->roles & ~p->o.replaceable) == 0) p->recoveries++;
+    plog(p, "%s %s: considered dead", wname(p, i, nm, sizeof nm), why);
+}
+
+void pool_mark_dead(Pool *p, int pid, const char *host) {
+    for (int i = 0; i < p->n; i++)
+        if (p->w[i].alive && p->w[i].pid == pid && !strcmp(p->w[i].host, host))
+            set_dead(p, i, "ended (its launcher saw it)");
+}
+
 /* Marks workers whose heartbeats stopped as dead. */
 static void check_dead(Pool *p) {
     double t = pl_now_s();
@@ -445,10 +460,8 @@ static void check_dead(Pool *p) {
     for (int i = 0; i < p->n; i++) {
         PoolWorker *w = &p->w[i];
         if (w->alive && t - w->last_seen > p->o.dead_after_ms * 1e-3) {
-            w->alive = 0;
-            if ((w->roles & ~p->o.replaceable) == 0) p->recoveries++;
-            plog(p, "%s stopped sending heartbeats %.1f s ago: considered dead",
-                 wname(p, i, nm, sizeof nm), t - w->last_seen);
+            snprintf(nm, sizeof nm, "stopped sending heartbeats %.1f s ago", t - w->last_seen);
+            set_dead(p, i, nm);
         }
     }
 }
@@ -551,6 +564,19 @@ static int take_over(Pool *p, PoolCall *c) {
     plog(p, "%s died; its %s request went to %s after %.1f s", wname(p, dead, nm, sizeof nm),
          body_name(c->req->body_case), wname(p, c->worker, nm2, sizeof nm2), waited);
     return 1;
+}
+
+int pool_await_role(Pool *p, RoleKind k, int *idx, int max) {
+    int n = pool_workers_with(p, k, idx, max);
+    if (n > 0 || !(p->o.replaceable & (1u << k))) return n;
+    double t0 = pl_now_s();
+    while (n == 0 && pl_now_s() - t0 < p->o.replace_wait_ms * 1e-3) {
+        int rc = poll_once(p, 100);
+        if (rc < 0) return rc;
+        n = pool_workers_with(p, k, idx, max);
+    }
+    p->recovery_s += pl_now_s() - t0;
+    return n;
 }
 
 long pool_recoveries(const Pool *p) { return p->recoveries; }

@@ -92,6 +92,11 @@ int pool_wait_roles(Pool *p, unsigned needed, int min_workers, int timeout_ms);
  * max); returns their count. */
 int pool_workers_with(const Pool *p, RoleKind k, int *idx, int max);
 const PoolWorker *pool_worker(const Pool *p, int i);
+/* pool_workers_with, but for a replaceable role with no live worker it
+ * serves the socket up to replace_wait_ms until one registers (a worker
+ * that died is being replaced). 0 when none came, < 0 when the wait was
+ * stopped (the tick hook's error). */
+int pool_await_role(Pool *p, RoleKind k, int *idx, int max);
 
 /* "worker 2 (actor,reference, pid 1234 on host)" into buf; returns buf. */
 const char *pool_worker_name(const Pool *p, int i, char *buf, size_t cap);
@@ -118,6 +123,10 @@ typedef struct {
  * role and pid), or answers with an Error (its message); the other replies
  * are still collected or dropped, so nothing stays in flight. */
 int pool_call(Pool *p, PoolCall *calls, int n);
+
+/* Takes the live worker with this pid on host for dead (its process was
+ * seen to end), as a missed heartbeat would after dead_after_ms. */
+void pool_mark_dead(Pool *p, int pid, const char *host);
 
 /* Workers of replaceable roles found dead so far (each one another
  * worker takes the place of), and the seconds calls spent waiting for one

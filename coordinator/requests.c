@@ -50,7 +50,8 @@ int req_expect(Run *r, const PoolCall *c, Plumb__Envelope__BodyCase kind, const 
 
 int req_first(Run *r, RoleKind k) {
     int idx[POOL_MAX_WORKERS];
-    int n = pool_workers_with(r->pool, k, idx, POOL_MAX_WORKERS);
+    int n = pool_await_role(r->pool, k, idx, POOL_MAX_WORKERS);
+    if (n < 0) return n;
     if (n == 0) return pl_fail(PL_EPEER, "no live worker hosts the %s role", role_kind_name(k));
     return idx[0];
 }

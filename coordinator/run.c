@@ -84,7 +84,14 @@ static void progress(Run *r, double t_start, long first_step) {
 
 static int tick_pass(void *ctx) {
     Run *r = ctx;
-    return r->hooks->tick ? r->hooks->tick(r->hooks->ctx) : 0;
+    int rc = r->hooks->tick ? r->hooks->tick(r->hooks->ctx) : 0;
+    if (rc == 0 && r->hooks->dead_pid && r->pool) {
+        char host[128] = "";
+        gethostname(host, sizeof host - 1);
+        for (int pid; (pid = r->hooks->dead_pid(r->hooks->ctx)) > 0;)
+            pool_mark_dead(r->pool, pid, host);
+    }
+    return rc;
 }
 
 int coord_run(RunConfig *cfg, const CoordHooks *hooks) {

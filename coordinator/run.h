@@ -27,6 +27,10 @@ typedef struct {
     /* Called about every 100 ms while waiting; < 0 stops the run (the
      * launcher reports dead children and Ctrl-C here). */
     int (*tick)(void *ctx);
+    /* Called after tick: the pid of a worker process on this host that the
+     * launcher saw die since the last call, or 0. The pool takes it for
+     * dead at once instead of after transport.dead_after_ms. */
+    int (*dead_pid)(void *ctx);
     void *ctx;
     int quiet;               /* no progress lines                                 */
     int min_workers;         /* wait for this many workers (the launcher's count)

@@ -40,6 +40,8 @@ typedef struct {
     int running;             /* 1 while the run should be going on */
     char endpoint[512];      /* the coordinator's, for restarts    */
     char pub[ZT_KEY_LEN + 1];/* the coordinator's public key (CURVE) */
+    pid_t dead[MAX_PROCS];   /* restarted workers' old pids, for the pool */
+    int n_dead;
 } Launch;
 
 static volatile sig_atomic_t g_signal = 0;
@@ -193,6 +195,7 @@ static int watch(void *ctx) {
             int stateless = !(k->mask & coord_trained_roles(l->cfg));
             if (stateless && k->restarts < l->cfg->max_restarts) {
                 k->restarts++;
+                if (l->n_dead < MAX_PROCS) l->dead[l->n_dead++] = k->pid;
                 fprintf(stderr, "plumb train: restarting worker %d (%s), restart %d of %d\n", i,
                         k->roles, k->restarts, l->cfg->max_restarts);
                 PL_TRY(spawn_one(l, i));
@@ -208,6 +211,12 @@ static int watch(void *ctx) {
         }
     }
     return 0;
+}
+
+/* CoordHooks.dead_pid: the old pids of restarted workers, one a call. */
+static int dead_pid(void *ctx) {
+    Launch *l = ctx;
+    return l->n_dead > 0 ? (int)l->dead[--l->n_dead] : 0;
 }
 
 /* Waits for the workers to leave; SIGTERM after grace_s, SIGKILL 3 s later. */
@@ -253,7 +262,8 @@ int cmd_train(int argc, char **argv) {
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     l.running = 1;
-    CoordHooks h = {.resume = a.resume, .on_bound = spawn, .tick = watch, .ctx = &l,
+    CoordHooks h = {.resume = a.resume, .on_bound = spawn, .tick = watch, .dead_pid = dead_pid,
+                    .ctx = &l,
                     .quiet = a.quiet, .min_workers = l.n};
     rc = coord_run(&a.cfg, &h);
     l.running = 0;
