@@ -17,12 +17,9 @@ static void ckpt_name(const Run *r, long step, char *out, size_t cap, int tmp) {
              tmp ? ".tmp" : "");
 }
 
-int checkpoint_write(Run *r, int export_hf) {
-    char tmp[CFG_PATH + 64], dst[CFG_PATH + 64];
-    ckpt_name(r, r->step, tmp, sizeof tmp, 1);
-    ckpt_name(r, r->step, dst, sizeof dst, 0);
-    pl_rm_rf(tmp);
-    PL_TRY(pl_mkdirs(tmp));
+/* Asks each trained role to write its state under dir (the actor also its
+ * Hugging Face export when export_hf). */
+static int save_roles(Run *r, const char *dir, int export_hf) {
     WireArena *a = wire_arena_new();
     PL_CHECK_ALLOC(a);
     PoolCall calls[ROLE_NKINDS];
@@ -33,7 +30,7 @@ int checkpoint_write(Run *r, int export_hf) {
         Plumb__Envelope *e = req_env(a, (RoleKind)k);
         Plumb__CheckpointReq *q = wire_alloc(a, sizeof *q);
         plumb__checkpoint_req__init(q);
-        q->dir = wire_strdup(a, tmp);
+        q->dir = wire_strdup(a, dir);
         q->export_hf = export_hf && k == ROLE_ACTOR;
         e->body_case = PLUMB__ENVELOPE__BODY_CHECKPOINT;
         e->checkpoint = q;
@@ -46,6 +43,31 @@ int checkpoint_write(Run *r, int export_hf) {
         rc = req_expect(r, &calls[i], PLUMB__ENVELOPE__BODY_OK, "checkpoint");
     pool_calls_free(calls, n);
     wire_arena_free(&a);
+    return rc;
+}
+
+int checkpoint_live(Run *r) {
+    char tmp[CFG_PATH + 64], dst[CFG_PATH + 64];
+    snprintf(tmp, sizeof tmp, "%s/.live/.step-%06ld.tmp", r->cfg->run_dir, r->step);
+    snprintf(dst, sizeof dst, "%s/.live/step-%06ld", r->cfg->run_dir, r->step);
+    pl_rm_rf(tmp);
+    PL_TRY(pl_mkdirs(tmp));
+    PL_TRY(save_roles(r, tmp, 0));
+    pl_rm_rf(dst);
+    if (rename(tmp, dst) != 0) return pl_fail(PL_EIO, "rename %s: %s", tmp, strerror(errno));
+    if (r->live_dir[0]) pl_rm_rf(r->live_dir);
+    snprintf(r->live_dir, sizeof r->live_dir, "%s", dst);
+    r->live_version = r->adapter_version;
+    return 0;
+}
+
+int checkpoint_write(Run *r, int export_hf) {
+    char tmp[CFG_PATH + 64], dst[CFG_PATH + 64];
+    ckpt_name(r, r->step, tmp, sizeof tmp, 1);
+    ckpt_name(r, r->step, dst, sizeof dst, 0);
+    pl_rm_rf(tmp);
+    PL_TRY(pl_mkdirs(tmp));
+    int rc = save_roles(r, tmp, export_hf);
     if (rc == 0) {
         char path[CFG_PATH + 128];
         snprintf(path, sizeof path, "%s/coordinator.json", tmp);

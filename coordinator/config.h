@@ -152,6 +152,7 @@ typedef struct RunConfig {
                                     process by commas: "actor,reference reward" */
     int threads;                 /* launch.threads per worker (0: cores / workers) */
     int max_restarts;            /* launch.max_restarts: a dead worker restarted (3) */
+    int keep_state;              /* launch.keep_state: trained roles' state after each step */
     char device[CFG_STR];        /* launch.device (cpu)                         */
 } RunConfig;
 

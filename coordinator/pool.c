@@ -296,6 +296,7 @@ static void on_register(Pool *p, const ZtPeer *peer, const Plumb__Envelope *e) {
     wire_arena_free(&a);
     char nm[256];
     plog(p, "%s registered (rank %d, %s)", wname(p, i, nm, sizeof nm), w->rank, w->device);
+    if (p->o.on_registered) p->o.on_registered(p->o.ctx, i);
 }
 
 static void on_heartbeat(Pool *p, const ZtPeer *peer, const Plumb__Envelope *e) {
@@ -447,6 +448,8 @@ static void set_dead(Pool *p, int i, const char *why) {
     plog(p, "%s %s: considered dead", wname(p, i, nm, sizeof nm), why);
 }
 
+void pool_set_replaceable(Pool *p, unsigned roles) { p->o.replaceable = roles; }
+
 void pool_mark_dead(Pool *p, int pid, const char *host) {
     for (int i = 0; i < p->n; i++)
         if (p->w[i].alive && p->w[i].pid == pid && !strcmp(p->w[i].host, host))
@@ -539,7 +542,11 @@ static int take_over(Pool *p, PoolCall *c) {
     RoleKind k;
     int dead = c->worker;
     if (!c->lost_at) c->lost_at = pl_now_s();
-    int ok = c->req->role && role_kind_parse(c->req->role, &k) == 0 &&
+    /* a data-parallel train request is one part of a group's step: the
+     * others wait on it in the collective, and no single worker can redo it */
+    int dp = c->req->body_case == PLUMB__ENVELOPE__BODY_TRAIN && c->req->train->dp &&
+             c->req->train->dp->size > 1;
+    int ok = c->req->role && role_kind_parse(c->req->role, &k) == 0 && !dp &&
              (p->w[dead].roles & ~p->o.replaceable) == 0 && p->o.replace_wait_ms > 0;
     if (!ok)
         return pl_fail(PL_EPEER, "%s died (no heartbeat for %.1f s) while handling %s request %llu",
@@ -548,6 +555,12 @@ static int take_over(Pool *p, PoolCall *c) {
     int idx[POOL_MAX_WORKERS];
     int n = pool_workers_with(p, k, idx, POOL_MAX_WORKERS);
     if (n == 0) {
+        if (!c->waiting) {
+            plog(p, "%s died holding %s request %llu; waiting up to %d s for a %s worker to take "
+                    "its place", wname(p, dead, nm, sizeof nm), body_name(c->req->body_case),
+                 (unsigned long long)c->req->id, p->o.replace_wait_ms / 1000, role_kind_name(k));
+            c->waiting = 1;
+        }
         if (pl_now_s() - c->lost_at <= p->o.replace_wait_ms * 1e-3) return 0;
         return pl_fail(PL_EPEER, "%s died while handling %s request %llu, and no other %s worker "
                                  "registered within %d s to take it over",
@@ -560,7 +573,7 @@ static int take_over(Pool *p, PoolCall *c) {
     double waited = pl_now_s() - c->lost_at;
     PL_TRY(send_call(p, c));
     p->recovery_s += waited;
-    c->lost_at = 0;
+    c->lost_at = 0, c->waiting = 0;
     plog(p, "%s died; its %s request went to %s after %.1f s", wname(p, dead, nm, sizeof nm),
          body_name(c->req->body_case), wname(p, c->worker, nm2, sizeof nm2), waited);
     return 1;
@@ -594,7 +607,7 @@ int pool_call(Pool *p, PoolCall *calls, int n) {
         c->rep = NULL;
         c->pack_s = c->compute_s = 0;
         c->bytes_out = 0;
-        c->lost_at = 0;
+        c->lost_at = 0, c->waiting = 0;
         if (c->worker < 0 || c->worker >= p->n || !p->w[c->worker].alive)
             return pl_fail(PL_EPEER, "request %s for a worker that is not alive",
                            body_name(c->req->body_case));

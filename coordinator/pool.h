@@ -69,6 +69,8 @@ typedef struct {
      * restarted or new worker). 0 / 0: a dead worker fails the call. */
     unsigned replaceable;
     int replace_wait_ms;
+    /* Called when worker i has registered (may be NULL). */
+    void (*on_registered)(void *ctx, int i);
 } PoolOptions;
 
 typedef struct Pool Pool;
@@ -113,6 +115,7 @@ typedef struct {
     double pack_s;           /* packing + unpacking on the coordinator        */
     size_t bytes_out, bytes_in;
     double lost_at;          /* when its worker was found dead (0: it lives)  */
+    int waiting;             /* said that it waits for a replacement          */
 } PoolCall;
 
 /* Sends all n requests, then waits for all replies. A request whose worker
@@ -123,6 +126,10 @@ typedef struct {
  * role and pid), or answers with an Error (its message); the other replies
  * are still collected or dropped, so nothing stays in flight. */
 int pool_call(Pool *p, PoolCall *calls, int n);
+
+/* Changes PoolOptions.replaceable (a trained role becomes replaceable once
+ * a copy of its state is kept). */
+void pool_set_replaceable(Pool *p, unsigned roles);
 
 /* Takes the live worker with this pid on host for dead (its process was
  * seen to end), as a missed heartbeat would after dead_after_ms. */

@@ -131,6 +131,16 @@ int req_train_add(Run *r, WireArena *a, RoleKind k, Plumb__Envelope *e, PoolCall
         if (n == 0) return pl_fail(PL_EPEER, "no live worker hosts the %s role", role_kind_name(k));
     }
     if (n > cap) return pl_fail(PL_EINVAL, "%d %s replicas: at most %d", n, role_kind_name(k), cap);
+    if (n == 1 && !pool_worker(r->pool, idx[0])->alive) {
+        /* the trainer died: the worker that took its place (with the live
+         * copy of its state, launch.keep_state) trains from now on */
+        int live[POOL_MAX_WORKERS];
+        int m = pool_await_role(r->pool, k, live, POOL_MAX_WORKERS);
+        if (m < 0) return m;
+        if (m == 0) return pl_fail(PL_EPEER, "the %s trainer died and no worker took its place",
+                                   role_kind_name(k));
+        idx[0] = live[0];
+    }
     memset(calls, 0, sizeof *calls * (size_t)n);
     calls[0].worker = idx[0], calls[0].req = e;
     if (n == 1) return 1;

@@ -133,10 +133,14 @@ Plumb__RoleConfig *roles_config(void *ctx, RoleKind k, WireArena *a) {
     default:
         break;
     }
-    if (r->resume_from[0] && k != ROLE_REFERENCE) {
-        char p[CFG_PATH + 64];
-        snprintf(p, sizeof p, "%s/%s", r->resume_from, role_kind_name(k));
-        if (access(p, R_OK) == 0) rc->resume_dir = r->resume_from;
+    /* a worker taking a dead one's place starts from the live copy of the
+     * state; one at the start of a resumed run, from its checkpoint */
+    const char *from = r->live_dir[0] && (r->algo->trained & (1u << k)) ? r->live_dir
+                                                                          : r->resume_from;
+    if (from[0] && k != ROLE_REFERENCE) {
+        char p[CFG_PATH + 128];
+        snprintf(p, sizeof p, "%s/%s", from, role_kind_name(k));
+        if (access(p, R_OK) == 0) rc->resume_dir = wire_strdup(a, from);
     }
     return rc;
 }

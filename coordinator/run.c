@@ -82,6 +82,23 @@ static void progress(Run *r, double t_start, long first_step) {
     metrics_progress(stdout, r->step, c->steps, reward, kl, tps, scaled);
 }
 
+/* PoolOptions.on_registered: a worker that loaded the live copy of the
+ * actor's state holds its adapter version. */
+static void on_registered(void *ctx, int i) {
+    Run *r = ctx;
+    PoolWorker *w = (PoolWorker *)pool_worker(r->pool, i);
+    if (w && r->live_dir[0] && (w->roles & (1u << ROLE_ACTOR))) w->adapter_version = r->live_version;
+}
+
+/* launch.keep_state keeps the trained roles' state after every step, when
+ * it is small: adapters and heads, not fully fine-tuned weights. */
+static int keeps_state(const Run *r) {
+    const RunConfig *c = r->cfg;
+    unsigned t = r->algo->trained;
+    return c->keep_state && !((t & (1u << ROLE_ACTOR)) && c->full_finetune) &&
+           !((t & (1u << ROLE_REWARD)) && c->reward_full_finetune) && c->lora_rank > 0;
+}
+
 static int tick_pass(void *ctx) {
     Run *r = ctx;
     int rc = r->hooks->tick ? r->hooks->tick(r->hooks->ctx) : 0;
@@ -165,6 +182,7 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
     po.dead_after_ms = cfg->dead_after_ms;
     po.request_timeout_ms = cfg->request_timeout_s * 1000;
     po.role_config = roles_config;
+    po.on_registered = on_registered;
     /* a dead worker of untrained roles holds nothing the run needs: its
      * requests go to the one that takes its place */
     po.replaceable = coord_needed_roles(cfg) & ~r->algo->trained;
@@ -229,14 +247,26 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
         stats_put(&r->stats, "run/restarts", (double)pool_recoveries(r->pool));
         int last = r->step == cfg->steps;
         if ((cfg->eval_every > 0 && r->step % cfg->eval_every == 0) || last) rc = r->algo->eval(r);
+        if (rc == 0 && !last && keeps_state(r)) {
+            double t1 = pl_now_s();
+            if ((rc = checkpoint_live(r)) == 0)
+                pool_set_replaceable(r->pool, coord_needed_roles(cfg));
+            stats_put(&r->stats, "perf/keep_state_s", pl_now_s() - t1);
+        }
         if (rc == 0)
             rc = metrics_log(r->metrics, r->step, (const char *const *)r->stats.names,
                              r->stats.values, r->stats.n);
         if (rc == 0) progress(r, t_start, first_step);
         if (rc == 0 && ((cfg->save_every > 0 && r->step % cfg->save_every == 0) || last))
             rc = checkpoint_write(r, last);
+
     }
     free(which);
+    if (rc == 0 && r->live_dir[0]) { /* the run is over: nothing to replace */
+        char live[CFG_PATH + 16];
+        snprintf(live, sizeof live, "%s/.live", cfg->run_dir);
+        pl_rm_rf(live);
+    }
     if (rc == 0) {
         /* RUN_DIR/final -> the last checkpoint's Hugging Face export */
         char link[CFG_PATH + 16], target[64];

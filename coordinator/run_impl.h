@@ -126,6 +126,10 @@ typedef struct Run {
     long tokens;             /* the step's tokens                             */
     char resume_from[CFG_PATH]; /* checkpoint folder, or ""                    */
     struct Stream *stream;   /* data.train from Redis (stream.c), or NULL     */
+    /* launch.keep_state: the trained roles' state after the last step, which
+     * a worker replacing a dead one loads (checkpoint_live) */
+    char live_dir[CFG_PATH + 64];
+    uint64_t live_version;   /* the adapter version it holds                  */
 } Run;
 
 /* ---------------------------------------------------------- requests.c */
@@ -228,6 +232,9 @@ int eval_pref_rm(Run *r);
  * checkpoint.keep. export_hf: the actor also writes its Hugging Face
  * export. */
 int checkpoint_write(Run *r, int export_hf);
+/* RUN_DIR/.live/step-N: every trained role's state now (no export), the
+ * last one removed; sets r->live_dir. */
+int checkpoint_live(Run *r);
 /* The checkpoint folder to resume from: path itself, or the newest step-N
  * under path/checkpoints. */
 int checkpoint_resume_dir(const char *path, char *out, size_t cap);

@@ -579,8 +579,9 @@ static void test_reward_model(void **state) {
 /* ------------------------------------------------------ a dying worker */
 
 /* A config NAME for algo and its coordinator on a free port (*port),
- * run.steps 100000, waiting for min_workers workers, logging to *clog
- * (malloc'ed); fails unless it listens in 20 s. */
+ * run.steps 100000, no copy of trained state (a dead trainer stops it),
+ * waiting for min_workers workers, logging to *clog (malloc'ed); fails
+ * unless it listens in 20 s. */
 static pid_t coordinator_for(const char *algo, const char *name, int min_workers, int *port,
                              char **clog) {
     char body[8192], cfg[2048];
@@ -589,7 +590,8 @@ static pid_t coordinator_for(const char *algo, const char *name, int min_workers
     *port = tu_free_port();
     assert_true(*port > 0);
     *clog = strdup(tu_path("%s/%s-coordinator.log", dir, name));
-    pid_t co = tu_spawn(*clog, "coordinator %s run.steps=100000 transport.endpoint=tcp://127.0.0.1:%d "
+    pid_t co = tu_spawn(*clog, "coordinator %s run.steps=100000 launch.keep_state=false "
+                        "transport.endpoint=tcp://127.0.0.1:%d "
                             "transport.min_workers=%d", cfg, *port, min_workers);
     if (!tu_wait_text(*clog, "listening on", 20)) {
         tu_stop(co);
@@ -730,56 +732,73 @@ static pid_t newest_worker(const char *log, const char *roles) {
     return found;
 }
 
-/* plumb train with DPO, actor and reference in two processes: SIGKILL the
- * reference mid-run. The launcher starts it again, the coordinator gives
- * the new one the dead one's requests, and the run ends as an
- * uninterrupted one does, every metric equal (but perf/ and the restart
- * count). Killed each time it comes back, it stops the run once
- * launch.max_restarts is spent, naming it. */
-static void test_train_worker_replaced(void **state) {
-    (void)state;
-    char body[8192], cfg[2048], *out;
-    algo_body(body, sizeof body, "dpo");
+/* plumb train runs algo with one process per role; the worker of role is
+ * SIGKILLed once 3 steps are logged. The launcher starts it again, the new
+ * one loads the role's state (none, or the copy launch.keep_state keeps
+ * after every step) and takes the dead one's requests, and the run ends as
+ * an uninterrupted one does, every metric equal (but perf/ and the restart
+ * count). */
+static void replaced_same(const char *algo, const char *role, int steps) {
+    char body[8192], cfg[2048], name[64], *out;
+    algo_body(body, sizeof body, algo);
     strncat(body, "transport.heartbeat_ms: 300\ntransport.dead_after_ms: 1500\n",
             sizeof body - strlen(body) - 1);
-    config(cfg, sizeof cfg, "replaced", body);
-    const char *run = strdup(tu_path("%s/replaced", dir));
-    const char *log = strdup(tu_path("%s/replaced.log", dir));
-    pid_t tr = tu_spawn(log, "train %s run.steps=40 --quiet", cfg);
+    snprintf(name, sizeof name, "replaced-%s", algo);
+    config(cfg, sizeof cfg, name, body);
+    const char *run = strdup(tu_path("%s/%s", dir, name));
+    const char *log = strdup(tu_path("%s/%s.log", dir, name));
+    pid_t tr = tu_spawn(log, "train %s run.steps=%d --quiet", cfg, steps);
     if (!tu_wait_lines(tu_path("%s/metrics.jsonl", run), 3, 30)) {
         tu_stop(tr);
-        fail_msg("no steps logged:\n%s", tu_read_file(log, NULL));
+        fail_msg("%s: no steps logged:\n%s", algo, tu_read_file(log, NULL));
     }
-    pid_t ref = newest_worker(log, "reference");
-    assert_true(ref > 0);
-    kill(ref, SIGKILL);
+    pid_t victim = newest_worker(log, role);
+    assert_true(victim > 0);
+    kill(victim, SIGKILL);
     int st = 0, done = tu_wait_exit(tr, 60, &st);
     tu_stop(tr);
     char *text = tu_read_file(log, NULL);
     if (!done || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        fail_msg("the run with a replaced reference ended with status 0x%x:\n%s", st, text);
-    if (!strstr(text, "restarting worker 1 (reference), restart 1 of 3"))
-        fail_msg("plumb train does not say it restarted the reference:\n%s", text);
+        fail_msg("%s with a replaced %s ended with status 0x%x:\n%s", algo, role, st, text);
+    char says[128];
+    snprintf(says, sizeof says, "(%s), restart 1 of 3", role);
+    if (!strstr(text, says)) fail_msg("plumb train does not say it restarted the %s:\n%s", role, text);
     free(text);
-    int rc = tu_plumb(&out, "train %s run.steps=40 --quiet run.dir=%s/replaced-ref", cfg, dir);
-    if (rc != 0) fail_msg("the uninterrupted run: exit %d\n%s", rc, out);
+    int rc = tu_plumb(&out, "train %s run.steps=%d --quiet run.dir=%s-ref", cfg, steps, run);
+    if (rc != 0) fail_msg("%s, the uninterrupted run: exit %d\n%s", algo, rc, out);
     free(out);
-    json_t *ma = tu_metrics_load(run), *mb = tu_metrics_load(tu_path("%s/replaced-ref", dir));
-    json_t *last = tu_metrics_step(ma, 40);
+    json_t *ma = tu_metrics_load(run), *mb = tu_metrics_load(tu_path("%s-ref", run));
+    json_t *last = tu_metrics_step(ma, steps);
     if (!last || json_number_value(json_object_get(last, "run/restarts")) < 1)
-        fail_msg("run/restarts does not count the replaced reference");
-    for (long st2 = 0; st2 <= 40; st2++) {
-        json_t *l = tu_metrics_step(ma, st2), *k = tu_metrics_step(mb, st2);
+        fail_msg("%s: run/restarts does not count the replaced %s", algo, role);
+    for (long s2 = 0; s2 <= steps; s2++) {
+        json_t *l = tu_metrics_step(ma, s2), *k = tu_metrics_step(mb, s2);
         if (l) json_object_del(l, "run/restarts");
         if (k) json_object_del(k, "run/restarts");
-        tu_assert_same_step(ma, mb, st2, "replaced reference vs uninterrupted");
+        tu_assert_same_step(ma, mb, s2, algo);
     }
     json_decref(ma);
     json_decref(mb);
+    free((void *)run), free((void *)log);
+}
 
-    /* a reference that dies each time it starts */
-    tr = tu_spawn(log, "train %s run.steps=100000 --quiet launch.max_restarts=2 run.dir=%s/dying",
-                  cfg, dir);
+/* The reference of DPO (no state), the actor of GRPO and the critic of PPO
+ * (trained: the kept copy), each killed mid-run; then a reference killed
+ * each time it comes back stops the run once launch.max_restarts is spent,
+ * naming it. */
+static void test_train_worker_replaced(void **state) {
+    (void)state;
+    replaced_same("dpo", "reference", 40);
+    replaced_same("grpo", "actor", 12);
+    replaced_same("ppo", "critic", 12);
+    char body[8192], cfg[2048];
+    algo_body(body, sizeof body, "dpo");
+    config(cfg, sizeof cfg, "dying", body);
+    const char *log = strdup(tu_path("%s/dying.log", dir));
+    int st = 0, done;
+    pid_t tr;
+    char *text;
+    tr = tu_spawn(log, "train %s run.steps=100000 --quiet launch.max_restarts=2", cfg);
     pid_t last_pid = -1;
     double end = tu_now_s() + 60;
     while (tu_now_s() < end && tu_process_alive(tr)) {
@@ -794,10 +813,11 @@ static void test_train_worker_replaced(void **state) {
         !strstr(text, "worker 1 (reference) died 3 times: launch.max_restarts (2) is spent"))
         fail_msg("a reference that keeps dying: status 0x%x\n%s", st, text);
     free(text);
-    free((void *)run), free((void *)log);
+    free((void *)log);
 }
 
-/* plumb train with PPO in four processes: SIGKILL the critic mid-run; the
+/* plumb train with PPO in four processes and no copy of the trained
+ * roles' state (launch.keep_state false): SIGKILL the critic mid-run; the
  * launcher stops with a non-zero exit within 8 s, names the worker and its
  * role, and leaves none of the other workers running. */
 static void test_train_child_killed(void **state) {
@@ -807,7 +827,8 @@ static void test_train_child_killed(void **state) {
     config(cfg, sizeof cfg, "trainkill", body);
     const char *run = strdup(tu_path("%s/trainkill", dir));
     const char *log = strdup(tu_path("%s/trainkill.log", dir));
-    pid_t tr = tu_spawn(log, "train %s run.steps=100000 data.eval= --quiet", cfg);
+    pid_t tr = tu_spawn(log, "train %s run.steps=100000 data.eval= --quiet launch.keep_state=false",
+                        cfg);
     if (!tu_wait_lines(tu_path("%s/metrics.jsonl", run), 3, 30)) {
         tu_stop(tr);
         fail_msg("no steps logged:\n%s", tu_read_file(log, NULL));

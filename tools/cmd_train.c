@@ -192,7 +192,9 @@ static int watch(void *ctx) {
             tail_log(k->log);
             /* an untrained role holds nothing a new process lacks: start it
              * again, and the coordinator gives it the dead one's requests */
-            int stateless = !(k->mask & coord_trained_roles(l->cfg));
+            /* a trained role's worker too, when the coordinator keeps a copy
+             * of the state (launch.keep_state); it refuses the rest */
+            int stateless = !(k->mask & coord_trained_roles(l->cfg)) || l->cfg->keep_state;
             if (stateless && k->restarts < l->cfg->max_restarts) {
                 k->restarts++;
                 if (l->n_dead < MAX_PROCS) l->dead[l->n_dead++] = k->pid;
