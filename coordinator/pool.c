@@ -446,6 +446,7 @@ static void set_dead(Pool *p, int i, const char *why) {
     w->alive = 0;
     if ((w->roles & ~p->o.replaceable) == 0) p->recoveries++;
     plog(p, "%s %s: considered dead", wname(p, i, nm, sizeof nm), why);
+    if (p->o.on_dead) p->o.on_dead(p->o.ctx, i);
 }
 
 void pool_set_replaceable(Pool *p, unsigned roles) { p->o.replaceable = roles; }
@@ -556,8 +557,8 @@ static int take_over(Pool *p, PoolCall *c) {
     int n = pool_workers_with(p, k, idx, POOL_MAX_WORKERS);
     if (n == 0) {
         if (!c->waiting) {
-            plog(p, "%s died holding %s request %llu; waiting up to %d s for a %s worker to take "
-                    "its place", wname(p, dead, nm, sizeof nm), body_name(c->req->body_case),
+            plog(p, "%s died holding %s request %llu; waiting up to %d s for a worker of role %s "
+                    "to take its place", wname(p, dead, nm, sizeof nm), body_name(c->req->body_case),
                  (unsigned long long)c->req->id, p->o.replace_wait_ms / 1000, role_kind_name(k));
             c->waiting = 1;
         }

@@ -69,8 +69,10 @@ typedef struct {
      * restarted or new worker). 0 / 0: a dead worker fails the call. */
     unsigned replaceable;
     int replace_wait_ms;
-    /* Called when worker i has registered (may be NULL). */
+    /* Called when worker i has registered, and when it is found dead (may
+     * be NULL). */
     void (*on_registered)(void *ctx, int i);
+    void (*on_dead)(void *ctx, int i);
 } PoolOptions;
 
 typedef struct Pool Pool;

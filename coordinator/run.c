@@ -90,6 +90,16 @@ static void on_registered(void *ctx, int i) {
     if (w && r->live_dir[0] && (w->roles & (1u << ROLE_ACTOR))) w->adapter_version = r->live_version;
 }
 
+/* PoolOptions.on_dead: a worker of this host that stopped beating may
+ * hang; the launcher (when there is one) ends it so that it is replaced. */
+static void on_dead(void *ctx, int i) {
+    Run *r = ctx;
+    const PoolWorker *w = pool_worker(r->pool, i);
+    char host[128] = "";
+    gethostname(host, sizeof host - 1);
+    if (w && r->hooks->hung_pid && !strcmp(w->host, host)) r->hooks->hung_pid(r->hooks->ctx, w->pid);
+}
+
 /* launch.keep_state keeps the trained roles' state after every step, when
  * it is small: adapters and heads, not fully fine-tuned weights. */
 static int keeps_state(const Run *r) {
@@ -183,6 +193,7 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
     po.request_timeout_ms = cfg->request_timeout_s * 1000;
     po.role_config = roles_config;
     po.on_registered = on_registered;
+    po.on_dead = on_dead;
     /* a dead worker of untrained roles holds nothing the run needs: its
      * requests go to the one that takes its place */
     po.replaceable = coord_needed_roles(cfg) & ~r->algo->trained;

@@ -31,6 +31,10 @@ typedef struct {
      * launcher saw die since the last call, or 0. The pool takes it for
      * dead at once instead of after transport.dead_after_ms. */
     int (*dead_pid)(void *ctx);
+    /* Called with the pid of a worker on this host that the pool takes for
+     * dead while its process may still be there (it hangs): the launcher
+     * kills it, and then starts it again. May be NULL. */
+    void (*hung_pid)(void *ctx, int pid);
     void *ctx;
     int quiet;               /* no progress lines                                 */
     int min_workers;         /* wait for this many workers (the launcher's count)

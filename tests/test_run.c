@@ -816,6 +816,62 @@ static void test_train_worker_replaced(void **state) {
     free((void *)log);
 }
 
+/* Chaos, bounded: PPO with actor, critic, reward and reference in four
+ * processes for 24 steps; the actor, the critic and the reference are
+ * SIGKILLed and the reward SIGSTOPped (it hangs: no heartbeats, so the
+ * pool takes it for dead and plumb train kills it) at staggered steps. The
+ * run ends with exit 0 and the metrics of the uninterrupted run, every key
+ * but perf/ and run/restarts. */
+static void test_chaos(void **state) {
+    (void)state;
+    char body[8192], cfg[2048], *out;
+    algo_body(body, sizeof body, "ppo");
+    strncat(body, "transport.heartbeat_ms: 300\ntransport.dead_after_ms: 1500\n",
+            sizeof body - strlen(body) - 1);
+    config(cfg, sizeof cfg, "chaos", body);
+    const char *run = strdup(tu_path("%s/chaos", dir));
+    const char *log = strdup(tu_path("%s/chaos.log", dir));
+    const int steps = 24;
+    pid_t tr = tu_spawn(log, "train %s run.steps=%d --quiet", cfg, steps);
+    static const struct {
+        const char *role;
+        int sig, at;
+    } hits[] = {{"actor", SIGKILL, 3}, {"reward", SIGSTOP, 7}, {"critic", SIGKILL, 11},
+                {"reference", SIGKILL, 15}, {"actor", SIGKILL, 19}};
+    for (size_t h = 0; h < sizeof hits / sizeof hits[0]; h++) {
+        if (!tu_wait_lines(tu_path("%s/metrics.jsonl", run), hits[h].at, 60)) {
+            tu_stop(tr);
+            fail_msg("chaos: step %d not reached:\n%s", hits[h].at - 1, tu_read_file(log, NULL));
+        }
+        pid_t p = newest_worker(log, hits[h].role);
+        assert_true(p > 0);
+        kill(p, hits[h].sig);
+    }
+    int st = 0, done = tu_wait_exit(tr, 120, &st);
+    tu_stop(tr);
+    char *text = tu_read_file(log, NULL);
+    if (!done || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("chaos: the run ended with status 0x%x:\n%s", st, text);
+    if (!strstr(text, "(reward, pid") || !strstr(text, "stopped answering; killing it"))
+        fail_msg("chaos: the hung reward was not killed and replaced:\n%s", text);
+    free(text);
+    int rc = tu_plumb(&out, "train %s run.steps=%d --quiet run.dir=%s-ref", cfg, steps, run);
+    if (rc != 0) fail_msg("chaos, the uninterrupted run: exit %d\n%s", rc, out);
+    free(out);
+    json_t *ma = tu_metrics_load(run), *mb = tu_metrics_load(tu_path("%s-ref", run));
+    if (json_number_value(json_object_get(tu_metrics_step(ma, steps), "run/restarts")) < 5)
+        fail_msg("chaos: run/restarts counts fewer than the 5 workers lost");
+    for (long s2 = 0; s2 <= steps; s2++) {
+        json_t *l = tu_metrics_step(ma, s2), *k = tu_metrics_step(mb, s2);
+        if (l) json_object_del(l, "run/restarts");
+        if (k) json_object_del(k, "run/restarts");
+        tu_assert_same_step(ma, mb, s2, "chaos");
+    }
+    json_decref(ma);
+    json_decref(mb);
+    free((void *)run), free((void *)log);
+}
+
 /* plumb train with PPO in four processes and no copy of the trained
  * roles' state (launch.keep_state false): SIGKILL the critic mid-run; the
  * launcher stops with a non-zero exit within 8 s, names the worker and its
@@ -1558,6 +1614,7 @@ int main(void) {
         cmocka_unit_test(test_coordinator_worker_killed),
         cmocka_unit_test(test_train_child_killed),
         cmocka_unit_test(test_train_worker_replaced),
+        cmocka_unit_test(test_chaos),
         cmocka_unit_test(test_dp_replica_killed),
         cmocka_unit_test(test_dp_late_replica),
         cmocka_unit_test(test_bad_frames),

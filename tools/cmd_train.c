@@ -221,6 +221,18 @@ static int dead_pid(void *ctx) {
     return l->n_dead > 0 ? (int)l->dead[--l->n_dead] : 0;
 }
 
+/* CoordHooks.hung_pid: a child the pool takes for dead (no heartbeats)
+ * may hang, as under SIGSTOP; kill it, and watch() starts it again. */
+static void hung_pid(void *ctx, int pid) {
+    Launch *l = ctx;
+    for (int i = 0; i < l->n; i++)
+        if (l->kids[i].pid == pid && !l->kids[i].exited) {
+            fprintf(stderr, "plumb train: worker %d (%s, pid %d) stopped answering; killing it\n",
+                    i, l->kids[i].roles, pid);
+            kill(pid, SIGKILL);
+        }
+}
+
 /* Waits for the workers to leave; SIGTERM after grace_s, SIGKILL 3 s later. */
 static void reap(Launch *l, double grace_s) {
     struct timespec ts = {0, 50 * 1000000};
@@ -265,7 +277,7 @@ int cmd_train(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     l.running = 1;
     CoordHooks h = {.resume = a.resume, .on_bound = spawn, .tick = watch, .dead_pid = dead_pid,
-                    .ctx = &l,
+                    .hung_pid = hung_pid, .ctx = &l,
                     .quiet = a.quiet, .min_workers = l.n};
     rc = coord_run(&a.cfg, &h);
     l.running = 0;
