@@ -46,18 +46,20 @@ static int save_roles(Run *r, const char *dir, int export_hf) {
     return rc;
 }
 
-int checkpoint_live(Run *r) {
-    char tmp[CFG_PATH + 64], dst[CFG_PATH + 64];
-    snprintf(tmp, sizeof tmp, "%s/.live/.step-%06ld.tmp", r->cfg->run_dir, r->step);
-    snprintf(dst, sizeof dst, "%s/.live/step-%06ld", r->cfg->run_dir, r->step);
-    pl_rm_rf(tmp);
-    PL_TRY(pl_mkdirs(tmp));
-    PL_TRY(save_roles(r, tmp, 0));
-    pl_rm_rf(dst);
-    if (rename(tmp, dst) != 0) return pl_fail(PL_EIO, "rename %s: %s", tmp, strerror(errno));
-    if (r->live_dir[0]) pl_rm_rf(r->live_dir);
-    snprintf(r->live_dir, sizeof r->live_dir, "%s", dst);
-    r->live_version = r->adapter_version;
+int checkpoint_kept(Run *r, RoleKind k, const char *dir) {
+    snprintf(r->live_dir[k], sizeof r->live_dir[k], "%s", dir);
+    r->live_step[k] = r->step + 1;
+    if (k == ROLE_ACTOR) r->live_version = r->adapter_version;
+    /* the steps no role's copy is in any more */
+    long oldest = r->live_step[k];
+    for (int t = 0; t < ROLE_NKINDS; t++)
+        if ((r->algo->trained & (1u << t)) && r->live_step[t] < oldest) oldest = r->live_step[t];
+    for (long s = r->live_removed + 1; s < oldest; s++) {
+        char old[CFG_PATH + 64];
+        snprintf(old, sizeof old, "%s/.live/step-%06ld", r->cfg->run_dir, s);
+        pl_rm_rf(old);
+    }
+    if (oldest - 1 > r->live_removed) r->live_removed = oldest - 1;
     return 0;
 }
 

@@ -214,7 +214,7 @@ static const Key KEYS[] = {
     INT("launch.threads", threads, "0", "[0,)", "threads per worker (0: cores / workers)"),
     INT("launch.max_restarts", max_restarts, "3", "[0,)", "plumb train: times a dead worker is restarted"),
     BOOL("launch.keep_state", keep_state, "true",
-         "keep trained roles' state after each step (RUN_DIR/.live) to replace their dead workers"),
+         "trainers save their state with each update (RUN_DIR/.live) to replace dead workers"),
     STR("launch.device", device, "cpu",
         "where plumb train's workers compute: cpu, cuda (= cuda:0) or cuda:N (cpu-staged: the "
         "CPU behind the device path, a check)"),

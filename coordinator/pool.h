@@ -63,10 +63,12 @@ typedef struct {
      * children and Ctrl-C here). */
     int (*tick)(void *ctx);
     FILE *log;               /* messages about peers (stderr)                 */
-    /* Roles whose workers hold no state a run needs (untrained ones): the
-     * requests a dead one held are sent again to another live worker with
-     * the role, waiting up to replace_wait_ms for one to register (a
-     * restarted or new worker). 0 / 0: a dead worker fails the call. */
+    /* Roles whose workers a new one can replace (untrained ones, and with
+     * launch.keep_state the trained ones, whose state is kept with every
+     * update): the requests a dead one held are sent again to another live
+     * worker with the role, waiting up to replace_wait_ms for one to
+     * register (a restarted or new worker). 0 / 0: a dead worker fails the
+     * call. */
     unsigned replaceable;
     int replace_wait_ms;
     /* Called when worker i has registered, and when it is found dead (may
@@ -128,10 +130,6 @@ typedef struct {
  * role and pid), or answers with an Error (its message); the other replies
  * are still collected or dropped, so nothing stays in flight. */
 int pool_call(Pool *p, PoolCall *calls, int n);
-
-/* Changes PoolOptions.replaceable (a trained role becomes replaceable once
- * a copy of its state is kept). */
-void pool_set_replaceable(Pool *p, unsigned roles);
 
 /* Takes the live worker with this pid on host for dead (its process was
  * seen to end), as a missed heartbeat would after dead_after_ms. */

@@ -143,7 +143,15 @@ int req_train_add(Run *r, WireArena *a, RoleKind k, Plumb__Envelope *e, PoolCall
     }
     memset(calls, 0, sizeof *calls * (size_t)n);
     calls[0].worker = idx[0], calls[0].req = e;
-    if (n == 1) return 1;
+    if (n == 1) {
+        /* launch.keep_state: the trainer keeps its state with the update */
+        char dir[CFG_PATH + 64];
+        if (r->keep_state) {
+            snprintf(dir, sizeof dir, "%s/.live/step-%06ld", r->cfg->run_dir, r->step + 1);
+            e->train->keep_dir = wire_strdup(a, dir);
+        }
+        return 1;
+    }
     uint64_t group = ++r->dp_groups;
     for (int i = 0; i < n; i++) {
         Plumb__Envelope *ce = i ? wire_alloc(a, sizeof *ce) : e;
@@ -179,6 +187,8 @@ int req_train_done(Run *r, RoleKind k, const PoolCall *calls, int n, const char 
     }
     put_train_metrics(r, prefix, t0);
     if (k == ROLE_ACTOR) r->adapter_version = t0->adapter_version;
+    const char *kept = calls[0].req->train ? calls[0].req->train->keep_dir : NULL;
+    if (n == 1 && kept && *kept) PL_TRY(checkpoint_kept(r, k, kept));
     for (int i = 0; i < n; i++)
         ((PoolWorker *)pool_worker(r->pool, calls[i].worker))->adapter_version =
             t0->adapter_version;

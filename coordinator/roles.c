@@ -135,8 +135,7 @@ Plumb__RoleConfig *roles_config(void *ctx, RoleKind k, WireArena *a) {
     }
     /* a worker taking a dead one's place starts from the live copy of the
      * state; one at the start of a resumed run, from its checkpoint */
-    const char *from = r->live_dir[0] && (r->algo->trained & (1u << k)) ? r->live_dir
-                                                                          : r->resume_from;
+    const char *from = k < ROLE_NKINDS && r->live_dir[k][0] ? r->live_dir[k] : r->resume_from;
     if (from[0] && k != ROLE_REFERENCE) {
         char p[CFG_PATH + 128];
         snprintf(p, sizeof p, "%s/%s", from, role_kind_name(k));

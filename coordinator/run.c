@@ -87,7 +87,8 @@ static void progress(Run *r, double t_start, long first_step) {
 static void on_registered(void *ctx, int i) {
     Run *r = ctx;
     PoolWorker *w = (PoolWorker *)pool_worker(r->pool, i);
-    if (w && r->live_dir[0] && (w->roles & (1u << ROLE_ACTOR))) w->adapter_version = r->live_version;
+    if (w && r->live_dir[ROLE_ACTOR][0] && (w->roles & (1u << ROLE_ACTOR)))
+        w->adapter_version = r->live_version;
 }
 
 /* PoolOptions.on_dead: a worker of this host that stopped beating may
@@ -196,7 +197,8 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
     po.on_dead = on_dead;
     /* a dead worker of untrained roles holds nothing the run needs: its
      * requests go to the one that takes its place */
-    po.replaceable = coord_needed_roles(cfg) & ~r->algo->trained;
+    r->keep_state = keeps_state(r);
+    po.replaceable = coord_needed_roles(cfg) & (r->keep_state ? ~0u : ~r->algo->trained);
     po.replace_wait_ms = cfg->startup_timeout_s * 1000;
     po.ctx = r;
     po.tick = tick_pass;
@@ -258,12 +260,7 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
         stats_put(&r->stats, "run/restarts", (double)pool_recoveries(r->pool));
         int last = r->step == cfg->steps;
         if ((cfg->eval_every > 0 && r->step % cfg->eval_every == 0) || last) rc = r->algo->eval(r);
-        if (rc == 0 && !last && keeps_state(r)) {
-            double t1 = pl_now_s();
-            if ((rc = checkpoint_live(r)) == 0)
-                pool_set_replaceable(r->pool, coord_needed_roles(cfg));
-            stats_put(&r->stats, "perf/keep_state_s", pl_now_s() - t1);
-        }
+
         if (rc == 0)
             rc = metrics_log(r->metrics, r->step, (const char *const *)r->stats.names,
                              r->stats.values, r->stats.n);
@@ -273,7 +270,7 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
 
     }
     free(which);
-    if (rc == 0 && r->live_dir[0]) { /* the run is over: nothing to replace */
+    if (rc == 0 && r->keep_state) { /* the run is over: nothing to replace */
         char live[CFG_PATH + 16];
         snprintf(live, sizeof live, "%s/.live", cfg->run_dir);
         pl_rm_rf(live);

@@ -126,10 +126,13 @@ typedef struct Run {
     long tokens;             /* the step's tokens                             */
     char resume_from[CFG_PATH]; /* checkpoint folder, or ""                    */
     struct Stream *stream;   /* data.train from Redis (stream.c), or NULL     */
-    /* launch.keep_state: the trained roles' state after the last step, which
-     * a worker replacing a dead one loads (checkpoint_live) */
-    char live_dir[CFG_PATH + 64];
-    uint64_t live_version;   /* the adapter version it holds                  */
+    /* launch.keep_state: each trained role's state after its last update,
+     * which a worker replacing a dead one loads (checkpoint_kept) */
+    int keep_state;          /* on for this run (adapters and heads only)     */
+    char live_dir[ROLE_NKINDS][CFG_PATH + 64];
+    long live_step[ROLE_NKINDS]; /* the step of each role's copy (0: none)    */
+    long live_removed;       /* .live/step-N removed up to this step          */
+    uint64_t live_version;   /* the adapter version the actor's copy holds    */
 } Run;
 
 /* ---------------------------------------------------------- requests.c */
@@ -232,9 +235,10 @@ int eval_pref_rm(Run *r);
  * checkpoint.keep. export_hf: the actor also writes its Hugging Face
  * export. */
 int checkpoint_write(Run *r, int export_hf);
-/* RUN_DIR/.live/step-N: every trained role's state now (no export), the
- * last one removed; sets r->live_dir. */
-int checkpoint_live(Run *r);
+/* Role k's train request saved its state into dir (RUN_DIR/.live/step-N)
+ * before it answered: the copy a replacement loads. Removes the steps no
+ * role's copy is in. */
+int checkpoint_kept(Run *r, RoleKind k, const char *dir);
 /* The checkpoint folder to resume from: path itself, or the newest step-N
  * under path/checkpoints. */
 int checkpoint_resume_dir(const char *path, char *out, size_t cap);

@@ -418,6 +418,9 @@ int role_train(Role *r, const TrainBody *b, const Plumb__Envelope *e, WireArena 
             for (int i = 0; i < 3 + b->n_metrics; i++) sum[i] += m[i];
             steps++;
         }
+    /* the copy of the state goes before the reply: a reply means it is on
+     * disk, and a worker that dies before it has its request done again */
+    if (q->keep_dir && *q->keep_dir && (rc = role_save(r, q->keep_dir)) < 0) goto done;
     rc = reply(r, &j, sum, steps, a, rep);
 done:
     for (int i = 0; i < np; i++) part_free(&parts[i]);
