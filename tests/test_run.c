@@ -789,8 +789,8 @@ static void replaced_same(const char *algo, const char *role, int steps) {
 static void test_train_worker_replaced(void **state) {
     (void)state;
     replaced_same("dpo", "reference", 40);
-    replaced_same("grpo", "actor", 12);
-    replaced_same("ppo", "critic", 12);
+    replaced_same("grpo", "actor", 30);
+    replaced_same("ppo", "critic", 30);
     char body[8192], cfg[2048];
     algo_body(body, sizeof body, "dpo");
     config(cfg, sizeof cfg, "dying", body);
@@ -817,7 +817,7 @@ static void test_train_worker_replaced(void **state) {
 }
 
 /* Chaos, bounded: PPO with actor, critic, reward and reference in four
- * processes for 24 steps; the actor, the critic and the reference are
+ * processes for 30 steps; the actor, the critic and the reference are
  * SIGKILLed and the reward SIGSTOPped (it hangs: no heartbeats, so the
  * pool takes it for dead and plumb train kills it) at staggered steps. The
  * run ends with exit 0 and the metrics of the uninterrupted run, every key
@@ -831,7 +831,7 @@ static void test_chaos(void **state) {
     config(cfg, sizeof cfg, "chaos", body);
     const char *run = strdup(tu_path("%s/chaos", dir));
     const char *log = strdup(tu_path("%s/chaos.log", dir));
-    const int steps = 24;
+    const int steps = 30;
     pid_t tr = tu_spawn(log, "train %s run.steps=%d --quiet", cfg, steps);
     static const struct {
         const char *role;
