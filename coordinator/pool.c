@@ -449,6 +449,8 @@ static void set_dead(Pool *p, int i, const char *why) {
     if (p->o.on_dead) p->o.on_dead(p->o.ctx, i);
 }
 
+void pool_set_replaceable(Pool *p, unsigned roles) { p->o.replaceable = roles; }
+
 void pool_mark_dead(Pool *p, int pid, const char *host) {
     for (int i = 0; i < p->n; i++)
         if (p->w[i].alive && p->w[i].pid == pid && !strcmp(p->w[i].host, host))

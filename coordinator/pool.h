@@ -131,6 +131,10 @@ typedef struct {
  * are still collected or dropped, so nothing stays in flight. */
 int pool_call(Pool *p, PoolCall *calls, int n);
 
+/* Changes PoolOptions.replaceable (a trained role stops being replaceable
+ * when its state cannot be kept). */
+void pool_set_replaceable(Pool *p, unsigned roles);
+
 /* Takes the live worker with this pid on host for dead (its process was
  * seen to end), as a missed heartbeat would after dead_after_ms. */
 void pool_mark_dead(Pool *p, int pid, const char *host);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/err.h"
 #include "coordinator/run_impl.h"
@@ -145,7 +146,17 @@ int req_train_add(Run *r, WireArena *a, RoleKind k, Plumb__Envelope *e, PoolCall
     calls[0].worker = idx[0], calls[0].req = e;
     if (n == 1) {
         /* launch.keep_state: the trainer keeps its state with the update */
-        char dir[CFG_PATH + 64];
+        char dir[CFG_PATH + 64], host[128] = "";
+        gethostname(host, sizeof host - 1);
+        if (r->keep_state && strcmp(pool_worker(r->pool, idx[0])->host, host) != 0) {
+            /* the copy would be on the trainer's disk, not where a
+             * replacement starts: keep none, and let a death stop the run */
+            r->keep_state = 0;
+            pool_set_replaceable(r->pool, coord_needed_roles(r->cfg) & ~r->algo->trained);
+            fprintf(stderr, "plumb coordinator: launch.keep_state: the %s trainer runs on %s, not "
+                            "on this host; its state is not kept, and a trainer that dies stops "
+                            "the run\n", role_kind_name(k), pool_worker(r->pool, idx[0])->host);
+        }
         if (r->keep_state) {
             snprintf(dir, sizeof dir, "%s/.live/step-%06ld", r->cfg->run_dir, r->step + 1);
             e->train->keep_dir = wire_strdup(a, dir);
