@@ -46,7 +46,7 @@ static int save_roles(Run *r, const char *dir, int export_hf) {
     return rc;
 }
 
-int checkpoint_kept(Run *r, RoleKind k, const char *dir) {
+void checkpoint_kept(Run *r, RoleKind k, const char *dir) {
     snprintf(r->live_dir[k], sizeof r->live_dir[k], "%s", dir);
     r->live_step[k] = r->step + 1;
     if (k == ROLE_ACTOR) r->live_version = r->adapter_version;
@@ -60,7 +60,6 @@ int checkpoint_kept(Run *r, RoleKind k, const char *dir) {
         pl_rm_rf(old);
     }
     if (oldest - 1 > r->live_removed) r->live_removed = oldest - 1;
-    return 0;
 }
 
 int checkpoint_write(Run *r, int export_hf) {

@@ -151,8 +151,6 @@ static void report_dropped(Pool *p) {
     p->refusals_dropped = 0;
 }
 
-long pool_refusals_dropped(const Pool *p) { return p->refusals_dropped_total; }
-
 /* Logs the connections the CURVE handshake refused (their keys are not in
  * transport.authorized_keys), at most once a second. */
 static void report_curve(Pool *p) {
@@ -267,11 +265,10 @@ static void on_register(Pool *p, const ZtPeer *peer, const Plumb__Envelope *e) {
     if (msg[0]) {
         /* the reply does not say which fingerprint would be welcome: only the
          * operator, in the log, learns it */
+        int fp = strstr(msg, "base model") != NULL;
         refuse(p, peer, e->id, PL_EPROTO, msg, "refused worker %s (pid %d on %s): %s%s%s%s",
-               r->worker_id, r->pid, r->host, msg,
-               strstr(msg, "base model") ? " (this run's is " : "",
-               strstr(msg, "base model") ? p->o.fingerprint : "",
-               strstr(msg, "base model") ? ")" : "");
+               r->worker_id, r->pid, r->host, msg, fp ? " (this run's is " : "",
+               fp ? p->o.fingerprint : "", fp ? ")" : "");
         wire_arena_free(&a);
         return;
     }

@@ -146,11 +146,6 @@ long pool_recoveries(const Pool *p);
 double pool_recovery_s_take(Pool *p);
 void pool_calls_free(PoolCall *calls, int n);
 
-/* Bad frames refused without a log line or an Error reply, because they
- * came faster than the rate limit (20 at once, then 10 a second) allows;
- * each such stretch is summed up in one log line. */
-long pool_refusals_dropped(const Pool *p);
-
 /* Serves the socket for up to ms milliseconds (heartbeats, registrations). */
 int pool_poll(Pool *p, int ms);
 

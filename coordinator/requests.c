@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "common/err.h"
 #include "coordinator/run_impl.h"
@@ -146,9 +145,8 @@ int req_train_add(Run *r, WireArena *a, RoleKind k, Plumb__Envelope *e, PoolCall
     calls[0].worker = idx[0], calls[0].req = e;
     if (n == 1) {
         /* launch.keep_state: the trainer keeps its state with the update */
-        char dir[CFG_PATH + 64], host[128] = "";
-        gethostname(host, sizeof host - 1);
-        if (r->keep_state && strcmp(pool_worker(r->pool, idx[0])->host, host) != 0) {
+        char dir[CFG_PATH + 64];
+        if (r->keep_state && strcmp(pool_worker(r->pool, idx[0])->host, r->host) != 0) {
             /* the copy would be on the trainer's disk, not where a
              * replacement starts: keep none, and let a death stop the run */
             r->keep_state = 0;
@@ -199,7 +197,7 @@ int req_train_done(Run *r, RoleKind k, const PoolCall *calls, int n, const char 
     put_train_metrics(r, prefix, t0);
     if (k == ROLE_ACTOR) r->adapter_version = t0->adapter_version;
     const char *kept = calls[0].req->train ? calls[0].req->train->keep_dir : NULL;
-    if (n == 1 && kept && *kept) PL_TRY(checkpoint_kept(r, k, kept));
+    if (n == 1 && kept && *kept) checkpoint_kept(r, k, kept);
     for (int i = 0; i < n; i++)
         ((PoolWorker *)pool_worker(r->pool, calls[i].worker))->adapter_version =
             t0->adapter_version;

@@ -28,6 +28,12 @@ unsigned coord_trained_roles(const RunConfig *c) {
     return d ? d->trained : 1u << ROLE_ACTOR;
 }
 
+int coord_keeps_state(const RunConfig *c) {
+    unsigned t = coord_trained_roles(c);
+    return c->keep_state && !((t & (1u << ROLE_ACTOR)) && c->full_finetune) &&
+           !((t & (1u << ROLE_REWARD)) && c->reward_full_finetune) && c->lora_rank > 0;
+}
+
 static int load_data(Run *r) {
     const RunConfig *c = r->cfg;
     DsFormat fmt = r->algo->data;
@@ -96,29 +102,15 @@ static void on_registered(void *ctx, int i) {
 static void on_dead(void *ctx, int i) {
     Run *r = ctx;
     const PoolWorker *w = pool_worker(r->pool, i);
-    char host[128] = "";
-    gethostname(host, sizeof host - 1);
-    if (w && r->hooks->hung_pid && !strcmp(w->host, host)) r->hooks->hung_pid(r->hooks->ctx, w->pid);
-}
-
-/* launch.keep_state keeps the trained roles' state after every step, when
- * it is small: adapters and heads, not fully fine-tuned weights. */
-static int keeps_state(const Run *r) {
-    const RunConfig *c = r->cfg;
-    unsigned t = r->algo->trained;
-    return c->keep_state && !((t & (1u << ROLE_ACTOR)) && c->full_finetune) &&
-           !((t & (1u << ROLE_REWARD)) && c->reward_full_finetune) && c->lora_rank > 0;
+    if (w && r->hooks->hung_pid && !strcmp(w->host, r->host)) r->hooks->hung_pid(r->hooks->ctx, w->pid);
 }
 
 static int tick_pass(void *ctx) {
     Run *r = ctx;
     int rc = r->hooks->tick ? r->hooks->tick(r->hooks->ctx) : 0;
-    if (rc == 0 && r->hooks->dead_pid && r->pool) {
-        char host[128] = "";
-        gethostname(host, sizeof host - 1);
+    if (rc == 0 && r->hooks->dead_pid && r->pool)
         for (int pid; (pid = r->hooks->dead_pid(r->hooks->ctx)) > 0;)
-            pool_mark_dead(r->pool, pid, host);
-    }
+            pool_mark_dead(r->pool, pid, r->host);
     return rc;
 }
 
@@ -195,9 +187,11 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
     po.role_config = roles_config;
     po.on_registered = on_registered;
     po.on_dead = on_dead;
-    /* a dead worker of untrained roles holds nothing the run needs: its
-     * requests go to the one that takes its place */
-    r->keep_state = keeps_state(r);
+    /* a dead worker's requests go to the one that takes its place: for an
+     * untrained role it needs no state, for a trained one the copy each
+     * update keeps (launch.keep_state) */
+    if (gethostname(r->host, sizeof r->host - 1) != 0) strcpy(r->host, "unknown");
+    r->keep_state = coord_keeps_state(cfg);
     po.replaceable = coord_needed_roles(cfg) & (r->keep_state ? ~0u : ~r->algo->trained);
     po.replace_wait_ms = cfg->startup_timeout_s * 1000;
     po.ctx = r;
@@ -260,14 +254,12 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
         stats_put(&r->stats, "run/restarts", (double)pool_recoveries(r->pool));
         int last = r->step == cfg->steps;
         if ((cfg->eval_every > 0 && r->step % cfg->eval_every == 0) || last) rc = r->algo->eval(r);
-
         if (rc == 0)
             rc = metrics_log(r->metrics, r->step, (const char *const *)r->stats.names,
                              r->stats.values, r->stats.n);
         if (rc == 0) progress(r, t_start, first_step);
         if (rc == 0 && ((cfg->save_every > 0 && r->step % cfg->save_every == 0) || last))
             rc = checkpoint_write(r, last);
-
     }
     free(which);
     if (rc == 0 && r->keep_state) { /* the run is over: nothing to replace */

@@ -45,6 +45,10 @@ typedef struct {
 unsigned coord_needed_roles(const RunConfig *cfg);
 /* The roles the algorithm trains (bit mask): their workers hold state. */
 unsigned coord_trained_roles(const RunConfig *cfg);
+/* launch.keep_state applies: each update of a trained role keeps a copy of
+ * its state, when that is small (adapters and heads, not fully fine-tuned
+ * weights), so a new worker can replace a dead trainer. */
+int coord_keeps_state(const RunConfig *cfg);
 
 /* With model.path empty, writes the random model.init.* model (seeded by
  * run.seed) with the tokenizer's files into RUN_DIR/init and points

@@ -128,7 +128,9 @@ typedef struct Run {
     struct Stream *stream;   /* data.train from Redis (stream.c), or NULL     */
     /* launch.keep_state: each trained role's state after its last update,
      * which a worker replacing a dead one loads (checkpoint_kept) */
-    int keep_state;          /* on for this run (adapters and heads only)     */
+    int keep_state;          /* on for this run (coord_keeps_state, and every
+                              * trainer on this host)                         */
+    char host[128];          /* this host's name, as workers report theirs    */
     char live_dir[ROLE_NKINDS][CFG_PATH + 64];
     long live_step[ROLE_NKINDS]; /* the step of each role's copy (0: none)    */
     long live_removed;       /* .live/step-N removed up to this step          */
@@ -238,7 +240,7 @@ int checkpoint_write(Run *r, int export_hf);
 /* Role k's train request saved its state into dir (RUN_DIR/.live/step-N)
  * before it answered: the copy a replacement loads. Removes the steps no
  * role's copy is in. */
-int checkpoint_kept(Run *r, RoleKind k, const char *dir);
+void checkpoint_kept(Run *r, RoleKind k, const char *dir);
 /* The checkpoint folder to resume from: path itself, or the newest step-N
  * under path/checkpoints. */
 int checkpoint_resume_dir(const char *path, char *out, size_t cap);

@@ -378,11 +378,10 @@ int stream_open(Run *r) {
     if (rc < 0) return pl_wrap(rc, "data.train");
     /* the stream's tokenizer must be this run's (a run that comes first
      * ties the stream to its own, so an ingestion with another is refused) */
-    char key[CFG_STR + 16], mine[CFG_PATH + 64], have[CFG_PATH + 64];
-    snprintf(key, sizeof key, "%s:tokenizer", c->data_stream);
-    snprintf(mine, sizeof mine, "%s %s", s->fp, c->tokenizer);
-    PL_TRY(rds_claim(s->conn, key, mine, have, sizeof have));
-    if (strncmp(have, s->fp, 32) != 0)
+    char have[CFG_PATH + 64];
+    int same = rec_stream_tokenizer(s->conn, c->data_stream, s->fp, c->tokenizer, have, sizeof have);
+    if (same < 0) return same;
+    if (!same)
         return pl_fail(PL_EINVAL, "data.stream %s was ingested with tokenizer %s; this run's "
                                   "model.tokenizer %s is %s",
                        c->data_stream, have, c->tokenizer, s->fp);

@@ -53,6 +53,15 @@ int rec_tokenizer_fp(const char *dir, char out[REC_TOK_HEX]) {
     return rc;
 }
 
+int rec_stream_tokenizer(RdsConn *c, const char *stream, const char *fp, const char *dir,
+                         char *have, size_t cap) {
+    char key[512], mine[4200];
+    snprintf(key, sizeof key, "%s:tokenizer", stream);
+    snprintf(mine, sizeof mine, "%s %s", fp, dir);
+    PL_TRY(rds_claim(c, key, mine, have, cap));
+    return strncmp(have, fp, REC_TOK_HEX - 1) == 0;
+}
+
 int rec_pack(const DsRecord *rec, const char *tok, unsigned char **buf, size_t *len) {
     size_t alen = rec->answer ? strlen(rec->answer) : 0;
     size_t nids = (size_t)rec->n_prompt + rec->n_chosen + rec->n_rejected;

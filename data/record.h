@@ -29,6 +29,16 @@
  * file when tokenizer.json cannot be read. */
 int rec_tokenizer_fp(const char *dir, char out[REC_TOK_HEX]);
 
+typedef struct RdsConn RdsConn;
+
+/* Ties stream to the tokenizer of fingerprint fp (folder dir): the key
+ * `<stream>:tokenizer` holds "FP DIR", set by whoever comes first (an
+ * ingestion or a run). Returns 1 when the stream's tokenizer is fp, 0 when
+ * it is another (have, cap bytes, holds what the key says), < 0 on a
+ * Redis error. */
+int rec_stream_tokenizer(RdsConn *c, const char *stream, const char *fp, const char *dir,
+                         char *have, size_t cap);
+
 /* Packs rec, made by the tokenizer of fingerprint tok (32 hex digits), into
  * a malloc'ed buffer *buf of *len bytes. */
 int rec_pack(const DsRecord *rec, const char *tok, unsigned char **buf, size_t *len);

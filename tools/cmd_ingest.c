@@ -159,11 +159,10 @@ static int sink_dead(Sink *s, long line, const char *reason, const char *message
  * refuses when it holds records of another: their ids would not mean the
  * same tokens. */
 static int claim_stream(RdsConn *c, const char *stream, const char *fp, const char *dir) {
-    char key[512], mine[4200], have[4200];
-    snprintf(key, sizeof key, "%s:tokenizer", stream);
-    snprintf(mine, sizeof mine, "%s %s", fp, dir);
-    PL_TRY(rds_claim(c, key, mine, have, sizeof have));
-    if (strncmp(have, fp, 32) != 0)
+    char have[4200];
+    int same = rec_stream_tokenizer(c, stream, fp, dir, have, sizeof have);
+    if (same < 0) return same;
+    if (!same)
         return pl_fail(PL_EINVAL,
                        "stream %s holds records of tokenizer %s; --tokenizer %s is %s (another "
                        "tokenizer: use another --stream)",

@@ -194,7 +194,7 @@ static int watch(void *ctx) {
              * again, and the coordinator gives it the dead one's requests */
             /* a trained role's worker too, when the coordinator keeps a copy
              * of the state (launch.keep_state); it refuses the rest */
-            int stateless = !(k->mask & coord_trained_roles(l->cfg)) || l->cfg->keep_state;
+            int stateless = !(k->mask & coord_trained_roles(l->cfg)) || coord_keeps_state(l->cfg);
             if (stateless && k->restarts < l->cfg->max_restarts) {
                 k->restarts++;
                 if (l->n_dead < MAX_PROCS) l->dead[l->n_dead++] = k->pid;
