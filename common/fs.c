@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -96,4 +97,44 @@ int pl_rm_rf(const char *path) {
     }
     if (unlink(path) != 0) return pl_fail(PL_EIO, "unlink %s: %s", path, strerror(errno));
     return PL_OK;
+}
+
+static int fsync_path(const char *path, int dir) {
+    int fd = open(path, (dir ? O_DIRECTORY : 0) | O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return pl_fail(PL_EIO, "open %s: %s", path, strerror(errno));
+    /* some file systems refuse fsync on a folder; the data is what matters */
+    int rc = fsync(fd) != 0 && !(dir && errno == EINVAL)
+                 ? pl_fail(PL_EIO, "fsync %s: %s", path, strerror(errno))
+                 : PL_OK;
+    close(fd);
+    return rc;
+}
+
+int pl_fsync_tree(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0) return pl_fail(PL_EIO, "%s: %s", path, strerror(errno));
+    if (S_ISREG(st.st_mode)) return fsync_path(path, 0);
+    if (!S_ISDIR(st.st_mode)) return PL_OK;
+    DIR *d = opendir(path);
+    if (!d) return pl_fail(PL_EIO, "opendir %s: %s", path, strerror(errno));
+    struct dirent *e;
+    int rc = PL_OK;
+    while (rc == PL_OK && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char sub[PL_PATH];
+        rc = pl_path_join(sub, sizeof sub, path, e->d_name);
+        if (rc == PL_OK) rc = pl_fsync_tree(sub);
+    }
+    closedir(d);
+    return rc == PL_OK ? fsync_path(path, 1) : rc;
+}
+
+int pl_fsync_parent(const char *path) {
+    char dir[PL_PATH];
+    PL_TRY(pl_path_fmt(dir, sizeof dir, "%s", path));
+    char *slash = strrchr(dir, '/');
+    if (!slash) return fsync_path(".", 1);
+    if (slash == dir) slash[1] = '\0';
+    else *slash = '\0';
+    return fsync_path(dir, 1);
 }

@@ -33,4 +33,11 @@ int pl_copy_file(const char *src, const char *dst);
  * entry that could not be removed. */
 int pl_rm_rf(const char *path);
 
+/* fsync of every file and folder at and below path (links are not
+ * followed): what a rename then names is on disk. PL_EIO naming the entry. */
+int pl_fsync_tree(const char *path);
+
+/* fsync of the folder holding path, after a rename into it. */
+int pl_fsync_parent(const char *path);
+
 #endif

@@ -88,9 +88,21 @@ int checkpoint_write(Run *r, int export_hf) {
         if (f) fclose(f);
     }
     if (rc == 0 && r->stream) rc = stream_save(r, tmp);
+    /* on disk before it is named: a crash of the machine, not only of the
+     * process, leaves either the old checkpoint or the whole new one */
+    if (rc == 0) rc = pl_fsync_tree(tmp);
     if (rc == 0) {
-        pl_rm_rf(dst);
-        if (rename(tmp, dst) != 0) rc = pl_fail(PL_EIO, "rename %s: %s", tmp, strerror(errno));
+        /* a checkpoint of this step already there (a resumed run passing it
+         * again) is moved aside first, never half removed under its name */
+        char old[CFG_PATH + 64];
+        snprintf(old, sizeof old, "%s/checkpoints/.step-%06ld.old", r->cfg->run_dir, r->step);
+        pl_rm_rf(old);
+        if (pl_exists(dst) && rename(dst, old) != 0)
+            rc = pl_fail(PL_EIO, "rename %s: %s", dst, strerror(errno));
+        if (rc == 0 && rename(tmp, dst) != 0)
+            rc = pl_fail(PL_EIO, "rename %s: %s", tmp, strerror(errno));
+        if (rc == 0) rc = pl_fsync_parent(dst);
+        pl_rm_rf(old);
     }
     if (rc == 0 && r->stream) rc = stream_saved(r);
     if (rc < 0) return pl_wrap(rc, "checkpoint at step %ld", r->step);
@@ -102,10 +114,35 @@ int checkpoint_write(Run *r, int export_hf) {
             ckpt_name(r, s, old, sizeof old, 0);
             struct stat st;
             if (stat(old, &st) != 0) continue;
-            if (++kept > r->cfg->keep) pl_rm_rf(old);
+            if (++kept <= r->cfg->keep) continue;
+            /* hidden before it is removed: a crash midway leaves no
+             * half-removed checkpoint that resume could take */
+            char gone[CFG_PATH + 64];
+            snprintf(gone, sizeof gone, "%s/checkpoints/.step-%06ld.old", r->cfg->run_dir, s);
+            if (rename(old, gone) == 0) pl_rm_rf(gone);
         }
     }
     return 0;
+}
+
+int coord_newest_checkpoint(const char *run_dir, char *out, size_t cap) {
+    char dir[CFG_PATH + 64];
+    snprintf(dir, sizeof dir, "%s/checkpoints", run_dir);
+    DIR *d = opendir(dir);
+    long best = -1;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        long s;
+        char tail, f[CFG_PATH + 384];
+        /* step-N only (.step-N.tmp is one being written); and with its
+         * coordinator.json, in case something else left a folder there */
+        if (sscanf(e->d_name, "step-%ld%c", &s, &tail) != 1 || s <= best) continue;
+        snprintf(f, sizeof f, "%s/%s/coordinator.json", dir, e->d_name);
+        if (access(f, R_OK) == 0) best = s;
+    }
+    if (d) closedir(d);
+    if (best < 0) return pl_fail(PL_EIO, "%s has no checkpoint", dir);
+    return pl_path_fmt(out, cap, "%s/step-%06ld", dir, best);
 }
 
 int checkpoint_resume_dir(const char *path, char *out, size_t cap) {
@@ -115,22 +152,12 @@ int checkpoint_resume_dir(const char *path, char *out, size_t cap) {
         snprintf(out, cap, "%s", path);
         return 0;
     }
-    snprintf(f, sizeof f, "%s/checkpoints", path);
-    DIR *d = opendir(f);
-    long best = -1;
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        long s;
-        char tail;
-        if (sscanf(e->d_name, "step-%ld%c", &s, &tail) == 1 && s > best) best = s;
-    }
-    if (d) closedir(d);
-    if (best < 0)
+    if (coord_newest_checkpoint(path, out, cap) < 0)
         return pl_fail(PL_EIO,
                        "--resume %s: neither a checkpoint (no coordinator.json) nor a "
                        "run folder with checkpoints",
                        path);
-    return pl_path_fmt(out, cap, "%s/step-%06ld", f, best);
+    return 0;
 }
 
 int checkpoint_load_state(Run *r) {
