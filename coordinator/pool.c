@@ -218,6 +218,25 @@ static int free_slot(const Pool *p) {
     return p->n < POOL_MAX_WORKERS ? p->n : -1;
 }
 
+/* Makes room in the queue of registrations waiting for their first
+ * heartbeat: past POOL_MAX_PENDING the oldest is dropped, and told. */
+static void drop_oldest_pending(Pool *p) {
+    int n = 0, oldest = -1;
+    for (int i = 0; i < p->n; i++) {
+        const PoolWorker *w = &p->w[i];
+        if (!w->alive || w->accepted) continue;
+        n++;
+        if (oldest < 0 || w->registered_at < p->w[oldest].registered_at) oldest = i;
+    }
+    if (n < POOL_MAX_PENDING) return;
+    PoolWorker *w = &p->w[oldest];
+    w->alive = 0;
+    refuse(p, &w->peer, 0, PL_EPEER,
+           "this registration was dropped before its first heartbeat: too many wait",
+           "dropped the registration of worker '%.128s' (pid %d on %.128s): %d registrations "
+           "wait for their first heartbeat", w->id, w->pid, w->host, POOL_MAX_PENDING);
+}
+
 static void on_register(Pool *p, const ZtPeer *peer, const Plumb__Envelope *e) {
     const Plumb__Register *r = e->register_;
     char msg[1024];
@@ -241,6 +260,7 @@ static void on_register(Pool *p, const ZtPeer *peer, const Plumb__Envelope *e) {
     int dup = find_id(p, r->worker_id);
     if (!msg[0] && dup >= 0 && (p->w[dup].alive || p->w[dup].used))
         snprintf(msg, sizeof msg, "worker id '%s' is already registered", r->worker_id);
+    if (!msg[0]) drop_oldest_pending(p);
     int slot = dup >= 0 && !msg[0] ? dup : free_slot(p);
     if (!msg[0] && slot < 0)
         snprintf(msg, sizeof msg, "the pool is full (%d workers)", POOL_MAX_WORKERS);
@@ -282,7 +302,7 @@ static void on_register(Pool *p, const ZtPeer *peer, const Plumb__Envelope *e) {
     w->rank = r->rank, w->pid = r->pid;
     snprintf(w->host, sizeof w->host, "%s", r->host);
     snprintf(w->device, sizeof w->device, "%s", r->device);
-    w->last_seen = pl_now_s();
+    w->last_seen = w->registered_at = pl_now_s();
     w->alive = 1;
     wel->worker_index = i;
     wel->roles = rcs;
@@ -298,8 +318,17 @@ static void on_register(Pool *p, const ZtPeer *peer, const Plumb__Envelope *e) {
 
 static void on_heartbeat(Pool *p, const ZtPeer *peer, const Plumb__Envelope *e) {
     int i = find_id(p, e->heartbeat->worker_id);
-    if (i < 0 || !p->w[i].alive) return; /* not (or no longer) one of ours */
+    if (i < 0 || !p->w[i].alive) {
+        /* not (or no longer) one of ours: a worker of a coordinator that
+         * was restarted, or one taken for dead; told so, it registers again
+         * or stops, instead of beating on unheard */
+        refuse(p, peer, 0, PL_EPEER, "this worker is not registered here: register again",
+               "heartbeat from worker '%.128s', which is %s", e->heartbeat->worker_id,
+               i < 0 ? "not registered here: told to register again" : "taken for dead: told so");
+        return;
+    }
     p->w[i].last_seen = pl_now_s();
+    p->w[i].accepted = 1;
     WireArena *a = wire_arena_new();
     Plumb__Envelope *ack = a ? wire_envelope(a, 0, NULL) : NULL;
     Plumb__Heartbeat *hb = ack ? wire_alloc(a, sizeof *hb) : NULL;
@@ -441,12 +470,14 @@ static void set_dead(Pool *p, int i, const char *why) {
     char nm[256];
     PoolWorker *w = &p->w[i];
     w->alive = 0;
-    if ((w->roles & ~p->o.replaceable) == 0) p->recoveries++;
+    /* a registration that never beat held nothing: no recovery */
+    if (w->accepted && (w->roles & ~p->o.replaceable) == 0) p->recoveries++;
     plog(p, "%s %s: considered dead", wname(p, i, nm, sizeof nm), why);
     if (p->o.on_dead) p->o.on_dead(p->o.ctx, i);
 }
 
 void pool_set_replaceable(Pool *p, unsigned roles) { p->o.replaceable = roles; }
+unsigned pool_replaceable(const Pool *p) { return p->o.replaceable; }
 
 void pool_mark_dead(Pool *p, int pid, const char *host) {
     for (int i = 0; i < p->n; i++)
@@ -535,6 +566,12 @@ static int send_call(Pool *p, PoolCall *c) {
 /* c's worker is dead: 1 when another live worker of the request's role
  * took c over (re-sent), 0 while none is there yet, < 0 when the role is
  * not replaceable or the wait is over. */
+/* A data-parallel train request (one part of a group's step). */
+static int is_dp(const PoolCall *c) {
+    return c->req->body_case == PLUMB__ENVELOPE__BODY_TRAIN && c->req->train->dp &&
+           c->req->train->dp->size > 1;
+}
+
 static int take_over(Pool *p, PoolCall *c) {
     char nm[256], nm2[256];
     RoleKind k;
@@ -542,9 +579,7 @@ static int take_over(Pool *p, PoolCall *c) {
     if (!c->lost_at) c->lost_at = pl_now_s();
     /* a data-parallel train request is one part of a group's step: the
      * others wait on it in the collective, and no single worker can redo it */
-    int dp = c->req->body_case == PLUMB__ENVELOPE__BODY_TRAIN && c->req->train->dp &&
-             c->req->train->dp->size > 1;
-    int ok = c->req->role && role_kind_parse(c->req->role, &k) == 0 && !dp &&
+    int ok = c->req->role && role_kind_parse(c->req->role, &k) == 0 && !is_dp(c) &&
              (p->w[dead].roles & ~p->o.replaceable) == 0 && p->o.replace_wait_ms > 0;
     if (!ok)
         return pl_fail(PL_EPEER, "%s died (no heartbeat for %.1f s) while handling %s request %llu",
@@ -590,6 +625,24 @@ int pool_await_role(Pool *p, RoleKind k, int *idx, int max) {
     return n;
 }
 
+int pool_await_other(Pool *p, RoleKind k, const int *not, int n) {
+    double t0 = pl_now_s();
+    for (;;) {
+        for (int i = 0; i < p->n; i++) {
+            int taken = 0;
+            for (int j = 0; j < n; j++) taken |= not[j] == i;
+            if (!taken && p->w[i].alive && (p->w[i].roles & (1u << k))) {
+                p->recovery_s += pl_now_s() - t0;
+                return i;
+            }
+        }
+        if (pl_now_s() - t0 > p->o.replace_wait_ms * 1e-3)
+            return pl_fail(PL_EPEER, "no new worker of role %s registered within %d s",
+                           role_kind_name(k), p->o.replace_wait_ms / 1000);
+        PL_TRY(poll_once(p, 100));
+    }
+}
+
 long pool_recoveries(const Pool *p) { return p->recoveries; }
 
 double pool_recovery_s_take(Pool *p) {
@@ -600,26 +653,34 @@ double pool_recovery_s_take(Pool *p) {
 
 int pool_call(Pool *p, PoolCall *calls, int n) {
     char nm[256];
+    /* all or none sent: a replica must not start a group's step that
+     * another cannot join */
     for (int i = 0; i < n; i++) {
         PoolCall *c = &calls[i];
         c->rep = NULL;
         c->pack_s = c->compute_s = 0;
         c->bytes_out = 0;
-        c->lost_at = 0, c->waiting = 0;
+        c->lost_at = 0, c->waiting = 0, c->given_up = 0;
         if (c->worker < 0 || c->worker >= p->n || !p->w[c->worker].alive)
-            return pl_fail(PL_EPEER, "request %s for a worker that is not alive",
-                           body_name(c->req->body_case));
-        PL_TRY(send_call(p, c));
+            return pl_fail(PL_EPEER, "%s request for %s, which is not alive",
+                           body_name(c->req->body_case),
+                           c->worker >= 0 && c->worker < p->n ? wname(p, c->worker, nm, sizeof nm)
+                                                              : "no worker");
     }
+    for (int i = 0; i < n; i++) PL_TRY(send_call(p, &calls[i]));
     p->calls = calls, p->n_calls = n;
     double start = pl_now_s();
-    int rc = 0;
+    int rc = 0, dp_failed = 0;
+    char dp_err[1024] = "";
     for (;;) {
         int pending = 0;
         for (int i = 0; i < n && rc == 0; i++) {
             PoolCall *c = &calls[i];
+            if (c->given_up) continue;
             if (c->rep) {
-                if (c->rep->body_case == PLUMB__ENVELOPE__BODY_ERROR)
+                /* once a replica died, the others' groups are given up
+                 * too: their errors are waited for, not taken as the cause */
+                if (c->rep->body_case == PLUMB__ENVELOPE__BODY_ERROR && !(dp_failed && is_dp(c)))
                     rc = pl_fail(PL_EPEER, "%s failed %s: %s",
                                  wname(p, c->worker, nm, sizeof nm),
                                  body_name(c->req->body_case), c->rep->error->message);
@@ -628,7 +689,18 @@ int pool_call(Pool *p, PoolCall *calls, int n) {
             pending++;
             if (!p->w[c->worker].alive) {
                 int t = take_over(p, c);
-                if (t < 0) rc = t;
+                if (t < 0 && is_dp(c)) {
+                    /* every live replica's answer is waited for, so that the
+                     * caller knows which finished the step (pool.h) */
+                    c->given_up = 1, pending--;
+                    if (!dp_failed) {
+                        snprintf(dp_err, sizeof dp_err, "%s", pl_error());
+                        char why[1100];
+                        snprintf(why, sizeof why, "the train request was given up: %s", dp_err);
+                        reducer_fail_all(p->reducer, why);
+                        dp_failed = 1;
+                    }
+                } else if (t < 0) rc = t;
                 else if (t > 0) start = pl_now_s(); /* the new worker's own time */
             } else if (pl_now_s() - start > p->o.request_timeout_ms * 1e-3)
                 rc = pl_fail(PL_ETIMEOUT, "%s did not answer %s request %llu within %d s",
@@ -638,6 +710,7 @@ int pool_call(Pool *p, PoolCall *calls, int n) {
         if (rc < 0 || pending == 0) break;
         if ((rc = poll_once(p, 100)) < 0) break;
     }
+    if (rc == 0 && dp_failed) rc = pl_fail(PL_EPEER, "%s", dp_err);
     /* Replies still owed are dropped when they come (nothing matches them);
      * the collectives of the calls are answered with why they were given up,
      * so that no replica waits on a group that is gone. */

@@ -19,7 +19,12 @@
  * against the request in flight at its sender, and once every rank of the
  * group has sent reduction seq, answers each with the sum in rank order.
  * When pool_call ends, reductions still open are answered with an Error,
- * so that no replica waits on a group that was given up. */
+ * so that no replica waits on a group that was given up. When a replica
+ * of a data-parallel train request dies, every group in flight is given
+ * up at once, but pool_call goes on until every live worker has answered
+ * (each replica restores its state from before the request), and then
+ * fails: the caller sees which calls finished, and replaces the dead
+ * (coordinator/requests.c). */
 #ifndef PLUMB_POOL_H
 #define PLUMB_POOL_H
 
@@ -31,6 +36,7 @@
 #include "common/roles.h"
 
 #define POOL_MAX_WORKERS 64
+#define POOL_MAX_PENDING 16   /* registrations waiting for their first heartbeat */
 
 typedef struct {
     char id[128];            /* worker_id from Register                       */
@@ -42,6 +48,9 @@ typedef struct {
     int alive;
     int busy;                /* requests in flight                            */
     int used;                /* ever sent a request: its slot is never reused */
+    int accepted;            /* its first heartbeat came: it is a worker, not a
+                              * registration waiting (see pool_new)           */
+    double registered_at;    /* monotonic seconds                             */
     uint64_t adapter_version;/* actor: the adapter it holds (kept by the driver) */
 } PoolWorker;
 
@@ -82,7 +91,12 @@ typedef struct Pool Pool;
 /* A registration takes the slot of a worker that died without ever being
  * sent a request (a worker that left early, or a registration that never
  * beat), else a new one: POOL_MAX_WORKERS bounds the live and the used,
- * not everything that ever registered. */
+ * not everything that ever registered. A registration is accepted at its
+ * worker's first heartbeat (which a worker sends before it builds its
+ * roles). Until then it waits in a queue of POOL_MAX_PENDING: past that
+ * the oldest waiting one is dropped (its peer is told), and one that does
+ * not beat within dead_after_ms is dead; so registrations that are never
+ * followed up cannot fill the pool. */
 int pool_new(Pool **out, const PoolOptions *o);
 /* Sends Shutdown to every live worker (waiting up to timeout_ms for their
  * answers), then closes the socket. */
@@ -104,6 +118,12 @@ const PoolWorker *pool_worker(const Pool *p, int i);
  * stopped (the tick hook's error). */
 int pool_await_role(Pool *p, RoleKind k, int *idx, int max);
 
+/* A live worker hosting role k that is none of the n indices in `not`
+ * (a new one for a data-parallel replica's rank), serving the socket up to
+ * replace_wait_ms until one registers. Its index; PL_EPEER when none came,
+ * or the tick hook's error. The wait counts as recovery time. */
+int pool_await_other(Pool *p, RoleKind k, const int *not, int n);
+
 /* "worker 2 (actor,reference, pid 1234 on host)" into buf; returns buf. */
 const char *pool_worker_name(const Pool *p, int i, char *buf, size_t cap);
 
@@ -120,6 +140,9 @@ typedef struct {
     size_t bytes_out, bytes_in;
     double lost_at;          /* when its worker was found dead (0: it lives)  */
     int waiting;             /* said that it waits for a replacement          */
+    int given_up;            /* a data-parallel train request whose worker
+                              * died: the call waits for the other replicas'
+                              * answers, then fails (the caller replaces it) */
 } PoolCall;
 
 /* Sends all n requests, then waits for all replies. A request whose worker
@@ -134,6 +157,7 @@ int pool_call(Pool *p, PoolCall *calls, int n);
 /* Changes PoolOptions.replaceable (a trained role stops being replaceable
  * when its state cannot be kept). */
 void pool_set_replaceable(Pool *p, unsigned roles);
+unsigned pool_replaceable(const Pool *p);
 
 /* Takes the live worker with this pid on host for dead (its process was
  * seen to end), as a missed heartbeat would after dead_after_ms. */

@@ -161,6 +161,9 @@ int req_train_add(Run *r, WireArena *a, RoleKind k, Plumb__Envelope *e, PoolCall
         }
         return 1;
     }
+    /* a replica that dies is replaced with a survivor's state (dp_recover):
+     * its other requests can go to any live worker of the role */
+    pool_set_replaceable(r->pool, pool_replaceable(r->pool) | (1u << k));
     uint64_t group = ++r->dp_groups;
     for (int i = 0; i < n; i++) {
         Plumb__Envelope *ce = i ? wire_alloc(a, sizeof *ce) : e;
@@ -170,6 +173,7 @@ int req_train_add(Run *r, WireArena *a, RoleKind k, Plumb__Envelope *e, PoolCall
         if (i) *ce = *e, *t = *e->train, ce->train = t;
         plumb__data_parallel__init(dp);
         dp->group = group, dp->rank = i, dp->size = n;
+        dp->sync_from = r->dp_sync[k];
         t->dp = dp;
         calls[i].worker = idx[i], calls[i].req = ce;
     }
@@ -177,10 +181,16 @@ int req_train_add(Run *r, WireArena *a, RoleKind k, Plumb__Envelope *e, PoolCall
 }
 
 int req_train_done(Run *r, RoleKind k, const PoolCall *calls, int n, const char *prefix) {
-    for (int i = 0; i < n; i++)
+    int i0 = -1; /* given_up 2: a replica replaced after its group's step */
+    for (int i = 0; i < n; i++) {
+        if (calls[i].given_up == 2) continue;
         PL_TRY(req_expect(r, &calls[i], PLUMB__ENVELOPE__BODY_TRAIN_REP, "train"));
-    const Plumb__TrainRep *t0 = calls[0].rep->train_rep;
-    for (int i = 1; i < n; i++) {
+        if (i0 < 0) i0 = i;
+    }
+    if (i0 < 0) return pl_fail(PL_EPEER, "no %s replica answered the train request", role_kind_name(k));
+    const Plumb__TrainRep *t0 = calls[i0].rep->train_rep;
+    for (int i = i0 + 1; i < n; i++) {
+        if (calls[i].given_up == 2) continue;
         const Plumb__TrainRep *t = calls[i].rep->train_rep;
         if (t->params_hash != t0->params_hash || t->adapter_version != t0->adapter_version) {
             char a[256], b[256];
@@ -188,7 +198,7 @@ int req_train_done(Run *r, RoleKind k, const PoolCall *calls, int n, const char 
                 PL_EPEER,
                 "the %s replicas diverged: %s holds parameters %016llx (version %llu), "
                 "%s %016llx (version %llu)",
-                role_kind_name(k), pool_worker_name(r->pool, calls[0].worker, a, sizeof a),
+                role_kind_name(k), pool_worker_name(r->pool, calls[i0].worker, a, sizeof a),
                 (unsigned long long)t0->params_hash, (unsigned long long)t0->adapter_version,
                 pool_worker_name(r->pool, calls[i].worker, b, sizeof b),
                 (unsigned long long)t->params_hash, (unsigned long long)t->adapter_version);
@@ -199,8 +209,11 @@ int req_train_done(Run *r, RoleKind k, const PoolCall *calls, int n, const char 
     const char *kept = calls[0].req->train ? calls[0].req->train->keep_dir : NULL;
     if (n == 1 && kept && *kept) checkpoint_kept(r, k, kept);
     for (int i = 0; i < n; i++)
-        ((PoolWorker *)pool_worker(r->pool, calls[i].worker))->adapter_version =
-            t0->adapter_version;
+        if (calls[i].given_up != 2)
+            ((PoolWorker *)pool_worker(r->pool, calls[i].worker))->adapter_version =
+                t0->adapter_version;
+    if (n > 1 && r->dp_sync[k] && calls[0].req->train->dp->sync_from == r->dp_sync[k])
+        r->dp_sync[k] = 0; /* the new replica took the state */
     if (n > 1) {
         char name[64];
         snprintf(name, sizeof name, "%sreplicas", prefix);
@@ -209,11 +222,112 @@ int req_train_done(Run *r, RoleKind k, const PoolCall *calls, int n, const char 
     return 0;
 }
 
+static const Plumb__DataParallel *call_dp(const PoolCall *c) {
+    const Plumb__TrainReq *t = c->req->body_case == PLUMB__ENVELOPE__BODY_TRAIN ? c->req->train : NULL;
+    return t && t->dp && t->dp->size > 1 ? t->dp : NULL;
+}
+
+static int call_ok(const PoolCall *c) {
+    return c->rep && c->rep->body_case == PLUMB__ENVELOPE__BODY_TRAIN_REP;
+}
+
+/* After a failed set of train calls: for each data-parallel group with a
+ * dead rank and a live one, a new worker of the role takes each dead rank
+ * (r->trainers). A group that finished its step without the dead (a live
+ * rank answered) is done, and the role's next call first syncs the new
+ * replica (r->dp_sync); one that did not is sent again with sync_from, every
+ * rank first taking a survivor's state (a failed call leaves each survivor
+ * as it was before). Groups given up without a death are sent again as
+ * they were. Returns 1 to send the unfinished calls again, 0 when the
+ * failure stands, < 0 when no worker came in time. */
+static int dp_recover(Run *r, PoolCall *c, int n) {
+    char why[1024], nm[256], nm2[256];
+    snprintf(why, sizeof why, "%s", pl_error());
+    int any = 0;
+    for (int i = 0; i < n; i++)
+        if (c[i].given_up != 2 && !pool_worker(r->pool, c[i].worker)->alive) {
+            if (!call_dp(&c[i])) return 0; /* the pool could not replace it */
+            any = 1;
+        }
+    if (!any) return 0;
+    for (int i = 0; i < n; i++) {
+        const Plumb__DataParallel *dp = call_dp(&c[i]);
+        int first = dp != NULL;
+        for (int j = 0; first && j < i; j++)
+            if (call_dp(&c[j]) && call_dp(&c[j])->group == dp->group) first = 0;
+        if (!first) continue;
+        RoleKind k = ROLE_ACTOR;
+        role_kind_parse(c[i].req->role, &k);
+        int in[POOL_MAX_WORKERS], m = 0, root = -1, done = -1, dead = 0;
+        for (int j = i; j < n; j++)
+            if (call_dp(&c[j]) && call_dp(&c[j])->group == dp->group) in[m++] = j;
+        for (int q = 0; q < m; q++) {
+            const PoolCall *cj = &c[in[q]];
+            if (cj->given_up == 2) continue;
+            if (!pool_worker(r->pool, cj->worker)->alive) dead++;
+            else if (root < 0) root = in[q];
+            if (call_ok(cj)) done = in[q];
+        }
+        if (dead && root < 0) return 0; /* no survivor to take the state from */
+        for (int q = 0; q < m; q++) {
+            PoolCall *cj = &c[in[q]];
+            int rank = call_dp(cj)->rank;
+            if (cj->given_up == 2 || pool_worker(r->pool, cj->worker)->alive) continue;
+            fprintf(stderr, "plumb coordinator: %s replica rank %d, %s, died; waiting up to %d s "
+                            "for a worker to take its place\n",
+                    role_kind_name(k), rank, pool_worker_name(r->pool, cj->worker, nm, sizeof nm),
+                    r->cfg->startup_timeout_s);
+            int w = pool_await_other(r->pool, k, r->trainers[k], r->n_trainers[k]);
+            if (w < 0) return pl_wrap(w, "%s", why);
+            r->trainers[k][rank] = cj->worker = w;
+            int src = done >= 0 ? done : root;
+            fprintf(stderr, "plumb coordinator: %s takes rank %d of the %s replicas, with the "
+                            "state of rank %d (%s)\n", pool_worker_name(r->pool, w, nm, sizeof nm),
+                    rank, role_kind_name(k), call_dp(&c[src])->rank,
+                    pool_worker_name(r->pool, c[src].worker, nm2, sizeof nm2));
+            if (done >= 0) cj->given_up = 2; /* the step is done: synced at the next call */
+        }
+        if (done >= 0) {
+            if (dead) r->dp_sync[k] = call_dp(&c[done])->rank + 1;
+            continue;
+        }
+        uint64_t group = ++r->dp_groups;
+        for (int q = 0; q < m; q++) {
+            Plumb__DataParallel *d = c[in[q]].req->train->dp;
+            d->group = group;
+            d->sync_from = dead ? call_dp(&c[root])->rank + 1 : d->sync_from;
+        }
+    }
+    return 1;
+}
+
+int req_train_run(Run *r, PoolCall *c, int n) {
+    int rc = req_call(r, c, n);
+    for (int tries = 0; rc < 0 && tries < 4; tries++) {
+        int again = dp_recover(r, c, n);
+        if (again <= 0) {
+            if (again < 0) rc = again;
+            break;
+        }
+        /* the calls without an answer, again */
+        PoolCall sub[POOL_MAX_WORKERS];
+        int map[POOL_MAX_WORKERS], m = 0;
+        for (int i = 0; i < n && m < POOL_MAX_WORKERS; i++)
+            if (!call_ok(&c[i]) && c[i].given_up != 2) {
+                wire_free(&c[i].rep);
+                sub[m] = c[i], map[m++] = i;
+            }
+        rc = req_call(r, sub, m);
+        for (int j = 0; j < m; j++) c[map[j]] = sub[j];
+    }
+    return rc;
+}
+
 int req_train_call(Run *r, RoleKind k, Plumb__Envelope *e, WireArena *a, const char *prefix) {
     PoolCall c[POOL_MAX_WORKERS];
     int n = req_train_add(r, a, k, e, c, POOL_MAX_WORKERS);
     if (n < 0) return n;
-    int rc = req_call(r, c, n);
+    int rc = req_train_run(r, c, n);
     if (rc == 0) rc = req_train_done(r, k, c, n, prefix);
     pool_calls_free(c, n);
     return rc;

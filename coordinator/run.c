@@ -192,6 +192,10 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
      * update keeps (launch.keep_state) */
     if (gethostname(r->host, sizeof r->host - 1) != 0) strcpy(r->host, "unknown");
     r->keep_state = coord_keeps_state(cfg);
+    if (r->keep_state) { /* copies an earlier coordinator of this run kept */
+        snprintf(path, sizeof path, "%s/.live", cfg->run_dir);
+        pl_rm_rf(path);
+    }
     po.replaceable = coord_needed_roles(cfg) & (r->keep_state ? ~0u : ~r->algo->trained);
     po.replace_wait_ms = cfg->startup_timeout_s * 1000;
     po.ctx = r;
@@ -209,6 +213,9 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
                              r->hooks->min_workers > cfg->min_workers ? r->hooks->min_workers
                                                                       : cfg->min_workers,
                              cfg->startup_timeout_s * 1000);
+    /* a coordinator started again after one died: the time until its
+     * workers are back goes into its first step's perf/recovery_s */
+    double recovery_s = rc == 0 && r->hooks->down_since > 0 ? pl_now_s() - r->hooks->down_since : 0;
     if (rc == 0 && r->resume_from[0]) { /* the actors loaded the checkpoint's adapter */
         int idx[POOL_MAX_WORKERS];
         int n = pool_workers_with(r->pool, ROLE_ACTOR, idx, POOL_MAX_WORKERS);
@@ -250,8 +257,10 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
         stats_put(&r->stats, "perf/serialize_s", r->serialize_s);
         stats_put(&r->stats, "perf/overhead_frac", dt > 0 ? 1.0 - r->compute_s / dt : 0);
         stats_put(&r->stats, "perf/tokens_per_s", dt > 0 ? r->tokens / dt : 0);
-        stats_put(&r->stats, "perf/recovery_s", pool_recovery_s_take(r->pool));
-        stats_put(&r->stats, "run/restarts", (double)pool_recoveries(r->pool));
+        stats_put(&r->stats, "perf/recovery_s", pool_recovery_s_take(r->pool) + recovery_s);
+        stats_put(&r->stats, "run/restarts",
+                  (double)(pool_recoveries(r->pool) + r->hooks->restarts));
+        recovery_s = 0;
         int last = r->step == cfg->steps;
         if ((cfg->eval_every > 0 && r->step % cfg->eval_every == 0) || last) rc = r->algo->eval(r);
         if (rc == 0)

@@ -10,7 +10,9 @@
  *                                reproducible for a seed
  *   RUN_DIR/config.yaml          the resolved configuration
  *   RUN_DIR/checkpoints/step-N/  coordinator.json, config.yaml, one folder per
- *                                stateful role (written to .step-N.tmp first)
+ *                                stateful role (written to .step-N.tmp, synced,
+ *                                then renamed: a crash never leaves a step-N
+ *                                that is not whole)
  *   RUN_DIR/final                the actor as a Hugging Face folder (a link into
  *                                the last checkpoint)
  * Data order, generation seeds and minibatch orders derive from run.seed and
@@ -39,6 +41,11 @@ typedef struct {
     int quiet;               /* no progress lines                                 */
     int min_workers;         /* wait for this many workers (the launcher's count)
                               * when more than transport.min_workers          */
+    /* A coordinator started again after one died: how many were (counted
+     * in run/restarts), and when the last died (pl_now_s; the time until
+     * this one has its workers back is its first step's perf/recovery_s). */
+    int restarts;
+    double down_since;
 } CoordHooks;
 
 /* The roles an algorithm needs (bit (1u << RoleKind)). */
@@ -49,6 +56,11 @@ unsigned coord_trained_roles(const RunConfig *cfg);
  * its state, when that is small (adapters and heads, not fully fine-tuned
  * weights), so a new worker can replace a dead trainer. */
 int coord_keeps_state(const RunConfig *cfg);
+
+/* The newest checkpoint under RUN_DIR/checkpoints that was written whole
+ * (one being written is a hidden .step-N.tmp) into out; PL_EIO when there
+ * is none. */
+int coord_newest_checkpoint(const char *run_dir, char *out, size_t cap);
 
 /* With model.path empty, writes the random model.init.* model (seeded by
  * run.seed) with the tokenizer's files into RUN_DIR/init and points

@@ -119,6 +119,10 @@ typedef struct Run {
      * (a replica that registers later has neither the updates nor the
      * optimizer state, and only generates); n_trainers[k] 0: none yet */
     int trainers[ROLE_NKINDS][POOL_MAX_WORKERS], n_trainers[ROLE_NKINDS];
+    /* > 0: role k's next data-parallel call first gives every rank the
+     * state of rank dp_sync[k] - 1 (a replica replaced after its group
+     * finished a step without it) */
+    int dp_sync[ROLE_NKINDS];
     KlController kl;
     RefCache ref, eval_ref;  /* dpo, kto                                      */
     StepStats stats;         /* the current step's metrics                    */
@@ -172,7 +176,13 @@ int req_train_add(Run *r, WireArena *a, RoleKind k, Plumb__Envelope *e, PoolCall
 /* Takes the replies of the n calls req_train_add made for role k: metrics
  * under prefix, versions, and the replicas' agreement. */
 int req_train_done(Run *r, RoleKind k, const PoolCall *calls, int n, const char *prefix);
-/* req_train_add, req_call and req_train_done for one request. */
+/* req_call for a set of train calls (req_train_add's, of one role or
+ * several): a data-parallel replica that dies is replaced by a new worker
+ * of its role, which takes a survivor's state by broadcast, and the calls
+ * left unfinished are sent again, so that the step comes out as it would
+ * have. */
+int req_train_run(Run *r, PoolCall *calls, int n);
+/* req_train_add, req_train_run and req_train_done for one request. */
 int req_train_call(Run *r, RoleKind k, Plumb__Envelope *e, WireArena *a, const char *prefix);
 
 /* Packs the chosen (pc) and rejected (pr) sequences of records which[0..n)

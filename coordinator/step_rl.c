@@ -190,7 +190,7 @@ static int rl_update(Run *r, RlBatch *b) {
         rc = req_train_add(r, a, ROLE_CRITIC, v, up + na, POOL_MAX_WORKERS);
         if (rc > 0) nu += rc, rc = 0;
     }
-    if (rc == 0) rc = req_call(r, up, nu);
+    if (rc == 0) rc = req_train_run(r, up, nu);
     if (rc == 0) rc = req_train_done(r, ROLE_ACTOR, up, na, "train/");
     if (rc == 0 && nu > na) rc = req_train_done(r, ROLE_CRITIC, up + na, nu - na, "critic/");
     pool_calls_free(up, nu);

@@ -18,6 +18,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -650,37 +651,48 @@ static void test_coordinator_worker_killed(void **state) {
 }
 
 /* SFT on two actor replicas (data parallel, so every step's replicas wait
- * on each other's sums): SIGKILL one mid-run. The coordinator stops as
- * above, and the other replica, which may be waiting for a sum that will
- * not come, exits too. */
+ * on each other's sums) under plumb coordinator: SIGKILL one mid-run. The
+ * coordinator waits for a new worker of the role; a new `plumb worker`
+ * takes the dead one's rank with the survivor's state, and the run goes
+ * on with two replicas. */
 static void test_dp_replica_killed(void **state) {
     (void)state;
     int port;
     char *clog;
     pid_t co = coordinator_for("sft", "dpkill", 2, &port, &clog);
+    const char *metrics = strdup(tu_path("%s/dpkill/metrics.jsonl", dir));
     pid_t w1 = role_worker("actor", "dpkill", "1", port);
     if (!tu_wait_text(clog, "(actor, pid", 20)) {
         tu_stop(w1), tu_stop(co);
         fail_msg("the first replica did not register:\n%s", tu_read_file(clog, NULL));
     }
     tu_sleep_ms(500); /* the run waits for the second (transport.min_workers=2) */
-    if (tu_count_lines(tu_path("%s/dpkill/metrics.jsonl", dir)) > 0) {
+    if (tu_count_lines(metrics) > 0) {
         tu_stop(w1), tu_stop(co);
         fail_msg("the run started before its second worker registered");
     }
     pid_t w2 = role_worker("actor", "dpkill", "2", port);
-    if (!tu_wait_lines(tu_path("%s/dpkill/metrics.jsonl", dir), 3, 30) ||
-        !tu_wait_text(tu_path("%s/dpkill/metrics.jsonl", dir), "\"train/replicas\": 2", 5)) {
+    if (!tu_wait_lines(metrics, 3, 30) || !tu_wait_text(metrics, "\"train/replicas\": 2", 5)) {
         tu_stop(w1), tu_stop(w2), tu_stop(co);
         fail_msg("no data-parallel step logged:\n%s", tu_read_file(clog, NULL));
     }
     kill(w2, SIGKILL);
-    expect_stop_naming(co, w2, clog);
-    int st1 = 0;
-    int done1 = tu_wait_exit(w1, 15, &st1);
-    tu_stop(w1);
-    if (!done1) fail_msg("the surviving replica still runs 15 s after the coordinator stopped");
-    free(clog);
+    waitpid(w2, NULL, 0);
+    if (!tu_wait_text(clog, "waiting up to", 10)) {
+        tu_stop(w1), tu_stop(co);
+        fail_msg("the coordinator does not wait for a new replica:\n%s", tu_read_file(clog, NULL));
+    }
+    long n = tu_count_lines(metrics);
+    pid_t w3 = role_worker("actor", "dpkill", "3", port);
+    int ok = tu_wait_text(clog, "with the state of rank 0", 20) && tu_wait_lines(metrics, n + 3, 30);
+    char *log = tu_read_file(clog, NULL), *m = tu_read_file(metrics, NULL);
+    int alive = waitpid(co, NULL, WNOHANG) == 0;
+    tu_stop(w1), tu_stop(w3), tu_stop(co);
+    if (!ok || !alive) fail_msg("the run did not go on with the new replica:\n%s", log);
+    const char *last = strrchr(m, '{');
+    if (!last || !strstr(last, "\"train/replicas\": 2"))
+        fail_msg("the last step is not data parallel over two replicas:\n%s", m);
+    free(log), free(m), free(clog), free((void *)metrics);
 }
 
 /* GRPO with one actor; a second actor registers mid-run. It holds neither
@@ -816,51 +828,114 @@ static void test_train_worker_replaced(void **state) {
     free((void *)log);
 }
 
-/* Chaos, bounded: PPO with actor, critic, reward and reference in four
- * processes for 30 steps; the actor, the critic and the reference are
- * SIGKILLed and the reward SIGSTOPped (it hangs: no heartbeats, so the
- * pool takes it for dead and plumb train kills it) at staggered steps. The
- * run ends with exit 0 and the metrics of the uninterrupted run, every key
- * but perf/ and run/restarts. */
+/* How many times needle occurs in the file at path. */
+static int count_text(const char *path, const char *needle) {
+    char *t = tu_read_file(path, NULL), *p = t;
+    int n = 0;
+    while (p && (p = strstr(p, needle))) n++, p++;
+    free(t);
+    return n;
+}
+
+/* The pid of the newest "plumb train: coordinator pid P" line of log, or -1. */
+static pid_t newest_coordinator(const char *log) {
+    char *t = tu_read_file(log, NULL), *p = t;
+    pid_t found = -1;
+    int pid;
+    while (p && (p = strstr(p, "plumb train: coordinator pid ")))
+        if (sscanf(p++, "plumb train: coordinator pid %d", &pid) == 1) found = pid;
+    free(t);
+    return found;
+}
+
+/* Chaos, bounded: a 60-step PPO run with actor, critic, reward and
+ * reference in four processes takes ten SIGKILLs and two SIGSTOPs at
+ * workers drawn at random, and one SIGKILL of the coordinator, each a
+ * random number of steps after the last one's recovery. A hung worker (no
+ * heartbeats) is killed by plumb train and replaced; the coordinator is
+ * started again from the newest checkpoint, and the workers register with
+ * it. The run ends with exit 0 and the uninterrupted run's metrics on
+ * every key but perf/ and run/restarts. PLUMB_CHAOS_SEED draws another
+ * schedule. */
 static void test_chaos(void **state) {
     (void)state;
     char body[8192], cfg[2048], *out;
     algo_body(body, sizeof body, "ppo");
-    strncat(body, "transport.heartbeat_ms: 300\ntransport.dead_after_ms: 1500\n",
+    strncat(body, "transport.heartbeat_ms: 300\ntransport.dead_after_ms: 1500\n"
+            "checkpoint.every: 10\nlaunch.max_restarts: 12\n",
             sizeof body - strlen(body) - 1);
     config(cfg, sizeof cfg, "chaos", body);
     const char *run = strdup(tu_path("%s/chaos", dir));
     const char *log = strdup(tu_path("%s/chaos.log", dir));
-    const int steps = 30;
-    pid_t tr = tu_spawn(log, "train %s run.steps=%d --quiet", cfg, steps);
-    static const struct {
-        const char *role;
-        int sig, at;
-    } hits[] = {{"actor", SIGKILL, 3}, {"reward", SIGSTOP, 7}, {"critic", SIGKILL, 11},
-                {"reference", SIGKILL, 15}, {"actor", SIGKILL, 19}};
-    for (size_t h = 0; h < sizeof hits / sizeof hits[0]; h++) {
-        if (!tu_wait_lines(tu_path("%s/metrics.jsonl", run), hits[h].at, 60)) {
+    const char *metrics = strdup(tu_path("%s/metrics.jsonl", run));
+    const int steps = 60;
+    const char *roles[4] = {"actor", "critic", "reward", "reference"};
+    /* the schedule: 13 hits, one of them the coordinator's, two SIGSTOPs */
+    const char *env = getenv("PLUMB_CHAOS_SEED");
+    unsigned seed = env ? (unsigned)strtoul(env, NULL, 10) : 16u;
+    srand(seed);
+    int target[13], sig[13];
+    for (int h = 0; h < 13; h++) target[h] = rand() % 4, sig[h] = SIGKILL;
+    int co_hit = rand() % 13;
+    target[co_hit] = -1;
+    for (int stops = 0; stops < 2;) {
+        int h = rand() % 13;
+        if (h != co_hit && sig[h] == SIGKILL) sig[h] = SIGSTOP, stops++;
+    }
+    /* a model large enough that steps take a while (about 0.15 s here),
+     * so that every hit lands inside the run */
+    const char *big = "model.init.dim=256 model.init.hidden=768 model.init.layers=3 "
+                      "train.batch_size=16";
+    pid_t tr = tu_spawn(log, "train %s run.steps=%d %s --quiet", cfg, steps, big);
+    char done_hits[512] = "";
+    for (int h = 0; h < 13; h++) {
+        /* 0 to 2 steps after the last recovery */
+        long at = tu_count_lines(metrics) + rand() % 3;
+        if (at < 2) at = 2; /* the run is under way */
+        if (!tu_wait_lines(metrics, at, 60)) {
             tu_stop(tr);
-            fail_msg("chaos: step %d not reached:\n%s", hits[h].at - 1, tu_read_file(log, NULL));
+            fail_msg("chaos (seed %u): line %ld not reached before hit %d; hits so far:%s\n%s",
+                     seed, at, h, done_hits, tu_read_file(log, NULL));
         }
-        pid_t p = newest_worker(log, hits[h].role);
+        const char *who = target[h] < 0 ? "coordinator" : roles[target[h]];
+        pid_t p = target[h] < 0 ? newest_coordinator(log) : newest_worker(log, who);
         assert_true(p > 0);
-        kill(p, hits[h].sig);
+        int registered = count_text(log, "registered (rank");
+        kill(p, sig[h]);
+        snprintf(done_hits + strlen(done_hits), sizeof done_hits - strlen(done_hits), " %s%s@%ld",
+                 sig[h] == SIGSTOP ? "stop " : "", who, at);
+        /* recovered: a new process in its place */
+        double end = tu_now_s() + 30;
+        while (tu_now_s() < end && (target[h] < 0 ? newest_coordinator(log) : newest_worker(log, who)) == p)
+            tu_sleep_ms(20);
+        /* and registered (with a new coordinator: every worker); a process
+         * that hangs before it registers is not known to the coordinator */
+        while (tu_now_s() < end &&
+               count_text(log, "registered (rank") < registered + (target[h] < 0 ? 4 : 1))
+            tu_sleep_ms(20);
+        if (tu_now_s() >= end) {
+            tu_stop(tr);
+            fail_msg("chaos (seed %u): the %s (pid %d) was not replaced; hits:%s\n%s", seed, who,
+                     (int)p, done_hits, tu_read_file(log, NULL));
+        }
     }
     int st = 0, done = tu_wait_exit(tr, 120, &st);
     tu_stop(tr);
     char *text = tu_read_file(log, NULL);
     if (!done || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        fail_msg("chaos: the run ended with status 0x%x:\n%s", st, text);
-    if (!strstr(text, "(reward, pid") || !strstr(text, "stopped answering; killing it"))
-        fail_msg("chaos: the hung reward was not killed and replaced:\n%s", text);
+        fail_msg("chaos (seed %u): the run ended with status 0x%x; hits:%s\n%s", seed, st,
+                 done_hits, text);
+    if (!strstr(text, "stopped answering; killing it") ||
+        !strstr(text, "restarting the coordinator from"))
+        fail_msg("chaos (seed %u): no hung worker killed, or no coordinator restarted:\n%s", seed,
+                 text);
     free(text);
-    int rc = tu_plumb(&out, "train %s run.steps=%d --quiet run.dir=%s-ref", cfg, steps, run);
+    int rc = tu_plumb(&out, "train %s run.steps=%d %s --quiet run.dir=%s-ref", cfg, steps, big, run);
     if (rc != 0) fail_msg("chaos, the uninterrupted run: exit %d\n%s", rc, out);
     free(out);
     json_t *ma = tu_metrics_load(run), *mb = tu_metrics_load(tu_path("%s-ref", run));
-    if (json_number_value(json_object_get(tu_metrics_step(ma, steps), "run/restarts")) < 5)
-        fail_msg("chaos: run/restarts counts fewer than the 5 workers lost");
+    if (json_number_value(json_object_get(tu_metrics_step(ma, steps), "run/restarts")) < 1)
+        fail_msg("chaos (seed %u): run/restarts counts no restart", seed);
     for (long s2 = 0; s2 <= steps; s2++) {
         json_t *l = tu_metrics_step(ma, s2), *k = tu_metrics_step(mb, s2);
         if (l) json_object_del(l, "run/restarts");
@@ -869,7 +944,141 @@ static void test_chaos(void **state) {
     }
     json_decref(ma);
     json_decref(mb);
-    free((void *)run), free((void *)log);
+    free((void *)run), free((void *)log), free((void *)metrics);
+}
+
+/* The step of a ".step-N.tmp" folder in dir (a checkpoint being
+ * written), or -1. */
+static long tmp_checkpoint(const char *dir_path) {
+    DIR *d = opendir(dir_path);
+    long found = -1, s;
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (sscanf(e->d_name, ".step-%ld.tmp", &s) == 1) found = s;
+    if (d) closedir(d);
+    return found;
+}
+
+/* A coordinator killed while it writes a checkpoint: plumb train runs GRPO
+ * with a checkpoint every step, and the test freezes the coordinator
+ * (SIGSTOP) the moment a .step-N.tmp folder is there; if the folder is
+ * still unfinished, it SIGKILLs it. The half-written checkpoint is never
+ * taken: the launcher restarts the coordinator from step N-1, and the run
+ * ends with the uninterrupted run's metrics. */
+static void test_checkpoint_crash(void **state) {
+    (void)state;
+    char body[8192], cfg[2048], *out;
+    algo_body(body, sizeof body, "grpo");
+    strncat(body, "checkpoint.every: 1\ncheckpoint.keep: 3\n", sizeof body - strlen(body) - 1);
+    config(cfg, sizeof cfg, "ckcrash", body);
+    const char *run = strdup(tu_path("%s/ckcrash", dir));
+    const char *log = strdup(tu_path("%s/ckcrash.log", dir));
+    const char *ckpts = strdup(tu_path("%s/checkpoints", run));
+    const int steps = 60;
+    pid_t tr = tu_spawn(log, "train %s run.steps=%d --quiet", cfg, steps);
+    long caught = -1;
+    double end = tu_now_s() + 60;
+    while (caught < 0 && tu_now_s() < end && tu_process_alive(tr)) {
+        long n = tmp_checkpoint(ckpts);
+        pid_t co = newest_coordinator(log);
+        if (n < 2 || co <= 0) {
+            usleep(200);
+            continue;
+        }
+        kill(co, SIGSTOP);
+        char whole[1024];
+        snprintf(whole, sizeof whole, "%s/step-%06ld", ckpts, n);
+        if (tmp_checkpoint(ckpts) == n && access(whole, F_OK) != 0) {
+            kill(co, SIGKILL);
+            caught = n;
+        } else {
+            kill(co, SIGCONT);
+        }
+    }
+    if (caught < 0) {
+        tu_stop(tr);
+        fail_msg("no checkpoint caught while being written:\n%s", tu_read_file(log, NULL));
+    }
+    char from[128];
+    snprintf(from, sizeof from, "restarting the coordinator from %s/step-%06ld,", ckpts, caught - 1);
+    int st = 0, done = tu_wait_exit(tr, 60, &st);
+    tu_stop(tr);
+    char *text = tu_read_file(log, NULL);
+    if (!done || !WIFEXITED(st) || WEXITSTATUS(st) != 0 || !strstr(text, from))
+        fail_msg("killed writing checkpoint %ld: status 0x%x, expected \"%s\":\n%s", caught, st,
+                 from, text);
+    free(text);
+    int rc = tu_plumb(&out, "train %s run.steps=%d --quiet run.dir=%s-ref", cfg, steps, run);
+    if (rc != 0) fail_msg("the uninterrupted run: exit %d\n%s", rc, out);
+    free(out);
+    json_t *ma = tu_metrics_load(run), *mb = tu_metrics_load(tu_path("%s-ref", run));
+    for (long s2 = 0; s2 <= steps; s2++) {
+        json_t *l = tu_metrics_step(ma, s2), *k = tu_metrics_step(mb, s2);
+        if (l) json_object_del(l, "run/restarts");
+        if (k) json_object_del(k, "run/restarts");
+        tu_assert_same_step(ma, mb, s2, "checkpoint crash");
+    }
+    json_decref(ma);
+    json_decref(mb);
+    free((void *)run), free((void *)log), free((void *)ckpts);
+}
+
+/* PPO with two actor and two critic replicas (data parallel, two
+ * minibatches a step) and no kept copy of any state (launch.keep_state
+ * false): one replica process, then the other, is SIGKILLed mid-run.
+ * plumb train starts each again; the coordinator gives it the dead one's
+ * rank and the call is done again, every rank taking a survivor's state
+ * first (a failed call leaves each survivor as it was). The run ends with
+ * the uninterrupted run's metrics. */
+static void test_dp_replica_replaced(void **state) {
+    (void)state;
+    char body[8192], cfg[2048], *out;
+    algo_body(body, sizeof body, "ppo");
+    strncat(body, "transport.heartbeat_ms: 300\ntransport.dead_after_ms: 1500\n"
+            "train.minibatches: 2\nlaunch.keep_state: false\n"
+            "launch.workers: \"actor actor,critic critic reward,reference\"\n",
+            sizeof body - strlen(body) - 1);
+    config(cfg, sizeof cfg, "dpreplaced", body);
+    const char *run = strdup(tu_path("%s/dpreplaced", dir));
+    const char *log = strdup(tu_path("%s/dpreplaced.log", dir));
+    const char *metrics = strdup(tu_path("%s/metrics.jsonl", run));
+    const int steps = 30;
+    const char *big = "model.init.dim=256 model.init.hidden=768 model.init.layers=3 "
+                      "train.batch_size=16";
+    pid_t tr = tu_spawn(log, "train %s run.steps=%d %s --quiet", cfg, steps, big);
+    const char *victims[3] = {"actor", "actor,critic", "actor"};
+    for (int h = 0; h < 3; h++) {
+        if (!tu_wait_lines(metrics, 4 + 8 * h, 60)) {
+            tu_stop(tr);
+            fail_msg("step %d not reached:\n%s", 3 + 8 * h, tu_read_file(log, NULL));
+        }
+        pid_t p = newest_worker(log, victims[h]);
+        assert_true(p > 0);
+        int registered = count_text(log, "registered (rank");
+        kill(p, SIGKILL);
+        double end = tu_now_s() + 30;
+        while (tu_now_s() < end && count_text(log, "registered (rank") < registered + 1)
+            tu_sleep_ms(20);
+    }
+    int st = 0, done = tu_wait_exit(tr, 120, &st);
+    tu_stop(tr);
+    char *text = tu_read_file(log, NULL);
+    if (!done || !WIFEXITED(st) || WEXITSTATUS(st) != 0 || !strstr(text, "with the state of rank"))
+        fail_msg("replicas replaced: status 0x%x, or no rank taken with a survivor's state:\n%s",
+                 st, text);
+    free(text);
+    int rc = tu_plumb(&out, "train %s run.steps=%d %s --quiet run.dir=%s-ref", cfg, steps, big, run);
+    if (rc != 0) fail_msg("the uninterrupted run: exit %d\n%s", rc, out);
+    free(out);
+    json_t *ma = tu_metrics_load(run), *mb = tu_metrics_load(tu_path("%s-ref", run));
+    for (long s2 = 0; s2 <= steps; s2++) {
+        json_t *l = tu_metrics_step(ma, s2), *k = tu_metrics_step(mb, s2);
+        if (l) json_object_del(l, "run/restarts");
+        if (k) json_object_del(k, "run/restarts");
+        tu_assert_same_step(ma, mb, s2, "replicas replaced");
+    }
+    json_decref(ma);
+    json_decref(mb);
+    free((void *)run), free((void *)log), free((void *)metrics);
 }
 
 /* plumb train with PPO in four processes and no copy of the trained
@@ -1372,9 +1581,10 @@ static void lying_worker_run(const char *name, const char *algo, const char *raw
     free((void *)run), free((void *)clog), free((void *)wlog);
 }
 
-/* One client fills the pool with 64 registrations that never beat: once
- * they are dead, their slots are free, and a real worker that comes later
- * registers and the run completes. */
+/* One client sends more registrations than the pool has slots, none of
+ * them followed by a heartbeat: only POOL_MAX_PENDING wait at a time (the
+ * oldest is dropped, and told), so the pool never fills, and a real worker
+ * that registers right after them is accepted and the run completes. */
 static void test_pool_slots(void **state) {
     (void)state;
     char body[8192], cfg[2048];
@@ -1397,26 +1607,31 @@ static void test_pool_slots(void **state) {
     Raw raw;
     raw_open(&raw, port, "squatter");
     WireArena *a = wire_arena_new();
-    int welcomed = 0;
-    for (int i = 0; i < POOL_MAX_WORKERS; i++) {
+    int welcomed = 0, dropped = 0, full = 0;
+    for (int i = 0; i < POOL_MAX_WORKERS + 8; i++) {
         raw_register(&raw, a, tu_path("squatter:%d", i), "reference", fp, base);
-        Plumb__Envelope *w = raw_recv(&raw, 5000);
-        welcomed += w && w->body_case == PLUMB__ENVELOPE__BODY_WELCOME;
-        wire_free(&w);
+        /* its Welcome, and (past the queue's size) the drop of the oldest */
+        for (Plumb__Envelope *w; (w = raw_recv(&raw, 2000));) {
+            int welcome = w->body_case == PLUMB__ENVELOPE__BODY_WELCOME;
+            welcomed += welcome;
+            if (w->body_case == PLUMB__ENVELOPE__BODY_ERROR) {
+                full += strstr(w->error->message, "full") != NULL;
+                dropped += strstr(w->error->message, "dropped") != NULL;
+            }
+            wire_free(&w);
+            if (welcome) break;
+        }
     }
-    raw_register(&raw, a, "squatter:extra", "reference", fp, base);
-    Plumb__Envelope *w = raw_recv(&raw, 5000);
-    int full = w && w->body_case == PLUMB__ENVELOPE__BODY_ERROR && strstr(w->error->message, "full");
-    wire_free(&w);
     base_free(&base);
     wire_arena_free(&a);
     raw_close(&raw);
-    if (welcomed != POOL_MAX_WORKERS || !full) {
+    if (welcomed != POOL_MAX_WORKERS + 8 || full ||
+        !tu_wait_text(clog, "registrations wait for their first heartbeat", 5)) {
         tu_stop(co);
-        fail_msg("test setup: %d of %d squatters welcomed, the next %s", welcomed,
-                 POOL_MAX_WORKERS, full ? "refused" : "not refused as over the limit");
+        fail_msg("%d of %d squatters welcomed, %d told the pool is full, %d told they were "
+                 "dropped:\n%s", welcomed, POOL_MAX_WORKERS + 8, full, dropped,
+                 tu_read_file(clog, NULL));
     }
-    tu_sleep_ms(2500); /* the squatters die of silence */
     pid_t wk = tu_spawn(tu_path("%s/slots-worker.log", dir), "worker --role actor --connect "
                         "tcp://127.0.0.1:%d --model %s/init --tokenizer %s --threads 1", port,
                         run, data);
@@ -1587,8 +1802,9 @@ static void test_curve(void **state) {
     free(out);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     unsetenv("REDISCLI_AUTH"); /* the test servers have no password */
+    if (argc > 1) cmocka_set_test_filter(argv[1]); /* test_run test_chaos */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_algo_sft),
         cmocka_unit_test(test_algo_rm),
@@ -1615,6 +1831,8 @@ int main(void) {
         cmocka_unit_test(test_train_child_killed),
         cmocka_unit_test(test_train_worker_replaced),
         cmocka_unit_test(test_chaos),
+        cmocka_unit_test(test_checkpoint_crash),
+        cmocka_unit_test(test_dp_replica_replaced),
         cmocka_unit_test(test_dp_replica_killed),
         cmocka_unit_test(test_dp_late_replica),
         cmocka_unit_test(test_bad_frames),

@@ -27,7 +27,7 @@ static void usage(FILE *f) {
             "usage: plumb worker --role R[,R2...] --connect ADDR --model PATH\n"
             "                    [--tokenizer DIR] [--device cpu|cuda:N] [--rank N]\n"
             "                    [--threads N] [--server-key KEY] [--key FILE.key]\n"
-            "                    [--max-message-mb N] [--verbose]\n"
+            "                    [--max-message-mb N] [--rejoin-s N] [--verbose]\n"
             "\n"
             "Connects to a coordinator (plumb coordinator, or plumb train) at ADDR\n"
             "(tcp://HOST:PORT or ipc://PATH) and serves the roles actor, critic, reward\n"
@@ -39,19 +39,23 @@ static void usage(FILE *f) {
             "With CURVE: --server-key is the coordinator's public key (a .pub file or the\n"
             "key itself) and --key this worker's key pair (plumb keygen); the worker's\n"
             "public key must be listed in the coordinator's transport.authorized_keys.\n"
+            "--rejoin-s N: when the coordinator goes away (it died, or was restarted with\n"
+            "--resume), register again with the one at ADDR, waiting up to N s for it; the\n"
+            "model stays loaded. Without it the worker exits with an error.\n"
             "--device cuda:N runs the roles on GPU N (fp32 for now), or fails saying why\n"
             "(no GPU, a build without CUDA); cpu-staged checks the device path on the CPU.\n");
 }
 
 int cmd_worker(int argc, char **argv) {
     WorkerOptions o = {.roles_table = ROLES, .rank = -1, .device = "cpu"};
-    int threads = 0, mb = 0;
+    int threads = 0, mb = 0, rejoin_s = 0;
     const Opt opts[] = {
         OPT_REQ("--role", &o.roles), OPT_REQ("--connect", &o.connect), OPT_REQ("--model", &o.model),
         OPT_STR("--tokenizer", &o.tokenizer), OPT_STR("--device", &o.device),
         OPT_STR("--server-key", &o.server_key), OPT_STR("--key", &o.secret_key),
         OPT_INT("--rank", &o.rank, 0, 1 << 30), OPT_INT("--threads", &threads, 1, 1024),
-        OPT_INT("--max-message-mb", &mb, 1, 1 << 14), OPT_FLAG("--verbose", &o.verbose), OPT_END};
+        OPT_INT("--max-message-mb", &mb, 1, 1 << 14), OPT_INT("--rejoin-s", &rejoin_s, 0, 1 << 20),
+        OPT_FLAG("--verbose", &o.verbose), OPT_END};
     int prc = opts_parse("worker", argc, argv, 1, opts, usage);
     if (prc >= 0) return prc;
     if (o.rank < 0) {
@@ -59,6 +63,7 @@ int cmd_worker(int argc, char **argv) {
         o.rank = r < 0 ? 0 : r;
     }
     o.max_message = (size_t)mb << 20;
+    o.rejoin_ms = rejoin_s * 1000;
     set_threads(threads);
     if (worker_run(&o) < 0) {
         fprintf(stderr, "plumb worker (%s): %s\n", o.roles, pl_error());

@@ -89,6 +89,10 @@ struct Role {
      * the worker, not owned); NULL: a train request with dp.size > 1
      * fails. */
     Collective *coll;
+    /* A data-parallel train request failed after some of its updates, with
+     * no snapshot to go back to: this replica's state is none the others
+     * hold, so it cannot be the source of a new replica's (sync_from). */
+    int dp_dirty;
 };
 
 /* Builds a role of kind d->kind from cfg on base (shared, not owned;

@@ -306,6 +306,77 @@ static uint64_t params_hash(const Role *r) {
     return h;
 }
 
+/* ------------------------------------------------- a replica's state */
+
+#define STATE_COUNTERS 8     /* adapter_version, opt_step: 4 x 16 bits each  */
+#define SNAPSHOT_MAX (256UL << 20) /* floats a failed call can be undone over */
+
+/* Floats in the role's trainable state: parameters, AdamW moments, and the
+ * counters in 16-bit pieces (which floats hold exactly). */
+static size_t state_len(Role *r) {
+    float *params[3], *grads[3];
+    size_t sizes[3], n = STATE_COUNTERS;
+    int nb = model_trainable(r->model, params, grads, sizes);
+    for (int i = 0; i < nb; i++) n += sizes[i];
+    for (int i = 0; i < r->n_opt; i++) n += 2 * r->opt[i].n;
+    return n;
+}
+
+/* The state into buf (out), or from it. */
+static void state_io(Role *r, float *buf, int out) {
+    float *params[3], *grads[3];
+    size_t sizes[3], at = 0;
+    int nb = model_trainable(r->model, params, grads, sizes);
+#define IO(x, n)                                                              \
+    do {                                                                      \
+        if (out) memcpy(buf + at, (x), sizeof(float) * (n));                  \
+        else memcpy((x), buf + at, sizeof(float) * (n));                      \
+        at += (n);                                                            \
+    } while (0)
+    for (int i = 0; i < nb; i++) IO(params[i], sizes[i]);
+    for (int i = 0; i < r->n_opt; i++) {
+        IO(r->opt[i].m, r->opt[i].n);
+        IO(r->opt[i].v, r->opt[i].n);
+    }
+#undef IO
+    uint64_t c[2] = {r->adapter_version, (uint64_t)r->opt_step};
+    for (int k = 0; k < 2; k++)
+        for (int q = 0; q < 4; q++) {
+            if (out) buf[at] = (float)((c[k] >> (16 * q)) & 0xffff);
+            else c[k] = (q ? c[k] : 0) | ((uint64_t)buf[at] << (16 * q));
+            at++;
+        }
+    if (!out) {
+        r->adapter_version = c[0];
+        r->opt_step = (long)c[1];
+        for (int i = 0; i < r->n_opt; i++) r->opt[i].step = r->opt_step;
+    }
+}
+
+/* dp->sync_from: every rank takes the state of rank sync_from - 1, a
+ * replica that lived through the failure of the call before, for the new
+ * replica that took a dead one's rank. */
+static int state_sync(Role *r, const TrainJob *j) {
+    int root = j->dp->sync_from - 1;
+    if (root < 0 || root >= j->dp->size)
+        return pl_fail(PL_EPROTO, "train.dp: sync_from rank %d of %d", root, j->dp->size);
+    if (root == j->dp->rank && r->dp_dirty)
+        return pl_fail(PL_EPEER, "train.dp: this replica cannot be the source of the others' "
+                                 "state: a call failed after some of its updates, with no "
+                                 "snapshot to undo them");
+    size_t n = state_len(r);
+    float *buf = malloc(sizeof(float) * n);
+    if (!buf) return pl_fail(PL_ENOMEM, "train.dp: out of memory for %zu floats of state", n);
+    if (root == j->dp->rank) state_io(r, buf, 1);
+    CollGroup g = {.group = j->dp->group, .rank = j->dp->rank, .size = j->dp->size,
+                   .request = j->request};
+    int rc = coll_broadcast(r->coll, &g, root, buf, n);
+    if (rc == 0 && root != j->dp->rank) state_io(r, buf, 0);
+    if (rc == 0) r->dp_dirty = 0;
+    free(buf);
+    return rc < 0 ? pl_wrap(rc, "train.dp: taking rank %d's state", root) : 0;
+}
+
 /* ------------------------------------------------------------- call */
 
 /* Decodes q with the body and checks the data-parallel settings. */
@@ -375,10 +446,15 @@ int role_train(Role *r, const TrainBody *b, const Plumb__Envelope *e, WireArena 
     TrainJob j;
     memset(&j, 0, sizeof j);
     TrainPart *parts = NULL;
+    int steps_done = 0;
     int *order = NULL, np = 0;
     Work w = {0};
+    float *snap = NULL; /* a data-parallel call that fails is undone */
     int rc = job_prepare(r, b, e, M, &j);
+    if (rc == 0 && j.dp && j.dp->sync_from > 0) rc = state_sync(r, &j);
     if (rc < 0) goto done;
+    if (j.dp && state_len(r) <= SNAPSHOT_MAX && (snap = malloc(sizeof(float) * state_len(r))))
+        state_io(r, snap, 1);
     /* the order: identity for one minibatch, else shuffled from seed */
     order = malloc(sizeof(int) * j.U);
     parts = calloc((size_t)M, sizeof *parts);
@@ -416,13 +492,19 @@ int role_train(Role *r, const TrainBody *b, const Plumb__Envelope *e, WireArena 
                 goto done;
             }
             for (int i = 0; i < 3 + b->n_metrics; i++) sum[i] += m[i];
-            steps++;
+            steps_done = ++steps;
         }
     /* the copy of the state goes before the reply: a reply means it is on
      * disk, and a worker that dies before it has its request done again */
     if (q->keep_dir && *q->keep_dir && (rc = role_save(r, q->keep_dir)) < 0) goto done;
     rc = reply(r, &j, sum, steps, a, rep);
 done:
+    /* a replica died, or the group was given up: back to the state before
+     * the call, which the other replicas also return to, so that any of
+     * them can be the source of a new replica's */
+    if (rc < 0 && j.dp && snap) state_io(r, snap, 0);
+    else if (rc < 0 && j.dp && steps_done > 0) r->dp_dirty = 1;
+    free(snap);
     for (int i = 0; i < np; i++) part_free(&parts[i]);
     free(parts);
     free(order);

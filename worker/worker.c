@@ -37,6 +37,9 @@ int worker_rank_from_env(void) {
 
 /* ------------------------------------------------------------ heartbeat */
 
+/* Heartbeat.coordinator_gone: why the coordinator is taken for gone. */
+enum { GONE_SILENT = 1, GONE_UNKNOWN = 2 };
+
 typedef struct {
     ZtClientOptions copt;      /* the heartbeat socket's options            */
     char worker_id[128];
@@ -83,12 +86,22 @@ static void *heartbeat_main(void *arg) {
             void *buf;
             size_t len;
             if (zt_client_recv(c, &buf, &len, wait) == 1) {
-                last_ack = pl_now_s();
+                Plumb__Envelope *q = NULL;
+                int unknown = wire_unpack(buf, len, WIRE_MAX_MESSAGE_DEFAULT, "the coordinator",
+                                          &q) == 0 &&
+                              q->body_case == PLUMB__ENVELOPE__BODY_ERROR;
+                wire_free(&q);
                 free(buf);
+                if (unknown) { /* a coordinator that does not know us: a new one */
+                    atomic_store(&h->coordinator_gone, GONE_UNKNOWN);
+                    break;
+                }
+                last_ack = pl_now_s();
             }
         }
+        if (atomic_load(&h->coordinator_gone)) break;
         if (pl_now_s() - last_ack > h->coordinator_timeout_ms * 1e-3) {
-            atomic_store(&h->coordinator_gone, 1);
+            atomic_store(&h->coordinator_gone, GONE_SILENT);
             break;
         }
     }
@@ -155,8 +168,9 @@ static int send_error(Worker *w, uint64_t id, int code, const char *msg) {
     return rc;
 }
 
-/* Registers and waits for the Welcome; builds the roles from it. */
-static int do_register(Worker *w) {
+/* Registers and waits for the Welcome (into *welcome, for wire_free). */
+static int do_register(Worker *w, int timeout, Plumb__Envelope **welcome) {
+    *welcome = NULL;
     WireArena *a = wire_arena_new();
     PL_CHECK_ALLOC(a);
     Plumb__Envelope *e = wire_envelope(a, 0, NULL);
@@ -189,7 +203,6 @@ static int do_register(Worker *w) {
     wire_arena_free(&a);
     PL_TRY(rc);
 
-    int timeout = w->o->register_timeout_ms > 0 ? w->o->register_timeout_ms : 60000;
     void *buf;
     size_t len;
     rc = zt_client_recv(w->client, &buf, &len, timeout);
@@ -211,8 +224,14 @@ static int do_register(Worker *w) {
         return pl_fail(PL_EPROTO, "the coordinator answered registration with message %d",
                        (int)q->body_case);
     }
-    Plumb__Welcome *wel = q->welcome;
-    w->heartbeat_ms = wel->heartbeat_ms > 0 ? wel->heartbeat_ms : 500;
+    w->heartbeat_ms = q->welcome->heartbeat_ms > 0 ? q->welcome->heartbeat_ms : 500;
+    *welcome = q;
+    return 0;
+}
+
+/* Builds the roles from the Welcome's RoleConfigs. */
+static int build_roles(Worker *w, const Plumb__Welcome *wel) {
+    int rc = 0;
     for (size_t i = 0; rc == 0 && i < wel->n_roles; i++) {
         RoleKind k;
         rc = role_kind_parse(wel->roles[i]->role, &k);
@@ -233,7 +252,6 @@ static int do_register(Worker *w) {
     if (w->o->verbose && rc == 0)
         fprintf(stderr, "plumb worker %s: registered as worker %d\n", w->worker_id,
                 wel->worker_index);
-    wire_free(&q);
     return rc;
 }
 
@@ -305,14 +323,120 @@ static int serve_one(Worker *w, const void *buf, size_t len) {
     return src < 0 ? -1 : 0;
 }
 
-static void worker_free(Worker *w) {
-    coll_free(&w->coll);
+/* Ends a registration: its roles, its collective and its socket. */
+static void session_free(Worker *w) {
     for (int i = 0; i < w->n_roles; i++) role_free(&w->roles[i]);
+    coll_free(&w->coll);
     zt_client_free(&w->client);
+}
+
+static void worker_free(Worker *w) {
+    session_free(w);
     bases_free(&w->bases);
     base_free(&w->base); /* the bases' device copies before their device */
     dev_close(&w->dev);
     tok_free(&w->tok);
+}
+
+/* One registration with the coordinator at o->connect: a new identity and
+ * sockets, the roles built from the Welcome, the heartbeat thread, and the
+ * requests served until Shutdown. Returns 0 after Shutdown, 1 when the
+ * coordinator went away (pl_error says how), < 0 on anything else. */
+static int session(Worker *w, int register_timeout_ms) {
+    const WorkerOptions *o = w->o;
+    /* an identity of its own: nothing queued for or from an earlier
+     * registration can be taken for this one's */
+    snprintf(w->worker_id, sizeof w->worker_id, "%.96s:%d:%08lx", w->host, (int)getpid(),
+             (unsigned long)(pl_now_s() * 1e6) & 0xffffffffUL);
+    ZtClientOptions co = {.endpoint = o->connect,
+                          .server_key = o->server_key,
+                          .secret_key = o->secret_key,
+                          .identity = w->worker_id,
+                          .max_message = w->max_message};
+    int rc;
+    Plumb__Envelope *welcome = NULL;
+    if ((rc = zt_client_new(&w->client, &co)) < 0 ||
+        (rc = do_register(w, register_timeout_ms, &welcome)) < 0) {
+        session_free(w);
+        return rc;
+    }
+    Heartbeat hb;
+    memset(&hb, 0, sizeof hb);
+    char hb_id[160];
+    snprintf(hb_id, sizeof hb_id, "%s/hb", w->worker_id);
+    hb.copt = co;
+    hb.copt.identity = hb_id;
+    snprintf(hb.worker_id, sizeof hb.worker_id, "%s", w->worker_id);
+    hb.period_ms = w->heartbeat_ms;
+    hb.coordinator_timeout_ms = o->coordinator_timeout_ms > 0 ? o->coordinator_timeout_ms : 30000;
+    char dp_id[160];
+    snprintf(dp_id, sizeof dp_id, "%s/dp", w->worker_id);
+    ZtClientOptions dpo = co;
+    dpo.identity = dp_id;
+    if ((rc = relay_new(&w->coll, &dpo, &hb.coordinator_gone)) < 0) {
+        wire_free(&welcome);
+        session_free(w);
+        return rc;
+    }
+    /* beating before the roles are built: the coordinator accepts a
+     * registration at its first heartbeat, and building can take long
+     * (a role's own base to load, weights to move to the device) */
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, heartbeat_main, &hb) != 0) {
+        wire_free(&welcome);
+        session_free(w);
+        return pl_fail(PL_ENOMEM, "starting the heartbeat thread");
+    }
+    rc = build_roles(w, welcome->welcome);
+    wire_free(&welcome);
+    for (int i = 0; rc == 0 && i < w->n_roles; i++) w->roles[i]->coll = w->coll;
+    while (rc == 0) {
+        int gone = atomic_load(&hb.coordinator_gone);
+        if (gone) {
+            pl_fail(PL_ETIMEOUT, gone == GONE_UNKNOWN
+                                     ? "the coordinator at %s no longer knows this worker "
+                                       "(it was restarted, or took this worker for dead)"
+                                     : "the coordinator at %s stopped answering heartbeats",
+                    o->connect);
+            rc = 1;
+            break;
+        }
+        void *buf;
+        size_t len;
+        int got = zt_client_recv(w->client, &buf, &len, 200);
+        if (got == 0) continue;
+        if (got == PL_ERANGE) {
+            fprintf(stderr, "plumb worker %s: dropped a %zu-byte message over the limit\n",
+                    w->worker_id, len);
+            send_error(w, 0, PL_ERANGE, "message over the worker's size limit");
+            continue;
+        }
+        if (got < 0) {
+            rc = got;
+            break;
+        }
+        int s = serve_one(w, buf, len);
+        free(buf);
+        if (s == 1) {
+            rc = 0;
+            break;
+        }
+        if (s == 2) { /* the device is lost: pl_error says why */
+            rc = PL_EDEVICE;
+            break;
+        }
+        if (s < 0) {
+            rc = pl_fail(PL_EIO, "sending a reply to %s failed", o->connect);
+            break;
+        }
+    }
+    char err[1024];
+    snprintf(err, sizeof err, "%s", pl_error());
+    atomic_store(&hb.stop, 1);
+    pthread_join(thread, NULL);
+    session_free(w);
+    pl_fail(rc, "%s", err);
+    return rc;
 }
 
 int worker_run(const WorkerOptions *o) {
@@ -324,8 +448,6 @@ int worker_run(const WorkerOptions *o) {
     if (!o->model || !*o->model) return pl_fail(PL_EINVAL, "--model: no base model given");
     PL_TRY(parse_roles(&w, o->roles));
     if (gethostname(w.host, sizeof w.host - 1) != 0) strcpy(w.host, "unknown");
-    snprintf(w.worker_id, sizeof w.worker_id, "%s:%d:%08lx", w.host, (int)getpid(),
-             (unsigned long)(pl_now_s() * 1e6) & 0xffffffffUL);
 
     /* The tokenizer folder: given, or the model's (its parent for a file). */
     if (o->tokenizer && *o->tokenizer) {
@@ -361,76 +483,16 @@ int worker_run(const WorkerOptions *o) {
         worker_free(&w);
         return rc;
     }
-    ZtClientOptions co = {.endpoint = o->connect,
-                          .server_key = o->server_key,
-                          .secret_key = o->secret_key,
-                          .identity = w.worker_id,
-                          .max_message = w.max_message};
-    if ((rc = zt_client_new(&w.client, &co)) < 0 || (rc = do_register(&w)) < 0) {
-        worker_free(&w);
-        return rc;
+    /* The model stays loaded across registrations: a coordinator that comes
+     * back (restarted from its checkpoint) gets the same process again, its
+     * roles rebuilt from the new Welcome. */
+    rc = session(&w, o->register_timeout_ms > 0 ? o->register_timeout_ms : 60000);
+    while (rc == 1 && o->rejoin_ms > 0) {
+        fprintf(stderr, "plumb worker %s: %s; registering again (for up to %d s)\n", w.worker_id,
+                pl_error(), o->rejoin_ms / 1000);
+        rc = session(&w, o->rejoin_ms);
     }
-
-    Heartbeat hb;
-    memset(&hb, 0, sizeof hb);
-    char hb_id[160];
-    snprintf(hb_id, sizeof hb_id, "%s/hb", w.worker_id);
-    hb.copt = co;
-    hb.copt.identity = hb_id;
-    snprintf(hb.worker_id, sizeof hb.worker_id, "%s", w.worker_id);
-    hb.period_ms = w.heartbeat_ms;
-    hb.coordinator_timeout_ms = o->coordinator_timeout_ms > 0 ? o->coordinator_timeout_ms : 30000;
-    w.coordinator_gone = &hb.coordinator_gone;
-    char dp_id[160];
-    snprintf(dp_id, sizeof dp_id, "%s/dp", w.worker_id);
-    ZtClientOptions dpo = co;
-    dpo.identity = dp_id;
-    if ((rc = relay_new(&w.coll, &dpo, &hb.coordinator_gone)) < 0) {
-        worker_free(&w);
-        return rc;
-    }
-    for (int i = 0; i < w.n_roles; i++) w.roles[i]->coll = w.coll;
-    pthread_t thread;
-    if (pthread_create(&thread, NULL, heartbeat_main, &hb) != 0) {
-        worker_free(&w);
-        return pl_fail(PL_ENOMEM, "starting the heartbeat thread");
-    }
-
-    rc = 0;
-    for (;;) {
-        if (atomic_load(&hb.coordinator_gone)) {
-            rc = pl_fail(PL_ETIMEOUT, "the coordinator at %s stopped answering heartbeats",
-                         o->connect);
-            break;
-        }
-        void *buf;
-        size_t len;
-        int got = zt_client_recv(w.client, &buf, &len, 200);
-        if (got == 0) continue;
-        if (got == PL_ERANGE) {
-            fprintf(stderr, "plumb worker %s: dropped a %zu-byte message over the limit\n",
-                    w.worker_id, len);
-            send_error(&w, 0, PL_ERANGE, "message over the worker's size limit");
-            continue;
-        }
-        if (got < 0) {
-            rc = got;
-            break;
-        }
-        int s = serve_one(&w, buf, len);
-        free(buf);
-        if (s == 1) break;
-        if (s == 2) { /* the device is lost: pl_error says why */
-            rc = PL_EDEVICE;
-            break;
-        }
-        if (s < 0) {
-            rc = pl_fail(PL_EIO, "sending a reply to %s failed", o->connect);
-            break;
-        }
-    }
-    atomic_store(&hb.stop, 1);
-    pthread_join(thread, NULL);
+    if (rc == 1) rc = PL_ETIMEOUT; /* pl_error says how it went */
     worker_free(&w);
     return rc;
 }

@@ -5,9 +5,13 @@
  * base fingerprint), builds its roles from the Welcome's RoleConfigs (they
  * share the base), and then answers requests one at a time until Shutdown.
  * A second thread sends heartbeats on its own socket every heartbeat_ms, so
- * the coordinator can tell a long computation from a dead process; when
- * the coordinator stops acknowledging them for coordinator_timeout_ms the
- * worker gives up. A third socket carries the collectives of data-parallel
+ * the coordinator can tell a long computation from a dead process. The
+ * coordinator is gone when it stops acknowledging them for
+ * coordinator_timeout_ms, or answers one with an Error (it does not know
+ * this worker: a coordinator restarted from its checkpoint, or one that
+ * took the worker for dead). Then the worker gives up, or with rejoin_ms
+ * registers again under a new identity, keeping its base model loaded and
+ * building its roles afresh from the new Welcome. A third socket carries the collectives of data-parallel
  * train requests (worker/relay.h), which the roles reach through
  * Role.coll.
  *
@@ -34,7 +38,10 @@ typedef struct {
     const char *secret_key;    /* CURVE: this worker's .key file                */
     size_t max_message;        /* bytes (0: default)                            */
     int register_timeout_ms;   /* waiting for Welcome (0: 60000)                */
-    int coordinator_timeout_ms;/* no heartbeat ack for this long: exit (0: 30000) */
+    int coordinator_timeout_ms;/* no heartbeat ack for this long: gone (0: 30000) */
+    int rejoin_ms;             /* > 0: when the coordinator is gone, register
+                                * again (waiting up to this long for one at the
+                                * same address); 0: return the error        */
     int verbose;
 } WorkerOptions;
 
