@@ -31,6 +31,10 @@ struct Pool {
     long recoveries;       /* dead workers of replaceable roles             */
     double recovery_s;     /* waiting for a replacement, since last taken   */
     double curve_logged;
+    /* set while a pool_call with a dead replica waits for the others:
+     * every contribution to a collective gets this as its answer, so that
+     * no replica starts waiting on a group that is given up */
+    char given_up[1100];
 };
 
 #define REFUSAL_BURST 20.0 /* refusals logged and answered at once          */
@@ -389,7 +393,10 @@ static void on_allreduce(Pool *p, int wi, const ZtPeer *peer, Plumb__Envelope *e
                  "made this worker rank %d of %d in group %llu", m->rank, m->size,
                  (unsigned long long)m->group, (unsigned long long)e->id, dp->rank, dp->size,
                  (unsigned long long)dp->group);
-    if (msg[0]) {
+    if (!msg[0] && p->given_up[0]) {
+        send_error(p, peer, e->id, PL_EPEER, p->given_up); /* never rate-limited: it ends a wait */
+        wire_free(&e);
+    } else if (msg[0]) {
         refuse(p, peer, e->id, PL_EPROTO, msg, "refused from %s: %s", wname(p, wi, nm, sizeof nm),
                msg);
         wire_free(&e);
@@ -695,9 +702,9 @@ int pool_call(Pool *p, PoolCall *calls, int n) {
                     c->given_up = 1, pending--;
                     if (!dp_failed) {
                         snprintf(dp_err, sizeof dp_err, "%s", pl_error());
-                        char why[1100];
-                        snprintf(why, sizeof why, "the train request was given up: %s", dp_err);
-                        reducer_fail_all(p->reducer, why);
+                        snprintf(p->given_up, sizeof p->given_up,
+                                 "the train request was given up: %s", dp_err);
+                        reducer_fail_all(p->reducer, p->given_up);
                         dp_failed = 1;
                     }
                 } else if (t < 0) rc = t;
@@ -710,6 +717,7 @@ int pool_call(Pool *p, PoolCall *calls, int n) {
         if (rc < 0 || pending == 0) break;
         if ((rc = poll_once(p, 100)) < 0) break;
     }
+    p->given_up[0] = '\0';
     if (rc == 0 && dp_failed) rc = pl_fail(PL_EPEER, "%s", dp_err);
     /* Replies still owed are dropped when they come (nothing matches them);
      * the collectives of the calls are answered with why they were given up,
