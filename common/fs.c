@@ -76,22 +76,27 @@ int pl_copy_file(const char *src, const char *dst) {
     return PL_OK;
 }
 
+/* fn on each entry of folder dir (not . and ..), until one fails. */
+static int each_entry(const char *dir, int (*fn)(const char *path)) {
+    DIR *d = opendir(dir);
+    if (!d) return pl_fail(PL_EIO, "opendir %s: %s", dir, strerror(errno));
+    struct dirent *e;
+    int rc = PL_OK;
+    while (rc == PL_OK && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char sub[PL_PATH];
+        rc = pl_path_join(sub, sizeof sub, dir, e->d_name);
+        if (rc == PL_OK) rc = fn(sub);
+    }
+    closedir(d);
+    return rc;
+}
+
 int pl_rm_rf(const char *path) {
     struct stat st;
     if (lstat(path, &st) != 0) return errno == ENOENT ? PL_OK : pl_fail(PL_EIO, "%s: %s", path, strerror(errno));
     if (S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(path);
-        if (!d) return pl_fail(PL_EIO, "opendir %s: %s", path, strerror(errno));
-        struct dirent *e;
-        int rc = PL_OK;
-        while (rc == PL_OK && (e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            char sub[PL_PATH];
-            rc = pl_path_join(sub, sizeof sub, path, e->d_name);
-            if (rc == PL_OK) rc = pl_rm_rf(sub);
-        }
-        closedir(d);
-        PL_TRY(rc);
+        PL_TRY(each_entry(path, pl_rm_rf));
         if (rmdir(path) != 0) return pl_fail(PL_EIO, "rmdir %s: %s", path, strerror(errno));
         return PL_OK;
     }
@@ -115,18 +120,8 @@ int pl_fsync_tree(const char *path) {
     if (lstat(path, &st) != 0) return pl_fail(PL_EIO, "%s: %s", path, strerror(errno));
     if (S_ISREG(st.st_mode)) return fsync_path(path, 0);
     if (!S_ISDIR(st.st_mode)) return PL_OK;
-    DIR *d = opendir(path);
-    if (!d) return pl_fail(PL_EIO, "opendir %s: %s", path, strerror(errno));
-    struct dirent *e;
-    int rc = PL_OK;
-    while (rc == PL_OK && (e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char sub[PL_PATH];
-        rc = pl_path_join(sub, sizeof sub, path, e->d_name);
-        if (rc == PL_OK) rc = pl_fsync_tree(sub);
-    }
-    closedir(d);
-    return rc == PL_OK ? fsync_path(path, 1) : rc;
+    PL_TRY(each_entry(path, pl_fsync_tree));
+    return fsync_path(path, 1);
 }
 
 int pl_fsync_parent(const char *path) {

@@ -744,6 +744,31 @@ static pid_t newest_worker(const char *log, const char *roles) {
     return found;
 }
 
+/* Runs cfg for steps steps (with the overrides extra) without a failure
+ * into RUN-ref and asserts that run's metrics equal it on every key but
+ * perf/ and run/restarts, which must count at least min_restarts at the
+ * last step. */
+static void same_as_uninterrupted(const char *cfg, int steps, const char *extra, const char *run,
+                                  int min_restarts, const char *what) {
+    char *out;
+    int rc = tu_plumb(&out, "train %s run.steps=%d %s --quiet run.dir=%s-ref", cfg, steps, extra,
+                      run);
+    if (rc != 0) fail_msg("%s, the uninterrupted run: exit %d\n%s", what, rc, out);
+    free(out);
+    json_t *ma = tu_metrics_load(run), *mb = tu_metrics_load(tu_path("%s-ref", run));
+    json_t *last = tu_metrics_step(ma, steps);
+    if (!last || json_number_value(json_object_get(last, "run/restarts")) < min_restarts)
+        fail_msg("%s: run/restarts counts fewer than %d restarts", what, min_restarts);
+    for (long s2 = 0; s2 <= steps; s2++) {
+        json_t *l = tu_metrics_step(ma, s2), *k = tu_metrics_step(mb, s2);
+        if (l) json_object_del(l, "run/restarts");
+        if (k) json_object_del(k, "run/restarts");
+        tu_assert_same_step(ma, mb, s2, what);
+    }
+    json_decref(ma);
+    json_decref(mb);
+}
+
 /* plumb train runs algo with one process per role; the worker of role is
  * SIGKILLed once 3 steps are logged. The launcher starts it again, the new
  * one loads the role's state (none, or the copy launch.keep_state keeps
@@ -751,7 +776,7 @@ static pid_t newest_worker(const char *log, const char *roles) {
  * an uninterrupted one does, every metric equal (but perf/ and the restart
  * count). */
 static void replaced_same(const char *algo, const char *role, int steps) {
-    char body[8192], cfg[2048], name[64], *out;
+    char body[8192], cfg[2048], name[64];
     algo_body(body, sizeof body, algo);
     strncat(body, "transport.heartbeat_ms: 300\ntransport.dead_after_ms: 1500\n",
             sizeof body - strlen(body) - 1);
@@ -776,21 +801,7 @@ static void replaced_same(const char *algo, const char *role, int steps) {
     snprintf(says, sizeof says, "(%s), restart 1 of 3", role);
     if (!strstr(text, says)) fail_msg("plumb train does not say it restarted the %s:\n%s", role, text);
     free(text);
-    int rc = tu_plumb(&out, "train %s run.steps=%d --quiet run.dir=%s-ref", cfg, steps, run);
-    if (rc != 0) fail_msg("%s, the uninterrupted run: exit %d\n%s", algo, rc, out);
-    free(out);
-    json_t *ma = tu_metrics_load(run), *mb = tu_metrics_load(tu_path("%s-ref", run));
-    json_t *last = tu_metrics_step(ma, steps);
-    if (!last || json_number_value(json_object_get(last, "run/restarts")) < 1)
-        fail_msg("%s: run/restarts does not count the replaced %s", algo, role);
-    for (long s2 = 0; s2 <= steps; s2++) {
-        json_t *l = tu_metrics_step(ma, s2), *k = tu_metrics_step(mb, s2);
-        if (l) json_object_del(l, "run/restarts");
-        if (k) json_object_del(k, "run/restarts");
-        tu_assert_same_step(ma, mb, s2, algo);
-    }
-    json_decref(ma);
-    json_decref(mb);
+    same_as_uninterrupted(cfg, steps, "", run, 1, algo);
     free((void *)run), free((void *)log);
 }
 
@@ -859,7 +870,7 @@ static pid_t newest_coordinator(const char *log) {
  * schedule. */
 static void test_chaos(void **state) {
     (void)state;
-    char body[8192], cfg[2048], *out;
+    char body[8192], cfg[2048];
     algo_body(body, sizeof body, "ppo");
     strncat(body, "transport.heartbeat_ms: 300\ntransport.dead_after_ms: 1500\n"
             "checkpoint.every: 10\nlaunch.max_restarts: 12\n",
@@ -930,20 +941,7 @@ static void test_chaos(void **state) {
         fail_msg("chaos (seed %u): no hung worker killed, or no coordinator restarted:\n%s", seed,
                  text);
     free(text);
-    int rc = tu_plumb(&out, "train %s run.steps=%d %s --quiet run.dir=%s-ref", cfg, steps, big, run);
-    if (rc != 0) fail_msg("chaos, the uninterrupted run: exit %d\n%s", rc, out);
-    free(out);
-    json_t *ma = tu_metrics_load(run), *mb = tu_metrics_load(tu_path("%s-ref", run));
-    if (json_number_value(json_object_get(tu_metrics_step(ma, steps), "run/restarts")) < 1)
-        fail_msg("chaos (seed %u): run/restarts counts no restart", seed);
-    for (long s2 = 0; s2 <= steps; s2++) {
-        json_t *l = tu_metrics_step(ma, s2), *k = tu_metrics_step(mb, s2);
-        if (l) json_object_del(l, "run/restarts");
-        if (k) json_object_del(k, "run/restarts");
-        tu_assert_same_step(ma, mb, s2, "chaos");
-    }
-    json_decref(ma);
-    json_decref(mb);
+    same_as_uninterrupted(cfg, steps, big, run, 1, "chaos");
     free((void *)run), free((void *)log), free((void *)metrics);
 }
 
@@ -966,7 +964,7 @@ static long tmp_checkpoint(const char *dir_path) {
  * ends with the uninterrupted run's metrics. */
 static void test_checkpoint_crash(void **state) {
     (void)state;
-    char body[8192], cfg[2048], *out;
+    char body[8192], cfg[2048];
     algo_body(body, sizeof body, "grpo");
     strncat(body, "checkpoint.every: 1\ncheckpoint.keep: 3\n", sizeof body - strlen(body) - 1);
     config(cfg, sizeof cfg, "ckcrash", body);
@@ -1007,18 +1005,7 @@ static void test_checkpoint_crash(void **state) {
         fail_msg("killed writing checkpoint %ld: status 0x%x, expected \"%s\":\n%s", caught, st,
                  from, text);
     free(text);
-    int rc = tu_plumb(&out, "train %s run.steps=%d --quiet run.dir=%s-ref", cfg, steps, run);
-    if (rc != 0) fail_msg("the uninterrupted run: exit %d\n%s", rc, out);
-    free(out);
-    json_t *ma = tu_metrics_load(run), *mb = tu_metrics_load(tu_path("%s-ref", run));
-    for (long s2 = 0; s2 <= steps; s2++) {
-        json_t *l = tu_metrics_step(ma, s2), *k = tu_metrics_step(mb, s2);
-        if (l) json_object_del(l, "run/restarts");
-        if (k) json_object_del(k, "run/restarts");
-        tu_assert_same_step(ma, mb, s2, "checkpoint crash");
-    }
-    json_decref(ma);
-    json_decref(mb);
+    same_as_uninterrupted(cfg, steps, "", run, 1, "checkpoint crash");
     free((void *)run), free((void *)log), free((void *)ckpts);
 }
 
@@ -1031,7 +1018,7 @@ static void test_checkpoint_crash(void **state) {
  * the uninterrupted run's metrics. */
 static void test_dp_replica_replaced(void **state) {
     (void)state;
-    char body[8192], cfg[2048], *out;
+    char body[8192], cfg[2048];
     algo_body(body, sizeof body, "ppo");
     strncat(body, "transport.heartbeat_ms: 300\ntransport.dead_after_ms: 1500\n"
             "train.minibatches: 2\nlaunch.keep_state: false\n"
@@ -1066,18 +1053,7 @@ static void test_dp_replica_replaced(void **state) {
         fail_msg("replicas replaced: status 0x%x, or no rank taken with a survivor's state:\n%s",
                  st, text);
     free(text);
-    int rc = tu_plumb(&out, "train %s run.steps=%d %s --quiet run.dir=%s-ref", cfg, steps, big, run);
-    if (rc != 0) fail_msg("the uninterrupted run: exit %d\n%s", rc, out);
-    free(out);
-    json_t *ma = tu_metrics_load(run), *mb = tu_metrics_load(tu_path("%s-ref", run));
-    for (long s2 = 0; s2 <= steps; s2++) {
-        json_t *l = tu_metrics_step(ma, s2), *k = tu_metrics_step(mb, s2);
-        if (l) json_object_del(l, "run/restarts");
-        if (k) json_object_del(k, "run/restarts");
-        tu_assert_same_step(ma, mb, s2, "replicas replaced");
-    }
-    json_decref(ma);
-    json_decref(mb);
+    same_as_uninterrupted(cfg, steps, big, run, 1, "replicas replaced");
     free((void *)run), free((void *)log), free((void *)metrics);
 }
 
