@@ -7,8 +7,11 @@
 #   actor      the copy of its state its last update saved (launch.keep_state)
 #   replica    one of two data-parallel actor replicas: a survivor's state
 #   coordinator  the newest checkpoint (checkpoint.every 10), the steps since done again
+#   replay     the actor with no kept copy (launch.keep_state=false): every
+#              role back to the newest checkpoint, the steps since again
 # Prints, for each: the median step, the step of the kill, perf/recovery_s
-# there, and the run's wall time against the uninterrupted run's.
+# there, and the run's wall time against the uninterrupted run's (for the
+# replica, two replicas uninterrupted; for replay, keep_state=false).
 # usage: bash bench/recovery.sh [BUILD]   (BUILD: build)
 set -euo pipefail
 B=${1:-build}
@@ -56,24 +59,28 @@ def load(n):
 def wall(n):
     a, b = map(float, open(f"{T}/{n}.wall").read().split())
     return b - a
-print("| killed | state from | median step | the kill's step | perf/recovery_s | run wall | uninterrupted |")
-print("|---|---|---|---|---|---|---|")
+print("| killed | state from | median step | the kill's step | perf/recovery_s | run wall | uninterrupted | ratio |")
+print("|---|---|---|---|---|---|---|---|")
 for name, src, ref in [("reference", "none needed", "plain"), ("actor", "its last update's copy", "plain"),
-                       ("replica", "a surviving replica", "dp"), ("coordinator", "checkpoint + replay", "plain")]:
+                       ("replica", "a surviving replica", "dp"), ("coordinator", "checkpoint + replay", "plain"),
+                       ("replay", "checkpoint + replay, in the coordinator", "plainnk")]:
     m = load(name)
     steps = [l["perf/step_s"] for l in m if "perf/step_s" in l]
     rec = [l for l in m if l.get("perf/recovery_s", 0) > 0]
     k = max(rec, key=lambda l: l["perf/recovery_s"]) if rec else None
     print(f"| {name} | {src} | {statistics.median(steps)*1e3:.0f} ms | "
           f"{k['perf/step_s']*1e3:.0f} ms (step {k['step']}) | {k['perf/recovery_s']*1e3:.0f} ms | "
-          f"{wall(name):.2f} s | {wall(ref):.2f} s |" if k else f"| {name} | {src} | no recovery logged |")
+          f"{wall(name):.2f} s | {wall(ref):.2f} s | {wall(name) / wall(ref):.2f} |"
+          if k else f"| {name} | {src} | no recovery logged |")
 EOF
 }
 
 run plain -
+run plainnk - launch.keep_state=false
 run dp - 'launch.workers=actor actor,reference'
 run reference reference
 run actor actor
 run replica actor 'launch.workers=actor actor,reference'
 run coordinator coordinator
+run replay actor launch.keep_state=false
 report

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -72,7 +73,10 @@ int checkpoint_write(Run *r, int export_hf) {
     if (rc == 0) {
         char path[CFG_PATH + 128];
         snprintf(path, sizeof path, "%s/coordinator.json", tmp);
-        json_t *j = json_pack("{s:I, s:I, s:f, s:I, s:I, s:I}", "step", (json_int_t)r->step, "seed",
+        char id[24];
+        snprintf(id, sizeof id, "%016llx", (unsigned long long)r->run_id);
+        json_t *j = json_pack("{s:s, s:I, s:I, s:f, s:I, s:I, s:I}", "run_id", id, "step",
+                              (json_int_t)r->step, "seed",
                               (json_int_t)r->cfg->seed, "kl_coef", r->kl.kl_coef, "adapter_version",
                               (json_int_t)r->adapter_version, "data_epoch",
                               (json_int_t)(r->step * (long)r->cfg->batch_size / r->order.n),
@@ -125,7 +129,19 @@ int checkpoint_write(Run *r, int export_hf) {
     return 0;
 }
 
-int coord_newest_checkpoint(const char *run_dir, char *out, size_t cap) {
+/* Whether the checkpoint whose coordinator.json is at path was written by
+ * run run_id (any, for 0). */
+static int of_run(const char *path, uint64_t run_id) {
+    if (access(path, R_OK) != 0) return 0;
+    if (!run_id) return 1;
+    json_t *j = json_load_file(path, 0, NULL);
+    const char *id = json_string_value(json_object_get(j, "run_id"));
+    int same = id && strtoull(id, NULL, 16) == run_id;
+    json_decref(j);
+    return same;
+}
+
+int coord_newest_checkpoint(const char *run_dir, uint64_t run_id, char *out, size_t cap) {
     char dir[CFG_PATH + 64];
     snprintf(dir, sizeof dir, "%s/checkpoints", run_dir);
     DIR *d = opendir(dir);
@@ -138,10 +154,10 @@ int coord_newest_checkpoint(const char *run_dir, char *out, size_t cap) {
          * coordinator.json, in case something else left a folder there */
         if (sscanf(e->d_name, "step-%ld%c", &s, &tail) != 1 || s <= best) continue;
         snprintf(f, sizeof f, "%s/%s/coordinator.json", dir, e->d_name);
-        if (access(f, R_OK) == 0) best = s;
+        if (of_run(f, run_id)) best = s;
     }
     if (d) closedir(d);
-    if (best < 0) return pl_fail(PL_EIO, "%s has no checkpoint", dir);
+    if (best < 0) return pl_fail(PL_EIO, "%s has no checkpoint%s", dir, run_id ? " of this run" : "");
     return pl_path_fmt(out, cap, "%s/step-%06ld", dir, best);
 }
 
@@ -152,7 +168,7 @@ int checkpoint_resume_dir(const char *path, char *out, size_t cap) {
         snprintf(out, cap, "%s", path);
         return 0;
     }
-    if (coord_newest_checkpoint(path, out, cap) < 0)
+    if (coord_newest_checkpoint(path, 0, out, cap) < 0)
         return pl_fail(PL_EIO,
                        "--resume %s: neither a checkpoint (no coordinator.json) nor a "
                        "run folder with checkpoints",

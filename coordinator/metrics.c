@@ -381,7 +381,7 @@ static void format_duration(double s, char *buf, size_t n) {
 }
 
 void metrics_progress(FILE *f, long step, long total, double reward, double kl,
-                      double tokens_per_s, double elapsed_s) {
+                      double tokens_per_s, double elapsed_s, long restarts) {
     char line[256];
     int n = total > 0 ? snprintf(line, sizeof line, "step %ld/%ld", step, total)
                       : snprintf(line, sizeof line, "step %ld", step);
@@ -392,8 +392,9 @@ void metrics_progress(FILE *f, long step, long total, double reward, double kl,
     if (isfinite(elapsed_s) && elapsed_s >= 0 && step > 0 && total > 0 && step <= total) {
         char d[32];
         format_duration(elapsed_s / (double)step * (double)(total - step), d, sizeof d);
-        snprintf(line + n, sizeof line - n, "  eta %s", d);
+        n += snprintf(line + n, sizeof line - n, "  eta %s", d);
     }
+    if (restarts > 0) snprintf(line + n, sizeof line - n, "  restarts %ld", restarts);
     fprintf(f, "%s\n", line);
     fflush(f);
 }

@@ -65,10 +65,11 @@ int metrics_truncate_after(const char *run_dir, long step);
 int jsonl_truncate_after(const char *path, long step);
 
 /* Prints one progress line to f and flushes it:
- *     step 12/100  reward 0.412  kl 0.0031  1534 tok/s  eta 2m14s
+ *     step 12/100  reward 0.412  kl 0.0031  1534 tok/s  eta 2m14s  restarts 2
  * reward, kl and tokens_per_s are left out when NaN; the eta (from
- * elapsed_s over `step` steps) when elapsed_s is NaN, step <= 0 or total <= 0. */
+ * elapsed_s over `step` steps) when elapsed_s is NaN, step <= 0 or total <= 0;
+ * restarts (the run's recoveries so far, run/restarts) when 0. */
 void metrics_progress(FILE *f, long step, long total, double reward, double kl,
-                      double tokens_per_s, double elapsed_s);
+                      double tokens_per_s, double elapsed_s, long restarts);
 
 #endif

@@ -18,6 +18,9 @@ static void put_train_metrics(Run *r, const char *prefix, const Plumb__TrainRep 
 }
 
 int req_call(Run *r, PoolCall *calls, int n) {
+    /* a worker that came after a trained role's state was lost has the
+     * wrong state: nothing more is asked before the run goes back */
+    if (r->lost[0]) return pl_fail(PL_EPEER, "%s", r->lost);
     int rc = pool_call(r->pool, calls, n);
     /* the group's critical path: the longest handling time is compute, the
      * rest of the longest call is transport and queueing */

@@ -85,7 +85,8 @@ static void progress(Run *r, double t_start, long first_step) {
     long done = r->step - first_step;
     /* metrics_progress estimates from elapsed / step: scale to the steps run here */
     double scaled = done > 0 ? el * r->step / done : NAN;
-    metrics_progress(stdout, r->step, c->steps, reward, kl, tps, scaled);
+    metrics_progress(stdout, r->step, c->steps, reward, kl, tps, scaled,
+                     (long)stats_get(&r->stats, "run/restarts"));
 }
 
 /* PoolOptions.on_registered: a worker that loaded the live copy of the
@@ -97,29 +98,66 @@ static void on_registered(void *ctx, int i) {
         w->adapter_version = r->live_version;
 }
 
+/* Whether dead worker i held the only state of a trained role: it was the
+ * role's trainer (or the role has none yet), no copy is kept
+ * (launch.keep_state) and no other replica lives. Then r->lost says so,
+ * and the run goes back to its last checkpoint (coord_run). */
+static void check_lost(Run *r, int i) {
+    const PoolWorker *w = pool_worker(r->pool, i);
+    if (r->keep_state || r->lost[0] || !w->accepted) return;
+    for (int k = 0; k < ROLE_NKINDS; k++) {
+        if (!(w->roles & r->algo->trained & (1u << k))) continue;
+        int n = r->n_trainers[k], mine = n == 0, other = 0;
+        for (int j = 0; j < n; j++)
+            if (r->trainers[k][j] == i) mine = 1;
+            else if (pool_worker(r->pool, r->trainers[k][j])->alive) other = 1;
+        if (!mine || other) continue;
+        char nm[256];
+        snprintf(r->lost, sizeof r->lost,
+                 "%s held the %s role's state, and no copy of it is kept (%s)",
+                 pool_worker_name(r->pool, i, nm, sizeof nm), role_kind_name((RoleKind)k),
+                 r->cfg->keep_state ? "full fine-tuning, or a trainer on another host"
+                                    : "launch.keep_state is off");
+        r->lost_at = pl_now_s();
+        return;
+    }
+}
+
 /* PoolOptions.on_dead: a worker of this host that stopped beating may
  * hang; the launcher (when there is one) ends it so that it is replaced. */
 static void on_dead(void *ctx, int i) {
     Run *r = ctx;
     const PoolWorker *w = pool_worker(r->pool, i);
-    if (w && r->hooks->hung_pid && !strcmp(w->host, r->host)) r->hooks->hung_pid(r->hooks->ctx, w->pid);
+    if (!w) return;
+    if (r->hooks->hung_pid && !strcmp(w->host, r->host)) r->hooks->hung_pid(r->hooks->ctx, w->pid);
+    check_lost(r, i);
 }
 
 static int tick_pass(void *ctx) {
     Run *r = ctx;
     int rc = r->hooks->tick ? r->hooks->tick(r->hooks->ctx) : 0;
+    if (rc < 0) r->stopped = 1; /* a signal, or the launcher: no going back */
     if (rc == 0 && r->hooks->dead_pid && r->pool)
         for (int pid; (pid = r->hooks->dead_pid(r->hooks->ctx)) > 0;)
             pool_mark_dead(r->pool, pid, r->host);
     return rc;
 }
 
-int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
+/* A run that failed because a trained role's only state died with its
+ * worker (Run.lost): coord_run starts it again from its last checkpoint. */
+typedef struct {
+    long step;               /* the steps it had done                         */
+    long recoveries;         /* its pool's, for run/restarts                  */
+    double lost_at;          /* when the state was lost (pl_now_s)            */
+    char why[2048];
+} Rewind;
+
+static int run_once(RunConfig *cfg, const CoordHooks *hooks, Rewind *rw) {
     Run run, *r = &run;
     memset(r, 0, sizeof *r);
-    CoordHooks none = {0};
     r->cfg = cfg;
-    r->hooks = hooks ? hooks : &none;
+    r->hooks = hooks;
+    r->run_id = hooks->run_id;
     r->algo = algos_find(cfg->algo);
     if (!r->algo)
         return pl_fail(PL_ENOTSUP, "algo.name %s is not driven by the coordinator",
@@ -293,8 +331,64 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
     }
     char err[2048];
     snprintf(err, sizeof err, "%s", pl_error());
-    pool_free(&r->pool, rc < 0 ? 500 : 5000); /* after a failure, do not wait on the dead */
+    int rewind = rc < 0 && r->lost[0] && !r->stopped;
+    if (rewind) {
+        rw->step = r->step;
+        rw->recoveries = pool_recoveries(r->pool);
+        rw->lost_at = r->lost_at;
+        snprintf(rw->why, sizeof rw->why, "%s", r->lost);
+        /* the next pool binds the address this one had (its workers keep
+         * connecting to it), also when the config asked for any port */
+        snprintf(cfg->endpoint, sizeof cfg->endpoint, "%s", pool_endpoint(r->pool));
+    }
+    /* after a failure, do not wait on the dead; going back, the workers
+     * stay, and register with the next pool */
+    pool_free(&r->pool, rewind ? 0 : rc < 0 ? 500 : 5000);
     run_free(r);
     if (rc < 0) pl_fail(rc, "%s", err);
     return rc;
+}
+
+uint64_t coord_new_run_id(void) {
+    uint64_t id = 0;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (f) {
+        if (fread(&id, sizeof id, 1, f) != 1) id = 0;
+        fclose(f);
+    }
+    if (!id) id = ((uint64_t)getpid() << 32) ^ (uint64_t)(pl_now_s() * 1e6);
+    return id ? id : 1;
+}
+
+int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
+    CoordHooks h = {0};
+    if (hooks) h = *hooks;
+    if (!h.run_id) h.run_id = coord_new_run_id();
+    char from[CFG_PATH + 64];
+    long failed_at = -1;
+    int again = 0;
+    for (;;) {
+        Rewind rw = {0};
+        int rc = run_once(cfg, &h, &rw);
+        if (rc == 0 || !rw.why[0]) return rc;
+        /* a trained role's state died with its worker: every role goes back
+         * to the run's last checkpoint (or its start), and the steps since
+         * are run again; the run is deterministic, so they come out the same */
+        char err[2048];
+        snprintf(err, sizeof err, "%s", pl_error());
+        again = rw.step == failed_at ? again + 1 : 1;
+        failed_at = rw.step;
+        if (again > cfg->max_restarts)
+            return pl_fail(rc, "step %ld failed %d times, each time after going back to the last "
+                               "checkpoint (launch.max_restarts %d): %s",
+                           rw.step + 1, again, cfg->max_restarts, err);
+        h.resume = hooks ? hooks->resume : NULL;
+        if (coord_newest_checkpoint(cfg->run_dir, h.run_id, from, sizeof from) == 0) h.resume = from;
+        h.restarts += (int)rw.recoveries + 1;
+        h.down_since = rw.lost_at;
+        fprintf(stderr, "plumb coordinator: %s; %s\n"
+                        "plumb coordinator: going back to %s, and running the steps since again "
+                        "(up to step %ld)\n",
+                rw.why, err, h.resume ? h.resume : "the start of the run", rw.step);
+    }
 }

@@ -20,6 +20,8 @@
 #ifndef PLUMB_COORD_RUN_H
 #define PLUMB_COORD_RUN_H
 
+#include <stdint.h>
+
 #include "coordinator/config.h"
 
 typedef struct {
@@ -46,6 +48,10 @@ typedef struct {
      * this one has its workers back is its first step's perf/recovery_s). */
     int restarts;
     double down_since;
+    /* The run's identity, written into its checkpoints, so that a restart
+     * takes only this run's, never one an earlier run left in RUN_DIR.
+     * Coordinators that restart one run share it; 0: coord_run draws one. */
+    uint64_t run_id;
 } CoordHooks;
 
 /* The roles an algorithm needs (bit (1u << RoleKind)). */
@@ -58,9 +64,9 @@ unsigned coord_trained_roles(const RunConfig *cfg);
 int coord_keeps_state(const RunConfig *cfg);
 
 /* The newest checkpoint under RUN_DIR/checkpoints that was written whole
- * (one being written is a hidden .step-N.tmp) into out; PL_EIO when there
- * is none. */
-int coord_newest_checkpoint(const char *run_dir, char *out, size_t cap);
+ * (one being written is a hidden .step-N.tmp) into out, of run run_id
+ * only (CoordHooks.run_id; 0: of any run); PL_EIO when there is none. */
+int coord_newest_checkpoint(const char *run_dir, uint64_t run_id, char *out, size_t cap);
 
 /* With model.path empty, writes the random model.init.* model (seeded by
  * run.seed) with the tokenizer's files into RUN_DIR/init and points
@@ -68,8 +74,22 @@ int coord_newest_checkpoint(const char *run_dir, char *out, size_t cap);
  * Idempotent: an existing RUN_DIR/init with the same config is reused. */
 int coord_prepare_model(RunConfig *cfg);
 
+/* A new run identity (CoordHooks.run_id): random, never 0. */
+uint64_t coord_new_run_id(void);
+
 /* Runs the whole run. Returns 0, or < 0 with pl_error() naming what failed
- * (a worker that died, a bad checkpoint, ...). */
+ * (a worker that died and was not replaced in time, a bad checkpoint, ...).
+ *
+ * A dead worker is replaced by the next one to register for its roles: it
+ * gets the dead one's requests, and its state from a surviving replica, or
+ * from the copy launch.keep_state keeps. When neither holds a trained
+ * role's state (full fine-tuning, keep_state off), the run goes back to
+ * its newest checkpoint (or its start): the pool is closed without telling
+ * the workers, a new one binds the same address, every worker registers
+ * with it again (plumb worker --rejoin-s) and loads the checkpoint's state,
+ * and the steps since are run again, with the same numbers. A step that
+ * fails this way more than launch.max_restarts times in a row stops the
+ * run. */
 int coord_run(RunConfig *cfg, const CoordHooks *hooks);
 
 #endif

@@ -139,6 +139,12 @@ typedef struct Run {
     long live_step[ROLE_NKINDS]; /* the step of each role's copy (0: none)    */
     long live_removed;       /* .live/step-N removed up to this step          */
     uint64_t live_version;   /* the adapter version the actor's copy holds    */
+    uint64_t run_id;         /* CoordHooks.run_id, in each checkpoint          */
+    /* set when a trained role's only state died with its worker (run.c):
+     * no call is sent after that, and the run goes back to its checkpoint */
+    char lost[512];
+    double lost_at;
+    int stopped;             /* CoordHooks.tick stopped the run               */
 } Run;
 
 /* ---------------------------------------------------------- requests.c */

@@ -248,20 +248,20 @@ static void test_open_ends_torn_line(void **state) {
     free(text);
 }
 
-/* The progress line: every field, then NaN fields left out. */
+/* The progress line: every field, then NaN fields (and no restarts) left out. */
 static void test_progress(void **state) {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
-    metrics_progress(f, 12, 100, 0.41234, 0.0031, 1534.4, 30.0); /* eta 88 * 2.5 s */
-    metrics_progress(f, 12, 100, NAN, NAN, NAN, NAN);
-    metrics_progress(f, 50, 100, 1.0, NAN, 10, 3 * 3600.0);
-    metrics_progress(f, 3, 0, -0.5, 0.25, NAN, 1.0);
+    metrics_progress(f, 12, 100, 0.41234, 0.0031, 1534.4, 30.0, 0); /* eta 88 * 2.5 s */
+    metrics_progress(f, 12, 100, NAN, NAN, NAN, NAN, 0);
+    metrics_progress(f, 50, 100, 1.0, NAN, 10, 3 * 3600.0, 2);
+    metrics_progress(f, 3, 0, -0.5, 0.25, NAN, 1.0, 1);
     fclose(f);
     assert_string_equal(buf, "step 12/100  reward 0.412  kl 0.0031  1534 tok/s  eta 3m40s\n"
                              "step 12/100\n"
-                             "step 50/100  reward 1.000  10 tok/s  eta 3h00m\n"
-                             "step 3  reward -0.500  kl 0.25\n");
+                             "step 50/100  reward 1.000  10 tok/s  eta 3h00m  restarts 2\n"
+                             "step 3  reward -0.500  kl 0.25  restarts 1\n");
     free(buf);
 }
 

@@ -30,6 +30,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "common/fs.h"
 #include "common/wire.h"
 #include "coordinator/pool.h"
 #include "model/weights.h"
@@ -580,7 +581,8 @@ static void test_reward_model(void **state) {
 /* ------------------------------------------------------ a dying worker */
 
 /* A config NAME for algo and its coordinator on a free port (*port),
- * run.steps 100000, no copy of trained state (a dead trainer stops it),
+ * run.steps 100000, no copy of trained state (a dead trainer sends the run
+ * back to its last checkpoint),
  * waiting for min_workers workers, logging to *clog (malloc'ed); fails
  * unless it listens in 20 s. */
 static pid_t coordinator_for(const char *algo, const char *name, int min_workers, int *port,
@@ -609,45 +611,45 @@ static pid_t role_worker(const char *roles, const char *name, const char *log, i
                  "--tokenizer %s --threads 1", roles, port, dir, name, data);
 }
 
-/* Worker `dead` was SIGKILLed just now: the coordinator co must exit
- * non-zero within 8 s (it is stopped after 30), naming the worker's pid
- * and that it died, on stderr (clog). */
-static void expect_stop_naming(pid_t co, pid_t dead, const char *clog) {
-    double t0 = tu_now_s();
-    waitpid(dead, NULL, 0);
-    int st = 0;
-    int done = tu_wait_exit(co, 30, &st);
-    double dt = tu_now_s() - t0;
-    tu_stop(co);
-    char *log = tu_read_file(clog, NULL);
-    if (!done) fail_msg("the coordinator still runs 30 s after a worker died:\n%s", log);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) == 0)
-        fail_msg("the coordinator ended with status 0x%x, expected a non-zero exit:\n%s", st, log);
-    if (dt >= 8) fail_msg("the coordinator took %.1f s to stop (limit 8 s)", dt);
-    char pid[32];
-    snprintf(pid, sizeof pid, "pid %d", (int)dead);
-    if (!strstr(log, "actor") || !strstr(log, pid) || !(strstr(log, "died") || strstr(log, "dead")))
-        fail_msg("the coordinator's stderr does not name the dead actor worker (%s):\n%s", pid, log);
-    free(log);
-}
-
-/* plumb coordinator and one plumb worker: once steps are logged the worker
- * is SIGKILLed; the coordinator must notice it by heartbeats (dead after
- * 3 s), stop with a non-zero exit in under 8 s, and name the worker, its
- * role and its pid on stderr. It is killed (and the test fails) after 30 s. */
+/* plumb coordinator and one plumb worker, SFT with no copy of the actor's
+ * state (launch.keep_state false): once steps are logged the worker is
+ * SIGKILLed. The coordinator must notice it by heartbeats (dead after
+ * 3 s), name the worker, its role and its pid within 8 s, say that it goes
+ * back to the start of the run (no checkpoint yet), and wait; a new
+ * `plumb worker` for the role takes the dead one's place, and the run goes
+ * on past the step it had reached. */
 static void test_coordinator_worker_killed(void **state) {
     (void)state;
     int port;
     char *clog;
     pid_t co = coordinator_for("sft", "killed", 0, &port, &clog);
+    const char *metrics = strdup(tu_path("%s/killed/metrics.jsonl", dir));
     pid_t wk = role_worker("actor", "killed", "worker", port);
-    if (!tu_wait_lines(tu_path("%s/killed/metrics.jsonl", dir), 3, 30)) {
+    if (!tu_wait_lines(metrics, 3, 30)) {
         tu_stop(wk), tu_stop(co);
         fail_msg("no steps logged:\n%s", tu_read_file(clog, NULL));
     }
     kill(wk, SIGKILL);
-    expect_stop_naming(co, wk, clog);
-    free(clog);
+    waitpid(wk, NULL, 0);
+    long reached = tu_count_lines(metrics);
+    double t0 = tu_now_s();
+    int said = tu_wait_text(clog, "going back to the start of the run", 8);
+    double dt = tu_now_s() - t0;
+    char *log = tu_read_file(clog, NULL), pid[32];
+    snprintf(pid, sizeof pid, "pid %d", (int)wk);
+    if (!said || !strstr(log, "actor") || !strstr(log, pid) || !strstr(log, "died"))
+        fail_msg("in %.1f s the coordinator did not name the dead actor worker (%s) and go back "
+                 "to the start:\n%s", dt, pid, log);
+    free(log);
+    if (!tu_process_alive(co)) fail_msg("the coordinator stopped:\n%s", tu_read_file(clog, NULL));
+    pid_t w2 = role_worker("actor", "killed", "worker2", port);
+    int ok = tu_wait_lines(metrics, reached + 2, 60);
+    int alive = tu_process_alive(co);
+    tu_stop(w2), tu_stop(co);
+    if (!ok || !alive)
+        fail_msg("the run did not go on with the new worker past line %ld:\n%s", reached,
+                 tu_read_file(clog, NULL));
+    free(clog), free((void *)metrics);
 }
 
 /* SFT on two actor replicas (data parallel, so every step's replicas wait
@@ -770,22 +772,25 @@ static void same_as_uninterrupted(const char *cfg, int steps, const char *extra,
 }
 
 /* plumb train runs algo with one process per role; the worker of role is
- * SIGKILLed once 3 steps are logged. The launcher starts it again, the new
- * one loads the role's state (none, or the copy launch.keep_state keeps
- * after every step) and takes the dead one's requests, and the run ends as
- * an uninterrupted one does, every metric equal (but perf/ and the restart
- * count). */
-static void replaced_same(const char *algo, const char *role, int steps) {
+ * SIGKILLed once `at` steps are logged. The launcher starts it again, the
+ * new one loads the role's state (none, or the copy launch.keep_state
+ * keeps after every step) and takes the dead one's requests, and the run
+ * ends as an uninterrupted one does, every metric equal (but perf/ and the
+ * restart count). extra is appended to the config; with says, the log
+ * must say it. */
+static void replaced_same(const char *algo, const char *role, int steps, const char *extra,
+                          int at, const char *says) {
     char body[8192], cfg[2048], name[64];
     algo_body(body, sizeof body, algo);
     strncat(body, "transport.heartbeat_ms: 300\ntransport.dead_after_ms: 1500\n",
             sizeof body - strlen(body) - 1);
-    snprintf(name, sizeof name, "replaced-%s", algo);
+    strncat(body, extra, sizeof body - strlen(body) - 1);
+    snprintf(name, sizeof name, "replaced-%s-%s", algo, role);
     config(cfg, sizeof cfg, name, body);
     const char *run = strdup(tu_path("%s/%s", dir, name));
     const char *log = strdup(tu_path("%s/%s.log", dir, name));
     pid_t tr = tu_spawn(log, "train %s run.steps=%d --quiet", cfg, steps);
-    if (!tu_wait_lines(tu_path("%s/metrics.jsonl", run), 3, 30)) {
+    if (!tu_wait_lines(tu_path("%s/metrics.jsonl", run), at, 30)) {
         tu_stop(tr);
         fail_msg("%s: no steps logged:\n%s", algo, tu_read_file(log, NULL));
     }
@@ -797,23 +802,40 @@ static void replaced_same(const char *algo, const char *role, int steps) {
     char *text = tu_read_file(log, NULL);
     if (!done || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
         fail_msg("%s with a replaced %s ended with status 0x%x:\n%s", algo, role, st, text);
-    char says[128];
-    snprintf(says, sizeof says, "(%s), restart 1 of 3", role);
-    if (!strstr(text, says)) fail_msg("plumb train does not say it restarted the %s:\n%s", role, text);
+    char restarted[128];
+    snprintf(restarted, sizeof restarted, "(%s), restart 1 of 3", role);
+    if (!strstr(text, restarted))
+        fail_msg("plumb train does not say it restarted the %s:\n%s", role, text);
+    if (says && !strstr(text, says))
+        fail_msg("%s with a replaced %s: the log does not say \"%s\":\n%s", algo, role, says,
+                 text);
     free(text);
     same_as_uninterrupted(cfg, steps, "", run, 1, algo);
     free((void *)run), free((void *)log);
 }
 
 /* The reference of DPO (no state), the actor of GRPO and the critic of PPO
- * (trained: the kept copy), each killed mid-run; then a reference killed
- * each time it comes back stops the run once launch.max_restarts is spent,
- * naming it. */
+ * (trained: the kept copy), each killed mid-run; the actor of PPO with no
+ * kept copy (launch.keep_state false), killed after step 7: every role goes
+ * back to the newest checkpoint of the run (one every 5 steps; not the one
+ * of step 50 an earlier run left), and the steps since are run again. Then a
+ * reference killed each time it comes back stops the run once
+ * launch.max_restarts is spent, naming it. */
 static void test_train_worker_replaced(void **state) {
     (void)state;
-    replaced_same("dpo", "reference", 40);
-    replaced_same("grpo", "actor", 30);
-    replaced_same("ppo", "critic", 30);
+    replaced_same("dpo", "reference", 40, "", 3, NULL);
+    replaced_same("grpo", "actor", 30, "", 3, NULL);
+    replaced_same("ppo", "critic", 30, "", 3, NULL);
+    /* a checkpoint an earlier run left in the run folder, newer than any
+     * of this run's: going back never takes it */
+    const char *stale = strdup(tu_path("%s/replaced-ppo-actor/checkpoints/step-000050", dir));
+    const char *json = "{\"step\": 50, \"seed\": 7, \"kl_coef\": 0.05, \"adapter_version\": 99}\n";
+    assert_int_equal(pl_mkdirs(stale), 0);
+    assert_int_equal(tu_write_file(tu_path("%s/coordinator.json", stale), json, strlen(json)), 0);
+    char back[1024];
+    snprintf(back, sizeof back, "going back to %s/replaced-ppo-actor/checkpoints/step-0000", dir);
+    replaced_same("ppo", "actor", 20, "launch.keep_state: false\ncheckpoint.every: 5\n", 8, back);
+    free((void *)stale);
     char body[8192], cfg[2048];
     algo_body(body, sizeof body, "dpo");
     config(cfg, sizeof cfg, "dying", body);
@@ -1057,10 +1079,10 @@ static void test_dp_replica_replaced(void **state) {
     free((void *)run), free((void *)log), free((void *)metrics);
 }
 
-/* plumb train with PPO in four processes and no copy of the trained
- * roles' state (launch.keep_state false): SIGKILL the critic mid-run; the
- * launcher stops with a non-zero exit within 8 s, names the worker and its
- * role, and leaves none of the other workers running. */
+/* plumb train with PPO in four processes and no restarts
+ * (launch.max_restarts 0): SIGKILL the critic mid-run; the launcher stops
+ * with a non-zero exit within 8 s, names the worker and its role, and
+ * leaves none of the other workers running. */
 static void test_train_child_killed(void **state) {
     (void)state;
     char body[8192], cfg[2048];
@@ -1068,7 +1090,7 @@ static void test_train_child_killed(void **state) {
     config(cfg, sizeof cfg, "trainkill", body);
     const char *run = strdup(tu_path("%s/trainkill", dir));
     const char *log = strdup(tu_path("%s/trainkill.log", dir));
-    pid_t tr = tu_spawn(log, "train %s run.steps=100000 data.eval= --quiet launch.keep_state=false",
+    pid_t tr = tu_spawn(log, "train %s run.steps=100000 data.eval= --quiet launch.max_restarts=0",
                         cfg);
     if (!tu_wait_lines(tu_path("%s/metrics.jsonl", run), 3, 30)) {
         tu_stop(tr);

@@ -44,7 +44,6 @@
 
 typedef struct {
     char roles[128];
-    unsigned mask;           /* its roles, as bits                 */
     pid_t pid;
     int exited, status;
     int restarts;            /* times it was started again         */
@@ -68,6 +67,7 @@ typedef struct {
     double co_down_since;    /* when the last one died (pl_now_s)    */
     int failing;             /* "fail" was sent: it stops, not restarts */
     double fail_at;
+    uint64_t run_id;         /* every coordinator's (CoordHooks.run_id)  */
 } Launch;
 
 static volatile sig_atomic_t g_signal = 0;
@@ -164,7 +164,7 @@ static int start_coordinator(Launch *l, const char *resume) {
         CoordHooks h = {.resume = resume, .on_bound = co_bound, .tick = co_tick,
                         .dead_pid = co_dead_pid, .hung_pid = co_hung_pid, .ctx = &k,
                         .quiet = l->quiet, .min_workers = l->n, .restarts = l->co_restarts,
-                        .down_since = l->co_down_since};
+                        .down_since = l->co_down_since, .run_id = l->run_id};
         int rc = coord_run(l->cfg, &h);
         if (rc < 0) fprintf(stderr, "plumb train: %s\n", pl_error());
         fflush(NULL);
@@ -187,10 +187,7 @@ static int plan(Launch *l) {
     unsigned need = coord_needed_roles(c), placed = 0;
     if (!strcmp(c->workers, "auto")) {
         for (int k = 0; k < ROLE_NKINDS; k++)
-            if (need & (1u << k)) {
-                l->kids[l->n].mask = 1u << k;
-                snprintf(l->kids[l->n++].roles, 128, "%s", role_kind_name(k));
-            }
+            if (need & (1u << k)) snprintf(l->kids[l->n++].roles, 128, "%s", role_kind_name(k));
         return 0;
     }
     char buf[CFG_STR];
@@ -206,7 +203,6 @@ static int plan(Launch *l) {
                 return pl_fail(PL_EINVAL, "launch.workers: unknown role '%s' in \"%s\"", r,
                                c->workers);
             placed |= 1u << k;
-            l->kids[l->n].mask |= 1u << k;
         }
         snprintf(l->kids[l->n++].roles, 128, "%s", p);
     }
@@ -296,17 +292,8 @@ static int stop_run(Launch *l, const char *fmt, ...) {
     return -1;
 }
 
-/* Every role worker i trains has a replica in another process, whose
- * state a new process takes (data parallelism). */
-static int replicated(const Launch *l, int i) {
-    unsigned trained = l->kids[i].mask & coord_trained_roles(l->cfg), other = 0;
-    for (int j = 0; j < l->n; j++)
-        if (j != i) other |= l->kids[j].mask;
-    return (trained & ~other) == 0;
-}
-
-/* Worker i ended with status st while the run goes on: it is started again
- * when its roles' state survives it, else the run stops. < 0: stop now. */
+/* Worker i ended with status st while the run goes on: it is started again,
+ * launch.max_restarts times, then the run stops. < 0: stop now. */
 static int worker_ended(Launch *l, int i, int st) {
     Child *k = &l->kids[i];
     k->exited = 1, k->status = st;
@@ -317,24 +304,18 @@ static int worker_ended(Launch *l, int i, int st) {
     tail_log(k->log);
     if (l->failing) return 0;
     if (l->co > 0) link_send(l->fd, "dead %d", (int)k->pid);
-    /* an untrained role holds nothing a new process lacks: start it again,
-     * and the coordinator gives it the dead one's requests; a trained
-     * role's worker too, when the coordinator keeps a copy of the state
-     * (launch.keep_state) or a replica holds it; it refuses the rest */
-    int stateless = !(k->mask & coord_trained_roles(l->cfg)) || coord_keeps_state(l->cfg) ||
-                    replicated(l, i);
-    if (stateless && k->restarts < l->cfg->max_restarts) {
+    /* the coordinator gives the new one the dead one's requests, and its
+     * roles' state: none for an untrained role, else a replica's, the copy
+     * launch.keep_state keeps, or the last checkpoint's, every role going
+     * back to it (coord_run) */
+    if (k->restarts < l->cfg->max_restarts) {
         k->restarts++;
         fprintf(stderr, "plumb train: restarting worker %d (%s), restart %d of %d\n", i, k->roles,
                 k->restarts, l->cfg->max_restarts);
         return spawn_one(l, i);
     }
-    if (stateless)
-        return stop_run(l, "worker %d (%s) died %d times: launch.max_restarts (%d) is spent", i,
-                        k->roles, k->restarts + 1, l->cfg->max_restarts);
-    return stop_run(l, "worker %d (%s) stopped during the run (a role it trains holds state a new "
-                       "process does not have: --resume from the last checkpoint)",
-                    i, k->roles);
+    return stop_run(l, "worker %d (%s) died %d times: launch.max_restarts (%d) is spent", i,
+                    k->roles, k->restarts + 1, l->cfg->max_restarts);
 }
 
 /* The coordinator ended with status st. Returns the launcher's exit code
@@ -354,7 +335,7 @@ static int coordinator_ended(Launch *l, int st) {
      * one is a hidden .tmp folder), else where the run began */
     char from[CFG_PATH + 64];
     const char *resume = l->resume;
-    if (coord_newest_checkpoint(l->cfg->run_dir, from, sizeof from) == 0) resume = from;
+    if (coord_newest_checkpoint(l->cfg->run_dir, l->run_id, from, sizeof from) == 0) resume = from;
     l->co_restarts++;
     l->co_down_since = pl_now_s();
     fprintf(stderr, "plumb train: restarting the coordinator from %s, restart %d of %d\n",
@@ -457,6 +438,7 @@ int cmd_train(int argc, char **argv) {
     l.resume = a.resume;
     l.quiet = a.quiet;
     l.fd = -1;
+    l.run_id = coord_new_run_id();
     /* what the workers are started with: the model (made here when there
      * is no model.path), the key, their logs' folder */
     rc = plan(&l);
