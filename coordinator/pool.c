@@ -477,9 +477,10 @@ static void set_dead(Pool *p, int i, const char *why) {
     char nm[256];
     PoolWorker *w = &p->w[i];
     w->alive = 0;
+    snprintf(w->gone, sizeof w->gone, "%s", why);
     /* a registration that never beat held nothing: no recovery */
     if (w->accepted && (w->roles & ~p->o.replaceable) == 0) p->recoveries++;
-    plog(p, "%s %s: considered dead", wname(p, i, nm, sizeof nm), why);
+    plog(p, "%s is taken for dead: %s", wname(p, i, nm, sizeof nm), why);
     if (p->o.on_dead) p->o.on_dead(p->o.ctx, i);
 }
 
@@ -489,7 +490,7 @@ unsigned pool_replaceable(const Pool *p) { return p->o.replaceable; }
 void pool_mark_dead(Pool *p, int pid, const char *host) {
     for (int i = 0; i < p->n; i++)
         if (p->w[i].alive && p->w[i].pid == pid && !strcmp(p->w[i].host, host))
-            set_dead(p, i, "ended (its launcher saw it)");
+            set_dead(p, i, "its process ended");
 }
 
 /* Marks workers whose heartbeats stopped as dead. */
@@ -499,7 +500,7 @@ static void check_dead(Pool *p) {
     for (int i = 0; i < p->n; i++) {
         PoolWorker *w = &p->w[i];
         if (w->alive && t - w->last_seen > p->o.dead_after_ms * 1e-3) {
-            snprintf(nm, sizeof nm, "stopped sending heartbeats %.1f s ago", t - w->last_seen);
+            snprintf(nm, sizeof nm, "no heartbeat for %.1f s", t - w->last_seen);
             set_dead(p, i, nm);
         }
     }
@@ -589,8 +590,8 @@ static int take_over(Pool *p, PoolCall *c) {
     int ok = c->req->role && role_kind_parse(c->req->role, &k) == 0 && !is_dp(c) &&
              (p->w[dead].roles & ~p->o.replaceable) == 0 && p->o.replace_wait_ms > 0;
     if (!ok)
-        return pl_fail(PL_EPEER, "%s died (no heartbeat for %.1f s) while handling %s request %llu",
-                       wname(p, dead, nm, sizeof nm), p->o.dead_after_ms * 1e-3,
+        return pl_fail(PL_EPEER, "%s died (%s) while handling %s request %llu",
+                       wname(p, dead, nm, sizeof nm), p->w[dead].gone,
                        body_name(c->req->body_case), (unsigned long long)c->req->id);
     int idx[POOL_MAX_WORKERS];
     int n = pool_workers_with(p, k, idx, POOL_MAX_WORKERS);

@@ -52,6 +52,7 @@ typedef struct {
                               * registration waiting (see pool_new)           */
     double registered_at;    /* monotonic seconds                             */
     uint64_t adapter_version;/* actor: the adapter it holds (kept by the driver) */
+    char gone[64];           /* once dead: how it was noticed                 */
 } PoolWorker;
 
 /* Builds the RoleConfig of role k for a new worker, in a (the Welcome's
