@@ -16,8 +16,12 @@ static void usage(FILE *f) {
             "waits for `plumb worker` processes to register the roles the algorithm needs,\n"
             "then drives the run. Workers must load the same model.path. Metrics go to\n"
             "RUN_DIR/metrics.jsonl (and metrics.redis when set), checkpoints to\n"
-            "RUN_DIR/checkpoints. --resume continues from a checkpoint folder, or from the\n"
-            "newest checkpoint of a run folder. --help-config lists every config key.\n");
+            "RUN_DIR/checkpoints. A dead worker's place goes to the next `plumb worker`\n"
+            "that registers for its roles (within transport.startup_timeout_s); when a\n"
+            "trained role's state died with it, the run goes back to its newest\n"
+            "checkpoint and every worker registers again (start them with --rejoin-s).\n"
+            "--resume continues from a checkpoint folder, or from the newest checkpoint of\n"
+            "a run folder. --help-config lists every config key.\n");
 }
 
 int cmd_coordinator(int argc, char **argv) {
