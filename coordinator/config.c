@@ -178,6 +178,7 @@ static const Key KEYS[] = {
     /* eval */
     INT("eval.every", eval_every, "0", "[0,)", "eval period in steps (0: at the start and the end)"),
     INT("eval.n", eval_n, "0", "[0,)", "eval examples (0: all)"),
+    INT("eval.samples", eval_samples, "4", "[0,)", "eval generations kept per eval (samples.jsonl)"),
     INT("eval.max_new_tokens", eval_max_new_tokens, "0", "[0,)",
         "tokens generated per eval answer (0: rollout.max_new_tokens)"),
 

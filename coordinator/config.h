@@ -124,6 +124,7 @@ typedef struct RunConfig {
     /* eval */
     int eval_every;              /* eval.every (0: at the start and the end only) */
     int eval_n;                  /* eval.n: examples (0: all)                   */
+    int eval_samples;            /* eval.samples: generations kept per eval     */
     int eval_max_new_tokens;     /* eval.max_new_tokens (0: rollout's)          */
 
     /* checkpoints */

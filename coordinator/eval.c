@@ -2,6 +2,7 @@
  * exact match, and the choice between chosen and rejected on
  * data.eval_pref by the policy or the reward model. The first eval.n
  * records of each (all with eval.n 0) are used, the same every time. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,10 +61,18 @@ int eval_generate(Run *r) {
         return rc;
     }
     long right = 0;
-    for (int b = 0; b < ro.seqs.B; b++) {
+    for (int b = 0; b < ro.seqs.B && rc == 0; b++) {
         char *text = rollout_response_text(r, &ro.seqs, b);
-        const char *ans = r->eval.r[which[b]].answer;
-        right += ans && reward_rule_score(RULE_EXACT_MATCH, NULL, text, 0, ans) > 0.5;
+        const DsRecord *rec = &r->eval.r[which[b]];
+        int hit = rec->answer && reward_rule_score(RULE_EXACT_MATCH, NULL, text, 0, rec->answer) > 0.5;
+        right += hit;
+        if (b < c->eval_samples) { /* what a dashboard shows next to the numbers */
+            char *prompt = NULL;
+            if (tok_decode(r->tok, rec->prompt, rec->n_prompt, 1, &prompt) < 0) prompt = NULL;
+            rc = metrics_sample(r->metrics, r->step, prompt, text, rec->answer ? hit : NAN,
+                                rec->answer);
+            free(prompt);
+        }
         free(text);
     }
     stats_put(&r->stats, "eval/accuracy", (double)right / (n ? n : 1));

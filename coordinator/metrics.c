@@ -23,12 +23,15 @@
 #include "common/redis.h"
 
 #define METRICS_FILE "metrics.jsonl"
+#define SAMPLES_FILE "samples.jsonl"
 #define STREAM_MAXLEN "100000"
 #define REDIS_TIMEOUT_MS 1000 /* connect and per command: a slow Redis must not stall training */
 
 struct Metrics {
     FILE *f;                  /* metrics.jsonl, appending                    */
     char path[4096];          /* its path, for messages                      */
+    FILE *samples;            /* samples.jsonl, opened at the first sample    */
+    char samples_path[4096];
     char *line;               /* (cap) the line being built                  */
     size_t cap;
 
@@ -126,16 +129,18 @@ static void pipe_restore(PipeGuard *g) {
 }
 
 /* XADDs the line; counts a failure. */
-static void redis_send_guarded(Metrics *m, long step, const char *line, size_t len);
+static void redis_send_guarded(Metrics *m, const char *stream, long step, const char *line,
+                               size_t len);
 
-static void redis_send(Metrics *m, long step, const char *line, size_t len) {
+static void redis_send(Metrics *m, const char *stream, long step, const char *line, size_t len) {
     PipeGuard g;
     pipe_block(&g);
-    redis_send_guarded(m, step, line, len);
+    redis_send_guarded(m, stream, step, line, len);
     pipe_restore(&g);
 }
 
-static void redis_send_guarded(Metrics *m, long step, const char *line, size_t len) {
+static void redis_send_guarded(Metrics *m, const char *stream, long step, const char *line,
+                               size_t len) {
     if (!m->ctx) {
         if (pl_now_s() < m->next_try || redis_connect(m) < 0) {
             m->errors++;
@@ -144,7 +149,7 @@ static void redis_send_guarded(Metrics *m, long step, const char *line, size_t l
     }
     char stepbuf[32];
     snprintf(stepbuf, sizeof stepbuf, "%ld", step);
-    const char *argv[] = {"XADD", m->stream, "MAXLEN", "~", STREAM_MAXLEN, "*",
+    const char *argv[] = {"XADD", stream, "MAXLEN", "~", STREAM_MAXLEN, "*",
                           "step", stepbuf, "json", line};
     size_t lens[10];
     for (int i = 0; i < 9; i++) lens[i] = strlen(argv[i]);
@@ -157,7 +162,7 @@ static void redis_send_guarded(Metrics *m, long step, const char *line, size_t l
     }
     if (r->type == REDIS_REPLY_ERROR) {
         /* the server answered (e.g. WRONGTYPE): keep the connection */
-        snprintf(m->last_error, sizeof m->last_error, "redis XADD %s (%s): %s", m->stream,
+        snprintf(m->last_error, sizeof m->last_error, "redis XADD %s (%s): %s", stream,
                  m->url_shown, r->str);
         m->errors++;
     }
@@ -165,6 +170,22 @@ static void redis_send_guarded(Metrics *m, long step, const char *line, size_t l
 }
 
 /* ================================================================== file */
+
+/* The length of the UTF-8 character at p (NUL-terminated), 0 when it is
+ * not one (overlong, a surrogate, past U+10FFFF, cut short). */
+static int utf8_len(const unsigned char *p) {
+    int n = p[0] >= 0xF0 ? 4 : p[0] >= 0xE0 ? 3 : p[0] >= 0xC2 ? 2 : 0;
+    if (!n || p[0] > 0xF4) return 0;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (p[0] == 0xE0) lo = 0xA0;
+    else if (p[0] == 0xED) hi = 0x9F;
+    else if (p[0] == 0xF0) lo = 0x90;
+    else if (p[0] == 0xF4) hi = 0x8F;
+    if (p[1] < lo || p[1] > hi) return 0;
+    for (int i = 2; i < n; i++)
+        if ((p[i] & 0xC0) != 0x80) return 0;
+    return n;
+}
 
 /* Appends s (n bytes) to m->line at *len, growing it. */
 static int put(Metrics *m, size_t *len, const char *s, size_t n) {
@@ -189,6 +210,17 @@ static int put_string(Metrics *m, size_t *len, const char *s) {
         } else if (*p < 0x20 || *p == 0x7f) {
             snprintf(esc, sizeof esc, "\\u%04x", *p);
             PL_TRY(put(m, len, esc, 6));
+        } else if (*p >= 0x80) {
+            /* generated text may end inside a character, or be any bytes
+             * (a random model's): what is not UTF-8 becomes U+FFFD, so that
+             * every line stays JSON */
+            int n = utf8_len(p);
+            if (n) {
+                PL_TRY(put(m, len, (const char *)p, (size_t)n));
+                p += n - 1;
+            } else {
+                PL_TRY(put(m, len, "\\ufffd", 6));
+            }
         } else {
             PL_TRY(put(m, len, (const char *)p, 1));
         }
@@ -242,6 +274,7 @@ int metrics_open(Metrics **out, const char *run_dir, const char *redis_url, cons
     }
     if ((rc = pl_mkdirs(run_dir)) < 0) goto fail;
     snprintf(m->path, sizeof m->path, "%s/%s", run_dir, METRICS_FILE);
+    snprintf(m->samples_path, sizeof m->samples_path, "%s/%s", run_dir, SAMPLES_FILE);
     m->f = fopen(m->path, "a+");
     if (!m->f) {
         rc = pl_fail(PL_EIO, "open %s: %s", m->path, strerror(errno));
@@ -285,7 +318,38 @@ int metrics_log(Metrics *m, long step, const char *const *names, const double *v
     PL_TRY(put(m, &len, "}", 1));
     if (fwrite(m->line, 1, len, m->f) != len || fputc('\n', m->f) == EOF || fflush(m->f))
         return pl_fail(PL_EIO, "write %s: %s", m->path, strerror(errno));
-    if (m->use_redis) redis_send(m, step, m->line, len);
+    if (m->use_redis) redis_send(m, m->stream, step, m->line, len);
+    return PL_OK;
+}
+
+int metrics_sample(Metrics *m, long step, const char *prompt, const char *response, double reward,
+                   const char *answer) {
+    if (!m->samples) {
+        m->samples = fopen(m->samples_path, "a");
+        if (!m->samples) return pl_fail(PL_EIO, "open %s: %s", m->samples_path, strerror(errno));
+    }
+    size_t len = 0;
+    char head[48];
+    int hn = snprintf(head, sizeof head, "{\"step\": %ld, \"prompt\": ", step);
+    PL_TRY(put(m, &len, head, (size_t)hn));
+    PL_TRY(put_string(m, &len, prompt ? prompt : ""));
+    PL_TRY(put(m, &len, ", \"response\": ", 14));
+    PL_TRY(put_string(m, &len, response ? response : ""));
+    PL_TRY(put(m, &len, ", \"reward\": ", 12));
+    PL_TRY(put_number(m, &len, reward));
+    if (answer) {
+        PL_TRY(put(m, &len, ", \"answer\": ", 12));
+        PL_TRY(put_string(m, &len, answer));
+    }
+    PL_TRY(put(m, &len, "}", 1));
+    if (fwrite(m->line, 1, len, m->samples) != len || fputc('\n', m->samples) == EOF ||
+        fflush(m->samples))
+        return pl_fail(PL_EIO, "write %s: %s", m->samples_path, strerror(errno));
+    if (m->use_redis) {
+        char stream[600];
+        snprintf(stream, sizeof stream, "%s:samples", m->stream);
+        redis_send(m, stream, step, m->line, len);
+    }
     return PL_OK;
 }
 
@@ -302,6 +366,7 @@ void metrics_close(Metrics **pm) {
     if (!pm || !*pm) return;
     Metrics *m = *pm;
     if (m->f) fclose(m->f);
+    if (m->samples) fclose(m->samples);
     if (m->ctx) redisFree(m->ctx);
     free(m->line);
     memset(&m->url, 0, sizeof m->url); /* the password */
@@ -313,6 +378,8 @@ void metrics_close(Metrics **pm) {
 
 int metrics_truncate_after(const char *run_dir, long step) {
     char path[4096];
+    snprintf(path, sizeof path, "%s/%s", run_dir, SAMPLES_FILE);
+    PL_TRY(jsonl_truncate_after(path, step));
     snprintf(path, sizeof path, "%s/%s", run_dir, METRICS_FILE);
     return jsonl_truncate_after(path, step);
 }

@@ -42,6 +42,14 @@ int metrics_default_stream(const char *run_dir, char *out, size_t cap);
  * "step" name; Redis failures are counted instead. */
 int metrics_log(Metrics *m, long step, const char *const *names, const double *values, int n);
 
+/* Appends one generation of the eval at step to run_dir/samples.jsonl,
+ *     {"step": 10, "prompt": "...", "response": "...", "reward": 1, "answer": "7"}
+ * (answer left out when NULL; a reward that is not finite is null), and to
+ * the stream <stream>:samples when there is one. PL_EIO when the file
+ * cannot be written. */
+int metrics_sample(Metrics *m, long step, const char *prompt, const char *response, double reward,
+                   const char *answer);
+
 /* Lines that did not reach the Redis stream (failed XADDs, and lines logged
  * while disconnected); 0 without Redis. */
 long long metrics_redis_errors(const Metrics *m);
@@ -55,8 +63,8 @@ void metrics_set_retry_s(Metrics *m, double seconds);
 /* Flushes and closes the file and the connection; *m becomes NULL. NULL is fine. */
 void metrics_close(Metrics **m);
 
-/* Rewrites run_dir/metrics.jsonl keeping only the lines whose "step" is
- * <= step, in order; lines that are not JSON objects with an integer "step"
+/* Rewrites run_dir/metrics.jsonl and samples.jsonl keeping only the lines
+ * whose "step" is <= step, in order; lines that are not JSON objects with an integer "step"
  * (a line torn by a crash) are dropped. Written to a temporary file, synced
  * and renamed over the old one, so a crash leaves the old or the new file.
  * A missing file is fine (nothing to cut). Call before metrics_open. */

@@ -149,6 +149,7 @@ typedef struct {
     long step;               /* the steps it had done                         */
     long recoveries;         /* its pool's, for run/restarts                  */
     double lost_at;          /* when the state was lost (pl_now_s)            */
+    double started_wall;     /* status.json's start, kept by the next         */
     char why[2048];
 } Rewind;
 
@@ -209,6 +210,8 @@ static int run_once(RunConfig *cfg, const CoordHooks *hooks, Rewind *rw) {
     else {
         snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->run_dir);
         unlink(path);
+        snprintf(path, sizeof path, "%s/samples.jsonl", cfg->run_dir);
+        unlink(path);
     }
     if ((rc = metrics_open(&r->metrics, cfg->run_dir, cfg->redis_url, cfg->redis_stream)) < 0) {
         run_free(r);
@@ -242,6 +245,8 @@ static int run_once(RunConfig *cfg, const CoordHooks *hooks, Rewind *rw) {
         run_free(r);
         return rc;
     }
+    r->started_wall = hooks->started_wall;
+    status_write(r, "running", NULL);
     if (!r->hooks->quiet)
         fprintf(stderr, "plumb coordinator: %s run, %d steps, listening on %s\n",
                 algo_name_str(cfg->algo), cfg->steps, pool_endpoint(r->pool));
@@ -296,6 +301,7 @@ static int run_once(RunConfig *cfg, const CoordHooks *hooks, Rewind *rw) {
         stats_put(&r->stats, "perf/overhead_frac", dt > 0 ? 1.0 - r->compute_s / dt : 0);
         stats_put(&r->stats, "perf/tokens_per_s", dt > 0 ? r->tokens / dt : 0);
         stats_put(&r->stats, "perf/recovery_s", pool_recovery_s_take(r->pool) + recovery_s);
+        stats_put(&r->stats, "perf/time", status_wall_now()); /* a dashboard's x axis */
         stats_put(&r->stats, "run/restarts",
                   (double)(pool_recoveries(r->pool) + r->hooks->restarts));
         recovery_s = 0;
@@ -332,6 +338,8 @@ static int run_once(RunConfig *cfg, const CoordHooks *hooks, Rewind *rw) {
     char err[2048];
     snprintf(err, sizeof err, "%s", pl_error());
     int rewind = rc < 0 && r->lost[0] && !r->stopped;
+    if (!rewind) status_write(r, rc == 0 ? "finished" : "failed", rc == 0 ? NULL : err);
+    rw->started_wall = r->started_wall;
     if (rewind) {
         rw->step = r->step;
         rw->recoveries = pool_recoveries(r->pool);
@@ -386,6 +394,7 @@ int coord_run(RunConfig *cfg, const CoordHooks *hooks) {
         if (coord_newest_checkpoint(cfg->run_dir, h.run_id, from, sizeof from) == 0) h.resume = from;
         h.restarts += (int)rw.recoveries + 1;
         h.down_since = rw.lost_at;
+        h.started_wall = rw.started_wall;
         fprintf(stderr, "plumb coordinator: %s; %s\n"
                         "plumb coordinator: going back to %s, and running the steps since again "
                         "(up to step %ld)\n",

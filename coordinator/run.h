@@ -8,6 +8,8 @@
  *                                "rollout/...", "eval/...", "perf/..."); perf/
  *                                keys are wall-clock timings, all others are
  *                                reproducible for a seed
+ *   RUN_DIR/samples.jsonl        a few generations of each eval (eval.samples)
+ *   RUN_DIR/status.json          running, finished or failed (status.c)
  *   RUN_DIR/config.yaml          the resolved configuration
  *   RUN_DIR/checkpoints/step-N/  coordinator.json, config.yaml, one folder per
  *                                stateful role (written to .step-N.tmp, synced,
@@ -52,6 +54,9 @@ typedef struct {
      * takes only this run's, never one an earlier run left in RUN_DIR.
      * Coordinators that restart one run share it; 0: coord_run draws one. */
     uint64_t run_id;
+    /* When the run started (wall clock seconds; status.json), for a
+     * coordinator started again; 0: now. */
+    double started_wall;
 } CoordHooks;
 
 /* The roles an algorithm needs (bit (1u << RoleKind)). */

@@ -10,6 +10,7 @@
  *   checkpoint.c  checkpoints and resume
  *   stream.c      training data from a Redis stream
  *   roles.c       RunConfig -> each role's RoleConfig; the random init model
+ *   status.c      RUN_DIR/status.json, for dashboards
  *   algos.c       the algorithm table that ties them together
  *   run.c         coord_run: set-up, the step loop, teardown
  *
@@ -145,7 +146,16 @@ typedef struct Run {
     char lost[512];
     double lost_at;
     int stopped;             /* CoordHooks.tick stopped the run               */
+    double started_wall;     /* status.json's "started"                       */
 } Run;
+
+/* ------------------------------------------------------------ status.c */
+
+/* Writes RUN_DIR/status.json with state ("running", "finished", "failed")
+ * and error (NULL: none); a failure is reported on stderr, never fatal. */
+void status_write(Run *r, const char *state, const char *error);
+/* Wall-clock seconds (CLOCK_REALTIME). */
+double status_wall_now(void);
 
 /* ---------------------------------------------------------- requests.c */
 

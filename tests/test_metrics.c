@@ -165,6 +165,31 @@ static void test_nonfinite_is_null(void **state) {
 }
 
 /* A NULL, empty or "step" name is refused before anything is written. */
+/* Samples: one JSON line each; bytes that are not UTF-8 become U+FFFD and
+ * markup stays text; no answer, no key; a resume cuts them back as it cuts
+ * the metrics. */
+static void test_samples(void **state) {
+    (void)state;
+    const char *dir = run_dir("samples");
+    Metrics *m = NULL;
+    assert_int_equal(metrics_open(&m, dir, "", ""), 0);
+    assert_int_equal(metrics_sample(m, 0, "2+2=", "<script>x\xff\xc3</script>", 0, "4"), 0);
+    assert_int_equal(metrics_sample(m, 5, "q\n", "caf\xc3\xa9", NAN, NULL), 0);
+    metrics_close(&m);
+    char *text = tu_read_file(tu_path("%s/samples.jsonl", dir), NULL);
+    assert_string_equal(text,
+                        "{\"step\": 0, \"prompt\": \"2+2=\", \"response\": "
+                        "\"<script>x\\ufffd\\ufffd</script>\", \"reward\": 0, \"answer\": \"4\"}\n"
+                        "{\"step\": 5, \"prompt\": \"q\\n\", \"response\": \"caf\xc3\xa9\", "
+                        "\"reward\": null}\n");
+    free(text);
+    assert_int_equal(metrics_truncate_after(dir, 3), 0);
+    text = tu_read_file(tu_path("%s/samples.jsonl", dir), NULL);
+    assert_non_null(strstr(text, "\"step\": 0"));
+    assert_null(strstr(text, "\"step\": 5"));
+    free(text);
+}
+
 static void test_bad_names(void **state) {
     const char *dir = run_dir("names");
     Metrics *m = NULL;
@@ -393,6 +418,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jsonl_lines),
         cmocka_unit_test(test_nonfinite_is_null),
+        cmocka_unit_test(test_samples),
         cmocka_unit_test(test_bad_names),
         cmocka_unit_test(test_truncate_resume),
         cmocka_unit_test(test_open_ends_torn_line),

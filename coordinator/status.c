@@ -1,0 +1,41 @@
+/* status.c: RUN_DIR/status.json, what a dashboard lists a run by
+ * (run_impl.h). Written whole (a temporary file renamed over the old), at
+ * the run's start and end:
+ *   {"state": "running" | "finished" | "failed", "algo": "grpo",
+ *    "host": "gpu7", "pid": 4242, "started": 1764779000.5,
+ *    "updated": 1764779300.1, "steps": 200, "error": "..."}
+ * The step reached is the last line of metrics.jsonl. A "running" run
+ * whose coordinator is gone (its pid on this host is not there any more)
+ * is shown as stalled. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "coordinator/run_impl.h"
+
+double status_wall_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void status_write(Run *r, const char *state, const char *error) {
+    if (!r->started_wall) r->started_wall = status_wall_now();
+    json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:f, s:f, s:i}", "state", state, "algo",
+                          algo_name_str(r->cfg->algo), "host", r->host, "pid", (int)getpid(),
+                          "started", r->started_wall, "updated", status_wall_now(), "steps",
+                          r->cfg->steps);
+    if (j && error && *error) json_object_set_new(j, "error", json_string(error));
+    char path[CFG_PATH + 32], tmp[CFG_PATH + 48];
+    snprintf(path, sizeof path, "%s/status.json", r->cfg->run_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    /* the dashboard's view only: a failure here never stops a run */
+    if (!j || json_dump_file(j, tmp, JSON_INDENT(2)) != 0 || rename(tmp, path) != 0)
+        fprintf(stderr, "plumb coordinator: could not write %s: %s\n", path, strerror(errno));
+    json_decref(j);
+}
