@@ -19,6 +19,7 @@ int cmd_detokenize(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_ingest(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_dash(int argc, char **argv);
 int cmd_coordinator(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);

@@ -25,6 +25,7 @@ static const Command commands[] = {
     {"train", cmd_train, "run a training run on this host: coordinator and workers"},
     {"coordinator", cmd_coordinator, "run a training run's coordinator; workers join it"},
     {"worker", cmd_worker, "serve roles (actor, critic, reward, reference) to a coordinator"},
+    {"dash", cmd_dash, "the experiment dashboard: runs, charts and samples in the browser"},
     {"keygen", cmd_keygen, "write a CURVE key pair for encrypted, authenticated transport"},
 };
 

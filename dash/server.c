@@ -1,0 +1,178 @@
+/* server.c: dash_serve, the dashboard behind libmicrohttpd, and the
+ * server-sent events of a live run (dash.h). One thread per connection:
+ * an event stream blocks its own thread only. */
+#define _GNU_SOURCE
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include "common/err.h"
+#include "dash/dash_impl.h"
+
+int dash_events(Dash *d, const char *name, long *after, char *state, char **buf, size_t *len) {
+    RunInfo info;
+    if (!runs_valid_name(name) || runs_info(d, name, &info) < 0)
+        return pl_fail(PL_EINVAL, "no run %s", name);
+    FILE *f = open_memstream(buf, len);
+    if (!f) return pl_fail(PL_ENOMEM, "events");
+    char path[4096];
+    runs_path(d, name, "metrics.jsonl", path, sizeof path);
+    json_t *rows = runs_lines(path, *after + 1, -1);
+    size_t i;
+    json_t *row;
+    json_array_foreach(rows, i, row) {
+        char *s = json_dumps(row, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (s) fprintf(f, "event: metrics\ndata: %s\n\n", s);
+        free(s);
+        long step = (long)json_integer_value(json_object_get(row, "step"));
+        if (step > *after) *after = step;
+    }
+    json_decref(rows);
+    if (strcmp(state, info.state) != 0) {
+        snprintf(state, 16, "%s", info.state);
+        fprintf(f, "event: state\ndata: {\"state\": \"%s\"}\n\n", info.state);
+    }
+    fclose(f);
+    return 0;
+}
+
+/* ------------------------------------------------------------ the server */
+
+typedef struct {
+    Dash *d;
+    char name[256];
+    long after;
+    char state[16];
+    char *pending;           /* events not yet sent                          */
+    size_t n, off;
+    double last;             /* when the file was last looked at            */
+} Events;
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* MHD content reader: the events, as they come (a look every 0.5 s, a
+ * comment every 15 s so that proxies keep the stream open). */
+static ssize_t events_read(void *cls, uint64_t pos, char *out, size_t max) {
+    (void)pos;
+    Events *e = cls;
+    for (int waited = 0;; waited++) {
+        if (e->off < e->n) {
+            size_t k = e->n - e->off < max ? e->n - e->off : max;
+            memcpy(out, e->pending + e->off, k);
+            e->off += k;
+            return (ssize_t)k;
+        }
+        free(e->pending);
+        e->pending = NULL, e->n = e->off = 0;
+        if (waited) usleep(500 * 1000);
+        if (dash_events(e->d, e->name, &e->after, e->state, &e->pending, &e->n) < 0)
+            return MHD_CONTENT_READER_END_OF_STREAM; /* the run folder went away */
+        if (e->n == 0 && mono_s() - e->last > 15) {
+            free(e->pending);
+            e->pending = strdup(": still here\n\n");
+            e->n = e->pending ? strlen(e->pending) : 0;
+        }
+        if (e->n) e->last = mono_s();
+    }
+}
+
+static void events_free(void *cls) {
+    Events *e = cls;
+    free(e->pending);
+    free(e);
+}
+
+static const char *query_get(void *ctx, const char *key) {
+    return MHD_lookup_connection_value(ctx, MHD_GET_ARGUMENT_KIND, key);
+}
+
+static enum MHD_Result queue(struct MHD_Connection *c, struct MHD_Response *r, int status) {
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    enum MHD_Result ok = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
+                              const char *method, const char *version, const char *upload,
+                              size_t *upload_len, void **con_cls) {
+    (void)version, (void)upload, (void)upload_len;
+    Dash *d = cls;
+    if (!*con_cls) { /* the headers: answer once the request is whole */
+        *con_cls = (void *)1;
+        return MHD_YES;
+    }
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        const char *m = "{\"error\": \"the dashboard is read-only: GET only\"}";
+        return queue(c, MHD_create_response_from_buffer(strlen(m), (void *)m, MHD_RESPMEM_PERSISTENT),
+                     405);
+    }
+    size_t n = strlen(url);
+    if (n > 8 && !strcmp(url + n - 7, "/events") && !strncmp(url, "/api/runs/", 10)) {
+        Events *e = calloc(1, sizeof *e);
+        if (!e) return MHD_NO;
+        e->d = d;
+        snprintf(e->name, sizeof e->name, "%.*s", (int)(n - 17), url + 10);
+        const char *a = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after");
+        e->after = a ? atol(a) : -1;
+        e->last = mono_s();
+        RunInfo info;
+        if (!runs_valid_name(e->name) || runs_info(d, e->name, &info) < 0) {
+            free(e);
+            const char *m = "{\"error\": \"no such run\"}";
+            return queue(c, MHD_create_response_from_buffer(strlen(m), (void *)m,
+                                                            MHD_RESPMEM_PERSISTENT), 404);
+        }
+        struct MHD_Response *r =
+            MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, events_read, e, events_free);
+        if (!r) {
+            free(e);
+            return MHD_NO;
+        }
+        MHD_add_response_header(r, "Content-Type", "text/event-stream");
+        MHD_add_response_header(r, "Cache-Control", "no-cache");
+        return queue(c, r, 200);
+    }
+    DashQuery q = {query_get, c};
+    DashReply rep;
+    if (dash_get(d, url, &q, &rep) < 0) return MHD_NO;
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(rep.len, rep.body, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        dash_reply_free(&rep);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", rep.type);
+    if (rep.filename) {
+        char disp[400];
+        snprintf(disp, sizeof disp, "attachment; filename=\"%s\"", rep.filename);
+        MHD_add_response_header(r, "Content-Disposition", disp);
+    }
+    return queue(c, r, rep.status);
+}
+
+int dash_serve(Dash *d, const char *bind, int port, volatile int *stop) {
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, bind, &sa.sin_addr) != 1)
+        return pl_fail(PL_EINVAL, "--bind %s: not an IPv4 address", bind);
+    struct MHD_Daemon *daemon = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG,
+        (uint16_t)port, NULL, NULL, handle, d, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_END);
+    if (!daemon) return pl_fail(PL_EIO, "cannot listen on %s:%d (in use?)", bind, port);
+    while (!*stop) usleep(100 * 1000);
+    MHD_stop_daemon(daemon);
+    return 0;
+}
