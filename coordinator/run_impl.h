@@ -154,8 +154,6 @@ typedef struct Run {
 /* Writes RUN_DIR/status.json with state ("running", "finished", "failed")
  * and error (NULL: none); a failure is reported on stderr, never fatal. */
 void status_write(Run *r, const char *state, const char *error);
-/* Wall-clock seconds (CLOCK_REALTIME). */
-double status_wall_now(void);
 
 /* ---------------------------------------------------------- requests.c */
 

@@ -12,23 +12,17 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "coordinator/run_impl.h"
 
-double status_wall_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 void status_write(Run *r, const char *state, const char *error) {
-    if (!r->started_wall) r->started_wall = status_wall_now();
+    if (!r->started_wall) r->started_wall = pl_wall_s();
     json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:f, s:f, s:i}", "state", state, "algo",
                           algo_name_str(r->cfg->algo), "host", r->host, "pid", (int)getpid(),
-                          "started", r->started_wall, "updated", status_wall_now(), "steps",
+                          "started", r->started_wall, "updated", pl_wall_s(), "steps",
                           r->cfg->steps);
     if (j && error && *error) json_object_set_new(j, "error", json_string(error));
     char path[CFG_PATH + 32], tmp[CFG_PATH + 48];
@@ -36,6 +30,7 @@ void status_write(Run *r, const char *state, const char *error) {
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     /* the dashboard's view only: a failure here never stops a run */
     if (!j || json_dump_file(j, tmp, JSON_INDENT(2)) != 0 || rename(tmp, path) != 0)
-        fprintf(stderr, "plumb coordinator: could not write %s: %s\n", path, strerror(errno));
+        fprintf(stderr, "plumb coordinator: could not write %s: %s\n", path,
+                j ? strerror(errno) : "out of memory");
     json_decref(j);
 }

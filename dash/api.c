@@ -160,67 +160,56 @@ static json_t *all_keys(json_t *rows) {
     return keys;
 }
 
+/* rows as CSV: a header of every key, then one line a row (empty cells
+ * for keys a row lacks). */
+static void write_csv(FILE *f, json_t *rows) {
+    json_t *keys = all_keys(rows), *row, *k;
+    size_t i, j;
+    json_array_foreach(keys, j, k) fprintf(f, "%s%s", j ? "," : "", json_string_value(k));
+    fputc('\n', f);
+    json_array_foreach(rows, i, row) {
+        json_array_foreach(keys, j, k) {
+            json_t *v = json_object_get(row, json_string_value(k));
+            if (j) fputc(',', f);
+            if (json_is_integer(v)) fprintf(f, "%lld", (long long)json_integer_value(v));
+            else if (json_is_number(v)) fprintf(f, "%.17g", json_number_value(v));
+        }
+        fputc('\n', f);
+    }
+    json_decref(keys);
+}
+
 static int api_export(Dash *d, const char *name, const DashQuery *q, DashReply *out) {
     const char *fmt = arg(q, "format");
     if (!fmt) fmt = "csv";
+    int csv = !strcmp(fmt, "csv");
+    if (!csv && strcmp(fmt, "jsonl") != 0)
+        return reply_error(out, 400, "format=%.32s: csv or jsonl", fmt);
     char path[4096];
     runs_path(d, name, "metrics.jsonl", path, sizeof path);
-    static char fname[300];
-    if (!strcmp(fmt, "jsonl")) {
-        json_t *rows = runs_lines(path, 0, -1);
-        if (!rows) return pl_fail(PL_ENOMEM, "export of %s", name);
-        char *text = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&text, &len);
-        size_t i;
-        json_t *row;
-        json_array_foreach(rows, i, row) {
-            char *s = json_dumps(row, JSON_COMPACT | JSON_PRESERVE_ORDER);
-            if (s) fprintf(f, "%s\n", s);
-            free(s);
-        }
-        fclose(f);
+    json_t *rows = runs_lines(path, 0, -1);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = rows ? open_memstream(&text, &len) : NULL;
+    if (!f) {
         json_decref(rows);
-        memset(out, 0, sizeof *out);
-        out->status = 200, out->type = "application/x-ndjson", out->body = text, out->len = len;
-    } else if (!strcmp(fmt, "csv")) {
-        json_t *rows = runs_lines(path, 0, -1);
-        if (!rows) return pl_fail(PL_ENOMEM, "export of %s", name);
-        json_t *keys = all_keys(rows);
-        char *text = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&text, &len);
-        size_t i, j;
-        json_t *row, *k;
-        json_array_foreach(keys, j, k) fprintf(f, "%s%s", j ? "," : "", json_string_value(k));
-        fputc('\n', f);
-        json_array_foreach(rows, i, row) {
-            json_array_foreach(keys, j, k) {
-                json_t *v = json_object_get(row, json_string_value(k));
-                if (j) fputc(',', f);
-                if (json_is_integer(v)) fprintf(f, "%lld", (long long)json_integer_value(v));
-                else if (json_is_number(v)) fprintf(f, "%.17g", json_number_value(v));
-            }
-            fputc('\n', f);
-        }
-        fclose(f);
-        json_decref(keys);
-        json_decref(rows);
-        memset(out, 0, sizeof *out);
-        out->status = 200, out->type = "text/csv", out->body = text, out->len = len;
-    } else {
-        return reply_error(out, 400, "format=%.32s: csv or jsonl", fmt);
+        return pl_fail(PL_ENOMEM, "export of %s", name);
     }
-    if (!out->body) return pl_fail(PL_ENOMEM, "export of %s", name);
-    snprintf(fname, sizeof fname, "%s.%s", name, fmt);
-    out->filename = fname;
+    if (csv) write_csv(f, rows);
+    else runs_dump_rows(f, rows, "", "\n");
+    fclose(f);
+    json_decref(rows);
+    if (!text) return pl_fail(PL_ENOMEM, "export of %s", name);
+    memset(out, 0, sizeof *out);
+    out->status = 200, out->type = csv ? "text/csv" : "application/x-ndjson";
+    out->body = text, out->len = len;
+    snprintf(out->filename, sizeof out->filename, "%s.%s", name, fmt);
     return 0;
 }
 
-static int api_run(Dash *d, const char *name, DashReply *out) {
-    RunInfo info;
-    runs_info(d, name, &info);
-    json_t *j = runs_info_json(&info);
+static int api_run(Dash *d, const RunInfo *info, DashReply *out) {
+    const char *name = info->name;
+    json_t *j = runs_info_json(info);
     char path[4096];
     runs_path(d, name, "metrics.jsonl", path, sizeof path);
     json_t *rows = runs_lines(path, 0, -1);
@@ -292,7 +281,7 @@ int dash_get(Dash *d, const char *path, const DashQuery *q, DashReply *out) {
     RunInfo info;
     if (runs_info(d, name, &info) < 0) return reply_error(out, 404, "no run %s", name);
     const char *what = slash ? slash + 1 : "";
-    if (!*what) return api_run(d, name, out);
+    if (!*what) return api_run(d, &info, out);
     if (!strcmp(what, "metrics")) return api_metrics(d, name, q, out);
     if (!strcmp(what, "samples")) return api_samples(d, name, q, out);
     if (!strcmp(what, "export")) return api_export(d, name, q, out);

@@ -47,7 +47,7 @@ typedef struct {
     const char *type;        /* its content type                             */
     char *body;              /* (len) malloc'ed                              */
     size_t len;
-    const char *filename;    /* set: a download, under this name             */
+    char filename[300];      /* not "": a download, under this name          */
 } DashReply;
 
 /* PL_EIO when runs_dir is not a readable folder. */

@@ -8,6 +8,7 @@
 #define PLUMB_DASH_IMPL_H
 
 #include <jansson.h>
+#include <stdio.h>
 
 #include "dash/dash.h"
 
@@ -42,6 +43,10 @@ int runs_list(const Dash *d, RunInfo **out, int *n);
  * its newline are left out; a missing file is an empty array. NULL only
  * when out of memory. */
 json_t *runs_lines(const char *path, long from, long to);
+/* Writes each of rows as compact JSON, in its keys' order, between before
+ * and end ("event: metrics\ndata: " and "\n\n" for events, "" and "\n"
+ * for JSONL); the last row's step, or -1 for none. */
+long runs_dump_rows(FILE *f, json_t *rows, const char *before, const char *end);
 
 /* The built-in static files (dash_static.c). */
 typedef struct {

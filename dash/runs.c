@@ -61,6 +61,19 @@ json_t *runs_lines(const char *path, long from, long to) {
     return rows;
 }
 
+long runs_dump_rows(FILE *f, json_t *rows, const char *before, const char *end) {
+    long last = -1;
+    size_t i;
+    json_t *row;
+    json_array_foreach(rows, i, row) {
+        char *s = json_dumps(row, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (s) fprintf(f, "%s%s%s", before, s, end);
+        free(s);
+        last = (long)json_integer_value(json_object_get(row, "step"));
+    }
+    return last;
+}
+
 /* The "step" of the last whole line of path, or -1. */
 static long last_step(const char *path) {
     FILE *f = fopen(path, "r");

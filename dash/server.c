@@ -6,10 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "dash/dash_impl.h"
 
@@ -21,16 +21,10 @@ int dash_events(Dash *d, const char *name, long *after, char *state, char **buf,
     if (!f) return pl_fail(PL_ENOMEM, "events");
     char path[4096];
     runs_path(d, name, "metrics.jsonl", path, sizeof path);
+    /* one event a line; an event ends at a blank line */
     json_t *rows = runs_lines(path, *after + 1, -1);
-    size_t i;
-    json_t *row;
-    json_array_foreach(rows, i, row) {
-        char *s = json_dumps(row, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        if (s) fprintf(f, "event: metrics\ndata: %s\n\n", s);
-        free(s);
-        long step = (long)json_integer_value(json_object_get(row, "step"));
-        if (step > *after) *after = step;
-    }
+    long step = runs_dump_rows(f, rows, "event: metrics\ndata: ", "\n\n");
+    if (step > *after) *after = step;
     json_decref(rows);
     if (strcmp(state, info.state) != 0) {
         snprintf(state, 16, "%s", info.state);
@@ -52,12 +46,6 @@ typedef struct {
     double last;             /* when the file was last looked at            */
 } Events;
 
-static double mono_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* MHD content reader: the events, as they come (a look every 0.5 s, a
  * comment every 15 s so that proxies keep the stream open). */
 static ssize_t events_read(void *cls, uint64_t pos, char *out, size_t max) {
@@ -75,12 +63,12 @@ static ssize_t events_read(void *cls, uint64_t pos, char *out, size_t max) {
         if (waited) usleep(500 * 1000);
         if (dash_events(e->d, e->name, &e->after, e->state, &e->pending, &e->n) < 0)
             return MHD_CONTENT_READER_END_OF_STREAM; /* the run folder went away */
-        if (e->n == 0 && mono_s() - e->last > 15) {
+        if (e->n == 0 && pl_now_s() - e->last > 15) {
             free(e->pending);
             e->pending = strdup(": still here\n\n");
             e->n = e->pending ? strlen(e->pending) : 0;
         }
-        if (e->n) e->last = mono_s();
+        if (e->n) e->last = pl_now_s();
     }
 }
 
@@ -124,7 +112,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         snprintf(e->name, sizeof e->name, "%.*s", (int)(n - 17), url + 10);
         const char *a = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after");
         e->after = a ? atol(a) : -1;
-        e->last = mono_s();
+        e->last = pl_now_s();
         RunInfo info;
         if (!runs_valid_name(e->name) || runs_info(d, e->name, &info) < 0) {
             free(e);
@@ -152,7 +140,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         return MHD_NO;
     }
     MHD_add_response_header(r, "Content-Type", rep.type);
-    if (rep.filename) {
+    if (rep.filename[0]) {
         char disp[400];
         snprintf(disp, sizeof disp, "attachment; filename=\"%s\"", rep.filename);
         MHD_add_response_header(r, "Content-Disposition", disp);
