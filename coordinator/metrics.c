@@ -1,5 +1,6 @@
-/* metrics.c: metrics.jsonl, the Redis stream copy, and the progress line. */
-#include "coordinator/metrics.h"
+/* metrics.c: metrics.jsonl, samples.jsonl and the progress line; the
+ * Redis side is metrics_redis.c. */
+#include "coordinator/metrics_impl.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,161 +14,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <hiredis/hiredis.h>
 #include <jansson.h>
 
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/fs.h"
-#include "common/redis.h"
 
 #define METRICS_FILE "metrics.jsonl"
 #define SAMPLES_FILE "samples.jsonl"
-#define STREAM_MAXLEN "100000"
-#define REDIS_TIMEOUT_MS 1000 /* connect and per command: a slow Redis must not stall training */
-
-struct Metrics {
-    FILE *f;                  /* metrics.jsonl, appending                    */
-    char path[4096];          /* its path, for messages                      */
-    FILE *samples;            /* samples.jsonl, opened at the first sample    */
-    char samples_path[4096];
-    char *line;               /* (cap) the line being built                  */
-    size_t cap;
-
-    int use_redis;            /* a URL was given                             */
-    RdsUrl url;               /* parsed, password included (reconnects)      */
-    char url_shown[600];      /* redacted, for messages                      */
-    char stream[512];
-    redisContext *ctx;        /* NULL while disconnected                     */
-    double next_try;          /* monotonic seconds of the next connect try   */
-    double retry_s;           /* between connection attempts                 */
-    long long errors;         /* lines that did not reach the stream         */
-    char last_error[1536];
-};
-
-
-/* ================================================================= Redis */
-
-static void redis_failed(Metrics *m, const char *what, const char *detail) {
-    snprintf(m->last_error, sizeof m->last_error, "redis %s (%s): %s", what, m->url_shown,
-             detail);
-    if (m->ctx) redisFree(m->ctx);
-    m->ctx = NULL;
-    m->next_try = pl_now_s() + m->retry_s;
-}
-
-/* One command expecting +OK; 0 or -1 (after redis_failed). */
-static int redis_ok(Metrics *m, int argc, const char **argv, const char *what) {
-    redisReply *r = redisCommandArgv(m->ctx, argc, argv, NULL);
-    if (!r) {
-        redis_failed(m, what, m->ctx->errstr[0] ? m->ctx->errstr : "no reply");
-        return -1;
-    }
-    int ok = r->type == REDIS_REPLY_STATUS;
-    if (!ok) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-        freeReplyObject(r);
-        redis_failed(m, what, msg);
-        return -1;
-    }
-    freeReplyObject(r);
-    return 0;
-}
-
-/* Connects, authenticates and selects the db; 0 or -1 (after redis_failed). */
-static int redis_connect(Metrics *m) {
-    struct timeval tv = {REDIS_TIMEOUT_MS / 1000, (REDIS_TIMEOUT_MS % 1000) * 1000};
-    m->ctx = redisConnectWithTimeout(m->url.host, m->url.port, tv);
-    if (!m->ctx || m->ctx->err) {
-        redis_failed(m, "connect", m->ctx ? m->ctx->errstr : "out of memory");
-        return -1;
-    }
-    redisSetTimeout(m->ctx, tv);
-    if (m->url.password[0]) {
-        const char *argv[] = {"AUTH", m->url.user, m->url.password};
-        int argc = 3;
-        if (!m->url.user[0]) argv[1] = m->url.password, argc = 2;
-        if (redis_ok(m, argc, argv, "AUTH") < 0) return -1;
-    }
-    if (m->url.db) {
-        char db[16];
-        snprintf(db, sizeof db, "%d", m->url.db);
-        const char *argv[] = {"SELECT", db};
-        if (redis_ok(m, 2, argv, "SELECT") < 0) return -1;
-    }
-    return 0;
-}
-
-/* hiredis writes with write(): a server that went away raises SIGPIPE,
- * which would kill a program that has not ignored it. Redis calls run with
- * SIGPIPE blocked in this thread, and a SIGPIPE they raise is consumed. */
-typedef struct {
-    sigset_t old;
-    int was_pending;
-} PipeGuard;
-
-static void pipe_block(PipeGuard *g) {
-    sigset_t pipe, pending;
-    sigemptyset(&pipe);
-    sigaddset(&pipe, SIGPIPE);
-    sigpending(&pending);
-    g->was_pending = sigismember(&pending, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe, &g->old);
-}
-
-static void pipe_restore(PipeGuard *g) {
-    sigset_t pipe, pending;
-    sigemptyset(&pipe);
-    sigaddset(&pipe, SIGPIPE);
-    if (!g->was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
-        struct timespec zero = {0, 0};
-        sigtimedwait(&pipe, NULL, &zero);
-    }
-    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
-}
-
-/* XADDs the line; counts a failure. */
-static void redis_send_guarded(Metrics *m, const char *stream, long step, const char *line,
-                               size_t len);
-
-static void redis_send(Metrics *m, const char *stream, long step, const char *line, size_t len) {
-    PipeGuard g;
-    pipe_block(&g);
-    redis_send_guarded(m, stream, step, line, len);
-    pipe_restore(&g);
-}
-
-static void redis_send_guarded(Metrics *m, const char *stream, long step, const char *line,
-                               size_t len) {
-    if (!m->ctx) {
-        if (pl_now_s() < m->next_try || redis_connect(m) < 0) {
-            m->errors++;
-            return;
-        }
-    }
-    char stepbuf[32];
-    snprintf(stepbuf, sizeof stepbuf, "%ld", step);
-    const char *argv[] = {"XADD", stream, "MAXLEN", "~", STREAM_MAXLEN, "*",
-                          "step", stepbuf, "json", line};
-    size_t lens[10];
-    for (int i = 0; i < 9; i++) lens[i] = strlen(argv[i]);
-    lens[9] = len;
-    redisReply *r = redisCommandArgv(m->ctx, 10, argv, lens);
-    if (!r) {
-        redis_failed(m, "XADD", m->ctx->errstr[0] ? m->ctx->errstr : "no reply");
-        m->errors++;
-        return;
-    }
-    if (r->type == REDIS_REPLY_ERROR) {
-        /* the server answered (e.g. WRONGTYPE): keep the connection */
-        snprintf(m->last_error, sizeof m->last_error, "redis XADD %s (%s): %s", stream,
-                 m->url_shown, r->str);
-        m->errors++;
-    }
-    freeReplyObject(r);
-}
 
 /* ================================================================== file */
 
@@ -267,10 +122,7 @@ int metrics_open(Metrics **out, const char *run_dir, const char *redis_url, cons
         }
         rds_url_redacted(&m->url, m->url_shown, sizeof m->url_shown);
         m->use_redis = 1;
-        if (stream && stream[0])
-            snprintf(m->stream, sizeof m->stream, "%s", stream);
-        else if ((rc = metrics_default_stream(run_dir, m->stream, sizeof m->stream)) < 0)
-            goto fail;
+        if ((rc = mredis_init(m, run_dir, stream)) < 0) goto fail;
     }
     if ((rc = pl_mkdirs(run_dir)) < 0) goto fail;
     snprintf(m->path, sizeof m->path, "%s/%s", run_dir, METRICS_FILE);
@@ -287,12 +139,7 @@ int metrics_open(Metrics **out, const char *run_dir, const char *redis_url, cons
         fputc('\n', m->f);
         fflush(m->f);
     }
-    if (m->use_redis) { /* a failure here is retried on the first log */
-        PipeGuard g;
-        pipe_block(&g);
-        redis_connect(m);
-        pipe_restore(&g);
-    }
+    if (m->use_redis) mredis_connect(m); /* a failure is retried on the first log */
     *out = m;
     return PL_OK;
 fail:
@@ -318,7 +165,7 @@ int metrics_log(Metrics *m, long step, const char *const *names, const double *v
     PL_TRY(put(m, &len, "}", 1));
     if (fwrite(m->line, 1, len, m->f) != len || fputc('\n', m->f) == EOF || fflush(m->f))
         return pl_fail(PL_EIO, "write %s: %s", m->path, strerror(errno));
-    if (m->use_redis) redis_send(m, m->stream, step, m->line, len);
+    if (m->use_redis) mredis_send(m, m->stream, step, m->line, len);
     return PL_OK;
 }
 
@@ -345,11 +192,7 @@ int metrics_sample(Metrics *m, long step, const char *prompt, const char *respon
     if (fwrite(m->line, 1, len, m->samples) != len || fputc('\n', m->samples) == EOF ||
         fflush(m->samples))
         return pl_fail(PL_EIO, "write %s: %s", m->samples_path, strerror(errno));
-    if (m->use_redis) {
-        char stream[600];
-        snprintf(stream, sizeof stream, "%s:samples", m->stream);
-        redis_send(m, stream, step, m->line, len);
-    }
+    if (m->use_redis) mredis_send(m, m->samples_stream, step, m->line, len);
     return PL_OK;
 }
 
@@ -367,7 +210,7 @@ void metrics_close(Metrics **pm) {
     Metrics *m = *pm;
     if (m->f) fclose(m->f);
     if (m->samples) fclose(m->samples);
-    if (m->ctx) redisFree(m->ctx);
+    mredis_close(m);
     free(m->line);
     memset(&m->url, 0, sizeof m->url); /* the password */
     free(m);

@@ -11,8 +11,21 @@
  *
  * On resume, metrics_truncate_after(run_dir, step) first cuts the file back
  * to the checkpointed step, so that the resumed run's file equals the file
- * of an uninterrupted run. (The stream is not cut: it may hold the
- * interrupted run's lines past that step too.)
+ * of an uninterrupted run; metrics_restart does the same to the streams
+ * (and empties them for a fresh start).
+ *
+ * The registry. With Redis, every run is also listed where `plumb dash
+ * --redis` finds it, under its name (the last part of its run folder, so
+ * runs that share a Redis need folders of different names):
+ *   plumb:runs               sorted set of run names, scored by start time
+ *   plumb:run:NAME           hash: name, state (running, finished, failed),
+ *                            algo, host, pid, started, updated (wall-clock
+ *                            seconds), step (the last logged), steps,
+ *                            stream, samples (the two streams' names),
+ *                            config (the resolved YAML), error
+ *   plumb:run:NAME:alive     set while the coordinator lives: refreshed
+ *                            every 10 s with a 30 s expiry, deleted at the
+ *                            end; a "running" run without it has stalled
  *
  * A Metrics is used by one thread at a time. */
 #ifndef PLUMB_METRICS_H
@@ -49,6 +62,28 @@ int metrics_log(Metrics *m, long step, const char *const *names, const double *v
  * cannot be written. */
 int metrics_sample(Metrics *m, long step, const char *prompt, const char *response, double reward,
                    const char *answer);
+
+#define METRICS_RUNS_KEY "plumb:runs"
+#define METRICS_RUN_KEY "plumb:run:" /* + NAME */
+
+/* What the registry says of a run (strings may be NULL: empty). */
+typedef struct {
+    const char *state;       /* "running", "finished", "failed"              */
+    const char *algo, *host, *error;
+    const char *config;      /* the resolved YAML                             */
+    int pid;
+    long steps;
+    double started;          /* wall-clock seconds                            */
+} MetricsRun;
+
+/* Puts the run into the registry and, while it runs, its heartbeat; with
+ * Redis only (nothing without). Failures are counted like a line's. */
+void metrics_run(Metrics *m, const MetricsRun *run);
+/* Refreshes the heartbeat when it is 10 s old; cheap to call often. */
+void metrics_alive(Metrics *m);
+/* At a run's start: step < 0 (a fresh run) empties its two streams, else
+ * (a resume) deletes their entries past step. Call after metrics_open. */
+void metrics_restart(Metrics *m, long step);
 
 /* Lines that did not reach the Redis stream (failed XADDs, and lines logged
  * while disconnected); 0 without Redis. */

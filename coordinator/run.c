@@ -137,6 +137,7 @@ static int tick_pass(void *ctx) {
     Run *r = ctx;
     int rc = r->hooks->tick ? r->hooks->tick(r->hooks->ctx) : 0;
     if (rc < 0) r->stopped = 1; /* a signal, or the launcher: no going back */
+    metrics_alive(r->metrics); /* the registry's heartbeat, through long steps */
     if (rc == 0 && r->hooks->dead_pid && r->pool)
         for (int pid; (pid = r->hooks->dead_pid(r->hooks->ctx)) > 0;)
             pool_mark_dead(r->pool, pid, r->host);
@@ -217,6 +218,7 @@ static int run_once(RunConfig *cfg, const CoordHooks *hooks, Rewind *rw) {
         run_free(r);
         return rc;
     }
+    metrics_restart(r->metrics, r->resume_from[0] ? r->step : -1);
 
     po.server.endpoint = cfg->endpoint;
     po.server.secret_key = cfg->secret_key[0] ? cfg->secret_key : NULL;

@@ -1,5 +1,5 @@
-/* status.c: RUN_DIR/status.json, what a dashboard lists a run by
- * (run_impl.h). Written whole (a temporary file renamed over the old), at
+/* status.c: RUN_DIR/status.json, what a dashboard lists a run by, and its
+ * entry in Redis's registry of runs (metrics.h) (run_impl.h). Written whole (a temporary file renamed over the old), at
  * the run's start and end:
  *   {"state": "running" | "finished" | "failed", "algo": "grpo",
  *    "host": "gpu7", "pid": 4242, "started": 1764779000.5,
@@ -33,4 +33,16 @@ void status_write(Run *r, const char *state, const char *error) {
         fprintf(stderr, "plumb coordinator: could not write %s: %s\n", path,
                 j ? strerror(errno) : "out of memory");
     json_decref(j);
+    /* the same in Redis's registry, with the resolved config */
+    char text[65536] = "";
+    snprintf(path, sizeof path, "%s/config.yaml", r->cfg->run_dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        text[fread(text, 1, sizeof text - 1, f)] = '\0';
+        fclose(f);
+    }
+    MetricsRun run = {.state = state, .algo = algo_name_str(r->cfg->algo), .host = r->host,
+                      .error = error, .config = text, .pid = (int)getpid(),
+                      .steps = r->cfg->steps, .started = r->started_wall};
+    metrics_run(r->metrics, &run);
 }

@@ -332,6 +332,86 @@ static void test_redis_stream(void **state) {
     free(text);
 }
 
+/* A hash field of the registry ("" when missing). */
+static char *hget(redisContext *c, const char *key, const char *field) {
+    static char out[4][256];
+    static int next;
+    char *o = out[next++ & 3];
+    redisReply *r = redisCommand(c, "HGET %s %s", key, field);
+    snprintf(o, 256, "%s", r && r->type == REDIS_REPLY_STRING ? r->str : "");
+    freeReplyObject(r);
+    return o;
+}
+
+static long long int_reply(redisContext *c, const char *fmt, const char *arg) {
+    redisReply *r = redisCommand(c, fmt, arg);
+    long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -99;
+    freeReplyObject(r);
+    return v;
+}
+
+/* The registry: a run is listed under its folder's name with its state,
+ * algo, config, streams and last step, has a heartbeat while it runs and
+ * none after; a resume cuts its streams back to the checkpoint's step, a
+ * fresh start empties them. */
+static void test_redis_registry(void **state) {
+    SKIP_WITHOUT_REDIS();
+    TuRedis *s = *state;
+    const char *dir = run_dir("runs/exp7");
+    Metrics *m = NULL;
+    if (metrics_open(&m, dir, tu_path("redis://127.0.0.1:%d", s->port), NULL) < 0)
+        fail_msg("%s", pl_error());
+    MetricsRun run = {.state = "running", .algo = "grpo", .host = "h1", .config = "algo: grpo\n",
+                      .pid = 4242, .steps = 9, .started = 1764779000.5};
+    metrics_run(m, &run);
+    for (int i = 1; i <= 4; i++) log3(m, i, i, 0, 0);
+    metrics_sample(m, 2, "1+1=", "2", 1, "2");
+    metrics_sample(m, 4, "2+2=", "<script>", 0, NULL);
+    assert_int_equal(metrics_redis_errors(m), 0);
+
+    redisContext *c = client(s, 0);
+    const char *key = "plumb:run:exp7";
+    assert_string_equal(hget(c, key, "name"), "exp7");
+    assert_string_equal(hget(c, key, "state"), "running");
+    assert_string_equal(hget(c, key, "algo"), "grpo");
+    assert_string_equal(hget(c, key, "host"), "h1");
+    assert_string_equal(hget(c, key, "pid"), "4242");
+    assert_string_equal(hget(c, key, "steps"), "9");
+    assert_string_equal(hget(c, key, "step"), "4");
+    assert_string_equal(hget(c, key, "config"), "algo: grpo\n");
+    assert_string_equal(hget(c, key, "stream"), "plumb:metrics:exp7");
+    assert_string_equal(hget(c, key, "samples"), "plumb:metrics:exp7:samples");
+    assert_true(atof(hget(c, key, "started")) == 1764779000.5);
+    redisReply *r = redisCommand(c, "ZSCORE plumb:runs exp7");
+    assert_true(r && r->type == REDIS_REPLY_STRING && atof(r->str) == 1764779000.5);
+    freeReplyObject(r);
+    long long ttl = int_reply(c, "PTTL %s", "plumb:run:exp7:alive");
+    assert_true(ttl > 20000 && ttl <= 30000);
+
+    /* a resume from step 2: the streams keep steps 1..2 */
+    metrics_restart(m, 2);
+    assert_int_equal(metrics_redis_errors(m), 0);
+    assert_int_equal(int_reply(c, "XLEN %s", "plumb:metrics:exp7"), 2);
+    assert_int_equal(int_reply(c, "XLEN %s", "plumb:metrics:exp7:samples"), 1);
+    log3(m, 3, 30, 0, 0);
+    r = redisCommand(c, "XRANGE plumb:metrics:exp7 - +");
+    assert_int_equal(r->elements, 3);
+    assert_string_equal(r->element[2]->element[1]->element[1]->str, "3");
+    freeReplyObject(r);
+
+    run.state = "failed", run.error = "actor died";
+    metrics_run(m, &run);
+    assert_string_equal(hget(c, key, "state"), "failed");
+    assert_string_equal(hget(c, key, "error"), "actor died");
+    assert_int_equal(int_reply(c, "EXISTS %s", "plumb:run:exp7:alive"), 0);
+    metrics_restart(m, -1); /* a fresh start */
+    assert_int_equal(int_reply(c, "EXISTS %s", "plumb:metrics:exp7"), 0);
+    assert_int_equal(int_reply(c, "EXISTS %s", "plumb:metrics:exp7:samples"), 0);
+    assert_int_equal(metrics_redis_errors(m), 0);
+    metrics_close(&m);
+    redisFree(c);
+}
+
 /* A password and a db in the URL are used; an empty stream name becomes
  * plumb:metrics:<run dir name>; messages never show the password. */
 static void test_redis_auth_default_stream(void **state) {
@@ -425,6 +505,7 @@ int main(void) {
         cmocka_unit_test(test_progress),
         cmocka_unit_test_setup_teardown(test_redis_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_auth_default_stream, setup_auth, teardown),
+        cmocka_unit_test_setup_teardown(test_redis_registry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_killed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_unreachable, NULL, NULL),
     };
