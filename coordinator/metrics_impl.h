@@ -27,6 +27,14 @@ struct Metrics {
     char run_key[300];        /* plumb:run:<name>                             */
     char alive_key[320];      /* plumb:run:<name>:alive                       */
     double alive_at;          /* monotonic seconds of the last heartbeat      */
+    /* the registry's entry (metrics_run), put again after a reconnection:
+     * a Redis that restarted empty lists the run again */
+    int have_run;
+    char run_state[16], run_algo[32], run_host[128], run_error[512];
+    char *run_config;
+    int run_pid;
+    long run_steps;
+    double run_started;
     redisContext *ctx;        /* NULL while disconnected                     */
     double next_try;          /* monotonic seconds of the next connect try   */
     double retry_s;           /* between connection attempts                 */

@@ -99,11 +99,15 @@ static void pipe_restore(PipeGuard *g) {
     pthread_sigmask(SIG_SETMASK, &g->old, NULL);
 }
 
-/* A connection, made now unless the last try was too recent; 0 or -1. */
+static void put_run(Metrics *m);
+
+/* A connection, made now unless the last try was too recent; 0 or -1. A
+ * new one first puts the registry's entry again. */
 static int ready(Metrics *m) {
     if (m->ctx) return 0;
-    if (pl_now_s() < m->next_try) return -1;
-    return redis_connect(m);
+    if (pl_now_s() < m->next_try || redis_connect(m) < 0) return -1;
+    if (m->have_run) put_run(m);
+    return m->ctx ? 0 : -1;
 }
 
 /* A batch of commands sent in one round trip. */
@@ -216,37 +220,55 @@ void mredis_send(Metrics *m, const char *stream, long step, const char *line, si
 void mredis_close(Metrics *m) {
     if (m->ctx) redisFree(m->ctx);
     m->ctx = NULL;
+    free(m->run_config);
+    m->run_config = NULL;
 }
 
 /* ------------------------------------------------------------- the registry */
 
-void metrics_run(Metrics *m, const MetricsRun *run) {
-    if (!m || !m->use_redis) return;
+/* Sends the registry's entry as metrics_run last set it. */
+static void put_run(Metrics *m) {
     char pid[24], started[40], now[40], steps[24];
-    snprintf(pid, sizeof pid, "%d", run->pid);
-    snprintf(started, sizeof started, "%.3f", run->started);
+    snprintf(pid, sizeof pid, "%d", m->run_pid);
+    snprintf(started, sizeof started, "%.3f", m->run_started);
     snprintf(now, sizeof now, "%.3f", pl_wall_s());
-    snprintf(steps, sizeof steps, "%ld", run->steps);
-    const char *hset[] = {"HSET",   m->run_key,  "name",  m->name,
-                          "state",  run->state,  "algo",  run->algo ? run->algo : "",
-                          "host",   run->host ? run->host : "", "pid", pid,
-                          "started", started,    "updated", now,
-                          "steps",  steps,       "stream", m->stream,
+    snprintf(steps, sizeof steps, "%ld", m->run_steps);
+    const char *hset[] = {"HSET",    m->run_key,   "name",    m->name,
+                          "state",   m->run_state, "algo",    m->run_algo,
+                          "host",    m->run_host,  "pid",     pid,
+                          "started", started,      "updated", now,
+                          "steps",   steps,        "stream",  m->stream,
                           "samples", m->samples_stream,
-                          "config", run->config ? run->config : "",
-                          "error",  run->error ? run->error : ""};
+                          "config",  m->run_config ? m->run_config : "",
+                          "error",   m->run_error};
     Batch b = {0};
     batch_add(&b, "HSET", (int)(sizeof hset / sizeof *hset), hset, NULL);
     const char *zadd[] = {"ZADD", METRICS_RUNS_KEY, started, m->name};
     batch_add(&b, "ZADD", 4, zadd, NULL);
-    if (!strcmp(run->state, "running")) add_alive(m, &b);
+    if (!strcmp(m->run_state, "running")) add_alive(m, &b);
     else {
         const char *del[] = {"DEL", m->alive_key};
         batch_add(&b, "DEL", 2, del, NULL);
     }
+    batch_run(m, &b);
+}
+
+void metrics_run(Metrics *m, const MetricsRun *run) {
+    if (!m || !m->use_redis) return;
+#define KEEP(dst, src) snprintf(dst, sizeof dst, "%s", (src) ? (src) : "")
+    KEEP(m->run_state, run->state);
+    KEEP(m->run_algo, run->algo);
+    KEEP(m->run_host, run->host);
+    KEEP(m->run_error, run->error);
+#undef KEEP
+    free(m->run_config);
+    m->run_config = run->config ? strdup(run->config) : NULL;
+    m->run_pid = run->pid, m->run_steps = run->steps, m->run_started = run->started;
+    m->have_run = 1;
     PipeGuard g;
     pipe_block(&g);
-    batch_run(m, &b);
+    if (m->ctx) put_run(m);
+    else if (ready(m) < 0) m->errors++; /* a new connection puts it */
     pipe_restore(&g);
 }
 
@@ -303,13 +325,20 @@ void metrics_restart(Metrics *m, long step) {
     if (!m || !m->use_redis) return;
     PipeGuard g;
     pipe_block(&g);
+    char at[32];
+    snprintf(at, sizeof at, "%ld", step);
+    Batch b = {0};
+    const char *hset[] = {"HSET", m->run_key, "step", at}, *hdel[] = {"HDEL", m->run_key, "step"};
+    if (step < 0) batch_add(&b, "HDEL", 3, hdel, NULL); /* the registry's last step */
+    else batch_add(&b, "HSET", 4, hset, NULL);
     if (ready(m) < 0) m->errors++;
     else if (step < 0) {
-        Batch b = {0};
         const char *del[] = {"DEL", m->stream, m->samples_stream};
         batch_add(&b, "DEL", 3, del, NULL);
         batch_run(m, &b);
     } else if (cut_stream(m, m->stream, step) < 0 || cut_stream(m, m->samples_stream, step) < 0)
         m->errors++;
+    else
+        batch_run(m, &b);
     pipe_restore(&g);
 }

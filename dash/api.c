@@ -16,20 +16,40 @@
 int dash_new(Dash **out, const DashOptions *o) {
     *out = NULL;
     struct stat st;
-    if (!o->runs_dir || stat(o->runs_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+    if (!o->redis_url && (!o->runs_dir || stat(o->runs_dir, &st) != 0 || !S_ISDIR(st.st_mode)))
         return pl_fail(PL_EIO, "--runs %s: not a folder", o->runs_dir ? o->runs_dir : "(none)");
     Dash *d = calloc(1, sizeof *d);
     PL_CHECK_ALLOC(d);
-    snprintf(d->runs_dir, sizeof d->runs_dir, "%s", o->runs_dir);
     snprintf(d->chart_js, sizeof d->chart_js, "%s", o->chart_js ? o->chart_js : CHART_JS);
+    if (o->redis_url) {
+        int rc = redis_runs_open(d, o->redis_url);
+        if (rc < 0) {
+            free(d);
+            return rc;
+        }
+        d->src = &dash_redis;
+    } else {
+        snprintf(d->runs_dir, sizeof d->runs_dir, "%s", o->runs_dir);
+        d->src = &dash_folders;
+    }
     *out = d;
     return 0;
 }
 
 void dash_free(Dash **d) {
     if (!d || !*d) return;
+    if ((*d)->src->free) (*d)->src->free(*d);
     free(*d);
     *d = NULL;
+}
+
+int dash_source(Dash *d, char *buf, size_t cap) {
+    json_t *h = d->src->health(d);
+    const char *err = json_string_value(json_object_get(h, "error"));
+    int ok = !strcmp(json_string_value(json_object_get(h, "state")) ?: "", "ok");
+    snprintf(buf, cap, "%s", ok || !err ? json_string_value(json_object_get(h, "where")) ?: "" : err);
+    json_decref(h);
+    return ok ? 0 : PL_EPEER;
 }
 
 void dash_reply_free(DashReply *r) {
@@ -69,6 +89,13 @@ static int reply_error(DashReply *out, int status, const char *fmt, ...) {
     vsnprintf(m, sizeof m, fmt, ap);
     va_end(ap);
     return reply_json(out, status, json_pack("{s:s}", "error", m));
+}
+
+/* The source's failure rc as a reply: a run that is not there is a 404,
+ * a source that cannot be reached a 503. */
+static int reply_source(DashReply *out, int rc) {
+    if (rc == PL_ENOMEM) return rc;
+    return reply_error(out, rc == PL_EIO ? 404 : rc == PL_EPEER ? 503 : 500, "%s", pl_error());
 }
 
 static const char *arg(const DashQuery *q, const char *key) {
@@ -124,10 +151,9 @@ static int api_metrics(Dash *d, const char *name, const DashQuery *q, DashReply 
         }
         if (nk == 0) return reply_error(out, 400, "keys: empty");
     }
-    char path[4096];
-    runs_path(d, name, "metrics.jsonl", path, sizeof path);
-    json_t *rows = runs_lines(path, from, to);
-    if (!rows) return pl_fail(PL_ENOMEM, "metrics of %s", name);
+    json_t *rows;
+    int rc = d->src->rows(d, name, 0, from, to, &rows);
+    if (rc < 0) return reply_source(out, rc);
     if (ks) keep_keys(rows, keys, nk);
     return reply_json(out, 200, json_pack("{s:s, s:o}", "name", name, "rows", rows));
 }
@@ -135,10 +161,9 @@ static int api_metrics(Dash *d, const char *name, const DashQuery *q, DashReply 
 static int api_samples(Dash *d, const char *name, const DashQuery *q, DashReply *out) {
     long step;
     if (step_arg(q, "step", -1, &step, out)) return 0;
-    char path[4096];
-    runs_path(d, name, "samples.jsonl", path, sizeof path);
-    json_t *rows = runs_lines(path, step < 0 ? 0 : step, step);
-    if (!rows) return pl_fail(PL_ENOMEM, "samples of %s", name);
+    json_t *rows;
+    int rc = d->src->rows(d, name, 1, step < 0 ? 0 : step, step, &rows);
+    if (rc < 0) return reply_source(out, rc);
     return reply_json(out, 200, rows);
 }
 
@@ -185,12 +210,12 @@ static int api_export(Dash *d, const char *name, const DashQuery *q, DashReply *
     int csv = !strcmp(fmt, "csv");
     if (!csv && strcmp(fmt, "jsonl") != 0)
         return reply_error(out, 400, "format=%.32s: csv or jsonl", fmt);
-    char path[4096];
-    runs_path(d, name, "metrics.jsonl", path, sizeof path);
-    json_t *rows = runs_lines(path, 0, -1);
+    json_t *rows;
+    int rc = d->src->rows(d, name, 0, 0, -1, &rows);
+    if (rc < 0) return reply_source(out, rc);
     char *text = NULL;
     size_t len = 0;
-    FILE *f = rows ? open_memstream(&text, &len) : NULL;
+    FILE *f = open_memstream(&text, &len);
     if (!f) {
         json_decref(rows);
         return pl_fail(PL_ENOMEM, "export of %s", name);
@@ -207,34 +232,63 @@ static int api_export(Dash *d, const char *name, const DashQuery *q, DashReply *
     return 0;
 }
 
+/* text with the password of every URL in it ("://user:password@")
+ * shown as ***, as a JSON string (a config's metrics.redis or data.train
+ * may carry one); NULL when it is not UTF-8. */
+static json_t *redacted(const char *text) {
+    char *o = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&o, &len);
+    if (!f) return NULL;
+    const char *p = text;
+    for (const char *u; (u = strstr(p, "://"));) {
+        u += 3;
+        size_t n = strcspn(u, " \t\n\"'/@");
+        const char *colon = u[n] == '@' ? memchr(u, ':', n) : NULL;
+        if (colon && colon + 1 < u + n) {
+            fwrite(p, 1, (size_t)(colon + 1 - p), f);
+            fputs("***", f);
+            p = u + n;
+        } else {
+            fwrite(p, 1, (size_t)(u - p), f);
+            p = u;
+        }
+    }
+    fputs(p, f);
+    fclose(f);
+    json_t *j = o ? json_stringn(o, len) : NULL;
+    free(o);
+    return j;
+}
+
 static int api_run(Dash *d, const RunInfo *info, DashReply *out) {
     const char *name = info->name;
+    json_t *rows;
+    int rc = d->src->rows(d, name, 0, 0, -1, &rows);
+    if (rc < 0) return reply_source(out, rc);
+    char *config = NULL;
+    if ((rc = d->src->config(d, name, &config)) < 0) {
+        json_decref(rows);
+        return reply_source(out, rc);
+    }
     json_t *j = runs_info_json(info);
-    char path[4096];
-    runs_path(d, name, "metrics.jsonl", path, sizeof path);
-    json_t *rows = runs_lines(path, 0, -1);
-    if (!j || !rows) {
-        json_decref(j), json_decref(rows);
+    if (!j) {
+        json_decref(rows), free(config);
         return pl_fail(PL_ENOMEM, "run %s", name);
     }
     json_object_set_new(j, "keys", all_keys(rows));
     json_decref(rows);
-    runs_path(d, name, "config.yaml", path, sizeof path);
-    FILE *f = fopen(path, "r");
-    if (f) {
-        char text[65536];
-        size_t n = fread(text, 1, sizeof text - 1, f);
-        text[n] = '\0';
-        fclose(f);
-        json_object_set_new(j, "config", json_stringn_nocheck(text, n));
-    }
+    json_t *cj = config ? redacted(config) : NULL;
+    if (cj) json_object_set_new(j, "config", cj);
+    free(config);
     return reply_json(out, 200, j);
 }
 
 static int api_runs(Dash *d, DashReply *out) {
     RunInfo *runs;
     int n;
-    if (runs_list(d, &runs, &n) < 0) return reply_error(out, 500, "%s", pl_error());
+    int rc = d->src->list(d, &runs, &n);
+    if (rc < 0) return reply_source(out, rc);
     json_t *a = json_array();
     for (int i = 0; a && i < n; i++) json_array_append_new(a, runs_info_json(&runs[i]));
     free(runs);
@@ -268,6 +322,7 @@ int dash_get(Dash *d, const char *path, const DashQuery *q, DashReply *out) {
     if (!strcmp(path, "/") || !strcmp(path, "/index.html")) return static_file(d, "index.html", out);
     if (!strncmp(path, "/static/", 8)) return static_file(d, path + 8, out);
     if (!strcmp(path, "/api/runs") || !strcmp(path, "/api/runs/")) return api_runs(d, out);
+    if (!strcmp(path, "/api/source")) return reply_json(out, 200, d->src->health(d));
     if (strncmp(path, "/api/runs/", 10) != 0) return reply_error(out, 404, "no page %.200s", path);
     char name[256];
     const char *p = path + 10, *slash = strchr(p, '/');
@@ -279,7 +334,8 @@ int dash_get(Dash *d, const char *path, const DashQuery *q, DashReply *out) {
         return reply_error(out, 400, "run name \"%.200s\": letters, digits, '.', '_' and '-' only",
                            name);
     RunInfo info;
-    if (runs_info(d, name, &info) < 0) return reply_error(out, 404, "no run %s", name);
+    int rc = d->src->info(d, name, &info);
+    if (rc < 0) return reply_source(out, rc);
     const char *what = slash ? slash + 1 : "";
     if (!*what) return api_run(d, &info, out);
     if (!strcmp(what, "metrics")) return api_metrics(d, name, q, out);

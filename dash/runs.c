@@ -1,5 +1,6 @@
-/* runs.c: the run folders under --runs DIR, as the dashboard lists them
- * (dash_impl.h). A run is a folder with a metrics.jsonl or a status.json. */
+/* runs.c: the folder source (dash_folders), the run folders under --runs
+ * DIR (dash_impl.h). A run is a folder with a metrics.jsonl or a
+ * status.json. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -23,7 +24,7 @@ int runs_valid_name(const char *name) {
     return 1;
 }
 
-void runs_path(const Dash *d, const char *name, const char *file, char *out, size_t cap) {
+static void runs_path(const Dash *d, const char *name, const char *file, char *out, size_t cap) {
     int n = snprintf(out, cap, "%s/%s/%s", d->runs_dir, name, file);
     if (n < 0 || (size_t)n >= cap) out[0] = '\0'; /* opens nothing */
 }
@@ -88,7 +89,7 @@ static long last_step(const char *path) {
     return step;
 }
 
-int runs_info(const Dash *d, const char *name, RunInfo *out) {
+static int dir_info(Dash *d, const char *name, RunInfo *out) {
     memset(out, 0, sizeof *out);
     snprintf(out->name, sizeof out->name, "%s", name);
     char mpath[4096], spath[4096];
@@ -136,11 +137,11 @@ json_t *runs_info_json(const RunInfo *i) {
     return j;
 }
 
-static int by_name(const void *a, const void *b) {
+int runs_by_name(const void *a, const void *b) {
     return strcmp(((const RunInfo *)a)->name, ((const RunInfo *)b)->name);
 }
 
-int runs_list(const Dash *d, RunInfo **out, int *n) {
+static int dir_list(Dash *d, RunInfo **out, int *n) {
     *out = NULL, *n = 0;
     DIR *dir = opendir(d->runs_dir);
     if (!dir) return pl_fail(PL_EIO, "open %s: %s", d->runs_dir, strerror(errno));
@@ -148,7 +149,7 @@ int runs_list(const Dash *d, RunInfo **out, int *n) {
     for (struct dirent *e; (e = readdir(dir));) {
         if (!runs_valid_name(e->d_name)) continue;
         RunInfo info;
-        if (runs_info(d, e->d_name, &info) < 0) continue; /* not a run */
+        if (dir_info(d, e->d_name, &info) < 0) continue; /* not a run */
         if (*n == cap) {
             cap = cap ? cap * 2 : 16;
             RunInfo *g = realloc(*out, sizeof **out * (size_t)cap);
@@ -161,6 +162,35 @@ int runs_list(const Dash *d, RunInfo **out, int *n) {
         (*out)[(*n)++] = info;
     }
     closedir(dir);
-    if (*n > 1) qsort(*out, (size_t)*n, sizeof **out, by_name);
+    if (*n > 1) qsort(*out, (size_t)*n, sizeof **out, runs_by_name);
     return rc;
 }
+
+static int dir_rows(Dash *d, const char *name, int samples, long from, long to, json_t **out) {
+    char path[4096];
+    runs_path(d, name, samples ? "samples.jsonl" : "metrics.jsonl", path, sizeof path);
+    *out = runs_lines(path, from, to);
+    return *out ? 0 : pl_fail(PL_ENOMEM, "the lines of %s", path);
+}
+
+static int dir_config(Dash *d, const char *name, char **out) {
+    char path[4096];
+    runs_path(d, name, "config.yaml", path, sizeof path);
+    *out = NULL;
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char *text = malloc(CONFIG_MAX + 1);
+    size_t n = text ? fread(text, 1, CONFIG_MAX, f) : 0;
+    fclose(f);
+    PL_CHECK_ALLOC(text);
+    text[n] = '\0';
+    *out = text;
+    return 0;
+}
+
+static json_t *dir_health(Dash *d) {
+    return json_pack("{s:s, s:s, s:s}", "kind", "folders", "where", d->runs_dir, "state", "ok");
+}
+
+const DashSource dash_folders = {"folders", dir_list, dir_info, dir_rows, dir_config, dir_health,
+                                 NULL};

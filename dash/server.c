@@ -13,23 +13,35 @@
 #include "common/err.h"
 #include "dash/dash_impl.h"
 
-int dash_events(Dash *d, const char *name, long *after, char *state, char **buf, size_t *len) {
+int dash_events(Dash *d, const char *name, DashCursor *c, char **buf, size_t *len) {
     RunInfo info;
-    if (!runs_valid_name(name) || runs_info(d, name, &info) < 0)
-        return pl_fail(PL_EINVAL, "no run %s", name);
+    json_t *rows = NULL;
+    int rc = runs_valid_name(name) ? d->src->info(d, name, &info) : pl_fail(PL_EIO, "no run %s", name);
+    if (rc == 0) rc = d->src->rows(d, name, 0, c->after + 1, -1, &rows);
+    if (rc < 0 && rc != PL_EPEER) return rc;
     FILE *f = open_memstream(buf, len);
-    if (!f) return pl_fail(PL_ENOMEM, "events");
-    char path[4096];
-    runs_path(d, name, "metrics.jsonl", path, sizeof path);
-    /* one event a line; an event ends at a blank line */
-    json_t *rows = runs_lines(path, *after + 1, -1);
-    long step = runs_dump_rows(f, rows, "event: metrics\ndata: ", "\n\n");
-    if (step > *after) *after = step;
-    json_decref(rows);
-    if (strcmp(state, info.state) != 0) {
-        snprintf(state, 16, "%s", info.state);
-        fprintf(f, "event: state\ndata: {\"state\": \"%s\"}\n\n", info.state);
+    if (!f) {
+        json_decref(rows);
+        return pl_fail(PL_ENOMEM, "events");
     }
+    if (rc == PL_EPEER || c->down) { /* the source went away, or came back */
+        json_t *j = rc == PL_EPEER ? json_pack("{s:s, s:s}", "state", "reconnecting", "error", pl_error())
+                                   : json_pack("{s:s}", "state", "ok");
+        char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        if (s && (rc == PL_EPEER) != c->down) fprintf(f, "event: source\ndata: %s\n\n", s);
+        free(s), json_decref(j);
+        c->down = rc == PL_EPEER;
+    }
+    if (rc == 0) {
+        /* one event a line; an event ends at a blank line */
+        long step = runs_dump_rows(f, rows, "event: metrics\ndata: ", "\n\n");
+        if (step > c->after) c->after = step;
+        if (strcmp(c->state, info.state) != 0) {
+            snprintf(c->state, sizeof c->state, "%s", info.state);
+            fprintf(f, "event: state\ndata: {\"state\": \"%s\"}\n\n", info.state);
+        }
+    }
+    json_decref(rows);
     fclose(f);
     return 0;
 }
@@ -39,8 +51,7 @@ int dash_events(Dash *d, const char *name, long *after, char *state, char **buf,
 typedef struct {
     Dash *d;
     char name[256];
-    long after;
-    char state[16];
+    DashCursor cur;
     char *pending;           /* events not yet sent                          */
     size_t n, off;
     double last;             /* when the file was last looked at            */
@@ -61,7 +72,7 @@ static ssize_t events_read(void *cls, uint64_t pos, char *out, size_t max) {
         free(e->pending);
         e->pending = NULL, e->n = e->off = 0;
         if (waited) usleep(500 * 1000);
-        if (dash_events(e->d, e->name, &e->after, e->state, &e->pending, &e->n) < 0)
+        if (dash_events(e->d, e->name, &e->cur, &e->pending, &e->n) < 0)
             return MHD_CONTENT_READER_END_OF_STREAM; /* the run folder went away */
         if (e->n == 0 && pl_now_s() - e->last > 15) {
             free(e->pending);
@@ -111,10 +122,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         e->d = d;
         snprintf(e->name, sizeof e->name, "%.*s", (int)(n - 17), url + 10);
         const char *a = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after");
-        e->after = a ? atol(a) : -1;
+        e->cur.after = a ? atol(a) : -1;
         e->last = pl_now_s();
         RunInfo info;
-        if (!runs_valid_name(e->name) || runs_info(d, e->name, &info) < 0) {
+        int rc = runs_valid_name(e->name) ? d->src->info(d, e->name, &info) : PL_EIO;
+        if (rc == PL_EIO) { /* unknown; an unreachable source is retried in the stream */
             free(e);
             const char *m = "{\"error\": \"no such run\"}";
             return queue(c, MHD_create_response_from_buffer(strlen(m), (void *)m,

@@ -174,6 +174,16 @@ static void test_bad_arguments(void **state) {
     free(out);
     assert_int_equal(plumb(&out, "nonsense"), 2);
     free(out);
+    /* the dashboard's sources: one at a time, each checked before serving */
+    assert_int_equal(plumb(&out, "dash --runs . --redis redis://127.0.0.1:1"), 2);
+    assert_non_null(strstr(out, "one source at a time"));
+    free(out);
+    assert_int_equal(plumb(&out, "dash --redis http://127.0.0.1:1"), 2);
+    assert_non_null(strstr(out, "--redis"));
+    free(out);
+    assert_int_equal(plumb(&out, "dash --runs /nonexistent/runs"), 2);
+    assert_non_null(strstr(out, "/nonexistent/runs"));
+    free(out);
 }
 
 /* --device: cpu-staged (the device path on the CPU) prints what cpu

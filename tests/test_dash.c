@@ -2,7 +2,8 @@
  * dash_events) on run folders written here: the run list and a run's
  * state, metrics filtered by keys and steps, a truncated last line, the
  * samples, CSV and JSONL export, and every bad request answered with a
- * clear status (400, 404), never a crash. */
+ * clear status (400, 404), never a crash; and the Redis source against a
+ * real redis-server, through an outage (503) and back. */
 #define _GNU_SOURCE
 #include <jansson.h>
 #include <stdio.h>
@@ -11,7 +12,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <hiredis/hiredis.h>
+#include <signal.h>
+
+#include "common/err.h"
 #include "common/fs.h"
+#include "coordinator/metrics.h"
 #include "dash/dash.h"
 #include "testutil.h"
 
@@ -184,21 +190,149 @@ static void test_bad_requests(void **state) {
 static void test_events(void **state) {
     (void)state;
     Dash *d = open_dash();
-    long after = 1;
-    char st[16] = "";
+    DashCursor c = {.after = 1};
     char *buf = NULL;
     size_t len = 0;
-    assert_int_equal(dash_events(d, "alpha", &after, st, &buf, &len), 0);
-    assert_int_equal(after, 3);
-    assert_string_equal(st, "finished");
+    assert_int_equal(dash_events(d, "alpha", &c, &buf, &len), 0);
+    assert_int_equal(c.after, 3);
+    assert_string_equal(c.state, "finished");
     assert_non_null(strstr(buf, "event: metrics\ndata: {\"step\":2"));
     assert_non_null(strstr(buf, "event: state\ndata: {\"state\": \"finished\"}"));
     free(buf);
-    assert_int_equal(dash_events(d, "alpha", &after, st, &buf, &len), 0);
+    assert_int_equal(dash_events(d, "alpha", &c, &buf, &len), 0);
     assert_int_equal(len, 0);
     free(buf);
-    assert_true(dash_events(d, "nope", &after, st, &buf, &len) < 0);
+    assert_true(dash_events(d, "nope", &c, &buf, &len) < 0);
     dash_free(&d);
+}
+
+/* ------------------------------------------------------------- Redis */
+
+static const char *state_of(json_t *runs, const char *name) {
+    size_t i;
+    json_t *r;
+    json_array_foreach(runs, i, r) if (!strcmp(json_string_value(json_object_get(r, "name")), name))
+        return json_string_value(json_object_get(r, "state"));
+    return NULL;
+}
+
+/* One metric line of a run (the coordinator's own writer). */
+static void log_step(Metrics *m, long step, double reward) {
+    const char *names[] = {"rollout/reward"};
+    const double v[] = {reward};
+    assert_int_equal(metrics_log(m, step, names, v, 1), 0);
+}
+
+/* The Redis source, against a real redis-server written to by the
+ * coordinator's metrics: the registry lists a running run, its metrics,
+ * samples, redacted config and events; a run whose heartbeat is gone is
+ * stalled; a resumed run's stream holds each step once. Then Redis dies:
+ * every request is a 503 naming it, the source says "reconnecting" and
+ * the events stream says so; once Redis is back (empty), the run's next
+ * line puts it in the registry again and everything answers as before. */
+static void test_redis(void **state) {
+    (void)state;
+    TuRedis srv = {0};
+    if (tu_redis_start(&srv) != 0) skip();
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", srv.port);
+    Metrics *m = NULL;
+    const char *rundir = tu_path("%s/rruns/live1", tu_tmp_dir());
+    assert_int_equal(metrics_open(&m, rundir, url, NULL), 0);
+    metrics_set_retry_s(m, 0);
+    MetricsRun run = {.state = "running", .algo = "grpo", .host = "h",
+                      .config = "metrics.redis: redis://:hunter2@db:6379\nrun.steps: 5\n",
+                      .pid = 1, .steps = 5, .started = 100};
+    metrics_run(m, &run);
+    for (int i = 1; i <= 3; i++) log_step(m, i, 0.1 * i);
+    metrics_sample(m, 2, "1+1=", "<script>alert(1)</script>", 0, "2");
+    /* a second life of the run from step 1 that Redis could not cut: the
+     * stream holds 1, 2, 3, 2 */
+    log_step(m, 2, 0.9);
+
+    /* a dead run: its coordinator stopped beating */
+    redisContext *c = redisConnect("127.0.0.1", srv.port);
+    assert_true(c && !c->err);
+    freeReplyObject(redisCommand(c, "HSET plumb:run:dead1 name dead1 state running algo dpo"));
+    freeReplyObject(redisCommand(c, "ZADD plumb:runs 50 dead1"));
+    freeReplyObject(redisCommand(c, "ZADD plumb:runs 60 bad/name"));
+    redisFree(c);
+
+    Dash *d = NULL;
+    DashOptions o = {.redis_url = url, .chart_js = "/nonexistent/chart.js"};
+    assert_int_equal(dash_new(&d, &o), 0);
+    char where[700];
+    assert_int_equal(dash_source(d, where, sizeof where), 0);
+    json_t *j = get(d, "/api/runs", 200, NULL, NULL, NULL, NULL, NULL);
+    assert_int_equal(json_array_size(j), 2); /* "bad/name" is left out */
+    assert_string_equal(state_of(j, "live1"), "running");
+    assert_string_equal(state_of(j, "dead1"), "stalled");
+    json_decref(j);
+    j = get(d, "/api/runs/live1", 200, NULL, NULL, NULL, NULL, NULL);
+    assert_string_equal(json_string_value(json_object_get(j, "algo")), "grpo");
+    assert_int_equal(json_integer_value(json_object_get(j, "step")), 2);
+    const char *cfg = json_string_value(json_object_get(j, "config"));
+    assert_non_null(cfg);
+    assert_null(strstr(cfg, "hunter2"));
+    assert_non_null(strstr(cfg, "redis://:***@db:6379"));
+    json_decref(j);
+    j = get(d, "/api/runs/live1/metrics", 200, NULL, NULL, NULL, NULL, NULL);
+    json_t *rows = json_object_get(j, "rows");
+    assert_int_equal(json_array_size(rows), 3); /* steps 1, 2 (the later), 3 */
+    assert_true(json_real_value(json_object_get(json_array_get(rows, 1), "rollout/reward")) == 0.9);
+    json_decref(j);
+    j = get(d, "/api/runs/live1/samples", 200, "step", "2", NULL, NULL, NULL);
+    assert_int_equal(json_array_size(j), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(j, 0), "response")),
+                        "<script>alert(1)</script>");
+    json_decref(j);
+    json_decref(get(d, "/api/runs/nope", 404, NULL, NULL, NULL, NULL, NULL));
+    DashCursor cur = {.after = 1};
+    char *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(dash_events(d, "live1", &cur, &buf, &len), 0);
+    assert_int_equal(cur.after, 3);
+    assert_non_null(strstr(buf, "event: state\ndata: {\"state\": \"running\"}"));
+    free(buf);
+
+    /* Redis goes away */
+    tu_redis_stop(&srv, SIGKILL);
+    j = get(d, "/api/runs", 503, NULL, NULL, NULL, NULL, NULL);
+    const char *e = json_string_value(json_object_get(j, "error"));
+    assert_non_null(strstr(e, url));
+    assert_non_null(strstr(e, "reconnecting"));
+    json_decref(j);
+    json_decref(get(d, "/api/runs/live1/metrics", 503, NULL, NULL, NULL, NULL, NULL));
+    j = get(d, "/api/source", 200, NULL, NULL, NULL, NULL, NULL);
+    assert_string_equal(json_string_value(json_object_get(j, "state")), "reconnecting");
+    json_decref(j);
+    assert_true(dash_source(d, where, sizeof where) < 0);
+    assert_int_equal(dash_events(d, "live1", &cur, &buf, &len), 0);
+    assert_non_null(strstr(buf, "event: source\ndata: {\"state\":\"reconnecting\""));
+    free(buf);
+    log_step(m, 4, 0.4); /* lost; the run goes on */
+
+    /* Redis is back, empty: the run's next line lists it again */
+    assert_int_equal(tu_redis_start(&srv), 0);
+    log_step(m, 5, 0.5);
+    j = get(d, "/api/runs", 200, NULL, NULL, NULL, NULL, NULL);
+    assert_string_equal(state_of(j, "live1"), "running");
+    json_decref(j);
+    assert_int_equal(dash_events(d, "live1", &cur, &buf, &len), 0);
+    assert_non_null(strstr(buf, "event: source\ndata: {\"state\":\"ok\"}"));
+    assert_non_null(strstr(buf, "event: metrics\ndata: {\"step\":5"));
+    free(buf);
+    run.state = "finished";
+    metrics_run(m, &run);
+    j = get(d, "/api/runs", 200, NULL, NULL, NULL, NULL, NULL);
+    assert_string_equal(state_of(j, "live1"), "finished");
+    json_decref(j);
+    metrics_close(&m);
+    dash_free(&d);
+    tu_redis_stop(&srv, SIGTERM);
+    /* a URL that does not parse */
+    o.redis_url = "http://x";
+    assert_true(dash_new(&d, &o) < 0);
 }
 
 int main(void) {
@@ -207,6 +341,7 @@ int main(void) {
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_events),
+        cmocka_unit_test(test_redis),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

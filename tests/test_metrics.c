@@ -393,6 +393,7 @@ static void test_redis_registry(void **state) {
     assert_int_equal(metrics_redis_errors(m), 0);
     assert_int_equal(int_reply(c, "XLEN %s", "plumb:metrics:exp7"), 2);
     assert_int_equal(int_reply(c, "XLEN %s", "plumb:metrics:exp7:samples"), 1);
+    assert_string_equal(hget(c, key, "step"), "2");
     log3(m, 3, 30, 0, 0);
     r = redisCommand(c, "XRANGE plumb:metrics:exp7 - +");
     assert_int_equal(r->elements, 3);
@@ -407,6 +408,7 @@ static void test_redis_registry(void **state) {
     metrics_restart(m, -1); /* a fresh start */
     assert_int_equal(int_reply(c, "EXISTS %s", "plumb:metrics:exp7"), 0);
     assert_int_equal(int_reply(c, "EXISTS %s", "plumb:metrics:exp7:samples"), 0);
+    assert_string_equal(hget(c, key, "step"), "");
     assert_int_equal(metrics_redis_errors(m), 0);
     metrics_close(&m);
     redisFree(c);

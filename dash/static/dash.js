@@ -2,9 +2,11 @@
 // Every string from a run (names, prompts, responses) goes into the page
 // as text (textContent), never as markup.
 "use strict";
-const GROUPS = ["train", "rollout", "eval", "critic", "perf"];
+const GROUPS = ["rollout", "eval", "train", "critic", "perf"];
+const COLORS = ["#2a7ae2", "#e8590c", "#2b8a3e", "#ae3ec9", "#c92a2a", "#1098ad", "#5c940d", "#495057"];
 const main = document.getElementById("main");
 let live = null; // the EventSource of the run on screen
+let timer = null; // the run list's refresh, or a retry of the page
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -12,10 +14,15 @@ function el(tag, text, cls) {
   if (cls) e.className = cls;
   return e;
 }
+// A failed request says whether trying again can help: the server, or
+// the Redis behind it, is away (503, or no answer at all).
 async function api(path) {
-  const r = await fetch(path);
+  let r;
+  try { r = await fetch(path); } catch (e) {
+    const err = new Error("the dashboard server does not answer"); err.retry = true; throw err;
+  }
   const j = await r.json();
-  if (!r.ok) throw new Error(j.error || r.statusText);
+  if (!r.ok) { const err = new Error(j.error || r.statusText); err.retry = r.status === 503; throw err; }
   return j;
 }
 function setConn(text) { document.getElementById("conn").textContent = text; }
@@ -50,7 +57,8 @@ function chart(parent, title, series, key) {
   const t0 = series.map(s => (s.rows.length ? s.rows[0]["perf/time"] || 0 : 0));
   const data = {
     datasets: series.map((s, i) => ({
-      label: s.label, pointRadius: 1, borderWidth: 1.5, spanGaps: true,
+      label: s.label, pointRadius: 1, borderWidth: 1.5, spanGaps: true, fill: false,
+      borderColor: COLORS[i % COLORS.length], backgroundColor: COLORS[i % COLORS.length],
       data: (() => {
         const xs = s.rows.map(r => (opts.x === "step" ? r.step : (r["perf/time"] || 0) - t0[i]));
         const ys = smooth(s.rows.map(r => (typeof r[key] === "number" ? r[key] : null)));
@@ -62,7 +70,8 @@ function chart(parent, title, series, key) {
     type: "line", data, options: {
       animation: false, parsing: false,
       scales: { x: { type: "linear", title: { display: true, text: opts.x === "step" ? "step" : "seconds" } },
-                y: { type: opts.log ? "logarithmic" : "linear" } },
+                y: { type: opts.log ? "logarithmic" : "linear",
+                     ticks: { callback: v => String(+Number(v).toPrecision(3)) } } },
     },
   });
   box.dataset.points = data.datasets.map(d => d.data.length).join(",");
@@ -70,31 +79,43 @@ function chart(parent, title, series, key) {
 }
 
 async function showRuns() {
-  main.replaceChildren(el("h2", "Runs"));
   const runs = await api("/api/runs");
-  const t = el("table");
-  const h = el("tr");
-  for (const c of ["", "run", "algorithm", "state", "step", "host"]) h.appendChild(el("th", c));
-  t.appendChild(h);
-  for (const r of runs) {
-    const tr = el("tr"); tr.dataset.run = r.name;
-    const cb = el("input"); cb.type = "checkbox"; cb.value = r.name;
-    const td0 = el("td"); td0.appendChild(cb); tr.appendChild(td0);
-    const a = el("a", r.name); a.href = "#/run/" + encodeURIComponent(r.name);
-    const td1 = el("td"); td1.appendChild(a); tr.appendChild(td1);
-    tr.appendChild(el("td", r.algo));
-    tr.appendChild(el("td", r.state, "state state-" + r.state));
-    tr.appendChild(el("td", r.steps ? r.step + " / " + r.steps : r.step));
-    tr.appendChild(el("td", r.host));
-    t.appendChild(tr);
-  }
+  main.replaceChildren(el("h2", "Runs"));
+  const t = el("table"); t.id = "runs";
   main.appendChild(t);
-  const b = el("button", "overlay the checked runs");
+  const fill = list => {
+    const checked = new Set([...t.querySelectorAll("input:checked")].map(c => c.value));
+    t.replaceChildren();
+    const h = el("tr");
+    for (const c of ["", "run", "algorithm", "state", "step", "host"]) h.appendChild(el("th", c));
+    t.appendChild(h);
+    for (const r of list) {
+      const tr = el("tr"); tr.dataset.run = r.name;
+      const cb = el("input"); cb.type = "checkbox"; cb.value = r.name; cb.checked = checked.has(r.name);
+      const td0 = el("td"); td0.appendChild(cb); tr.appendChild(td0);
+      const a = el("a", r.name); a.href = "#/run/" + encodeURIComponent(r.name);
+      const td1 = el("td"); td1.appendChild(a); tr.appendChild(td1);
+      tr.appendChild(el("td", r.algo));
+      const st = el("td", r.state, "state state-" + r.state); st.dataset.state = r.state;
+      if (r.error) st.title = r.error;
+      tr.appendChild(st);
+      tr.appendChild(el("td", r.steps ? r.step + " / " + r.steps : r.step));
+      tr.appendChild(el("td", r.host));
+      t.appendChild(tr);
+    }
+  };
+  fill(runs);
+  const b = el("button", "overlay the checked runs"); b.id = "overlay";
   b.onclick = () => {
     const names = [...t.querySelectorAll("input:checked")].map(c => c.value);
     if (names.length) location.hash = "#/compare/" + names.map(encodeURIComponent).join(",");
   };
   main.appendChild(b);
+  // new runs, steps and states, every 2 s
+  timer = setInterval(async () => {
+    try { fill(await api("/api/runs")); setConn(""); }
+    catch (err) { if (err.retry) setConn("reconnecting… (" + err.message + ")"); }
+  }, 2000);
 }
 
 function drawGroups(parent, series, keys) {
@@ -156,8 +177,12 @@ async function showRun(name) {
   live = new EventSource("/api/runs/" + encodeURIComponent(name) + "/events?after=" + last);
   live.addEventListener("metrics", e => { rows.push(JSON.parse(e.data)); redraw(); });
   live.addEventListener("state", e => setState(JSON.parse(e.data).state));
+  live.addEventListener("source", e => {
+    const s = JSON.parse(e.data);
+    setConn(s.state === "ok" ? "" : "reconnecting… (" + s.error + ")");
+  });
   live.onopen = () => setConn("");
-  live.onerror = () => setConn("reconnecting…");
+  live.onerror = () => setConn("reconnecting… (the dashboard server does not answer)");
 }
 
 async function showCompare(names) {
@@ -179,13 +204,18 @@ async function showCompare(names) {
 
 async function route() {
   if (live) { live.close(); live = null; }
+  if (timer) { clearInterval(timer); clearTimeout(timer); timer = null; }
   const h = decodeURIComponent(location.hash.slice(1));
   try {
     if (h.startsWith("/run/")) await showRun(h.slice(5));
     else if (h.startsWith("/compare/")) await showCompare(h.slice(9).split(","));
     else await showRuns();
+    setConn("");
   } catch (err) {
-    main.replaceChildren(el("p", "error: " + err.message, "state-failed"));
+    if (err.retry) { // the source is away: say so, and try again
+      setConn("reconnecting… (" + err.message + ")");
+      timer = setTimeout(route, 2000);
+    } else main.replaceChildren(el("p", "error: " + err.message, "state-failed"));
   }
 }
 window.addEventListener("hashchange", route);
