@@ -14,9 +14,10 @@
 static const char *const FORMAT_NAMES[CHAT_NFORMATS] = {
     [CHAT_CHATML] = "chatml", [CHAT_LLAMA3] = "llama3", [CHAT_LLAMA2] = "llama2",
     [CHAT_MISTRAL] = "mistral", [CHAT_ZEPHYR] = "zephyr", [CHAT_PLAIN] = "plain",
+    [CHAT_QWEN3] = "qwen3", [CHAT_QWEN3_NOTHINK] = "qwen3-nothink", [CHAT_LLAMA31] = "llama31",
 };
 
-#define FORMAT_LIST "chatml, llama3, llama2, mistral, zephyr, plain"
+#define FORMAT_LIST "chatml, qwen3, qwen3-nothink, llama3, llama31, llama2, mistral, zephyr, plain"
 
 /* ------------------------------------------------------------ names */
 
@@ -173,6 +174,124 @@ static int render_plain(Ctx *c) {
     return PL_OK;
 }
 
+/* -------------------------------------------------------------- qwen3 */
+
+/* Python's s.lstrip('\n') / s.rstrip('\n') on [*a, *b). */
+static void lstrip_nl(const char *s, size_t *a, size_t b) {
+    while (*a < b && s[*a] == '\n') (*a)++;
+}
+static void rstrip_nl(const char *s, size_t a, size_t *b) {
+    while (*b > a && s[*b - 1] == '\n') (*b)--;
+}
+
+/* The last occurrence of needle in s[a, b), or NULL. */
+static const char *last_in(const char *s, size_t a, size_t b, const char *needle) {
+    size_t k = strlen(needle);
+    for (size_t i = b >= a + k ? b - k + 1 : a; i-- > a;)
+        if (!memcmp(s + i, needle, k)) return s + i;
+    return NULL;
+}
+
+static int has_suffix(const char *s, const char *suf) {
+    size_t n = strlen(s), k = strlen(suf);
+    return n >= k && !memcmp(s + n - k, suf, k);
+}
+
+/* Qwen3's template without tools: ChatML, where an assistant turn after
+ * the last real user query shows its reasoning in a <think> block (the
+ * text before "</think>" in its content; an empty block for the last
+ * turn), and qwen3-nothink's generation prompt opens with an empty one
+ * (enable_thinking=False). */
+static int render_qwen3(Ctx *c, int nothink) {
+    size_t last_query = c->n - 1;
+    for (size_t i = c->n; i-- > 0;) {
+        const char *t = c->m[i].content;
+        if (is_role(&c->m[i], "user") &&
+            !(!strncmp(t, "<tool_response>", 15) && has_suffix(t, "</tool_response>"))) {
+            last_query = i;
+            break;
+        }
+    }
+    size_t first = is_role(&c->m[0], "system") ? 1 : 0;
+    if (first) {
+        buf_str(c->b, "<|im_start|>system\n");
+        add_content(c, 0, c->m[0].content, strlen(c->m[0].content), "<|im_end|>");
+        buf_str(c->b, "\n");
+    }
+    for (size_t i = first; i < c->n; i++) {
+        const char *t = c->m[i].content;
+        size_t n = strlen(t);
+        buf_str(c->b, "<|im_start|>");
+        buf_str(c->b, c->m[i].role);
+        buf_str(c->b, "\n");
+        if (!is_role(&c->m[i], "assistant")) {
+            add_content(c, i, t, n, "<|im_end|>");
+            buf_str(c->b, "\n");
+            continue;
+        }
+        /* content.split('</think>'): the reasoning is what the first part
+         * holds after its last '<think>', the answer what follows the last
+         * '</think>' */
+        size_t ra = 0, rb = 0, ca = 0, cb = n;
+        const char *close = strstr(t, "</think>");
+        if (close) {
+            rb = (size_t)(close - t);
+            rstrip_nl(t, 0, &rb);
+            const char *open = last_in(t, 0, rb, "<think>");
+            ra = open ? (size_t)(open - t) + 7 : 0;
+            lstrip_nl(t, &ra, rb);
+            ca = (size_t)(last_in(t, 0, n, "</think>") - t) + 8;
+            lstrip_nl(t, &ca, cb);
+        }
+        c->sp[i].start = c->b->n;
+        if (i > last_query && (i + 1 == c->n || rb > ra)) {
+            rstrip_nl(t, ra, &rb);
+            lstrip_nl(t, &ra, rb);
+            lstrip_nl(t, &ca, cb);
+            buf_str(c->b, "<think>\n");
+            buf_add(c->b, t + ra, rb - ra);
+            buf_str(c->b, "\n</think>\n\n");
+        }
+        buf_add(c->b, t + ca, cb - ca);
+        buf_str(c->b, "<|im_end|>");
+        c->sp[i].end = c->b->n;
+        buf_str(c->b, "\n");
+    }
+    if (c->gen) buf_str(c->b, nothink ? "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+                                      : "<|im_start|>assistant\n");
+    return PL_OK;
+}
+
+/* ------------------------------------------------------------ llama31 */
+
+/* Llama 3.1's template without tools: a system header that always comes,
+ * with the knowledge cutoff, the date and the (trimmed) system message,
+ * then Llama 3's turns. */
+static int render_llama31(Ctx *c) {
+    size_t first = is_role(&c->m[0], "system") ? 1 : 0;
+    buf_str(c->b, bos(c));
+    buf_str(c->b, "<|start_header_id|>system<|end_header_id|>\n\n"
+                  "Cutting Knowledge Date: December 2023\nToday Date: ");
+    buf_str(c->b, c->o && c->o->date ? c->o->date : CHAT_LLAMA31_DATE);
+    buf_str(c->b, "\n\n");
+    if (first) {
+        size_t lo, hi;
+        strip_range(c->m[0].content, strlen(c->m[0].content), &lo, &hi);
+        add_content(c, 0, c->m[0].content + lo, hi - lo, "<|eot_id|>");
+    } else
+        buf_str(c->b, "<|eot_id|>");
+    for (size_t i = first; i < c->n; i++) {
+        size_t lo, hi;
+        strip_range(c->m[i].content, strlen(c->m[i].content), &lo, &hi);
+        buf_str(c->b, "<|start_header_id|>");
+        buf_str(c->b, c->m[i].role);
+        buf_str(c->b, "<|end_header_id|>\n\n");
+        add_content(c, i, c->m[i].content + lo, hi - lo, "<|eot_id|>");
+    }
+    if (c->gen) buf_str(c->b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    return PL_OK;
+}
+
 /* The llama2/mistral rule: after an optional leading system message, loop
  * message k must be a user turn exactly when k is even. */
 static int check_alternation(const Ctx *c, size_t first) {
@@ -301,6 +420,9 @@ int chat_render_spans(ChatFormat f, const ChatOptions *opts, const ChatMessage *
     case CHAT_LLAMA2: rc = render_llama2(&c); break;
     case CHAT_MISTRAL: rc = render_mistral(&c); break;
     case CHAT_ZEPHYR: rc = render_zephyr(&c); break;
+    case CHAT_QWEN3: rc = render_qwen3(&c, 0); break;
+    case CHAT_QWEN3_NOTHINK: rc = render_qwen3(&c, 1); break;
+    case CHAT_LLAMA31: rc = render_llama31(&c); break;
     default: rc = render_plain(&c); break;
     }
     if (sp != spans) free(sp);
@@ -358,7 +480,10 @@ static char *chatml_default_system(const char *t) {
 int chat_detect(const char *t, ChatFormat *out, ChatOptions *opts) {
     if (!t) return pl_fail(PL_EINVAL, "chat_detect: no template");
     ChatFormat f;
-    if (strstr(t, "<|im_start|>")) f = CHAT_CHATML;
+    if (strstr(t, "<|im_start|>") && strstr(t, "</think>")) f = CHAT_QWEN3;
+    else if (strstr(t, "<|im_start|>")) f = CHAT_CHATML;
+    else if (strstr(t, "<|start_header_id|>") && strstr(t, "Cutting Knowledge Date"))
+        f = CHAT_LLAMA31;
     else if (strstr(t, "<|start_header_id|>")) f = CHAT_LLAMA3;
     else if (strstr(t, "[INST]") && strstr(t, "<<SYS>>")) f = CHAT_LLAMA2;
     else if (strstr(t, "[INST]")) f = CHAT_MISTRAL;

@@ -15,6 +15,28 @@
  *   llama3   Meta-Llama-3-8B-Instruct:
  *              {bos}<|start_header_id|>{role}<|end_header_id|>\n\n{content|trim}<|eot_id|> ...
  *              generation prompt: <|start_header_id|>assistant<|end_header_id|>\n\n
+ *   qwen3    Qwen3 (Qwen3-0.6B ... Qwen3-32B, the hybrid thinking models), as
+ *            rendered without tools: chatml without a default system prompt,
+ *            except for assistant turns. An assistant turn's content is split
+ *            as the template does: its reasoning is the text before the first
+ *            "</think>" (after the last "<think>" there, newlines trimmed), its
+ *            answer the text after the last "</think>" (leading newlines
+ *            trimmed). A turn after the last user query (one not wrapped in
+ *            <tool_response>...</tool_response>) is written with its reasoning,
+ *              <|im_start|>assistant\n<think>\n{reasoning}\n</think>\n\n{answer}<|im_end|>\n
+ *            when it is the last message or has reasoning; every other turn
+ *            drops the reasoning: <|im_start|>assistant\n{answer}<|im_end|>\n.
+ *              generation prompt: <|im_start|>assistant\n   (enable_thinking
+ *              left at its default: the model may think)
+ *   qwen3-nothink  the same with enable_thinking=False: the generation prompt
+ *              is <|im_start|>assistant\n<think>\n\n</think>\n\n
+ *   llama31  Llama-3.1-8B-Instruct (and 70B, 405B), without tools:
+ *              {bos}<|start_header_id|>system<|end_header_id|>\n\n
+ *              Cutting Knowledge Date: December 2023\nToday Date: {date}\n\n
+ *              {trim(system) or ""}<|eot_id|>   (always, system message or not)
+ *            then the other messages as llama3 writes them. {date} is
+ *            opts->date, by default the template's own "26 Jul 2024" (Llama
+ *            3.2's template prints today's date instead: pass it as date).
  *   llama2   Llama-2-7b-chat-hf: an optional leading system message is folded
  *            into the first user turn as "<<SYS>>\n{system}\n<</SYS>>\n\n";
  *              user:      {bos}[INST] {content.strip()} [/INST]
@@ -47,6 +69,9 @@
  * of the output that holds its content as rendered (after any strip) and,
  * for assistant messages only, the terminator that ends the turn:
  *   chatml  content + "<|im_end|>"       (the "\n" after it is not included)
+ *   qwen3   everything after "<|im_start|>assistant\n" up to and with
+ *           "<|im_end|>": the think block when written, the answer, the end
+ *   llama31 as llama3 (a system message's span is its trimmed content)
  *   llama3  trim(content) + "<|eot_id|>"
  *   llama2  strip(content) + " " + eos   (the space before is the prompt's)
  *   mistral content + eos                (the space before is the prompt's)
@@ -71,6 +96,9 @@ typedef enum {
     CHAT_MISTRAL,
     CHAT_ZEPHYR,
     CHAT_PLAIN,
+    CHAT_QWEN3,
+    CHAT_QWEN3_NOTHINK,
+    CHAT_LLAMA31,
     CHAT_NFORMATS
 } ChatFormat;
 
@@ -87,7 +115,12 @@ typedef struct {
     const char *bos;             // bos_token of the tokenizer ("<s>", ...)
     const char *eos;             // eos_token ("</s>", "<|im_end|>", ...)
     const char *default_system;  // chatml: system prompt used when messages[0] is not system
+    const char *date;            // llama31: its "Today Date" (NULL: CHAT_LLAMA31_DATE); not
+                                 // filled or freed by the functions below
 } ChatOptions;
+
+/* The date Llama 3.1's template writes when it is given none. */
+#define CHAT_LLAMA31_DATE "26 Jul 2024"
 
 typedef struct {
     size_t start, end;  // byte range [start, end) in the rendered text
@@ -95,7 +128,8 @@ typedef struct {
 
 /* ------------------------------------------------------------ names */
 
-/* "chatml", "llama3", "llama2", "mistral", "zephyr", "plain" -> *out.
+/* "chatml", "qwen3", "qwen3-nothink", "llama3", "llama31", "llama2",
+ * "mistral", "zephyr", "plain" -> *out.
  * PL_EINVAL (listing the names) for anything else. */
 int chat_format_parse(const char *name, ChatFormat *out);
 
@@ -120,9 +154,11 @@ int chat_render_spans(ChatFormat f, const ChatOptions *opts, const ChatMessage *
 /* ------------------------------------------------------ recognition */
 
 /* Recognises a Jinja chat_template by its markers, first match wins:
+ *   <|im_start|> and </think>         -> qwen3 (thinking left at its default)
  *   <|im_start|>                      -> chatml (and, when the template writes
  *        a literal '<|im_start|>system\n...<|im_end|>', that text becomes
  *        opts->default_system, as in Qwen2's "You are a helpful assistant.")
+ *   <|start_header_id|> and "Cutting Knowledge Date"  -> llama31
  *   <|start_header_id|>               -> llama3
  *   [INST] and <<SYS>>                -> llama2
  *   [INST]                            -> mistral
@@ -137,8 +173,8 @@ int chat_detect(const char *chat_template, ChatFormat *out, ChatOptions *opts);
  * NULL, names the format and wins over detection (the default system prompt
  * is still taken from the template when it is of that format). Fills *fmt and
  * *opts (malloc'ed strings; chat_options_free). Fails with PL_ENOTSUP and
- * "<path>: chat_template not recognised; name the format (chatml, llama3,
- * llama2, mistral, zephyr, plain)" when the template is missing or unknown
+ * "<path>: chat_template not recognised; name the format (chatml, qwen3,
+ * ...)" when the template is missing or unknown
  * and no override is given; PL_EIO / PL_EFORMAT for unreadable files. */
 int chat_from_tokenizer_config(const char *path, const char *override_name, ChatFormat *fmt,
                                ChatOptions *opts);

@@ -38,7 +38,7 @@ static json_t *template_entry(const char *name) {
 }
 
 static ChatOptions entry_opts(json_t *t) {
-    ChatOptions o = {jstr(t, "bos_token"), jstr(t, "eos_token"), jstr(t, "default_system")};
+    ChatOptions o = {jstr(t, "bos_token"), jstr(t, "eos_token"), jstr(t, "default_system"), NULL};
     return o;
 }
 
@@ -65,6 +65,7 @@ static void test_render_matches_jinja(void **state) {
         ChatFormat f;
         assert_int_equal(chat_format_parse(jstr(cs, "format"), &f), PL_OK);
         ChatOptions o = entry_opts(t);
+        o.date = jstr(json_object_get(cs, "kwargs"), "date_string"); /* llama31's */
         json_t *jm = json_object_get(cs, "messages");
         size_t n = json_array_size(jm);
         ChatMessage *m = calloc(n, sizeof *m);
@@ -94,8 +95,24 @@ static void test_render_matches_jinja(void **state) {
                     fail_msg("%s: span %zu [%zu,%zu) out of order", what, i, sp[i].start, sp[i].end);
                 prev = sp[i].end;
                 if (strcmp(m[i].role, "assistant") != 0) continue;
+                if (f == CHAT_QWEN3 || f == CHAT_QWEN3_NOTHINK) {
+                    /* all the model writes after the turn's header, through its end */
+                    static const char head[] = "<|im_start|>assistant\n";
+                    size_t hl = strlen(head), sl = sp[i].end - sp[i].start;
+                    if (sp[i].start < hl || memcmp(out2 + sp[i].start - hl, head, hl) != 0 ||
+                        sl < strlen(aend) ||
+                        memcmp(out2 + sp[i].end - strlen(aend), aend, strlen(aend)) != 0)
+                        fail_msg("%s: assistant span %zu is [%.*s]", what, i, (int)sl,
+                                 out2 + sp[i].start);
+                    char *span = strndup(out2 + sp[i].start, sl);
+                    if (strstr(span, "<|im_start|>")) fail_msg("%s: span %zu crosses a turn", what, i);
+                    free(span);
+                    n_asst++;
+                    continue;
+                }
                 size_t lo = 0, hi = strlen(m[i].content);
-                if (f == CHAT_LLAMA2 || f == CHAT_LLAMA3) py_strip(m[i].content, &lo, &hi);
+                if (f == CHAT_LLAMA2 || f == CHAT_LLAMA3 || f == CHAT_LLAMA31)
+                    py_strip(m[i].content, &lo, &hi);
                 char exp[1024];
                 snprintf(exp, sizeof exp, "%.*s%s", (int)(hi - lo), m[i].content + lo, aend);
                 if (sp[i].end - sp[i].start != strlen(exp) ||
@@ -143,7 +160,7 @@ static void test_detect_real_templates(void **state) {
         chat_options_free(&o);
         n++;
     }
-    assert_int_equal(n, 6);
+    assert_int_equal(n, 8);
 }
 
 static const char *GEMMA =
@@ -152,7 +169,8 @@ static const char *GEMMA =
     "%}{{'<start_of_turn>model\\n'}}{% endif %}";
 
 static const char *UNKNOWN_MSG =
-    "chat_template not recognised; name the format (chatml, llama3, llama2, mistral, zephyr, plain)";
+    "chat_template not recognised; name the format (chatml, qwen3, qwen3-nothink, llama3, "
+    "llama31, llama2, mistral, zephyr, plain)";
 
 static const char *write_config(const char *name, json_t *cfg) {
     const char *p = tu_path("%s/%s", tu_tmp_dir(), name);
@@ -301,7 +319,7 @@ static void test_format_names(void **state) {
  * turn land on the right bytes. */
 static void test_strip_and_llama2_spans(void **state) {
     ChatMessage m[] = {{"user", "\xc2\xa0 h\xc3\xa9 \xe3\x80\x80"}, {"assistant", "\xe3\x80\x80ok\xc2\x85"}};
-    ChatOptions o = {"<|begin_of_text|>", "<|eot_id|>", NULL};
+    ChatOptions o = {"<|begin_of_text|>", "<|eot_id|>", NULL, NULL};
     char *out;
     assert_int_equal(chat_render(CHAT_LLAMA3, &o, m, 2, 0, &out), PL_OK);
     assert_string_equal(out, "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nh\xc3\xa9"
@@ -309,7 +327,7 @@ static void test_strip_and_llama2_spans(void **state) {
     free(out);
 
     ChatMessage s[] = {{"system", "SYS"}, {"user", " q "}, {"assistant", " a "}};
-    ChatOptions o2 = {"<s>", "</s>", NULL};
+    ChatOptions o2 = {"<s>", "</s>", NULL, NULL};
     ChatSpan sp[3];
     size_t len;
     assert_int_equal(chat_render_spans(CHAT_LLAMA2, &o2, s, 3, 1, &out, &len, sp), PL_OK);

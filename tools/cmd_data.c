@@ -29,9 +29,10 @@ static void usage(FILE *f) {
             "summary (read, kept, truncated, dropped by reason, shapes) and the first --show\n"
             "(default 10) rejected lines with their line numbers and reasons. Exits 1 when\n"
             "any line was rejected. --chat names the chat format for conversational\n"
-            "records (chatml, llama3, llama2, mistral, zephyr, plain) when the tokenizer's\n"
-            "config has no template. --drop-long drops over-long records instead of\n"
-            "truncating them.\n");
+            "records (chatml, qwen3, qwen3-nothink, llama3, llama31, llama2, mistral, zephyr,\n"
+            "plain) when the tokenizer's config has no template, or to override it\n"
+            "(qwen3-nothink: Qwen3 with enable_thinking=False). --drop-long drops\n"
+            "over-long records instead of truncating them.\n");
 }
 
 static int cmd_arith(int argc, char **argv) {

@@ -118,6 +118,23 @@ PLAIN = (
     "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
 )
 
+# Longer templates live in chat_templates/ beside this script, as the files
+# their models ship them in (chat_template.jinja): Qwen3's and Llama 3.1's.
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def template_file(name, trailing_newline):
+    with open(os.path.join(HERE, "chat_templates", name), encoding="utf-8") as f:
+        t = f.read()
+    return t if trailing_newline else t[:-1]
+
+
+# Qwen/Qwen3-8B tokenizer_config.json (the hybrid thinking models
+# Qwen3-0.6B ... Qwen3-32B), as TRL keeps it in trl/chat_templates/qwen3.jinja.
+QWEN3 = template_file("qwen3.jinja", False)
+# meta-llama/Llama-3.1-8B-Instruct tokenizer_config.json (ends in a newline).
+LLAMA31 = template_file("llama31.jinja", True)
+
 TEMPLATES = {
     "qwen2": dict(format="chatml", template=QWEN2, bos_token=None, eos_token="<|im_end|>",
                   default_system="You are a helpful assistant.", assistant_end="<|im_end|>",
@@ -137,6 +154,14 @@ TEMPLATES = {
     "zephyr": dict(format="zephyr", template=ZEPHYR, bos_token="<s>", eos_token="</s>",
                    default_system=None, assistant_end="</s>",
                    source="HuggingFaceH4/zephyr-7b-beta tokenizer_config.json"),
+    "qwen3": dict(format="qwen3", template=QWEN3, bos_token=None, eos_token="<|im_end|>",
+                  default_system=None, assistant_end="<|im_end|>",
+                  source="Qwen/Qwen3-8B tokenizer_config.json (trl/chat_templates/qwen3.jinja)",
+                  variants=[["qwen3-nothink", {"enable_thinking": False}]]),
+    "llama31": dict(format="llama31", template=LLAMA31, bos_token="<|begin_of_text|>",
+                    eos_token="<|eot_id|>", default_system=None, assistant_end="<|eot_id|>",
+                    source="meta-llama/Llama-3.1-8B-Instruct tokenizer_config.json",
+                    variants=[["llama31", {"date_string": "03 Dec 2026"}]]),
     "plain": dict(format="plain", template=PLAIN, bos_token=None, eos_token="</s>",
                   default_system=None, assistant_end="</s>",
                   source="plumb's own definition (model/chat.h)"),
@@ -165,6 +190,19 @@ CONVERSATIONS = [
     ("assistant_first", [m("assistant", "a"), m("user", "b")]),
     ("system_late", [m("user", "a"), m("system", "b")]),
     ("system_twice", [m("system", "a"), m("system", "b"), m("user", "c")]),
+    # Reasoning in assistant turns (Qwen3 splits it off at "</think>").
+    ("think_last", [m("user", "2+2?"), m("assistant", "<think>\nadd them\n</think>\n\n4")]),
+    ("think_history", [m("user", "a?"), m("assistant", "<think>r1</think>one"), m("user", "b?"),
+                       m("assistant", "<think>\n\nr2\n\n</think>\n\ntwo")]),
+    ("think_two_after_query", [m("user", "q"), m("assistant", "<think>r</think>x"),
+                               m("assistant", "y")]),
+    ("two_after_query", [m("user", "q"), m("assistant", "x"), m("assistant", "y")]),
+    ("think_tool_response", [m("user", "q"), m("assistant", "<think>r</think>a"),
+                             m("user", "<tool_response>42</tool_response>"), m("assistant", "b")]),
+    ("think_nested", [m("user", "q"), m("assistant", "<think>a<think>b\n</think>c</think>\n\nd")]),
+    ("think_unopened", [m("user", "q"), m("assistant", "reason</think>answer")]),
+    ("think_no_reasoning", [m("system", "S"), m("user", "q"), m("assistant", "plain answer"),
+                            m("user", "again")]),
 ]
 
 
@@ -172,10 +210,10 @@ def raise_exception(message):
     raise TemplateError(message)
 
 
-def render_jinja(template, messages, add_generation_prompt, bos, eos):
+def render_jinja(template, messages, add_generation_prompt, bos, eos, extra):
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
-    kw = dict(messages=messages, add_generation_prompt=add_generation_prompt)
+    kw = dict(messages=messages, add_generation_prompt=add_generation_prompt, **extra)
     if bos is not None:
         kw["bos_token"] = bos
     if eos is not None:
@@ -183,13 +221,13 @@ def render_jinja(template, messages, add_generation_prompt, bos, eos):
     return env.from_string(template).render(**kw)
 
 
-def render_transformers(template, messages, add_generation_prompt, bos, eos):
+def render_transformers(template, messages, add_generation_prompt, bos, eos, extra):
     """transformers' own renderer (utils/chat_template_utils.py), when present."""
     try:
         from transformers.utils.chat_template_utils import render_jinja_template
     except ImportError:
         return None
-    kw = {}
+    kw = dict(extra)
     if bos is not None:
         kw["bos_token"] = bos
     if eos is not None:
@@ -206,22 +244,29 @@ def main():
     cases = []
     n_cross = 0
     for tname, t in TEMPLATES.items():
-        for cname, msgs in CONVERSATIONS:
-            for agp in (False, True):
-                case = dict(name=cname, template=tname, format=t["format"], messages=msgs,
-                            add_generation_prompt=agp)
-                try:
-                    case["text"] = render_jinja(t["template"], msgs, agp, t["bos_token"], t["eos_token"])
-                except TemplateError as e:
-                    case["error"] = str(e)
-                if "text" in case:
-                    other = render_transformers(t["template"], msgs, agp, t["bos_token"], t["eos_token"])
-                    if other is not None:
-                        n_cross += 1
-                        if other != case["text"]:
-                            sys.exit(f"{tname}/{cname}: jinja2 and transformers disagree:\n"
-                                     f"{case['text']!r}\n{other!r}")
-                cases.append(case)
+        # a template's variants: another format name and the template
+        # arguments it stands for (enable_thinking, date_string)
+        for fmt, extra in [(t["format"], {})] + t.get("variants", []):
+            for cname, msgs in CONVERSATIONS:
+                for agp in (False, True):
+                    case = dict(name=cname, template=tname, format=fmt, messages=msgs,
+                                add_generation_prompt=agp)
+                    if extra:
+                        case["kwargs"] = extra
+                    try:
+                        case["text"] = render_jinja(t["template"], msgs, agp, t["bos_token"],
+                                                    t["eos_token"], extra)
+                    except TemplateError as e:
+                        case["error"] = str(e)
+                    if "text" in case:
+                        other = render_transformers(t["template"], msgs, agp, t["bos_token"],
+                                                    t["eos_token"], extra)
+                        if other is not None:
+                            n_cross += 1
+                            if other != case["text"]:
+                                sys.exit(f"{tname}/{cname}: jinja2 and transformers disagree:\n"
+                                         f"{case['text']!r}\n{other!r}")
+                    cases.append(case)
     os.makedirs(args.out, exist_ok=True)
     import transformers
     doc = dict(
