@@ -74,6 +74,37 @@ static char *rm_file(WireArena *a, const char *rm_dir, const char *name, int opt
     return optional && access(p, R_OK) != 0 ? NULL : wire_strdup(a, p);
 }
 
+/* The folder of role k's own model (one it does not train) into out, or
+ * NULL when it computes on the shared base. */
+static const char *own_model(const Run *r, RoleKind k, char *out, size_t cap) {
+    const RunConfig *c = r->cfg;
+    const char *p = NULL;
+    if (k == ROLE_CRITIC && c->critic_model[0]) p = c->critic_model;
+    if (k == ROLE_REFERENCE && c->reference_model[0]) p = c->reference_model;
+    if (k == ROLE_REWARD && !(r->algo->trained & (1u << ROLE_REWARD)) &&
+        !strcmp(c->reward_type, "model")) {
+        snprintf(out, cap, "%s/reward/model", c->reward_model);
+        return access(out, R_OK) == 0 ? out : NULL;
+    }
+    if (p) snprintf(out, cap, "%s", p);
+    return p ? out : NULL;
+}
+
+int roles_fingerprints(Run *r) {
+    unsigned need = coord_needed_roles(r->cfg);
+    for (int k = 0; k < ROLE_NKINDS; k++) {
+        char path[CFG_PATH + 64];
+        r->role_fp[k][0] = '\0';
+        if (!(need & (1u << k)) || !own_model(r, (RoleKind)k, path, sizeof path)) continue;
+        Base *b = NULL;
+        int rc = base_load(&b, path);
+        if (rc == 0) rc = wire_fingerprint(b, r->role_fp[k]);
+        base_free(&b);
+        if (rc < 0) return pl_wrap(rc, "the %s's model %s", role_kind_name((RoleKind)k), path);
+    }
+    return 0;
+}
+
 Plumb__RoleConfig *roles_config(void *ctx, RoleKind k, WireArena *a) {
     Run *r = ctx;
     const RunConfig *c = r->cfg;
@@ -105,6 +136,7 @@ Plumb__RoleConfig *roles_config(void *ctx, RoleKind k, WireArena *a) {
         rc->lora_rank = c->lora_rank;
         rc->head = 1;
         if (c->critic_model[0]) rc->base_path = (char *)c->critic_model;
+        if (c->critic_model[0]) rc->base_fingerprint = r->role_fp[k];
         rc->seed = rng_mix3(c->seed, TAG_CRITIC, 0);
         if (c->critic_lr > 0) o->lr = c->critic_lr;
         break;
@@ -121,6 +153,7 @@ Plumb__RoleConfig *roles_config(void *ctx, RoleKind k, WireArena *a) {
             rc->init_adapter = rm_file(a, c->reward_model, "adapter", 1);
             rc->lora_rank = rc->init_adapter ? c->lora_rank : 0;
             rc->base_path = rm_file(a, c->reward_model, "model", 1); /* a fully fine-tuned rm */
+            if (rc->base_path) rc->base_fingerprint = r->role_fp[k];
             rc->head_path = rm_file(a, c->reward_model, "head.safetensors", 0);
         } else {
             rc->rule = (char *)c->reward_type;
@@ -129,6 +162,7 @@ Plumb__RoleConfig *roles_config(void *ctx, RoleKind k, WireArena *a) {
         break;
     case ROLE_REFERENCE:
         if (c->reference_model[0]) rc->base_path = (char *)c->reference_model;
+        if (c->reference_model[0]) rc->base_fingerprint = r->role_fp[k];
         break;
     default:
         break;

@@ -181,6 +181,7 @@ static int run_once(RunConfig *cfg, const CoordHooks *hooks, Rewind *rw) {
     r->eos = base->cfg.n_eos > 0 ? base->cfg.eos_ids[0] : -1;
     base_free(&base);
     PL_TRY(rc);
+    PL_TRY(roles_fingerprints(r)); /* and of each role's own model */
 
     if ((rc = tok_load(&r->tok, cfg->tokenizer)) < 0) {
         run_free(r);

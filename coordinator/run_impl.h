@@ -147,6 +147,7 @@ typedef struct Run {
     double lost_at;
     int stopped;             /* CoordHooks.tick stopped the run               */
     double started_wall;     /* status.json's "started"                       */
+    char role_fp[ROLE_NKINDS][33]; /* of each role's own model ("": none)     */
 } Run;
 
 /* ------------------------------------------------------------ status.c */
@@ -293,5 +294,10 @@ void stream_free(Run *r);
 
 /* PoolRoleConfigFn: role k's RoleConfig from the run's config. */
 Plumb__RoleConfig *roles_config(void *ctx, RoleKind k, WireArena *a);
+/* Reads the model of each role of the run that has one of its own
+ * (critic.model, reference.model, a fully fine-tuned reward.model) into
+ * Run.role_fp, which the role's config carries: a worker that finds
+ * another model at that path refuses the role. */
+int roles_fingerprints(Run *r);
 
 #endif

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 
 #include "common/err.h"
+#include "common/wire.h"
 #include "data/arith.h"
 #include "algo/pref.h"
 #include "algo/rules.h"
@@ -422,6 +423,31 @@ static void test_own_bases_shared(void **state) {
     assert_true(role_new(&ref, desc_of("reference"), &rc, base, NULL, tok, tokdir, NULL, bs) < 0);
     assert_non_null(strstr(pl_error(), "vocabulary of"));
     assert_null(ref);
+
+    /* the coordinator's fingerprint of the folder: the same model is
+     * accepted, another one (a host with another checkpoint at that path)
+     * refused naming the role and the folder, shared or not */
+    snprintf(path, sizeof path, "%s", dir);
+    Base *loaded;
+    char fp[33];
+    assert_int_equal(base_load(&loaded, dir), 0);
+    assert_int_equal(wire_fingerprint(loaded, fp), 0);
+    base_free(&loaded);
+    rc.base_fingerprint = fp;
+    if (role_new(&ref, desc_of("reference"), &rc, base, NULL, tok, tokdir, NULL, bs) < 0)
+        fail_msg("%s", pl_error());
+    role_free(&ref);
+    char wrong[33];
+    snprintf(wrong, sizeof wrong, "%s", fp);
+    wrong[0] = wrong[0] == '0' ? '1' : '0';
+    rc.base_fingerprint = wrong;
+    for (int shared = 0; shared < 2; shared++) {
+        assert_true(role_new(&ref, desc_of("reference"), &rc, base, NULL, tok, tokdir, NULL,
+                             shared ? bs : NULL) < 0);
+        assert_non_null(strstr(pl_error(), "reference: its model"));
+        assert_non_null(strstr(pl_error(), dir));
+        assert_null(ref);
+    }
     bases_free(&bs);
 }
 

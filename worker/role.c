@@ -6,6 +6,7 @@
 
 #include "common/err.h"
 #include "common/fs.h"
+#include "common/wire.h"
 #include "worker/role.h"
 #include "worker/bases.h"
 
@@ -34,6 +35,20 @@ static int optim_from_msg(const Plumb__Optim *m, OptimConfig *c) {
     return 0;
 }
 
+/* PL_EPROTO unless own (read from path) is the model the coordinator read
+ * there, by its fingerprint want: a worker on another host may hold
+ * another checkpoint under the same name. */
+static int same_model(const Base *own, const char *path, const char *want, RoleKind k) {
+    char fp[33];
+    PL_TRY(wire_fingerprint(own, fp));
+    if (strcmp(fp, want) != 0)
+        return pl_fail(PL_EPROTO,
+                       "%s: its model %s differs from the one the coordinator read there "
+                       "(fingerprint %.32s, the run's %.32s): give every host the same checkpoint",
+                       role_kind_name(k), path, fp, want);
+    return 0;
+}
+
 /* The role's own model when it has one: a full fine-tuning role's (its
  * checkpoint's on resume, else cfg->base_path's, else a flat copy of the
  * shared base: a copy of its own), or cfg->base_path's for a role that does
@@ -48,6 +63,8 @@ static int own_base(Role *r, const Plumb__RoleConfig *cfg, const char *rdir) {
     }
     if (!cfg->train_base && !own_path) return 0;
     Base *own = NULL;
+    const char *want = cfg->base_fingerprint && *cfg->base_fingerprint && !cfg->train_base
+                           ? cfg->base_fingerprint : NULL;
     if (own_path && !cfg->train_base && r->bases) {
         PL_TRY(bases_get(r->bases, own_path, &own));
         int vocab = own->cfg.vocab_size;
@@ -55,6 +72,11 @@ static int own_base(Role *r, const Plumb__RoleConfig *cfg, const char *rdir) {
             bases_put(r->bases, own); /* may free it: read it before */
             return pl_fail(PL_EFORMAT, "%s: a vocabulary of %d tokens, the base's has %d",
                            own_path, vocab, r->base->cfg.vocab_size);
+        }
+        int rc = want ? same_model(own, own_path, want, r->kind) : 0;
+        if (rc < 0) {
+            bases_put(r->bases, own);
+            return rc;
         }
         r->base = own;
         r->own_base = 2;
@@ -68,6 +90,7 @@ static int own_base(Role *r, const Plumb__RoleConfig *cfg, const char *rdir) {
         if (rc == 0 && own->cfg.vocab_size != r->base->cfg.vocab_size)
             rc = pl_fail(PL_EFORMAT, "%s: a vocabulary of %d tokens, the base's has %d", own_path,
                          own->cfg.vocab_size, r->base->cfg.vocab_size);
+        if (rc == 0 && want) rc = same_model(own, own_path, want, r->kind);
         if (rc < 0) {
             base_free(&own);
             return rc;
