@@ -82,16 +82,21 @@ def browser():
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=o)
 
 
+# The run list is rebuilt every 2 s and charts on each new line, so the
+# page is read in one script at a time: an element found by one call may be
+# gone by the next.
 def run_state(page, name):
     """The state the run list shows for name, or None."""
-    cells = page.find_elements(By.CSS_SELECTOR, f'#runs tr[data-run="{name}"] td.state')
-    return cells[0].get_attribute("data-state") if cells else None
+    return page.execute_script(
+        "const c = document.querySelector(`#runs tr[data-run='${arguments[0]}'] td.state`);"
+        "return c ? c.dataset.state : null;", name)
 
 
 def chart_points(page, key):
     """The points per line of the chart of key, or None before it is drawn."""
-    boxes = page.find_elements(By.CSS_SELECTOR, f'div.chart[data-key="{key}"]')
-    return boxes[0].get_attribute("data-points") if boxes else None
+    return page.execute_script(
+        "const b = document.querySelector(`div.chart[data-key='${arguments[0]}']`);"
+        "return b ? b.dataset.points : null;", key)
 
 
 def logged(path, key):
@@ -152,7 +157,7 @@ def main():
         # Redis is back (its append-only file keeps the registry)
         rs.kill()
         rs.wait()
-        conn = lambda: page.find_element(By.ID, "conn").text
+        conn = lambda: page.execute_script("return document.getElementById('conn').textContent")
         wait_for("the page to say it is reconnecting", lambda: "reconnecting" in conn(), 15)
         page.save_screenshot(f"{a.out}/dash-reconnecting.png")
         start(redis, "redis2.log")
@@ -196,9 +201,10 @@ def main():
         n2 = logged(f"{tmp}/run2/metrics.jsonl", REWARD)
         page.get(f"http://127.0.0.1:{dport}/")
         wait_for("run2 finished in the list", lambda: run_state(page, "run2") == "finished", 20)
-        for name in ("run1", "run2"):
-            page.find_element(By.CSS_SELECTOR, f'#runs tr[data-run="{name}"] input').click()
-        page.find_element(By.ID, "overlay").click()
+        page.execute_script(
+            "for (const n of ['run1', 'run2'])"
+            "  document.querySelector(`#runs tr[data-run='${n}'] input`).checked = true;"
+            "document.getElementById('overlay').click();")
         wait_for("the overlay's reward chart", lambda: chart_points(page, REWARD), 20)
         assert chart_points(page, REWARD) == f"{n1},{n2}", chart_points(page, REWARD)
         page.save_screenshot(f"{a.out}/dash-compare.png")
