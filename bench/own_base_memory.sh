@@ -80,7 +80,7 @@ sample() { # PID
 layout() { # TAG LABEL RM_CKPT
     rm -rf "$WORK/grpo"
     "$PLUMB" train configs/grpo-arith.yaml run.dir="$WORK/grpo" run.steps=100000 run.log_every=1 \
-        model.path="$WORK/base" data.train="$WORK/arith/prompts.jsonl" eval.every=0 \
+        model.path="$WORK/base" data.train="$WORK/arith/prompts.jsonl" data.eval= eval.every=0 \
         algo.kl_coef=0.04 lora.rank=8 lora.alpha=16 train.batch_size=2 algo.group_size=4 \
         rollout.max_new_tokens=4 reward.type=model reward.model="$3" checkpoint.every=0 \
         launch.workers="actor,reference,reward" launch.threads=1 >"$WORK/$1.log" 2>&1 &
@@ -89,7 +89,8 @@ layout() { # TAG LABEL RM_CKPT
         kill -0 "$TRAIN_PID" 2>/dev/null || { tail -n 20 "$WORK/$1.log" >&2; exit 1; }
         sleep 0.5
     done
-    w=$(pgrep -P "$TRAIN_PID" | head -n 1)
+    w=$(sed -n 's/^plumb train: worker 0 (actor,reference,reward) pid \([0-9]*\),.*/\1/p' "$WORK/$1.log" | head -n 1)
+    [ -n "$w" ] || { echo "no worker pid in $WORK/$1.log" >&2; exit 1; }
     peak="0 0 0 0 0"
     end=$(( $(date +%s) + SAMPLE_SECS ))
     while [ "$(date +%s)" -lt "$end" ]; do
