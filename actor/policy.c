@@ -67,6 +67,8 @@ static int policy_prepare(const Role *r, const Plumb__TrainReq *q, TrainJob *j) 
     PL_TRY(train_get_agg(b->loss_agg, j, &o->po.agg));
     if (b->kl_estimator && *b->kl_estimator && kl_estimator_parse(b->kl_estimator, &o->po.kl_est) < 0)
         return pl_wrap(PL_EPROTO, "%s.kl_estimator", w);
+    if (b->ratio_level && *b->ratio_level && ratio_level_parse(b->ratio_level, &o->po.ratio) < 0)
+        return pl_wrap(PL_EPROTO, "%s.ratio_level", w);
     if (!(b->clip_low >= 0) || !(b->clip_high >= 0) || !isfinite(b->clip_low) ||
         !isfinite(b->clip_high) || !(b->dual_clip == 0 || b->dual_clip > 1) ||
         !isfinite(b->kl_coef) || !isfinite(b->entropy_coef) || !isfinite(b->temperature))

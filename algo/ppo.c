@@ -4,7 +4,10 @@
 
 #include <math.h>
 
+#include "common/enum.h"
 #include "common/err.h"
+
+PL_ENUM_DEFINE(RatioLevel, ratio_level, "ratio_level", "token", "sequence")
 
 static double clampd(double x, double lo, double hi) { return x < lo ? lo : x > hi ? hi : x; }
 
@@ -87,6 +90,7 @@ void algo_ppo_policy_defaults(PolicyLossOpts *o) {
     o->max_new_tokens = 0;
     o->kl_coef = 0.0f;
     o->kl_est = KL_K3;
+    o->ratio = RATIO_TOKEN;
 }
 
 int algo_policy_loss(const AlgoSeqs *s, const float *lp, const float *lp_old, const float *adv,
@@ -103,6 +107,7 @@ int algo_policy_loss(const AlgoSeqs *s, const float *lp, const float *lp_old, co
     if (o->dual_clip != 0.0f && !(o->dual_clip > 1.0f))
         return pl_fail(PL_EINVAL, "algo_policy_loss: dual_clip %g must be > 1 (or 0: off)", o->dual_clip);
     if ((unsigned)o->kl_est > KL_K3) return pl_fail(PL_EINVAL, "algo_policy_loss: bad estimator");
+    if ((unsigned)o->ratio > RATIO_SEQUENCE) return pl_fail(PL_EINVAL, "algo_policy_loss: bad ratio level");
     AlgoAgg ag;
     PL_TRY(algo_agg_init(&ag, s, o->agg, o->max_new_tokens));
 
@@ -115,13 +120,21 @@ int algo_policy_loss(const AlgoSeqs *s, const float *lp, const float *lp_old, co
         double n = 0.0;
         for (int t = t0; t < t1; t++) n += algo_m(s, t);
         const double w = algo_agg_scale(&ag, n);
+        /* GSPO: the sequence's mean log-ratio stands in for every token's */
+        double d_seq = 0.0;
+        if (o->ratio == RATIO_SEQUENCE && n > 0.0) {
+            for (int t = t0; t < t1; t++)
+                if (algo_m(s, t) != 0.0f) d_seq += (double)lp[t] - lp_old[t];
+            d_seq /= n;
+        }
         double pg_sum = 0.0, kl_sum = 0.0;
         for (int t = t0; t < t1; t++) {
             if (algo_m(s, t) == 0.0f) {
                 if (dlp) dlp[t] = 0.0f;
                 continue;
             }
-            const double A = adv[t], d = (double)lp[t] - lp_old[t];
+            const double A = adv[t], d_tok = (double)lp[t] - lp_old[t];
+            const double d = o->ratio == RATIO_SEQUENCE ? d_seq : d_tok;
             const double dc = clampd(d, -20.0, 20.0);
             const double rho = exp(dc);
             const double l1 = -A * rho, l2 = -A * clampd(rho, lo, hi);
@@ -141,7 +154,7 @@ int algo_policy_loss(const AlgoSeqs *s, const float *lp, const float *lp_old, co
                 g += klc * dk;
             }
             if (dlp) dlp[t] = (float)(w * g);
-            akl += -d;
+            akl += -d_tok;
             ratio += rho;
             if (ent) ents += ent[t];
         }

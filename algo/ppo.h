@@ -53,6 +53,15 @@ int algo_gae(const AlgoSeqs *s, const float *rewards, const float *values, float
 
 /* ------------------------------------------------------- policy loss */
 
+typedef enum {
+    RATIO_TOKEN = 0,        /* rho_t = exp(lp_t - lp_old_t) (PPO, GRPO)           */
+    RATIO_SEQUENCE,         /* GSPO: one rho per sequence, length-normalised      */
+} RatioLevel;
+
+/* "token" | "sequence". 0 or PL_EINVAL. */
+int ratio_level_parse(const char *name, RatioLevel *out);
+const char *ratio_level_name(RatioLevel r);
+
 typedef struct {
     float clip_low;         /* eps_low: rho clipped below at 1 - clip_low (0.2)   */
     float clip_high;        /* eps_high: rho clipped above at 1 + clip_high (0.2) */
@@ -61,6 +70,7 @@ typedef struct {
     int max_new_tokens;     /* for seq_mean_token_sum_norm                       */
     float kl_coef;          /* KL in the loss (GRPO): + kl_coef * kl; 0: off      */
     KlEstimator kl_est;     /* estimator of that term (k3 for GRPO)               */
+    RatioLevel ratio;       /* token (default) or sequence (GSPO)                 */
 } PolicyLossOpts;
 
 /* PPO defaults: eps 0.2 both sides, no dual clip, token_mean, no KL term. */
@@ -81,6 +91,14 @@ typedef struct {
  * pg_t = max(-A rho, -A clip(rho, 1-eps_low, 1+eps_high)), with the dual
  * clip min(pg_t, -c A) where A < 0, plus kl_coef * kl(lp, lp_ref) when
  * kl_coef != 0, aggregated by o->agg over the masked tokens.
+ *
+ * With o->ratio = RATIO_SEQUENCE (GSPO) every masked token of sequence i
+ * takes that sequence's ratio s_i = exp(clamp(mean over its masked tokens
+ * of (lp - lp_old), -20, 20)), clipped the same way, and d pg_t / d lp_t =
+ * -A_t s_i where unclipped: the "GSPO-token" form (s_i,t = sg(s_i)
+ * exp(lp_t - sg(lp_t))), whose loss and gradient equal those of the
+ * sequence objective -min(s_i A_i, clip(s_i) A_i) when A is constant over a
+ * sequence, as it is in GRPO. approx_kl stays per token.
  * lp, lp_old, adv (N); lp_ref (N) needed only with a KL term; ent (N) is
  * optional and only feeds the entropy metric. dlp (N, or NULL) = d loss /
  * d lp (0 on unmasked tokens and where a clip or clamp is active).

@@ -4,8 +4,8 @@
  * it fills, its default as YAML text, its range or allowed names and a line
  * of help. Defaults, YAML loading, overrides, writing, validation of ranges
  * and the help listing all walk that table; only the cross-key checks of
- * runcfg_validate are written out by hand. The YAML reader is
- * config_yaml.c. */
+ * runcfg_validate are written out by hand, in config_check.c. The YAML
+ * reader is config_yaml.c. */
 #include "coordinator/config_impl.h"
 
 #include <ctype.h>
@@ -21,10 +21,6 @@
 
 
 #include "common/err.h"
-#include "common/roles.h"
-#include "coordinator/algos.h"
-#include "coordinator/metrics.h"
-#include "model/lora.h"
 
 /* ================================================================= table */
 
@@ -45,9 +41,6 @@ static const char *const TYPE_NAMES[] = {"int", "u64", "float", "bool", "string"
 #define PATH(k, f, d, h) {k, K_PATH, FIELD(f, char *), d, NULL, NULL, h}
 #define ENUM(k, f, d, ch, h) {k, K_ENUM, FIELD(f, char *), d, NULL, ch, h}
 
-/* The algorithms the coordinator drives: the rows of coordinator/algos.c,
- * in its order (test_config checks that the two agree). */
-#define ALGO_CHOICES "sft|rm|dpo|orpo|simpo|kto|grpo|ppo"
 
 static const Key KEYS[] = {
     /* run */
@@ -74,6 +67,9 @@ static const Key KEYS[] = {
         "weight of the KL to the reference (auto: 0.04 grpo, 0.05 ppo, 0 otherwise)"),
     ENUM("algo.kl_estimator", kl_estimator, "auto", "auto|k1|k2|k3",
          "KL estimator (auto: k3 grpo, k1 ppo)"),
+    ENUM("algo.ratio_level", ratio_level, "token", "token|sequence",
+         "grpo, ppo: importance ratio per token, or per sequence (GSPO: the length-normalised "
+         "sequence ratio, clipped per sequence)"),
     FLT("algo.entropy_coef", entropy_coef, "0", NULL, "weight of the entropy bonus"),
     FLT("algo.gamma", gamma, "1", "[0,1]", "ppo: GAE discount"),
     FLT("algo.lambda", lambda, "0.95", "[0,1]", "ppo: GAE lambda"),
@@ -635,21 +631,8 @@ void runcfg_help(FILE *f) {
 
 /* ============================================================ validation */
 
-long runcfg_total_optimizer_steps(const RunConfig *c) {
-    return (long)c->steps * c->epochs * c->minibatches;
-}
-
-/* "cpu", "cuda", "cuda:N" or "cpu-staged" (kernels/backend.h). */
-static int device_ok(const char *d) {
-    if (!strcmp(d, "cpu") || !strcmp(d, "cuda") || !strcmp(d, "cpu-staged")) return 1;
-    if (strncmp(d, "cuda:", 5) || !isdigit((unsigned char)d[5])) return 0;
-    for (const char *p = d + 5; *p; p++)
-        if (!isdigit((unsigned char)*p)) return 0;
-    return 1;
-}
-
 /* Every field against its table entry: ranges, enum names, terminated strings. */
-static int check_fields(const RunConfig *c) {
+int runcfg_check_fields(const RunConfig *c) {
     char rt[64];
     for (int i = 0; i < NKEYS; i++) {
         const Key *k = &KEYS[i];
@@ -681,105 +664,5 @@ static int check_fields(const RunConfig *c) {
         default: break;
         }
     }
-    return PL_OK;
-}
-
-/* data.train redis:// and the stream keys that go with it. */
-static int check_stream(RunConfig *c) {
-    int redis = !strncmp(c->train_path, "redis://", 8);
-    if (!redis && (c->data_stream[0] || c->follow))
-        return pl_fail(PL_EINVAL, "data.stream and data.follow need data.train redis://...");
-    if (!redis) return PL_OK;
-    if (!c->data_stream[0])
-        return pl_fail(PL_EINVAL, "data.train %.8s... is a Redis server: data.stream names the stream",
-                       c->train_path);
-    if (!c->data_group[0]) {
-        size_t n = strlen(c->run_dir);
-        while (n > 1 && c->run_dir[n - 1] == '/') n--;
-        size_t b = n;
-        while (b > 0 && c->run_dir[b - 1] != '/') b--;
-        if (n - b >= CFG_STR) return pl_fail(PL_EINVAL, "data.group: the run dir's name is too long");
-        memcpy(c->data_group, c->run_dir + b, n - b);
-        c->data_group[n - b] = '\0';
-    }
-    if (c->follow && c->shuffle_window == 0) c->shuffle_window = 8 * c->batch_size;
-    if (c->follow && c->shuffle_window % c->batch_size)
-        return pl_fail(PL_EINVAL,
-                       "data.shuffle_window (%d) must be a multiple of train.batch_size (%d) with "
-                       "data.follow: a step's records come from one window",
-                       c->shuffle_window, c->batch_size);
-    return PL_OK;
-}
-
-int runcfg_validate(RunConfig *c) {
-    if (c->algo == RUNCFG_ALGO_UNSET)
-        return pl_fail(PL_EINVAL, "algo.name is required (one of " ALGO_CHOICES ")");
-    const AlgoDesc *d = algos_find(c->algo);
-    if (!d)
-        return pl_fail(PL_ENOTSUP, "algo.name %s is not driven by the coordinator (one of "
-                       ALGO_CHOICES ")", algo_name_str(c->algo));
-    const int grpo = c->algo == ALGO_GRPO;
-
-    /* the algorithm's defaults of the "auto" keys */
-    if (c->group_size == -1) c->group_size = d->group_size;
-    if (c->kl_coef < 0) c->kl_coef = d->kl_coef;
-    if (!strcmp(c->kl_estimator, "auto")) strcpy(c->kl_estimator, d->kl_estimator);
-    if (c->beta < 0) c->beta = d->beta;
-    if (!c->redis_stream[0] && metrics_default_stream(c->run_dir, c->redis_stream, CFG_STR) < 0)
-        return pl_fail(PL_EINVAL, "metrics.stream: the run dir's name is too long to name "
-                                  "the stream; set metrics.stream");
-
-    PL_TRY(check_fields(c));
-
-    if (grpo && c->group_size < 2 &&
-        (!strcmp(c->advantage, "group") || !strcmp(c->advantage, "rloo") ||
-         !strcmp(c->advantage, "batch")))
-        return pl_fail(PL_EINVAL,
-                       "algo.group_size (%d) must be at least 2 for grpo with algo.advantage %s",
-                       c->group_size, c->advantage);
-    if (c->dual_clip != 0 && !(c->dual_clip > 1))
-        return pl_fail(PL_ERANGE, "algo.dual_clip (%g) must be 0 (off) or above 1",
-                       (double)c->dual_clip);
-    long units = (long)c->batch_size * (d->units_per_record ? d->units_per_record : c->group_size);
-    if (c->minibatches > units)
-        return pl_fail(PL_EINVAL,
-                       "train.minibatches (%d) must be at most the %ld units (sequences, or "
-                       "pairs) a step of %s trains on (train.batch_size x %s)",
-                       c->minibatches, units, algo_name_str(c->algo),
-                       d->units_per_record ? "the units of a record" : "algo.group_size");
-    if (!c->train_path[0]) return pl_fail(PL_EINVAL, "data.train is required");
-    PL_TRY(check_stream(c));
-    if (!c->model_path[0]) {
-        if (c->init_dim % c->init_heads)
-            return pl_fail(PL_EINVAL, "model.init.heads (%d) must divide model.init.dim (%d)",
-                           c->init_heads, c->init_dim);
-        if (c->init_heads % c->init_kv_heads)
-            return pl_fail(PL_EINVAL,
-                           "model.init.kv_heads (%d) must divide model.init.heads (%d)",
-                           c->init_kv_heads, c->init_heads);
-        if ((c->init_dim / c->init_heads) % 2)
-            return pl_fail(PL_EINVAL,
-                           "model.init.dim / model.init.heads (%d) must be even for RoPE",
-                           c->init_dim / c->init_heads);
-    }
-    long total = runcfg_total_optimizer_steps(c);
-    if ((!strcmp(c->schedule, "linear") || !strcmp(c->schedule, "cosine")) &&
-        c->warmup_steps >= total)
-        return pl_fail(PL_EINVAL, "optim.warmup_steps (%d) must be below the run's %ld optimizer "
-                                  "steps (run.steps x train.epochs x train.minibatches)",
-                       c->warmup_steps, total);
-    unsigned scored = d->roles(c) & ~d->trained & (1u << ROLE_REWARD); /* a reward it only asks */
-    if (scored && !strcmp(c->reward_type, "model") && !c->reward_model[0])
-        return pl_fail(PL_EINVAL, "reward.type model needs reward.model (an rm run's checkpoint)");
-    if (c->heartbeat_ms >= c->dead_after_ms)
-        return pl_fail(PL_EINVAL,
-                       "transport.heartbeat_ms (%d) must be below transport.dead_after_ms (%d)",
-                       c->heartbeat_ms, c->dead_after_ms);
-    unsigned mask;
-    if (lora_parse_targets(c->lora_targets, &mask) < 0)
-        return pl_wrap(PL_EINVAL, "lora.targets");
-    if (!device_ok(c->device))
-        return pl_fail(PL_EINVAL, "launch.device '%s' is not cpu, cuda, cuda:N or cpu-staged",
-                       c->device);
     return PL_OK;
 }

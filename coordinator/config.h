@@ -49,6 +49,7 @@ typedef struct RunConfig {
     char loss_agg[CFG_STR];      /* algo.loss_agg (token_mean)                  */
     float kl_coef;               /* algo.kl_coef (auto: 0.04 grpo, 0.05 ppo)    */
     char kl_estimator[CFG_STR];  /* algo.kl_estimator (auto: k3 grpo, k1 ppo)   */
+    char ratio_level[CFG_STR];   /* algo.ratio_level (token; sequence: GSPO)    */
     float entropy_coef;          /* algo.entropy_coef (0)                       */
     float gamma, lambda;         /* algo.gamma (1), algo.lambda (0.95)          */
     float value_clip;            /* algo.value_clip (0.2)                       */

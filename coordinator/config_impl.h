@@ -1,12 +1,16 @@
 /* config_impl.h: the key table's entries and the lookups that config.c
- * (the table, values, validation, writing) and config_yaml.c (the YAML
- * reader) share. Private to coordinator/config*.c. */
+ * (the table, values, writing), config_check.c (validation) and
+ * config_yaml.c (the YAML reader) share. Private to coordinator/config*.c. */
 #ifndef PLUMB_CONFIG_IMPL_H
 #define PLUMB_CONFIG_IMPL_H
 
 #include <stddef.h>
 
 #include "coordinator/config.h"
+
+/* The algorithms the coordinator drives: the rows of coordinator/algos.c,
+ * in its order (test_config checks that the two agree). */
+#define ALGO_CHOICES "sft|rm|dpo|orpo|simpo|kto|grpo|ppo"
 
 typedef enum { K_INT, K_U64, K_FLOAT, K_BOOL, K_STR, K_PATH, K_ENUM, K_ALGO } KeyType;
 
@@ -34,5 +38,7 @@ void runcfg_suggest(const char *name, char *buf, size_t n);
 int runcfg_parse_value(const Key *k, const char *text, int null, void *dst, char *why, size_t wn);
 /* The field of c that k fills. */
 void *runcfg_field(RunConfig *c, const Key *k);
+/* Every field of c against its key: ranges, enum names, terminated strings. */
+int runcfg_check_fields(const RunConfig *c);
 
 #endif

@@ -165,6 +165,7 @@ static int rl_update(Run *r, RlBatch *b) {
     pb->max_new_tokens = c->max_new_tokens;
     pb->kl_coef = b->kl_in_rewards ? 0 : c->kl_coef;
     pb->kl_estimator = (char *)c->kl_estimator;
+    pb->ratio_level = (char *)c->ratio_level;
     pb->temperature = c->temperature;
     pb->entropy_coef = c->entropy_coef;
     e->train->body_case = b->ppo ? PLUMB__TRAIN_REQ__BODY_PPO : PLUMB__TRAIN_REQ__BODY_GRPO;

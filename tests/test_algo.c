@@ -543,6 +543,94 @@ static void test_policy_loss_fd(void **state) {
         }
 }
 
+/* GSPO (ratio_level sequence). By hand, token_mean over two sequences:
+ *   seq 0: log-ratios ln 1.5, ln 0.5: s = exp(ln(0.75)/2) = sqrt(0.75),
+ *          inside [0.8, 1.2]; A = 1: loss -s on both tokens, dlp -s/4;
+ *   seq 1: log-ratios ln 1.5 twice: s = 1.5, clipped at 1.2 for A = 1:
+ *          loss -1.2 on both tokens, no gradient, clipfrac 2/4.
+ * The per-token ratios would clip seq 0's first token and not its second.
+ * A batch whose sequences each have one log-ratio on every token gives
+ * the token-level numbers exactly, whatever the advantages. With one
+ * advantage per sequence (GRPO), dlp against finite differences of the
+ * loss: the token form's gradient is the sequence objective's. */
+static void test_policy_loss_gspo(void **state) {
+    RatioLevel rl;
+    assert_int_equal(ratio_level_parse("sequence", &rl), 0);
+    assert_int_equal(rl, RATIO_SEQUENCE);
+    assert_int_equal(ratio_level_parse("seq", &rl), PL_EINVAL);
+    assert_string_equal(ratio_level_name(RATIO_TOKEN), "token");
+
+    int off[] = {0, 2, 4};
+    float lp[] = {logf(1.5f), logf(0.5f), logf(1.5f), logf(1.5f)}, old[4] = {0};
+    float A[] = {1, 1, 1, 1}, d[4];
+    AlgoSeqs s = {2, 4, off, NULL};
+    PolicyLossOpts o;
+    algo_ppo_policy_defaults(&o);
+    o.ratio = RATIO_SEQUENCE;
+    PolicyLossOut out;
+    assert_int_equal(algo_policy_loss(&s, lp, old, A, NULL, NULL, &o, &out, d), 0);
+    const double sq = sqrt(0.75);
+    near(out.loss, (-2 * sq - 2 * 1.2) / 4, 1e-6, "gspo loss");
+    float wd[] = {(float)(-sq / 4), (float)(-sq / 4), 0, 0};
+    tu_assert_close(d, wd, 4, 1e-6f, 0, "gspo dlp");
+    near(out.clipfrac, 0.5, 0, "gspo clipfrac");
+    near(out.approx_kl, -(3 * log(1.5) + log(0.5)) / 4, 1e-6, "gspo approx_kl per token");
+    o.ratio = (RatioLevel)7;
+    assert_int_equal(algo_policy_loss(&s, lp, old, A, NULL, NULL, &o, &out, d), PL_EINVAL);
+
+    enum { N = 14 };
+    int off3[] = {0, 6, 9, 14};
+    float m[N] = {0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0};
+    float lp3[N], old3[N], A3[N], ref[N], d3[N], dt[N];
+    const float seq_lr[] = {0.15f, -0.4f, 0.05f};
+    Rng r;
+    rng_seed(&r, 11);
+    for (int i = 0, q = 0; i < N; i++) {
+        if (i == off3[q + 1]) q++;
+        old3[i] = -1.0f - rng_uniform(&r);
+        lp3[i] = old3[i] + seq_lr[q];
+        A3[i] = rng_normal(&r);
+        ref[i] = lp3[i] + 0.5f * rng_normal(&r);
+    }
+    AlgoSeqs s3 = {3, N, off3, m};
+    for (int a = 0; a < 3; a++) {
+        PolicyLossOut ot, os;
+        algo_grpo_policy_defaults(&o);
+        o.agg = (LossAgg)a, o.max_new_tokens = 6;
+        assert_int_equal(algo_policy_loss(&s3, lp3, old3, A3, ref, NULL, &o, &ot, dt), 0);
+        o.ratio = RATIO_SEQUENCE;
+        assert_int_equal(algo_policy_loss(&s3, lp3, old3, A3, ref, NULL, &o, &os, d3), 0);
+        near(os.loss, ot.loss, 1e-6 * fabs(ot.loss), "one log-ratio per sequence: loss");
+        tu_assert_close(d3, dt, N, 1e-6f, 1e-6f, "one log-ratio per sequence: dlp");
+        near(os.clipfrac, ot.clipfrac, 0, "one log-ratio per sequence: clipfrac");
+    }
+
+    float sadv[] = {0.7f, -1.3f, 0.4f};
+    rng_seed(&r, 5);
+    for (int i = 0, q = 0; i < N; i++) {
+        if (i == off3[q + 1]) q++;
+        old3[i] = -1.0f - rng_uniform(&r);
+        lp3[i] = old3[i] + logf(0.6f + rng_uniform(&r));
+        A3[i] = sadv[q];
+    }
+    int clipped = 0;
+    for (int a = 0; a < 3; a++)
+        for (int variant = 0; variant < 3; variant++) {
+            algo_ppo_policy_defaults(&o);
+            o.ratio = RATIO_SEQUENCE;
+            o.agg = (LossAgg)a, o.max_new_tokens = 6;
+            if (variant == 1) o.dual_clip = 1.5f, o.clip_high = 0.28f;
+            if (variant == 2) o.kl_coef = 0.3f, o.kl_est = (KlEstimator)a, o.clip_low = 0.05f;
+            PlCtx c = {&s3, lp3, old3, A3, ref, &o};
+            assert_int_equal(algo_policy_loss(&s3, lp3, old3, A3, ref, NULL, &o, &out, d3), 0);
+            clipped += out.clipfrac > 0;
+            char what[64];
+            snprintf(what, sizeof what, "gspo %s v%d", loss_agg_name(o.agg), variant);
+            tu_fd_check(lp3, N, d3, pl_loss, &c, 1e-4f, 1e-5, what);
+        }
+    assert_true(clipped > 0); /* the batch reaches the clip somewhere */
+}
+
 /* --------------------------------------------------------- value loss */
 
 /* c = 0.2:
@@ -675,6 +763,7 @@ int main(void) {
         cmocka_unit_test(test_policy_loss_hand),
         cmocka_unit_test(test_policy_loss_edges),
         cmocka_unit_test(test_policy_loss_fd),
+        cmocka_unit_test(test_policy_loss_gspo),
         cmocka_unit_test(test_value_loss),
         cmocka_unit_test(test_group_advantages),
         cmocka_unit_test(test_reinforce_pp),

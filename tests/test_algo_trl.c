@@ -191,7 +191,9 @@ static void test_rm(void **state) {
 
 /* GRPO loss: TRL's grpo / bnpo / dr_grpo are plumb's seq_mean_token_mean /
  * token_mean / seq_mean_token_sum_norm (max_new_tokens =
- * max_completion_length), with beta = kl_coef and k3. */
+ * max_completion_length), with beta = kl_coef and k3; TRL's
+ * importance_sampling_level token / sequence (GSPO) is plumb's
+ * algo.ratio_level. */
 static void test_grpo_loss(void **state) {
     json_t *g = get(trl, "grpo");
     int off[16];
@@ -204,20 +206,31 @@ static void test_grpo_loss(void **state) {
     const LossAgg ours[] = {LOSS_AGG_SEQ_MEAN_TOKEN_MEAN, LOSS_AGG_TOKEN_MEAN,
                             LOSS_AGG_SEQ_MEAN_TOKEN_SUM_NORM};
     json_t *cases = get(g, "cases");
-    for (int i = 0; i < 3; i++) {
+    int seen[2] = {0, 0};
+    for (size_t i = 0; i < json_array_size(cases); i++) {
         json_t *c = json_array_get(cases, i);
-        assert_string_equal(json_string_value(get(c, "loss_type")), trl_names[i]);
+        const char *lt = json_string_value(get(c, "loss_type"));
+        int k = 0;
+        while (k < 3 && strcmp(lt, trl_names[k]) != 0) k++;
+        assert_true(k < 3);
         PolicyLossOpts o;
         algo_grpo_policy_defaults(&o);
+        assert_int_equal(ratio_level_parse(json_string_value(get(c, "importance_sampling_level")),
+                                           &o.ratio), 0);
+        seen[o.ratio]++;
         o.kl_coef = (float)num(c, "beta");
         o.clip_low = (float)num(c, "epsilon_low"), o.clip_high = (float)num(c, "epsilon_high");
-        o.agg = ours[i], o.max_new_tokens = (int)num(g, "max_completion_length");
+        o.agg = ours[k], o.max_new_tokens = (int)num(g, "max_completion_length");
         PolicyLossOut out;
         assert_int_equal(algo_policy_loss(&s, lp, old, adv, rf, NULL, &o, &out, d), 0);
-        near(out.loss, num(c, "loss"), trl_names[i]);
-        close_arr(d, c, "grad", N, trl_names[i]);
-        if (ours[i] == LOSS_AGG_TOKEN_MEAN) near(out.kl_loss, num(c, "kl"), "kl metric");
+        char what[64];
+        snprintf(what, sizeof what, "%s, %s ratio", lt, ratio_level_name(o.ratio));
+        near(out.loss, num(c, "loss"), what);
+        close_arr(d, c, "grad", N, what);
+        if (ours[k] == LOSS_AGG_TOKEN_MEAN) near(out.kl_loss, num(c, "kl"), "kl metric");
     }
+    assert_int_equal(seen[RATIO_TOKEN], 3);
+    assert_int_equal(seen[RATIO_SEQUENCE], 3);
 }
 
 /* Group advantages: none equals TRL's; group and batch differ only by the

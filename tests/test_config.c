@@ -81,6 +81,7 @@ static void test_defaults(void **state) {
     assert_string_equal(c->loss_agg, "token_mean");
     assert_true(c->kl_coef < 0);
     assert_string_equal(c->kl_estimator, "auto");
+    assert_string_equal(c->ratio_level, "token");
     assert_true(c->entropy_coef == 0.0f && c->gamma == 1.0f && c->lambda == 0.95f);
     assert_true(c->value_clip == 0.2f && c->kl_target == 0.0f && c->kl_horizon == 10000.0f);
     assert_true(c->reward_clip == 10.0f && c->whiten_advantages == 1);
@@ -378,12 +379,15 @@ static void test_auto_resolution(void **state) {
     assert_int_equal(runcfg_set(c, "algo.group_size=4"), 0);
     assert_int_equal(runcfg_set(c, "algo.kl_coef=0"), 0);
     assert_int_equal(runcfg_set(c, "algo.kl_estimator=k2"), 0);
+    assert_int_equal(runcfg_set(c, "algo.ratio_level=sequence"), 0);
     assert_int_equal(runcfg_set(c, "metrics.stream=mine"), 0);
     assert_int_equal(runcfg_validate(c), 0);
     assert_int_equal(c->group_size, 4);
     assert_true(c->kl_coef == 0.0f);
     assert_string_equal(c->kl_estimator, "k2");
+    assert_string_equal(c->ratio_level, "sequence");
     assert_string_equal(c->redis_stream, "mine");
+    expect_msg(runcfg_set(c, "algo.ratio_level=seq"), "'seq' is not one of token|sequence", NULL);
     free(c), free(again);
 }
 
@@ -420,6 +424,7 @@ static void test_validation_failures(void **state) {
         {ALGO_SFT, {"transport.heartbeat_ms=3000"},
          "transport.heartbeat_ms (3000) must be below transport.dead_after_ms (3000)"},
         {ALGO_SFT, {"lora.targets=q,wq"}, "lora.targets"},
+        {ALGO_DPO, {"algo.ratio_level=sequence"}, "algo.ratio_level sequence is for grpo and ppo, not dpo"},
         {ALGO_SFT, {"algo.dual_clip=0.5"}, "algo.dual_clip (0.5) must be 0 (off) or above 1"},
         {ALGO_SFT, {"launch.device=gpu"}, "launch.device 'gpu'"},
         {ALGO_SFT, {"launch.device=cuda:x"}, "launch.device 'cuda:x'"},

@@ -25,6 +25,8 @@
 #include "common/err.h"
 #include "common/wire.h"
 #include "data/arith.h"
+#include "algo/grpo.h"
+#include "algo/ppo.h"
 #include "algo/pref.h"
 #include "algo/rules.h"
 #include "testutil.h"
@@ -786,6 +788,50 @@ static void test_policy(void **state) {
     role_free(&r);
 }
 
+/* ratio_level "sequence" reaches the loss: against old log-probs that differ
+ * from the current ones token by token, the actor's pg_loss and clipfrac
+ * are algo_policy_loss's at RATIO_SEQUENCE (one forward, so lp is the
+ * model's before the step), not its token-level ones; a bad name is a
+ * protocol error naming the field. */
+static void test_policy_gspo(void **state) {
+    Role *r = mk_ok((Spec){.role = "actor", .rank = 4, .lr = 1e-2f});
+    randomize_adapter(r, 7);
+    Pk p;
+    fixed_batch(&p);
+    float *lp = get_lp(r, &p, 1.0f), old[1024], adv[1024], m[1024];
+    for (int b = 0; b < p.B; b++)
+        for (int t = p.off[b]; t < p.off[b + 1]; t++) {
+            m[t] = p.mask[t];
+            old[t] = lp[t] + 0.3f * sinf(1.7f * (float)t);
+            adv[t] = b % 2 ? -1.0f : 1.0f;
+        }
+    AlgoSeqs s = {p.B, p.N, p.off, m};
+    PolicyLossOpts o;
+    algo_grpo_policy_defaults(&o);
+    o.kl_coef = 0.0f;
+    PolicyLossOut tok, seq;
+    assert_int_equal(algo_policy_loss(&s, lp, old, adv, NULL, NULL, &o, &tok, NULL), 0);
+    o.ratio = RATIO_SEQUENCE;
+    assert_int_equal(algo_policy_loss(&s, lp, old, adv, NULL, NULL, &o, &seq, NULL), 0);
+    assert_true(fabs(seq.pg_loss - tok.pg_loss) > 1e-3);
+    WireArena *a = wire_arena_new();
+    Plumb__Envelope *q = req_policy(a, &p, 1, old, adv, NULL, 0.0f, 0.0f);
+    q->train->grpo->ratio_level = "sequence";
+    Plumb__Envelope *rep = call_ok(r, q);
+    assert_true(fabs(metric(rep, "pg_loss") - seq.pg_loss) < 1e-5);
+    assert_true(fabs(metric(rep, "clipfrac") - seq.clipfrac) < 1e-9);
+    wire_free(&rep);
+    int rc;
+    q = req_policy(a, &p, 1, old, adv, NULL, 0.0f, 0.0f);
+    q->train->grpo->ratio_level = "sentence";
+    assert_null(call(r, q, &rc));
+    assert_int_equal(rc, PL_EPROTO);
+    assert_non_null(strstr(pl_error(), "grpo.ratio_level"));
+    free(lp);
+    wire_arena_free(&a);
+    role_free(&r);
+}
+
 /* Sum of the masked wire log-probs of sequence b. */
 static double seq_lp(const float *lp, const Pk *p, int b) {
     double s = 0;
@@ -1407,7 +1453,8 @@ int main(void) {
         cmocka_unit_test(test_generate),    cmocka_unit_test(test_logprobs_shift),
         cmocka_unit_test(test_values_shift), cmocka_unit_test(test_rules),
         cmocka_unit_test(test_score_model), cmocka_unit_test(test_sft),
-        cmocka_unit_test(test_policy),      cmocka_unit_test(test_dpo_orpo),
+        cmocka_unit_test(test_policy),
+        cmocka_unit_test(test_policy_gspo),      cmocka_unit_test(test_dpo_orpo),
         cmocka_unit_test(test_simpo_kto),
         cmocka_unit_test(test_bt_value),    cmocka_unit_test(test_minibatches),
         cmocka_unit_test(test_micro_batch), cmocka_unit_test(test_train_gradients),

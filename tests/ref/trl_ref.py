@@ -10,7 +10,8 @@ What is called (TRL version recorded in the output):
   precomputed reference log-probs. loss_type sigmoid, hinge, ipo.
 - GRPO: trl.GRPOTrainer._compute_loss, the real method, with a stand-in
   `self` whose _get_per_token_logps_and_entropies returns our log-probs;
-  loss_type grpo, bnpo, dr_grpo with beta (kl coef) 0.04, asymmetric eps.
+  loss_type grpo, bnpo, dr_grpo with beta (kl coef) 0.04, asymmetric eps,
+  each with importance_sampling_level token and sequence (GSPO).
   Group advantages: the lines of GRPOTrainer._generate_and_score_completions
   that turn rewards into advantages (scale_rewards group / none / batch)
   are replicated here with TRL's own nanstd (that method needs a model and a
@@ -230,8 +231,10 @@ for s in keep:
         sub[k] += src_[offs[s]:offs[s + 1]]
     sub_off.append(sub_off[-1] + offs[s + 1] - offs[s])
 # one advantage per sequence (GRPO broadcasts), and no +-50 log-ratios:
-# TRL clamps neither the ratio nor k3
-seq_adv = [0.8, -1.1, 0.3, -0.4]
+# TRL clamps neither the ratio nor k3. The sequence ratios (GSPO) are 1.13,
+# 0.95, 0.88 and 1.53: with these advantages the first two pass, the third
+# clips below (1 - 0.1) and the fourth above (1 + 0.28).
+seq_adv = [0.8, -1.1, -0.3, 0.4]
 for i in range(len(keep)):
     for t in range(sub_off[i], sub_off[i + 1]):
         sub["adv"][t] = seq_adv[i]
@@ -244,10 +247,10 @@ MAXC = 9
 out["grpo"] = {"offsets": sub_off, "mask": sub["mask"], "lp": sub["lp"], "lp_old": sub["lp_old"],
                "lp_ref": sub["lp_ref"], "seq_adv": seq_adv, "max_completion_length": MAXC,
                "cases": []}
-for lt in ["grpo", "bnpo", "dr_grpo"]:
+for lt, level in [(lt, lv) for lv in ["token", "sequence"] for lt in ["grpo", "bnpo", "dr_grpo"]]:
     x = lp_p.clone().requires_grad_(True)
     me = types.SimpleNamespace(
-        top_entropy_quantile=1.0, off_policy_mask_threshold=None, importance_sampling_level="token",
+        top_entropy_quantile=1.0, off_policy_mask_threshold=None, importance_sampling_level=level,
         beta=0.04, args=types.SimpleNamespace(use_bias_correction_kl=False, delta=None),
         loss_type=lt, epsilon_low=0.1, epsilon_high=0.28, use_vllm=False,
         vllm_importance_sampling_correction=False, model=types.SimpleNamespace(training=True),
@@ -262,7 +265,7 @@ for lt in ["grpo", "bnpo", "dr_grpo"]:
               "ref_per_token_logps": ref_p}
     loss = GRPOTrainer._compute_loss(me, None, inputs)
     loss.backward()
-    out["grpo"]["cases"].append({"loss_type": lt, "beta": 0.04, "epsilon_low": 0.1,
+    out["grpo"]["cases"].append({"loss_type": lt, "importance_sampling_level": level, "beta": 0.04, "epsilon_low": 0.1,
                                  "epsilon_high": 0.28, "loss": float(loss),
                                  "grad": unpad(x.grad, sub_off),
                                  "kl": me._metrics["train"]["kl"][0]})
