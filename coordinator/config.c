@@ -70,6 +70,17 @@ static const Key KEYS[] = {
     ENUM("algo.ratio_level", ratio_level, "token", "token|sequence",
          "grpo, ppo: importance ratio per token, or per sequence (GSPO: the length-normalised "
          "sequence ratio, clipped per sequence)"),
+    INT("algo.overlong_buffer", overlong_buffer, "0", "[0,)",
+        "grpo, ppo: DAPO's soft overlong penalty over the last N tokens of "
+        "rollout.max_new_tokens (0: off)"),
+    FLT("algo.overlong_penalty", overlong_penalty, "1", "[0,)",
+        "the score a response of rollout.max_new_tokens tokens loses (DAPO's penalty factor)"),
+    BOOL("algo.filter_groups", filter_groups, "false",
+         "grpo: DAPO's dynamic sampling, groups whose scores are all equal dropped and "
+         "refilled from further prompts"),
+    INT("algo.filter_max_rounds", filter_max_rounds, "10", "[1,)",
+        "grpo, filter_groups: most rollout rounds per step (then the batch is completed with "
+        "dropped groups)"),
     FLT("algo.entropy_coef", entropy_coef, "0", NULL, "weight of the entropy bonus"),
     FLT("algo.gamma", gamma, "1", "[0,1]", "ppo: GAE discount"),
     FLT("algo.lambda", lambda, "0.95", "[0,1]", "ppo: GAE lambda"),

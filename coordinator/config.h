@@ -50,6 +50,10 @@ typedef struct RunConfig {
     float kl_coef;               /* algo.kl_coef (auto: 0.04 grpo, 0.05 ppo)    */
     char kl_estimator[CFG_STR];  /* algo.kl_estimator (auto: k3 grpo, k1 ppo)   */
     char ratio_level[CFG_STR];   /* algo.ratio_level (token; sequence: GSPO)    */
+    int overlong_buffer;         /* algo.overlong_buffer (0: off; DAPO)         */
+    float overlong_penalty;      /* algo.overlong_penalty (1)                   */
+    int filter_groups;           /* algo.filter_groups (false; DAPO)            */
+    int filter_max_rounds;       /* algo.filter_max_rounds (10)                 */
     float entropy_coef;          /* algo.entropy_coef (0)                       */
     float gamma, lambda;         /* algo.gamma (1), algo.lambda (0.95)          */
     float value_clip;            /* algo.value_clip (0.2)                       */

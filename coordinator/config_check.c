@@ -81,6 +81,25 @@ int runcfg_validate(RunConfig *c) {
     if (strcmp(c->ratio_level, "token") && c->algo != ALGO_GRPO && c->algo != ALGO_PPO)
         return pl_fail(PL_EINVAL, "algo.ratio_level %s is for grpo and ppo, not %s",
                        c->ratio_level, algo_name_str(c->algo));
+    if (c->overlong_buffer > 0 && c->algo != ALGO_GRPO && c->algo != ALGO_PPO)
+        return pl_fail(PL_EINVAL, "algo.overlong_buffer shapes rollout scores: grpo and ppo, "
+                       "not %s", algo_name_str(c->algo));
+    if (c->overlong_buffer > c->max_new_tokens)
+        return pl_fail(PL_EINVAL, "algo.overlong_buffer (%d) must be at most "
+                       "rollout.max_new_tokens (%d)", c->overlong_buffer, c->max_new_tokens);
+    if (c->filter_groups) {
+        if (!grpo || c->group_size < 2)
+            return pl_fail(PL_EINVAL, "algo.filter_groups drops groups of equal scores: grpo "
+                           "with algo.group_size >= 2, not %s with %d", algo_name_str(c->algo),
+                           c->group_size);
+        if (!strcmp(c->advantage, "reinforce_pp"))
+            return pl_fail(PL_EINVAL, "algo.filter_groups needs a group advantage "
+                           "(group, none, rloo, batch), not reinforce_pp, under which a group "
+                           "of equal scores still has advantages");
+        if (!strncmp(c->train_path, "redis://", 8))
+            return pl_fail(PL_EINVAL, "algo.filter_groups draws its refills from the records "
+                           "of data.train, which must be a file, not a Redis stream");
+    }
     if (c->dual_clip != 0 && !(c->dual_clip > 1))
         return pl_fail(PL_ERANGE, "algo.dual_clip (%g) must be 0 (off) or above 1",
                        (double)c->dual_clip);

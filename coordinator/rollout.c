@@ -14,6 +14,23 @@ void rollout_free(Rollout *ro) {
     memset(ro, 0, sizeof *ro);
 }
 
+int rollout_append(Rollout *dst, const Rollout *src, int first, int n) {
+    const Packed *p = &src->seqs;
+    long base = dst->seqs.N;
+    for (int b = first; b < first + n; b++) {
+        int o = p->offsets[b], len = p->offsets[b + 1] - o, np = 0;
+        while (np < len && !p->mask[o + np])
+            np++;
+        PL_TRY(packed_add(&dst->seqs, p->tokens + o, np, p->tokens + o + np, len - np));
+    }
+    float *l = realloc(dst->lp, sizeof(float) * (dst->seqs.N ? dst->seqs.N : 1));
+    PL_CHECK_ALLOC(l);
+    dst->lp = l;
+    long from = p->offsets[first], cnt = p->offsets[first + n] - from;
+    memcpy(dst->lp + base, src->lp + from, sizeof(float) * (size_t)cnt);
+    return 0;
+}
+
 int rollout_sync_adapters(Run *r) {
     int idx[POOL_MAX_WORKERS];
     int n = pool_workers_with(r->pool, ROLE_ACTOR, idx, POOL_MAX_WORKERS);

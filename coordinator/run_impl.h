@@ -30,7 +30,10 @@
 #include "model/tokenizer.h"
 
 /* Streams derived from run.seed (rng_mix3's tag). */
-enum { TAG_DATA = 1, TAG_GEN, TAG_TRAIN, TAG_ACTOR, TAG_CRITIC, TAG_REWARD, TAG_CRITIC_TRAIN };
+enum {
+    TAG_DATA = 1, TAG_GEN, TAG_TRAIN, TAG_ACTOR, TAG_CRITIC, TAG_REWARD, TAG_CRITIC_TRAIN,
+    TAG_FILTER,              /* algo.filter_groups: refill records and rounds */
+};
 
 /* ------------------------------------------------------------ batch.c */
 
@@ -223,6 +226,9 @@ int rollout_sync_adapters(Run *r);
  * the trainer's adapter version; greedy when temp = 0. */
 int rollout_generate(Run *r, const Records *recs, const long *which, int n, int G, float temp,
              int max_new, uint64_t seed, Rollout *out);
+/* Appends src's sequences first .. first + n - 1, with their log-probs, to
+ * dst (n_prompts is the caller's). */
+int rollout_append(Rollout *dst, const Rollout *src, int first, int n);
 /* Response text of sequence b (mask tokens, trailing EOS dropped). */
 char *rollout_response_text(Run *r, const Packed *p, int b);
 /* rollout/reward_mean, reward_std, response_len, eos_frac. */

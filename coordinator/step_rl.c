@@ -1,12 +1,14 @@
 /* step_rl.c: one GRPO or PPO step (algos.h): rollouts from the actor
- * replicas; their scores, the reference's log-probs and (PPO) the critic's
- * values, asked at once; advantages (group-relative, or KL-shaped rewards
+ * replicas (with DAPO's dynamic sampling, rounds of them until the groups
+ * carry a signal); their scores (DAPO's overlong penalty on them), the
+ * reference's log-probs and (PPO) the critic's values, asked at once; advantages (group-relative, or KL-shaped rewards
  * and GAE); the actor's update and (PPO) the critic's; the adaptive KL
  * controller; the adapter sync. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "algo/dapo.h"
 #include "algo/grpo.h"
 #include "algo/ppo.h"
 #include "common/err.h"
@@ -32,58 +34,179 @@ static void rl_free(RlBatch *b) {
     memset(b, 0, sizeof *b);
 }
 
-/* Rollouts of records which[0..n), then score + reference + values in
- * parallel. */
+/* Asks at once: the reward for the scores of p's sequences (scores given;
+ * sequence b answers record which[b / G]), the reference for their
+ * log-probs (lp_ref given) and the critic for their values (values given). */
+static int rl_ask(Run *r, const Packed *p, const long *which, int G, float **scores,
+                  float **lp_ref, float **values) {
+    WireArena *a = wire_arena_new();
+    PL_CHECK_ALLOC(a);
+    PoolCall calls[3];
+    memset(calls, 0, sizeof calls);
+    int nc = 0, i_sc = -1, i_ref = -1, i_val = -1, rc = 0;
+    if (scores) {
+        i_sc = nc;
+        rc = req_score(r, a, &r->train, which, G, p, &calls[nc++]);
+    }
+    if (rc == 0 && lp_ref && (rc = calls[nc].worker = req_first(r, ROLE_REFERENCE)) >= 0) {
+        calls[nc].req = req_logprobs(a, ROLE_REFERENCE, p, r->cfg->temperature);
+        i_ref = nc++;
+        rc = 0;
+    }
+    if (rc == 0 && values && (rc = calls[nc].worker = req_first(r, ROLE_CRITIC)) >= 0) {
+        calls[nc].req = req_values(a, ROLE_CRITIC, p);
+        i_val = nc++;
+        rc = 0;
+    }
+    if (rc == 0 && nc) rc = req_call(r, calls, nc);
+    if (rc == 0 && i_sc >= 0) {
+        PoolCall *x = &calls[i_sc];
+        rc = req_expect(r, x, PLUMB__ENVELOPE__BODY_SCORE_REP, "score");
+        if (rc == 0) rc = req_f32(r, x, x->rep->score_rep->scores, p->B, "score.scores", scores);
+    }
+    if (rc == 0 && i_ref >= 0) {
+        PoolCall *x = &calls[i_ref];
+        rc = req_expect(r, x, PLUMB__ENVELOPE__BODY_LOGPROBS_REP, "reference logprobs");
+        if (rc == 0)
+            rc = req_f32(r, x, x->rep->logprobs_rep->logprobs, p->N, "logprobs", lp_ref);
+    }
+    if (rc == 0 && i_val >= 0) {
+        PoolCall *x = &calls[i_val];
+        rc = req_expect(r, x, PLUMB__ENVELOPE__BODY_VALUES_REP, "values");
+        if (rc == 0) rc = req_f32(r, x, x->rep->values_rep->values, p->N, "values", values);
+    }
+    pool_calls_free(calls, nc);
+    wire_arena_free(&a);
+    return rc;
+}
+
+/* DAPO's overlong penalty on the scores of p's sequences, each one's term
+ * into pen (B), when algo.overlong_buffer is on (else pen is 0). */
+static int rl_overlong(Run *r, const Packed *p, float *scores, float *pen) {
+    const RunConfig *c = r->cfg;
+    memset(pen, 0, sizeof(float) * (size_t)p->B);
+    if (c->overlong_buffer <= 0) return 0;
+    float *m = malloc(sizeof(float) * (size_t)(p->N ? p->N : 1));
+    PL_CHECK_ALLOC(m);
+    for (int t = 0; t < p->N; t++)
+        m[t] = p->mask[t];
+    AlgoSeqs as = {.B = p->B, .N = p->N, .offsets = p->offsets, .mask = m};
+    int rc = algo_overlong_penalty(&as, c->max_new_tokens, c->overlong_buffer,
+                                   c->overlong_penalty, scores, pen);
+    free(m);
+    return rc;
+}
+
+/* DAPO's dynamic sampling: rounds of G samples for n records (the step's,
+ * then n drawn from data.train by the seed and the step) until n groups
+ * whose scores are not all equal are found, or algo.filter_max_rounds;
+ * groups found beyond n are not used, and a batch still short is completed
+ * with the last round's equal-score groups (no advantage, so no policy
+ * gradient), so that every step trains on n groups. Fixed by the seed and
+ * the step alone: a resumed run draws the same. The kept rollouts go to
+ * b->ro, their shaped scores and penalties to b->scores and pen. */
+static int rl_filtered(Run *r, const long *which, int n, RlBatch *b, float **pen) {
+    const RunConfig *c = r->cfg;
+    const int G = b->G;
+    Rng rng;
+    rng_seed(&rng, rng_mix3(c->seed, TAG_FILTER, (uint64_t)r->step));
+    long *draw = malloc(sizeof(long) * (size_t)n);
+    float *ksc = malloc(sizeof(float) * (size_t)n * G), *kpen = malloc(sizeof(float) * (size_t)n * G);
+    unsigned char *used = malloc((size_t)n);
+    Rollout last = {0};
+    float *lsc = NULL, *lpen = NULL;
+    int rc = draw && ksc && kpen && used ? 0 : pl_fail(PL_ENOMEM, "filter_groups");
+    int nk = 0, rounds = 0, uniform = 0;
+    while (rc == 0 && nk < n && rounds < c->filter_max_rounds) {
+        const long *w = which;
+        if (rounds > 0) {
+            for (int i = 0; i < n; i++)
+                draw[i] = (long)(rng_u64(&rng) % (uint64_t)r->train.n);
+            w = draw;
+        }
+        uint64_t gseed = rng_mix3(c->seed, TAG_GEN, (uint64_t)r->step);
+        if (rounds > 0) gseed = rng_mix3(gseed, TAG_FILTER, (uint64_t)rounds);
+        rollout_free(&last);
+        free(lsc), free(lpen);
+        lsc = NULL;
+        lpen = malloc(sizeof(float) * (size_t)n * G);
+        if (!lpen) rc = pl_fail(PL_ENOMEM, "filter_groups");
+        if (rc == 0)
+            rc = rollout_generate(r, &r->train, w, n, G, c->temperature, c->max_new_tokens, gseed,
+                                  &last);
+        if (rc == 0) rc = rl_ask(r, &last.seqs, w, G, &lsc, NULL, NULL);
+        if (rc == 0) rc = rl_overlong(r, &last.seqs, lsc, lpen);
+        rounds++;
+        for (int g = 0; rc == 0 && g < n; g++) {
+            used[g] = 0;
+            if (!algo_group_informative(lsc + g * G, G)) {
+                uniform++;
+                continue;
+            }
+            if (nk == n) continue; /* a surplus group */
+            rc = rollout_append(&b->ro, &last, g * G, G);
+            memcpy(ksc + nk * G, lsc + g * G, sizeof(float) * G);
+            memcpy(kpen + nk * G, lpen + g * G, sizeof(float) * G);
+            used[g] = 1, nk++;
+        }
+    }
+    const int informative = nk;
+    for (int g = 0; rc == 0 && g < n && nk < n; g++) {
+        if (used[g]) continue;
+        rc = rollout_append(&b->ro, &last, g * G, G);
+        memcpy(ksc + nk * G, lsc + g * G, sizeof(float) * G);
+        memcpy(kpen + nk * G, lpen + g * G, sizeof(float) * G);
+        nk++;
+    }
+    rollout_free(&last);
+    free(lsc), free(lpen), free(draw), free(used);
+    b->ro.n_prompts = n;
+    b->scores = ksc, *pen = kpen;
+    if (rc == 0) {
+        stats_put(&r->stats, "rollout/filter_rounds", rounds);
+        stats_put(&r->stats, "rollout/groups_uniform", uniform);
+        stats_put(&r->stats, "rollout/groups_informative_frac", (double)informative / n);
+    }
+    return rc;
+}
+
+/* Rollouts of records which[0..n) (filtered, with algo.filter_groups), then
+ * score, reference and values in parallel. */
 static int rl_collect(Run *r, const long *which, int n, RlBatch *b) {
     const RunConfig *c = r->cfg;
     PL_TRY(rollout_sync_adapters(r));
-    PL_TRY(rollout_generate(r, &r->train, which, n, b->G, c->temperature, c->max_new_tokens,
-                            rng_mix3(c->seed, TAG_GEN, r->step), &b->ro));
+    float *pen = NULL;
+    int rc = 0;
+    if (c->filter_groups)
+        rc = rl_filtered(r, which, n, b, &pen);
+    else
+        rc = rollout_generate(r, &r->train, which, n, b->G, c->temperature, c->max_new_tokens,
+                              rng_mix3(c->seed, TAG_GEN, r->step), &b->ro);
     const Packed *p = &b->ro.seqs;
     size_t nn = (size_t)(p->N ? p->N : 1);
     b->as = (AlgoSeqs){.B = p->B, .N = p->N, .offsets = p->offsets};
     b->maskf = malloc(sizeof(float) * nn);
     b->adv = calloc(nn, sizeof(float));
     b->ret = calloc(nn, sizeof(float));
-    if (!b->maskf || !b->adv || !b->ret) return pl_fail(PL_ENOMEM, "rollout arrays");
-    for (int t = 0; t < p->N; t++)
+    if (!pen) pen = malloc(sizeof(float) * (size_t)(p->B ? p->B : 1));
+    if (rc == 0 && (!b->maskf || !b->adv || !b->ret || !pen))
+        rc = pl_fail(PL_ENOMEM, "rollout arrays");
+    for (int t = 0; rc == 0 && t < p->N; t++)
         b->maskf[t] = p->mask[t];
     b->as.mask = b->maskf;
-
-    WireArena *a = wire_arena_new();
-    PL_CHECK_ALLOC(a);
-    PoolCall calls[3];
-    memset(calls, 0, sizeof calls);
-    int nc = 0, i_ref = -1, i_val = -1;
-    int rc = req_score(r, a, &r->train, which, b->G, p, &calls[nc++]);
-    if (rc == 0 && c->kl_coef != 0 && (rc = calls[nc].worker = req_first(r, ROLE_REFERENCE)) >= 0) {
-        calls[nc].req = req_logprobs(a, ROLE_REFERENCE, p, c->temperature);
-        i_ref = nc++;
-        rc = 0;
-    }
-    if (rc == 0 && b->ppo && (rc = calls[nc].worker = req_first(r, ROLE_CRITIC)) >= 0) {
-        calls[nc].req = req_values(a, ROLE_CRITIC, p);
-        i_val = nc++;
-        rc = 0;
-    }
-    if (rc == 0) rc = req_call(r, calls, nc);
-    if (rc == 0) rc = req_expect(r, &calls[0], PLUMB__ENVELOPE__BODY_SCORE_REP, "score");
     if (rc == 0)
-        rc = req_f32(r, &calls[0], calls[0].rep->score_rep->scores, p->B, "score.scores",
-                     &b->scores);
-    if (rc == 0 && i_ref >= 0) {
-        PoolCall *x = &calls[i_ref];
-        rc = req_expect(r, x, PLUMB__ENVELOPE__BODY_LOGPROBS_REP, "reference logprobs");
-        if (rc == 0)
-            rc = req_f32(r, x, x->rep->logprobs_rep->logprobs, p->N, "logprobs", &b->lp_ref);
+        rc = rl_ask(r, p, which, b->G, c->filter_groups ? NULL : &b->scores,
+                    c->kl_coef != 0 ? &b->lp_ref : NULL, b->ppo ? &b->values : NULL);
+    if (rc == 0 && !c->filter_groups) rc = rl_overlong(r, p, b->scores, pen);
+    if (rc == 0 && c->overlong_buffer > 0) {
+        double sum = 0;
+        int over = 0;
+        for (int i = 0; i < p->B; i++)
+            sum += pen[i], over += pen[i] < 0;
+        stats_put(&r->stats, "rollout/overlong_penalty", p->B ? sum / p->B : 0);
+        stats_put(&r->stats, "rollout/overlong_frac", p->B ? (double)over / p->B : 0);
     }
-    if (rc == 0 && i_val >= 0) {
-        PoolCall *x = &calls[i_val];
-        rc = req_expect(r, x, PLUMB__ENVELOPE__BODY_VALUES_REP, "values");
-        if (rc == 0) rc = req_f32(r, x, x->rep->values_rep->values, p->N, "values", &b->values);
-    }
-    pool_calls_free(calls, nc);
-    wire_arena_free(&a);
+    free(pen);
     if (rc == 0) rollout_metrics(r, p, b->scores);
     return rc;
 }

@@ -425,6 +425,12 @@ static void test_validation_failures(void **state) {
          "transport.heartbeat_ms (3000) must be below transport.dead_after_ms (3000)"},
         {ALGO_SFT, {"lora.targets=q,wq"}, "lora.targets"},
         {ALGO_DPO, {"algo.ratio_level=sequence"}, "algo.ratio_level sequence is for grpo and ppo, not dpo"},
+        {ALGO_DPO, {"algo.overlong_buffer=2"}, "algo.overlong_buffer shapes rollout scores: grpo and ppo, not dpo"},
+        {ALGO_GRPO, {"algo.overlong_buffer=17"}, "algo.overlong_buffer (17) must be at most rollout.max_new_tokens (16)"},
+        {ALGO_PPO, {"algo.filter_groups=true"}, "algo.filter_groups drops groups of equal scores: grpo with algo.group_size >= 2, not ppo"},
+        {ALGO_GRPO, {"algo.filter_groups=true", "algo.group_size=1", "algo.advantage=none"}, "not grpo with 1"},
+        {ALGO_GRPO, {"algo.filter_groups=true", "algo.advantage=reinforce_pp"}, "not reinforce_pp"},
+        {ALGO_GRPO, {"algo.filter_groups=true", "data.train=redis://localhost:6379", "data.stream=s"}, "must be a file, not a Redis stream"},
         {ALGO_SFT, {"algo.dual_clip=0.5"}, "algo.dual_clip (0.5) must be 0 (off) or above 1"},
         {ALGO_SFT, {"launch.device=gpu"}, "launch.device 'gpu'"},
         {ALGO_SFT, {"launch.device=cuda:x"}, "launch.device 'cuda:x'"},
@@ -463,7 +469,8 @@ static void test_validation_failures(void **state) {
     free(c);
 
     /* accepted: eval.every without data.eval (eval is skipped), a model path
-     * with an unusable model.init, cuda:N, a constant schedule with warmup */
+     * with an unusable model.init, cuda:N, a constant schedule with warmup,
+     * dynamic sampling with an overlong buffer of all the new tokens */
     c = valid_cfg(ALGO_GRPO);
     assert_int_equal(runcfg_set(c, "eval.every=10"), 0);
     assert_int_equal(runcfg_set(c, "model.path=models/m"), 0);
@@ -472,6 +479,8 @@ static void test_validation_failures(void **state) {
     assert_int_equal(runcfg_set(c, "optim.warmup_steps=1000"), 0);
     assert_int_equal(runcfg_set(c, "reward.type=model"), 0);
     assert_int_equal(runcfg_set(c, "reward.model=runs/rm/ckpt"), 0);
+    assert_int_equal(runcfg_set(c, "algo.filter_groups=true"), 0);
+    assert_int_equal(runcfg_set(c, "algo.overlong_buffer=16"), 0);
     if (runcfg_validate(c) < 0) fail_msg("%s", pl_error());
     assert_int_equal(runcfg_total_optimizer_steps(c), 100);
     c->epochs = 2, c->minibatches = 4;

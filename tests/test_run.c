@@ -347,14 +347,14 @@ static void test_dp_too_small(void **state) {
  * metrics.jsonl and is resumed from its run folder (its newest
  * checkpoint): the lines after step 2 are dropped and written again, so B
  * ends with steps 0..4; otherwise B logs only steps 3 and 4. */
-static void resume_same(const char *algo, const char *extra, int whole_run) {
+static void resume_same(const char *label, const char *algo, const char *extra, int whole_run) {
     char body[8192], cfg[2048], name[64], *out;
     ru_algo_body(body, sizeof body, algo);
     strncat(body, extra, sizeof body - strlen(body) - 1);
-    snprintf(name, sizeof name, "resume-%s", algo);
+    snprintf(name, sizeof name, "resume-%s", label);
     ru_config(cfg, sizeof cfg, name, body);
-    const char *a = strdup(tu_path("%s/%s-a", ru_dir, algo));
-    const char *b = strdup(tu_path("%s/%s-b", ru_dir, algo));
+    const char *a = strdup(tu_path("%s/%s-a", ru_dir, label));
+    const char *b = strdup(tu_path("%s/%s-b", ru_dir, label));
     int rc = tu_plumb(&out, "train %s --quiet run.steps=4 checkpoint.every=2 checkpoint.keep=0 run.dir=%s",
                    cfg, a);
     if (rc != 0) fail_msg("%s run A: exit %d\n%s", algo, rc, out);
@@ -384,20 +384,44 @@ static void resume_same(const char *algo, const char *extra, int whole_run) {
 /* GRPO (generation, reference, the actor's adapter and optimizer). */
 static void test_resume_grpo(void **state) {
     (void)state;
-    resume_same("grpo", "", 0);
+    resume_same("grpo", "grpo", "", 0);
+}
+
+/* GRPO with DAPO's dynamic sampling and overlong penalty and GSPO's
+ * sequence ratio: the refill rounds are drawn again, the same, on resume.
+ * The random model never stops (every response is penalised the same), and
+ * a regex on its characters scores it: some groups agree, some not. */
+static void test_resume_dapo(void **state) {
+    (void)state;
+    resume_same("dapo", "grpo",
+                "algo.filter_groups: true\nalgo.filter_max_rounds: 3\nalgo.overlong_buffer: 3\n"
+                "algo.ratio_level: sequence\nreward.type: regex\nreward.arg: \"[0-4]\"\n", 0);
+    json_t *m = tu_metrics_load(tu_path("%s/dapo-a", ru_dir));
+    double rounds = 0, uniform = 0, frac = 0, over = 0;
+    for (long s = 1; s <= 4; s++) {
+        json_t *l = tu_metrics_step(m, s);
+        rounds += json_number_value(json_object_get(l, "rollout/filter_rounds"));
+        uniform += json_number_value(json_object_get(l, "rollout/groups_uniform"));
+        frac += json_number_value(json_object_get(l, "rollout/groups_informative_frac"));
+        over += json_number_value(json_object_get(l, "rollout/overlong_frac"));
+    }
+    if (!(rounds >= 4 && uniform > 0 && frac > 0 && over > 0))
+        fail_msg("dapo: rounds %g, uniform groups %g, informative %g, overlong %g over 4 steps",
+                 rounds, uniform, frac, over);
+    json_decref(m);
 }
 
 /* SFT with full fine-tuning (the base weights themselves are the state),
  * resumed from the run folder, its metrics file cut back to the checkpoint. */
 static void test_resume_sft(void **state) {
     (void)state;
-    resume_same("sft", "actor.full_finetune: true\n", 1);
+    resume_same("sft", "sft", "actor.full_finetune: true\n", 1);
 }
 
 /* A fully fine-tuned reward model (its weights are the state). */
 static void test_resume_rm_full(void **state) {
     (void)state;
-    resume_same("rm", "reward.full_finetune: true\n", 0);
+    resume_same("rm", "rm", "reward.full_finetune: true\n", 0);
 }
 
 /* ------------------------------------------------ a trained reward model */
@@ -631,6 +655,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_dp_ppo),
         cmocka_unit_test(test_dp_too_small),
         cmocka_unit_test(test_resume_grpo),
+        cmocka_unit_test(test_resume_dapo),
         cmocka_unit_test(test_resume_sft),
         cmocka_unit_test(test_resume_rm_full),
         cmocka_unit_test(test_reward_model),
