@@ -86,9 +86,16 @@ typedef struct RunConfig {
     int full_finetune;           /* actor.full_finetune: train all base weights  */
     float critic_lr;             /* critic.lr (0: optim.lr)                     */
     char reward_type[CFG_STR];   /* reward.type: exact_match|numeric_match|regex|
-                                    length|model                                */
+                                    length|model|http|exec                      */
     char reward_arg[CFG_STR];    /* reward.arg: the rule's argument             */
     char reward_model[CFG_PATH]; /* reward.model: an rm run's checkpoint folder  */
+    char reward_url[CFG_PATH];   /* reward.url (http)                           */
+    char reward_command[CFG_PATH]; /* reward.command (exec)                     */
+    float reward_timeout_s;      /* reward.timeout_s (30)                       */
+    int reward_retries;          /* reward.retries (3)                          */
+    int reward_backoff_ms;       /* reward.backoff_ms (500)                     */
+    int reward_concurrency;      /* reward.concurrency (4)                      */
+    int reward_batch_size;       /* reward.batch_size (64)                      */
     char critic_model[CFG_PATH]; /* critic.model: the critic's own base          */
     char reference_model[CFG_PATH]; /* reference.model: the reference's own base */
     int reward_full_finetune;    /* reward.full_finetune: rm trains all weights  */

@@ -134,6 +134,12 @@ int runcfg_validate(RunConfig *c) {
     unsigned scored = d->roles(c) & ~d->trained & (1u << ROLE_REWARD); /* a reward it only asks */
     if (scored && !strcmp(c->reward_type, "model") && !c->reward_model[0])
         return pl_fail(PL_EINVAL, "reward.type model needs reward.model (an rm run's checkpoint)");
+    if (scored && !strcmp(c->reward_type, "http") &&
+        strncmp(c->reward_url, "http://", 7) && strncmp(c->reward_url, "https://", 8))
+        return pl_fail(PL_EINVAL, "reward.type http needs reward.url, an http:// or https:// URL%s%s",
+                       c->reward_url[0] ? ", not " : "", c->reward_url);
+    if (scored && !strcmp(c->reward_type, "exec") && !c->reward_command[0])
+        return pl_fail(PL_EINVAL, "reward.type exec needs reward.command, the program to run");
     if (c->heartbeat_ms >= c->dead_after_ms)
         return pl_fail(PL_EINVAL,
                        "transport.heartbeat_ms (%d) must be below transport.dead_after_ms (%d)",

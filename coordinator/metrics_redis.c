@@ -13,6 +13,7 @@
 
 #include "common/clock.h"
 #include "common/err.h"
+#include "common/sigpipe.h"
 #include "coordinator/metrics_impl.h"
 
 #define STREAM_MAXLEN "100000"
@@ -71,34 +72,8 @@ static int redis_connect(Metrics *m) {
     return 0;
 }
 
-/* hiredis writes with write(): a server that went away raises SIGPIPE,
- * which would kill a program that has not ignored it. Redis calls run with
- * SIGPIPE blocked in this thread, and a SIGPIPE they raise is consumed. */
-typedef struct {
-    sigset_t old;
-    int was_pending;
-} PipeGuard;
-
-static void pipe_block(PipeGuard *g) {
-    sigset_t pipe, pending;
-    sigemptyset(&pipe);
-    sigaddset(&pipe, SIGPIPE);
-    sigpending(&pending);
-    g->was_pending = sigismember(&pending, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe, &g->old);
-}
-
-static void pipe_restore(PipeGuard *g) {
-    sigset_t pipe, pending;
-    sigemptyset(&pipe);
-    sigaddset(&pipe, SIGPIPE);
-    if (!g->was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
-        struct timespec zero = {0, 0};
-        sigtimedwait(&pipe, NULL, &zero);
-    }
-    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
-}
-
+/* hiredis writes with write(): a server that went away raises SIGPIPE
+ * (common/sigpipe.h), so every Redis call runs with it blocked. */
 static void put_run(Metrics *m);
 
 /* A connection, made now unless the last try was too recent; 0 or -1. A
@@ -190,10 +165,10 @@ int mredis_init(Metrics *m, const char *run_dir, const char *stream) {
 }
 
 void mredis_connect(Metrics *m) {
-    PipeGuard g;
-    pipe_block(&g);
+    PlPipeGuard g;
+    pl_sigpipe_block(&g);
     redis_connect(m);
-    pipe_restore(&g);
+    pl_sigpipe_restore(&g);
 }
 
 void mredis_send(Metrics *m, const char *stream, long step, const char *line, size_t len) {
@@ -211,10 +186,10 @@ void mredis_send(Metrics *m, const char *stream, long step, const char *line, si
         batch_add(&b, "HSET", 6, hset, NULL);
         add_alive(m, &b);
     }
-    PipeGuard g;
-    pipe_block(&g);
+    PlPipeGuard g;
+    pl_sigpipe_block(&g);
     batch_run(m, &b);
-    pipe_restore(&g);
+    pl_sigpipe_restore(&g);
 }
 
 void mredis_close(Metrics *m) {
@@ -265,21 +240,21 @@ void metrics_run(Metrics *m, const MetricsRun *run) {
     m->run_config = run->config ? strdup(run->config) : NULL;
     m->run_pid = run->pid, m->run_steps = run->steps, m->run_started = run->started;
     m->have_run = 1;
-    PipeGuard g;
-    pipe_block(&g);
+    PlPipeGuard g;
+    pl_sigpipe_block(&g);
     if (m->ctx) put_run(m);
     else if (ready(m) < 0) m->errors++; /* a new connection puts it */
-    pipe_restore(&g);
+    pl_sigpipe_restore(&g);
 }
 
 void metrics_alive(Metrics *m) {
     if (!m || !m->use_redis || pl_now_s() - m->alive_at < ALIVE_EVERY_S) return;
     Batch b = {0};
     add_alive(m, &b);
-    PipeGuard g;
-    pipe_block(&g);
+    PlPipeGuard g;
+    pl_sigpipe_block(&g);
     batch_run(m, &b);
-    pipe_restore(&g);
+    pl_sigpipe_restore(&g);
 }
 
 /* The entries of stream past step, newest first, are deleted: a stream
@@ -323,8 +298,8 @@ static int cut_stream(Metrics *m, const char *stream, long step) {
 
 void metrics_restart(Metrics *m, long step) {
     if (!m || !m->use_redis) return;
-    PipeGuard g;
-    pipe_block(&g);
+    PlPipeGuard g;
+    pl_sigpipe_block(&g);
     char at[32];
     snprintf(at, sizeof at, "%ld", step);
     Batch b = {0};
@@ -340,5 +315,5 @@ void metrics_restart(Metrics *m, long step) {
         m->errors++;
     else
         batch_run(m, &b);
-    pipe_restore(&g);
+    pl_sigpipe_restore(&g);
 }

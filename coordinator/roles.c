@@ -158,6 +158,16 @@ Plumb__RoleConfig *roles_config(void *ctx, RoleKind k, WireArena *a) {
         } else {
             rc->rule = (char *)c->reward_type;
             rc->rule_arg = (char *)c->reward_arg;
+            if (!strcmp(c->reward_type, "http") || !strcmp(c->reward_type, "exec")) {
+                Plumb__RemoteReward *m = wire_alloc(a, sizeof *m);
+                if (!m) return NULL;
+                plumb__remote_reward__init(m);
+                m->url = (char *)c->reward_url, m->command = (char *)c->reward_command;
+                m->timeout_s = c->reward_timeout_s, m->retries = c->reward_retries;
+                m->backoff_ms = c->reward_backoff_ms, m->concurrency = c->reward_concurrency;
+                m->batch_size = c->reward_batch_size;
+                rc->remote = m;
+            }
         }
         break;
     case ROLE_REFERENCE:

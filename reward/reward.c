@@ -1,4 +1,4 @@
-/* reward.c: the reward role's requests, its rule state and the
+/* reward.c: the reward role's requests, its rule or remote scorer and the
  * Bradley-Terry loss (reward.h). */
 #include <math.h>
 #include <stdio.h>
@@ -8,34 +8,53 @@
 #include "algo/pref.h"
 #include "algo/rules.h"
 #include "common/err.h"
+#include "reward/remote.h"
 #include "reward/reward.h"
 #include "worker/infer.h"
 #include "worker/train.h"
 
-/* The role's own state (Role.priv): its rule, when it scores by one. */
+/* The role's own state (Role.priv) when it does not score by its model:
+ * a rule, or a scorer outside the worker (remote.h). */
 typedef struct {
     RewardRule rule;
     char name[32];
     void *state;             /* reward_rule_prepare's                         */
+    const RemoteOps *remote; /* or NULL: the rule                             */
+    void *rstate;            /* remote->open's                                */
 } Rule;
 
-/* reward.type other than "model" names a rule. */
+/* reward.type other than "model" names a rule, or http / exec. */
 static int init(Role *r, const Plumb__RoleConfig *cfg) {
     const char *name = cfg->rule && *cfg->rule && strcmp(cfg->rule, "model") ? cfg->rule : NULL;
     if (!name) return 0;
     Rule *u = calloc(1, sizeof *u);
     PL_CHECK_ALLOC(u);
     r->priv = u;
+    snprintf(u->name, sizeof u->name, "%s", name);
+    if ((u->remote = remote_find(name))) {
+        const Plumb__RemoteReward *m = cfg->remote;
+        if (!m) return pl_fail(PL_EPROTO, "role reward: reward %s without its settings", name);
+        if (!r->tok) return pl_fail(PL_EINVAL, "reward %s needs a tokenizer to decode texts", name);
+        if (!(m->timeout_s > 0) || m->retries < 0 || m->backoff_ms < 0 || m->concurrency < 1 ||
+            m->batch_size < 1)
+            return pl_fail(PL_EPROTO, "role reward: reward %s settings out of range (timeout_s "
+                           "%g, retries %d, backoff_ms %d, concurrency %d, batch_size %d)", name,
+                           m->timeout_s, m->retries, m->backoff_ms, m->concurrency, m->batch_size);
+        RemoteOpts o = {.url = m->url, .command = m->command, .timeout_s = m->timeout_s,
+                        .retries = m->retries, .backoff_ms = m->backoff_ms,
+                        .concurrency = m->concurrency, .batch_size = m->batch_size};
+        return u->remote->open(&o, &u->rstate);
+    }
     PL_TRY(reward_rule_parse(name, &u->rule));
     if (reward_rule_needs_text(u->rule) && !r->tok)
         return pl_fail(PL_EINVAL, "rule %s needs a tokenizer to decode responses", name);
-    snprintf(u->name, sizeof u->name, "%s", name);
     return reward_rule_prepare(u->rule, cfg->rule_arg ? cfg->rule_arg : "", &u->state);
 }
 
 static void free_priv(Role *r) {
     Rule *u = r->priv;
-    if (u) reward_rule_free(&u->state);
+    if (u && u->remote) u->remote->close(u->rstate);
+    else if (u) reward_rule_free(&u->state);
     free(u);
     r->priv = NULL;
 }
@@ -80,6 +99,41 @@ static int score_rule(Role *r, const Rule *u, const WireSeqs *s, char **answers,
     return rc;
 }
 
+/* Every sequence as {prompt, response, answer} text (prompt and response
+ * decoded without special tokens, the response's trailing EOS dropped),
+ * scored by the remote scorer. */
+static int score_remote(Role *r, const Rule *u, const WireSeqs *s, char **answers,
+                        size_t n_answers, float *out) {
+    if (n_answers != 0 && n_answers != (size_t)s->B)
+        return pl_fail(PL_EPROTO, "score: %zu answers for %d sequences", n_answers, s->B);
+    RewardItem *items = calloc((size_t)(s->B ? s->B : 1), sizeof *items);
+    int *ids = malloc(sizeof(int) * (size_t)(s->N ? s->N : 1));
+    int rc = items && ids ? 0 : pl_fail(PL_ENOMEM, "score: out of memory");
+    for (int b = 0; rc == 0 && b < s->B; b++) {
+        int o = s->offsets[b], e = s->offsets[b + 1], np = 0;
+        while (o + np < e && !s->mask[o + np])
+            np++;
+        int n = 0;
+        for (int t = o + np; t < e; t++)
+            if (s->mask[t]) ids[n++] = s->tokens[t];
+        if (n > 0 && is_eos(r, ids[n - 1])) n--;
+        char *pt = NULL, *rt = NULL;
+        rc = tok_decode(r->tok, s->tokens + o, np, 1, &pt);
+        if (rc == 0) rc = tok_decode(r->tok, ids, n, 1, &rt);
+        items[b] = (RewardItem){pt, rt, n_answers && answers[b] ? answers[b] : ""};
+        if (rc < 0) {
+            free(pt), free(rt);
+            items[b] = (RewardItem){0};
+            rc = pl_wrap(rc, "score: decoding sequence %d", b);
+        }
+    }
+    if (rc == 0) rc = u->remote->score(u->rstate, items, s->B, out);
+    for (int b = 0; items && b < s->B; b++)
+        free((char *)items[b].prompt), free((char *)items[b].response);
+    free(items), free(ids);
+    return rc;
+}
+
 static int score(Role *r, const Plumb__Envelope *e, WireArena *a, Plumb__Envelope *rep) {
     const Plumb__ScoreReq *q = e->score;
     const Rule *u = r->priv;
@@ -91,7 +145,8 @@ static int score(Role *r, const Plumb__Envelope *e, WireArena *a, Plumb__Envelop
     Plumb__ScoreRep *m = wire_alloc(a, sizeof *m);
     int rc = !sc || !m ? pl_fail(PL_ENOMEM, "score: out of memory") : 0;
     if (rc == 0) {
-        if (u) rc = score_rule(r, u, &s, q->answers, q->n_answers, sc);
+        if (u && u->remote) rc = score_remote(r, u, &s, q->answers, q->n_answers, sc);
+        else if (u) rc = score_rule(r, u, &s, q->answers, q->n_answers, sc);
         else rc = role_infer(r, s.tokens, s.offsets, s.B, 1.0f, NULL, NULL, NULL, sc);
     }
     if (rc == 0) {

@@ -4,7 +4,7 @@
 # Prints one line per package it installs; apt's own output goes to
 # $DEPS_LOG (default build/deps.log), whose end is shown when apt fails.
 set -e
-PKGS="build-essential cmake pkg-config libopenblas-openmp-dev libjansson-dev libcmocka-dev libpcre2-dev libhiredis-dev libutf8proc-dev libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libyaml-dev libmicrohttpd-dev libjs-chart.js redis-server chromium chromium-driver python3-selenium"
+PKGS="build-essential cmake pkg-config libopenblas-openmp-dev libjansson-dev libcmocka-dev libpcre2-dev libhiredis-dev libutf8proc-dev libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libyaml-dev libmicrohttpd-dev libcurl4-openssl-dev libjs-chart.js redis-server chromium chromium-driver python3-selenium"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

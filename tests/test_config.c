@@ -8,6 +8,7 @@
  * unchanged; runcfg_validate resolves the algorithm-dependent defaults and
  * rejects inconsistent configs; runcfg_write output loads back to the same
  * config; and runcfg_help and configs/README.md mention every key. */
+#include <glob.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -421,6 +422,9 @@ static void test_validation_failures(void **state) {
          "optim.warmup_steps (100) must be below the run's 100 optimizer steps"},
         {ALGO_PPO, {"reward.type=model"}, "reward.type model needs reward.model"},
         {ALGO_GRPO, {"reward.type=model"}, "reward.model"},
+        {ALGO_GRPO, {"reward.type=http"}, "reward.type http needs reward.url, an http:// or https:// URL"},
+        {ALGO_PPO, {"reward.type=http", "reward.url=localhost:8000"}, "URL, not localhost:8000"},
+        {ALGO_GRPO, {"reward.type=exec"}, "reward.type exec needs reward.command"},
         {ALGO_SFT, {"transport.heartbeat_ms=3000"},
          "transport.heartbeat_ms (3000) must be below transport.dead_after_ms (3000)"},
         {ALGO_SFT, {"lora.targets=q,wq"}, "lora.targets"},
@@ -598,6 +602,21 @@ static void test_help_lists_every_key(void **state) {
     free(buf);
 }
 
+/* Every config shipped in configs/ loads and passes validation as it is. */
+static void test_shipped_configs(void **state) {
+    (void)state;
+    glob_t g;
+    assert_int_equal(glob(tu_path("%s/../../configs/*.yaml", tu_data_dir()), 0, NULL, &g), 0);
+    assert_true(g.gl_pathc >= 10);
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        RunConfig *c = new_cfg();
+        if (runcfg_load(c, g.gl_pathv[i]) < 0 || runcfg_validate(c) < 0)
+            fail_msg("%s: %s", g.gl_pathv[i], pl_error());
+        free(c);
+    }
+    globfree(&g);
+}
+
 /* configs/README.md documents every key (as `key`), so it cannot fall behind
  * the table. */
 static void test_readme_documents_every_key(void **state) {
@@ -624,6 +643,7 @@ int main(void) {
         cmocka_unit_test(test_help_lists_every_key),
         cmocka_unit_test(test_algos_agree),
         cmocka_unit_test(test_readme_documents_every_key),
+        cmocka_unit_test(test_shipped_configs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -439,6 +439,79 @@ static void run_two_steps(const char *name, const char *body, const char *key) {
     json_decref(m);
 }
 
+/* Rewards from outside: the same GRPO run scored by the rule regex [0-4],
+ * by a web service (tests/data/reward/scorer.py http, in batches of 3, two
+ * at once) and by a program (scorer.py exec, in batches of 5) that score
+ * alike: every number the same. A service that is not there stops the run
+ * with an error naming its URL. The README's example server (the file
+ * examples/reward_server.py, shown there verbatim) scores a run too. */
+static void test_reward_outside(void **state) {
+    (void)state;
+    char body[8192], cfg[2048], *out;
+    ru_algo_body(body, sizeof body, "grpo");
+    strncat(body, "reward.type: regex\nreward.arg: \"[0-4]\"\n", sizeof body - strlen(body) - 1);
+    ru_config(cfg, sizeof cfg, "outside", body);
+    int rc = tu_plumb(&out, "train %s --quiet run.dir=%s/outside-rule", cfg, ru_dir);
+    if (rc != 0) fail_msg("rule: exit %d\n%s", rc, out);
+    free(out);
+
+    const char *scorer = tu_path("%s/reward/scorer.py", tu_data_dir());
+    char py[1024];
+    snprintf(py, sizeof py, "%s", scorer);
+    int port = tu_free_port();
+    pid_t srv = tu_spawn_sh(tu_path("%s/outside-server.log", ru_dir), "python3 %s http %d", py, port);
+    if (!tu_wait_port(port, 10)) fail_msg("scorer.py http did not listen on %d", port);
+    rc = tu_plumb(&out, "train %s --quiet run.dir=%s/outside-http reward.type=http "
+                        "reward.url=http://127.0.0.1:%d/score reward.batch_size=3 "
+                        "reward.concurrency=2", cfg, ru_dir, port);
+    tu_stop(srv);
+    if (rc != 0) fail_msg("http: exit %d\n%s", rc, out);
+    free(out);
+    rc = tu_plumb(&out, "train %s --quiet run.dir=%s/outside-exec reward.type=exec "
+                        "'reward.command=python3 %s exec ok' reward.batch_size=5", cfg, ru_dir, py);
+    if (rc != 0) fail_msg("exec: exit %d\n%s", rc, out);
+    free(out);
+    json_t *a = tu_metrics_load(tu_path("%s/outside-rule", ru_dir));
+    json_t *h = tu_metrics_load(tu_path("%s/outside-http", ru_dir));
+    json_t *e = tu_metrics_load(tu_path("%s/outside-exec", ru_dir));
+    tu_assert_steps(h, 0, 3, "http");
+    tu_assert_steps(e, 0, 3, "exec");
+    double rewarded = 0;
+    for (long st = 0; st <= 3; st++) {
+        tu_assert_same_step(a, h, st, "rule vs http");
+        tu_assert_same_step(a, e, st, "rule vs exec");
+        if (st) rewarded += json_number_value(json_object_get(tu_metrics_step(a, st), "rollout/reward_mean"));
+    }
+    if (!(rewarded > 0)) fail_msg("the rule never rewarded a response: the comparison shows nothing");
+    json_decref(a), json_decref(h), json_decref(e);
+
+    /* nothing listens: the run stops, naming the URL */
+    int none = tu_free_port();
+    rc = tu_plumb(&out, "train %s --quiet run.dir=%s/outside-none reward.type=http "
+                        "reward.url=http://127.0.0.1:%d/score reward.retries=1 reward.backoff_ms=10",
+                  cfg, ru_dir, none);
+    char want[128];
+    snprintf(want, sizeof want, "reward http://127.0.0.1:%d/score: batch 1 of", none);
+    if (rc == 0 || !strstr(out, want) || !strstr(out, "after 2 attempts"))
+        fail_msg("no server: exit %d, and the output lacks \"%s\":\n%s", rc, want, out);
+    free(out);
+
+    /* the README's example */
+    char *readme = tu_read_file("README.md", NULL), *ex = tu_read_file("examples/reward_server.py", NULL);
+    assert_non_null(readme);
+    assert_non_null(ex);
+    if (!strstr(readme, ex)) fail_msg("README.md does not show examples/reward_server.py as it is");
+    free(readme), free(ex);
+    port = tu_free_port();
+    srv = tu_spawn_sh(tu_path("%s/outside-example.log", ru_dir), "python3 examples/reward_server.py %d", port);
+    if (!tu_wait_port(port, 10)) fail_msg("examples/reward_server.py did not listen on %d", port);
+    rc = tu_plumb(&out, "train %s --quiet run.dir=%s/outside-example reward.type=http "
+                        "reward.url=http://127.0.0.1:%d run.steps=1", cfg, ru_dir, port);
+    tu_stop(srv);
+    if (rc != 0) fail_msg("the README's server: exit %d\n%s", rc, out);
+    free(out);
+}
+
 /* An rm run's checkpoint scores GRPO's rollouts (reward.type model): with
  * a LoRA reward model (its adapter and head) and with a fully fine-tuned
  * one (its own model folder and head). The scores are the head's, not a
@@ -659,6 +732,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_resume_sft),
         cmocka_unit_test(test_resume_rm_full),
         cmocka_unit_test(test_reward_model),
+        cmocka_unit_test(test_reward_outside),
         cmocka_unit_test(test_metrics_redis),
         cmocka_unit_test(test_curve),
     };

@@ -267,6 +267,37 @@ pid_t tu_spawn(const char *log, const char *fmt, ...) {
     return pid;
 }
 
+pid_t tu_spawn_sh(const char *log, const char *fmt, ...) {
+    char cmd[4700] = "exec ";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd + 5, sizeof cmd - 5, fmt, ap);
+    va_end(ap);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) dup2(fd, 1), dup2(fd, 2), close(fd);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    assert_true(pid > 0);
+    return pid;
+}
+
+int tu_wait_port(int port, double timeout_s) {
+    double end = tu_now_s() + timeout_s;
+    do {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        if (fd >= 0) close(fd);
+        if (ok) return 1;
+        tu_sleep_ms(20);
+    } while (tu_now_s() < end);
+    return 0;
+}
+
 /* Waits up to timeout_s for pid to exit: 1 with *status set, 0 on timeout. */
 int tu_wait_exit(pid_t pid, double timeout_s, int *status) {
     double end = tu_now_s() + timeout_s;

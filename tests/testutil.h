@@ -81,6 +81,12 @@ int tu_plumb(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 
  * log; returns its pid (the shell execs plumb, so the pid is plumb's). */
 pid_t tu_spawn(const char *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Starts the shell command FMT... in the background (exec'ed, so the pid
+ * is the command's) with stdout and stderr going to log. */
+pid_t tu_spawn_sh(const char *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Waits up to timeout_s until 127.0.0.1:port accepts a connection: 1, or 0. */
+int tu_wait_port(int port, double timeout_s);
+
 /* Waits up to timeout_s for pid to exit: 1 with *status (may be NULL)
  * set, 0 on timeout. */
 int tu_wait_exit(pid_t pid, double timeout_s, int *status);
