@@ -250,12 +250,8 @@ int tu_plumb(char **out, const char *fmt, ...) {
     return rc;
 }
 
-pid_t tu_spawn(const char *log, const char *fmt, ...) {
-    char cmd[4700];
-    va_list ap;
-    va_start(ap, fmt);
-    plumb_command(cmd, sizeof cmd, "exec ", "", fmt, ap);
-    va_end(ap);
+/* sh -c cmd in the background, its output into log. */
+static pid_t spawn_cmd(const char *log, const char *cmd) {
     pid_t pid = fork();
     if (pid == 0) {
         int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -267,21 +263,22 @@ pid_t tu_spawn(const char *log, const char *fmt, ...) {
     return pid;
 }
 
+pid_t tu_spawn(const char *log, const char *fmt, ...) {
+    char cmd[4700];
+    va_list ap;
+    va_start(ap, fmt);
+    plumb_command(cmd, sizeof cmd, "exec ", "", fmt, ap);
+    va_end(ap);
+    return spawn_cmd(log, cmd);
+}
+
 pid_t tu_spawn_sh(const char *log, const char *fmt, ...) {
     char cmd[4700] = "exec ";
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(cmd + 5, sizeof cmd - 5, fmt, ap);
     va_end(ap);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) dup2(fd, 1), dup2(fd, 2), close(fd);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    assert_true(pid > 0);
-    return pid;
+    return spawn_cmd(log, cmd);
 }
 
 int tu_wait_port(int port, double timeout_s) {
