@@ -101,14 +101,27 @@ static int policy_loss(const TrainJob *j, const TrainPart *p, TrainOut *o, doubl
     }
     m[0] = out.pg_loss, m[1] = out.kl_loss, m[2] = out.clipfrac, m[3] = out.approx_kl;
     m[4] = out.entropy;
+    /* before the first update the parameters are the ones that generated
+     * the rollout, so lp is the trainer's view of the very tokens whose
+     * sampling log-probs are in[0]: the two are the same bits (the kernels
+     * sum in one order for any batch), and this says so every step */
+    double dmax = 0;
+    for (int t = 0; j->step == 0 && t < p->N; t++)
+        if (p->maskf[t] != 0.0f && fabs((double)o->lp[t] - p->in[0][t]) > dmax)
+            dmax = fabs((double)o->lp[t] - p->in[0][t]);
+    m[5] = dmax;
     return 0;
 }
 
-static const char *const policy_metrics[] = {"pg_loss", "kl", "clipfrac", "approx_kl", "entropy"};
+/* a metric named rollout/... is the rollout's: the coordinator logs it as is */
+static const char *const policy_metrics[] = {"pg_loss",  "kl",      "clipfrac",
+                                             "approx_kl", "entropy", "rollout/logprob_diff_max"};
 
 const TrainBody actor_ppo = {.body = PLUMB__TRAIN_REQ__BODY_PPO, .metrics = policy_metrics,
-                             .n_metrics = 5, .opts_size = sizeof(PolicyOpts),
-                             .prepare = policy_prepare, .loss = policy_loss};
+                             .n_metrics = 6, .first_step_metrics = 1u << 5,
+                             .opts_size = sizeof(PolicyOpts), .prepare = policy_prepare,
+                             .loss = policy_loss};
 const TrainBody actor_grpo = {.body = PLUMB__TRAIN_REQ__BODY_GRPO, .metrics = policy_metrics,
-                              .n_metrics = 5, .opts_size = sizeof(PolicyOpts),
-                              .prepare = policy_prepare, .loss = policy_loss};
+                              .n_metrics = 6, .first_step_metrics = 1u << 5,
+                              .opts_size = sizeof(PolicyOpts), .prepare = policy_prepare,
+                              .loss = policy_loss};

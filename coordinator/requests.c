@@ -8,11 +8,13 @@
 #include "common/err.h"
 #include "coordinator/run_impl.h"
 
-/* Metrics of a TrainRep under prefix ("train/", "critic/"). */
+/* A train reply's metrics under prefix; one named rollout/... describes
+ * the rollout (the actor's rollout/logprob_diff_max) and keeps its name. */
 static void put_train_metrics(Run *r, const char *prefix, const Plumb__TrainRep *t) {
     for (size_t i = 0; i < t->n_metrics; i++) {
         char name[160];
-        snprintf(name, sizeof name, "%s%s", prefix, t->metrics[i]->name);
+        const char *n = t->metrics[i]->name;
+        snprintf(name, sizeof name, "%s%s", strncmp(n, "rollout/", 8) ? prefix : "", n);
         stats_put(&r->stats, name, t->metrics[i]->value);
     }
 }

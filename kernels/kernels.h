@@ -29,7 +29,9 @@
 /* ---------------------------------------------------------------- linear */
 
 /* out (N,OC) = inp (N,IC) @ w^T (OC,IC) + bias (OC, may be NULL).
- * With accumulate != 0 the product is added to out instead. */
+ * With accumulate != 0 the product is added to out instead. Each output is
+ * summed in one order whatever N and the row's place: a row gives the same
+ * bits alone as in any batch (generation and training agree). */
 void matmul_forward(float *out, const float *inp, const float *w, const float *bias,
                     int N, int IC, int OC, int accumulate);
 
@@ -97,7 +99,8 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout,
                         const float *k, const float *v, const int *cu_seqlens, int B,
                         int NH, int NKV, int HS);
 
-/* One new query per sequence against its KV cache (decode step).
+/* One new query per sequence against its KV cache (decode step): each row
+ * computed as attention_forward computes the same query, bit for bit.
  * q, out (B, NH*HS); kc, vc (S, maxT, NKV*HS) for S cache slots. Query row
  * b reads slot slots[b] (slots NULL: slot b), which holds lens[b] valid
  * positions, the last of which is the current token (lens[b] = 0 gives a
@@ -114,6 +117,12 @@ void attention_decode(float *out, const float *q, const float *kc, const float *
  * One pass per row, no softmax is stored. ent may be NULL. */
 void logprob_forward(float *lp, float *ent, float *lse, const float *logits,
                      const int *targets, int N, int V, float inv_temp);
+
+/* One row of logprob_forward: z (V) logits, the log-prob of target (0
+ * when target < 0), its lse and entropy (either may be NULL). The sampler
+ * takes the log-prob of the token it drew from here too, so that
+ * generation reports the bits the training forward computes. */
+float logprob_row(const float *z, int V, int target, float inv_temp, float *lse, float *ent);
 
 /* dlogits (N,V) = d(sum dlp*lp + dent*ent)/dlogits (overwritten).
  * Needs lse from forward, and ent whenever dent is given; dlp or dent may

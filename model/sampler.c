@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "kernels/kernels.h"
 
 typedef struct {
     float key;  /* logit (top-k heap) or e_i (top-p sort)                 */
@@ -143,12 +144,7 @@ int sampler_sample(const float *logits, int V, const SamplerParams *p, Rng *rng,
 
     if (!(T > 0.0f)) {
         /* Greedy: lp is log_softmax(logits) at T = 1; no draw. */
-        float mx = logits[imax];
-        if (lp) {
-            double s = 0.0;
-            for (int i = 0; i < V; i++) s += exp_neg(logits[i] - mx);
-            *lp = (float)(-log(s));
-        }
+        if (lp) *lp = logprob_row(logits, V, imax, 1.0f, NULL, NULL);
         return imax;
     }
 
@@ -227,6 +223,7 @@ int sampler_sample(const float *logits, int V, const SamplerParams *p, Rng *rng,
     }
     if (id < 0) id = imax; /* only when every e_i underflowed: cannot happen */
 
-    if (lp) *lp = (float)((double)(logits[id] / T - zmax) - log(total));
+    /* the training forward's own arithmetic (kernels.h), not the draw's */
+    if (lp) *lp = logprob_row(logits, V, id, 1.0f / T, NULL, NULL);
     return id;
 }

@@ -114,7 +114,7 @@ static void naive_matmul(double *out, const float *inp, const float *w, const fl
 /* Proves matmul_forward computes inp @ w^T (+ bias) on every path: few rows
  * (N == 1 with 16-row weight blocks, N a multiple of 4 with 4-row blocks,
  * other N; IC not a multiple of the vector width; OC not a multiple of 4
- * or 16) and sgemm (N > 32);
+ * or 16) and the tiled path for many rows (N > 32);
  * overwrites out when accumulate == 0 (out starts as NaN) and adds to it
  * when accumulate != 0. */
 static void test_matmul_forward(void **state) {

@@ -159,12 +159,27 @@ static void test_dpo_many_eval_pairs(void **state) {
     json_decref(m);
 }
 
+/* The log-probs the rollout sampled with are, to the bit, those the
+ * actor's training forward computes before its first update: the largest
+ * difference, logged every step, is exactly 0. */
+static void assert_no_mismatch(const char *algo) {
+    json_t *m = tu_metrics_load(tu_path("%s/algo-%s", ru_dir, algo));
+    for (long s = 1; s <= 3; s++) {
+        json_t *v = json_object_get(tu_metrics_step(m, s), "rollout/logprob_diff_max");
+        if (!json_is_number(v) || json_number_value(v) != 0.0)
+            fail_msg("%s step %ld: rollout/logprob_diff_max is %g, not 0", algo, s,
+                     json_number_value(v));
+    }
+    json_decref(m);
+}
+
 /* GRPO: rollout reward and KL to the reference, policy loss. */
 static void test_algo_grpo(void **state) {
     (void)state;
     const char *step[] = {"train/loss", "rollout/reward_mean", "rollout/kl", NULL};
     const char *ev[] = {"eval/accuracy", NULL};
     run_algo("grpo", step, ev);
+    assert_no_mismatch("grpo");
 }
 
 /* PPO: rollout reward, values, policy and critic losses. */
@@ -174,6 +189,7 @@ static void test_algo_ppo(void **state) {
                           "critic/value_loss", NULL};
     const char *ev[] = {"eval/accuracy", NULL};
     run_algo("ppo", step, ev);
+    assert_no_mismatch("ppo");
 }
 
 /* -------------------------------------------------- placement of roles */

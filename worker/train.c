@@ -481,19 +481,23 @@ int role_train(Role *r, const TrainBody *b, const Plumb__Envelope *e, WireArena 
         if (parts[np].S > maxS) maxS = parts[np].S;
     }
     if ((rc = work_alloc(&w, maxN, maxS)) < 0) goto done;
-    double sum[TRAIN_MAX_METRICS] = {0};
+    double sum[TRAIN_MAX_METRICS] = {0}, first[TRAIN_MAX_METRICS] = {0};
     int steps = 0;
     for (int ep = 0; ep < epochs; ep++)
         for (int k = 0; k < M; k++) {
             double m[TRAIN_MAX_METRICS] = {0};
+            j.step = steps;
             if ((rc = train_step(r, &j, &parts[k], &w, m)) < 0) {
                 rc = pl_wrap(rc, "train: epoch %d minibatch %d (after %d optimizer steps of this call)",
                              ep, k, steps);
                 goto done;
             }
             for (int i = 0; i < 3 + b->n_metrics; i++) sum[i] += m[i];
+            if (steps == 0) memcpy(first, m, sizeof first);
             steps_done = ++steps;
         }
+    for (int i = 0; i < b->n_metrics; i++)
+        if (b->first_step_metrics >> i & 1u) sum[3 + i] = first[3 + i] * steps;
     /* the copy of the state goes before the reply: a reply means it is on
      * disk, and a worker that dies before it has its request done again */
     if (q->keep_dir && *q->keep_dir && (rc = role_save(r, q->keep_dir)) < 0) goto done;

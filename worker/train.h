@@ -48,6 +48,7 @@ typedef struct {
     void *opts;              /* the body's options (body->opts_size bytes, 0ed) */
     const Plumb__DataParallel *dp; /* NULL: alone                             */
     uint64_t request;        /* id of the request (names the collective group) */
+    int step;                /* optimizer steps this call has made so far     */
 } TrainJob;
 
 /* One minibatch, packed: for pairs the P chosen sequences, then the P
@@ -78,6 +79,9 @@ struct TrainBody {
     const char *const *metrics; /* names of the body's own metrics            */
     int n_metrics;
     size_t opts_size;        /* bytes of its options (TrainJob.opts)          */
+    /* bit i: metric i is the value at the call's first optimizer step (the
+     * parameters as the request found them), not the mean over steps */
+    unsigned first_step_metrics;
     /* Decodes and checks the request's body into j (s, in, uin, U, pairs,
      * T, need_*, opts) with the train_get_* helpers; PL_EPROTO naming the
      * field on bad input. */

@@ -3,10 +3,14 @@
  * Forward keeps only the log-sum-exp of each query row; backward recomputes
  * the probabilities from it (as flash attention does), so memory stays
  * O(N * NH) plus one (QBLOCK, T) tile per thread, instead of O(sum T^2 NH).
- * The products run as GEMMs on tiles of QBLOCK queries. Work is split over
- * (sequence, head) pairs with OpenMP; each pair touches disjoint rows of out
- * and lse, and in backward each (sequence, kv-head) pair owns its rows of
- * dk and dv. */
+ *
+ * The forward and the decode step compute each query row by one function
+ * (attn_row), so that a token's attention output, and with it the
+ * log-probs, are the same bits in the training forward as when it was
+ * decoded over the KV cache. The backward's products run as GEMMs on tiles
+ * of QBLOCK queries. Work is split over (sequence, head) pairs with OpenMP;
+ * each pair touches disjoint rows of out and lse, and in backward each
+ * (sequence, kv-head) pair owns its rows of dk and dv. */
 #include "../kernels.h"
 
 #include <cblas.h>
@@ -34,9 +38,90 @@ static void scores(float *S, const float *q, const float *k, int tq, int nk, int
                 S, nk);
 }
 
-/* Per (sequence, head) and tile of QBLOCK queries: scores by GEMM, a row
- * softmax over the visible keys (keeping its log-sum-exp), then out = P V
- * by GEMM. BLAS calls inside the parallel region run single-threaded. */
+/* key_scores: s[u] = scale * q . k_u for keys u < n (row stride kd), each
+ * summed in one order: lane l of a 16-lane sum takes d = l, l + 16, ... in
+ * turn, then the lanes go by reduce16's tree. Sixteen keys at a time (the
+ * sums of keys past n stay 0 and are not kept), so that a key's score does
+ * not depend on how many keys there are. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+/* Lane 4p+q of the result is the sum of a[4q+p], by the same tree for each
+ * of the 16 inputs. */
+static inline __m512 reduce16(const __m512 a[16]) {
+    __m512 b[8], c[4], d[2];
+    for (int k = 0; k < 8; k++)
+        b[k] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], 0x44),
+                             _mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], 0xEE));
+    for (int k = 0; k < 4; k++)
+        c[k] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * k], b[2 * k + 1], 0x88),
+                             _mm512_shuffle_f32x4(b[2 * k], b[2 * k + 1], 0xDD));
+    for (int k = 0; k < 2; k++)
+        d[k] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * k], c[2 * k + 1], 0x44),
+                             _mm512_shuffle_ps(c[2 * k], c[2 * k + 1], 0xEE));
+    return _mm512_add_ps(_mm512_shuffle_ps(d[0], d[1], 0x88), _mm512_shuffle_ps(d[0], d[1], 0xDD));
+}
+
+static void key_scores(float *s, const float *q, const float *k, int n, int kd, int HS, float scale) {
+    for (int u0 = 0; u0 < n; u0 += 16) {
+        const int nu = n - u0 < 16 ? n - u0 : 16;
+        __m512 acc[16]; /* key 4p + q in acc[4q + p], lane 4p + q after reduce16 */
+        for (int j = 0; j < 16; j++) acc[j] = _mm512_setzero_ps();
+        for (int d = 0; d < HS; d += 16) {
+            const __mmask16 m = HS - d >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (HS - d)) - 1);
+            const __m512 qv = _mm512_maskz_loadu_ps(m, q + d);
+            for (int u = 0; u < nu; u++) {
+                const __m512 kv = _mm512_maskz_loadu_ps(m, k + (size_t)(u0 + u) * kd + d);
+                acc[(u & 3) * 4 + (u >> 2)] = _mm512_fmadd_ps(qv, kv, acc[(u & 3) * 4 + (u >> 2)]);
+            }
+        }
+        float t[16];
+        _mm512_storeu_ps(t, reduce16(acc));
+        for (int u = 0; u < nu; u++) s[u0 + u] = t[u] * scale;
+    }
+}
+#else
+/* Plain C: lane l of acc sums d = l, l + 16, ...; then the lanes pairwise,
+ * 8 apart, 4, 2, 1. */
+static void key_scores(float *s, const float *q, const float *k, int n, int kd, int HS, float scale) {
+    for (int u = 0; u < n; u++) {
+        const float *ku = k + (size_t)u * kd;
+        float acc[16] = {0};
+        int d = 0;
+        for (; d + 16 <= HS; d += 16)
+            for (int l = 0; l < 16; l++) acc[l] += q[d + l] * ku[d + l];
+        for (int l = 0; d + l < HS; l++) acc[l] += q[d + l] * ku[d + l];
+        for (int h = 8; h > 0; h >>= 1)
+            for (int l = 0; l < h; l++) acc[l] += acc[l + h];
+        s[u] = acc[0] * scale;
+    }
+}
+#endif
+
+/* One query row against keys and values [0, n) (row stride kd): out (HS)
+ * = softmax(scale q k^T) v, its log-sum-exp into *lse; s (n) is scratch.
+ * Not inlined: the forward and the decode step run these instructions. */
+__attribute__((noinline)) static void attn_row(float *out, float *lse, float *s, const float *q,
+                                               const float *k, const float *v, int n, int kd,
+                                               int HS, float scale) {
+    key_scores(s, q, k, n, kd, HS, scale);
+    float mx = -INFINITY;
+    for (int u = 0; u < n; u++) mx = s[u] > mx ? s[u] : mx;
+    float sum = 0.0f;
+    for (int u = 0; u < n; u++) {
+        s[u] = exp_neg(s[u] - mx);
+        sum += s[u];
+    }
+    float inv = 1.0f / sum;
+    for (int d = 0; d < HS; d++) out[d] = 0.0f;
+    for (int u = 0; u < n; u++) {
+        const float p = s[u] * inv, *vu = v + (size_t)u * kd;
+        for (int d = 0; d < HS; d++) out[d] += p * vu[d];
+    }
+    if (lse) *lse = mx + logf(sum);
+}
+
+/* Per (sequence, head), each query over the keys it sees. */
 void attention_forward(float *out, float *lse, const float *q, const float *k,
                        const float *v, const int *cu_seqlens, int B, int NH, int NKV,
                        int HS) {
@@ -45,33 +130,17 @@ void attention_forward(float *out, float *lse, const float *q, const float *k,
     int maxT = max_seqlen(cu_seqlens, B);
 #pragma omp parallel
     {
-        float *S = malloc(sizeof(float) * (size_t)QBLOCK * maxT);
+        float *S = malloc(sizeof(float) * (size_t)maxT);
 #pragma omp for collapse(2) schedule(dynamic)
         for (int b = 0; b < B; b++) {
             for (int h = 0; h < NH; h++) {
                 int s0 = cu_seqlens[b], T = cu_seqlens[b + 1] - s0, hk = h / group;
                 const float *kb = k + (size_t)s0 * kd + (size_t)hk * HS;
                 const float *vb = v + (size_t)s0 * kd + (size_t)hk * HS;
-                for (int t0 = 0; t0 < T; t0 += QBLOCK) {
-                    int tq = T - t0 < QBLOCK ? T - t0 : QBLOCK, nk = t0 + tq;
-                    size_t qi = (size_t)(s0 + t0) * qd + (size_t)h * HS;
-                    scores(S, q + qi, kb, tq, nk, qd, kd, HS, scale);
-                    for (int r = 0; r < tq; r++) {
-                        float *row = S + (size_t)r * nk;
-                        int n = t0 + r + 1; /* visible keys */
-                        float mx = -INFINITY, sum = 0.0f;
-                        for (int u = 0; u < n; u++) mx = row[u] > mx ? row[u] : mx;
-                        for (int u = 0; u < n; u++) {
-                            row[u] = exp_neg(row[u] - mx);
-                            sum += row[u];
-                        }
-                        float inv = 1.0f / sum;
-                        for (int u = 0; u < n; u++) row[u] *= inv;
-                        for (int u = n; u < nk; u++) row[u] = 0.0f;
-                        if (lse) lse[(size_t)(s0 + t0 + r) * NH + h] = mx + logf(sum);
-                    }
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, HS, nk, 1.0f, S, nk,
-                                vb, kd, 0.0f, out + qi, qd);
+                for (int t = 0; t < T; t++) {
+                    size_t qi = (size_t)(s0 + t) * qd + (size_t)h * HS;
+                    attn_row(out + qi, lse ? lse + (size_t)(s0 + t) * NH + h : NULL, S, q + qi,
+                             kb, vb, t + 1, kd, HS, scale);
                 }
             }
         }
@@ -154,20 +223,11 @@ void attention_decode(float *out, const float *q, const float *kc, const float *
                     memset(ot, 0, sizeof(float) * (size_t)HS);
                     continue;
                 }
-                const float *qt = q + (size_t)b * qd + (size_t)h * HS;
                 size_t slot = (size_t)(slots ? slots[b] : b);
                 const float *kb = kc + slot * maxT * kd + (size_t)hk * HS;
                 const float *vb = vc + slot * maxT * kd + (size_t)hk * HS;
-                /* scores = scale * K q, softmax, out = V^T p: two GEMVs */
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, T, HS, scale, kb, kd, qt, 1, 0.0f, att, 1);
-                float mx = -INFINITY;
-                for (int u = 0; u < T; u++) mx = att[u] > mx ? att[u] : mx;
-                float sum = 0.0f;
-                for (int u = 0; u < T; u++) {
-                    att[u] = exp_neg(att[u] - mx);
-                    sum += att[u];
-                }
-                cblas_sgemv(CblasRowMajor, CblasTrans, T, HS, 1.0f / sum, vb, kd, att, 1, 0.0f, ot, 1);
+                attn_row(ot, NULL, att, q + (size_t)b * qd + (size_t)h * HS, kb, vb, T, kd, HS,
+                         scale);
             }
         }
         free(att);

@@ -1,181 +1,245 @@
-/* Linear layers and embeddings on CPU: GEMMs through OpenBLAS (cblas). */
+/* Linear layers and embeddings on CPU: the forward by our own kernels,
+ * in one order of summation for every batch; backward GEMMs through
+ * OpenBLAS (cblas). */
 #include "../kernels.h"
 
 #include <cblas.h>
+#include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
-/* Few rows (decoding): sgemm would copy ("pack") the whole weight matrix
- * on every call, which costs more than the product itself. Instead each
- * weight row is read once and dotted with every input row while it sits in
- * cache, with four input rows sharing each load. */
-#define SMALL_N 32
+/* Every output out[n][o] = w_o . x_n is summed in one order, whatever N,
+ * the row's place in the batch, the thread and the instruction set: one
+ * fused multiply-add per i, i = 0, 1, ..., IC - 1, into a sum that starts
+ * at 0 (fmaf rounds as the FMA instruction does). So a row's result does
+ * not depend on the batch it comes in: the decode of one token gives the
+ * bits that the training forward of thousands gives, and the log-probs
+ * generation returns are the trainer's. (OpenBLAS's sgemm sums in an order
+ * that depends on the shape, so the forward does not use it; backward,
+ * whose numbers no rollout compares, still does.)
+ *
+ * Many outputs are summed at once instead, as a GEMM does: the inputs are
+ * packed transposed in panels of NR rows (xt[i][l] = x[n0 + l][i]), and a
+ * tile of MR weight rows times NR input rows keeps MR x NR sums in
+ * registers, each i one broadcast weight per row against one load of the
+ * panel. Rows past N are zeros in the panel, weight rows past OC read a
+ * row of zeros, and neither is stored. */
 
-/* out[n][o] for one weight row o and all N input rows. */
-static inline void dot_rows(float *s, const float *wr, const float *inp, int N, int IC) {
-    int n = 0;
-    for (; n + 4 <= N; n += 4) { /* four rows share each load of wr */
-        const float *x0 = inp + (size_t)n * IC, *x1 = x0 + IC, *x2 = x1 + IC, *x3 = x2 + IC;
-        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
-        for (int i = 0; i < IC; i++) {
-            s0 += wr[i] * x0[i];
-            s1 += wr[i] * x1[i];
-            s2 += wr[i] * x2[i];
-            s3 += wr[i] * x3[i];
+enum { NR = 32, MR = 12, NR1 = 16, MR1 = 24 }; /* tiles: many rows; one panel of 16 */
+
+static inline void put(float *dst, float v, int accumulate) { *dst = accumulate ? *dst + v : v; }
+
+/* xt (panels of nr columns, IC rows) from x rows [0, N); columns past N 0. */
+static void pack(float *xt, const float *x, int N, int IC, int nr) {
+    int np = (N + nr - 1) / nr;
+#pragma omp parallel for schedule(static) if ((size_t)N * IC > 65536)
+    for (int p = 0; p < np; p++) {
+        float *dst = xt + (size_t)p * IC * nr;
+        for (int l = 0; l < nr; l++) {
+            int n = p * nr + l;
+            const float *src = x + (size_t)n * IC;
+            if (n < N)
+                for (int i = 0; i < IC; i++) dst[(size_t)i * nr + l] = src[i];
+            else
+                for (int i = 0; i < IC; i++) dst[(size_t)i * nr + l] = 0.0f;
         }
-        s[n] = s0, s[n + 1] = s1, s[n + 2] = s2, s[n + 3] = s3;
-    }
-    for (; n < N; n++) {
-        const float *x = inp + (size_t)n * IC;
-        float s0 = 0.0f;
-#pragma omp simd reduction(+ : s0)
-        for (int i = 0; i < IC; i++) s0 += wr[i] * x[i];
-        s[n] = s0;
     }
 }
 
-/* Four weight rows against one input row: four independent sums, so the
- * FMAs do not wait on each other (one row alone is latency-bound). */
-static inline void dot_4x1(float s[4], const float *w0, const float *x, int IC) {
-    const float *w1 = w0 + IC, *w2 = w1 + IC, *w3 = w2 + IC;
-    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-#pragma omp simd reduction(+ : a0, a1, a2, a3)
-    for (int i = 0; i < IC; i++) {
-        a0 += w0[i] * x[i];
-        a1 += w1[i] * x[i];
-        a2 += w2[i] * x[i];
-        a3 += w3[i] * x[i];
-    }
-    s[0] = a0, s[1] = a1, s[2] = a2, s[3] = a3;
-}
-
-/* Four weight rows against four input rows: 8 loads feed 16 FMAs, and
- * s[r][k] = w_r . x_k. With AVX-512 the 16 vector sums are reduced
- * together by a shuffle tree (about 2 instructions per output instead of
- * 8 for separate horizontal sums). */
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
-/* Lane 4p+q of the result is the sum of a[4q+p]. */
-static inline __m512 reduce16(const __m512 a[16]) {
-    __m512 b[8], c[4], d[2];
-    for (int k = 0; k < 8; k++) /* 256-bit halves */
-        b[k] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], 0x44),
-                             _mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], 0xEE));
-    for (int k = 0; k < 4; k++) /* 128-bit quarters */
-        c[k] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * k], b[2 * k + 1], 0x88),
-                             _mm512_shuffle_f32x4(b[2 * k], b[2 * k + 1], 0xDD));
-    for (int k = 0; k < 2; k++) /* pairs inside each quarter */
-        d[k] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * k], c[2 * k + 1], 0x44),
-                             _mm512_shuffle_ps(c[2 * k], c[2 * k + 1], 0xEE));
-    return _mm512_add_ps(_mm512_shuffle_ps(d[0], d[1], 0x88), _mm512_shuffle_ps(d[0], d[1], 0xDD));
+static inline __mmask16 tail_mask(int IC, int i) {
+    return IC - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (IC - i)) - 1);
 }
 
-static inline void dot_4x4(float s[4][4], const float *w0, const float *x0, int IC) {
-    __m512 acc[16]; /* acc[4k + r] = w_r . x_k, so lane 4r + k of the reduction */
-    for (int j = 0; j < 16; j++) acc[j] = _mm512_setzero_ps();
-    int i = 0;
-    for (; i + 16 <= IC; i += 16) {
-        __m512 w[4], x[4];
-        for (int r = 0; r < 4; r++) w[r] = _mm512_loadu_ps(w0 + (size_t)r * IC + i);
-        for (int k = 0; k < 4; k++) x[k] = _mm512_loadu_ps(x0 + (size_t)k * IC + i);
-        for (int k = 0; k < 4; k++)
-            for (int r = 0; r < 4; r++) acc[4 * k + r] = _mm512_fmadd_ps(w[r], x[k], acc[4 * k + r]);
-    }
-    if (i < IC) { /* tail: masked loads read zeros past the end */
-        __mmask16 m = (__mmask16)((1u << (IC - i)) - 1);
-        __m512 w[4], x[4];
-        for (int r = 0; r < 4; r++) w[r] = _mm512_maskz_loadu_ps(m, w0 + (size_t)r * IC + i);
-        for (int k = 0; k < 4; k++) x[k] = _mm512_maskz_loadu_ps(m, x0 + (size_t)k * IC + i);
-        for (int k = 0; k < 4; k++)
-            for (int r = 0; r < 4; r++) acc[4 * k + r] = _mm512_fmadd_ps(w[r], x[k], acc[4 * k + r]);
-    }
-    _mm512_storeu_ps(&s[0][0], reduce16(acc));
+/* The MR (or MR1) weight rows of a tile from o0: rows past OC read zrow. */
+static inline void rows_of(const float **wr, int mr, const float *w, int o0, int IC, int OC,
+                           const float *zrow) {
+    for (int j = 0; j < mr; j++) wr[j] = o0 + j < OC ? w + (size_t)(o0 + j) * IC : zrow;
 }
 
-/* Sixteen weight rows against one input row (decoding one sequence):
- * 16 independent sums, out[r] = w_r . x for r < 16. */
-static inline void dot_16x1(float *out, const float *w0, const float *x, int IC) {
-    __m512 acc[16]; /* row 4p + q lives in acc[4q + p], lane 4p + q after reduce16 */
-    for (int j = 0; j < 16; j++) acc[j] = _mm512_setzero_ps();
-    for (int i = 0; i < IC; i += 16) {
-        __mmask16 m = IC - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (IC - i)) - 1);
-        __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
-        for (int r = 0; r < 16; r++) {
-            __m512 wv = _mm512_maskz_loadu_ps(m, w0 + (size_t)r * IC + i);
-            acc[(r & 3) * 4 + (r >> 2)] = _mm512_fmadd_ps(wv, xv, acc[(r & 3) * 4 + (r >> 2)]);
+/* out rows [n0, n0 + nn) (nn <= NR), columns [o0, o0 + MR) below OC. */
+static void tile(float *out, const float *xt, const float *w, int n0, int nn, int o0, int IC,
+                 int OC, int accumulate, const float *zrow) {
+    __m512 acc[MR][2];
+    for (int j = 0; j < MR; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
+    const float *wr[MR];
+    rows_of(wr, MR, w, o0, IC, OC, zrow);
+    for (int i = 0; i < IC; i++) {
+        __m512 x0 = _mm512_loadu_ps(xt + (size_t)i * NR), x1 = _mm512_loadu_ps(xt + (size_t)i * NR + 16);
+        for (int j = 0; j < MR; j++) {
+            __m512 wb = _mm512_set1_ps(wr[j][i]);
+            acc[j][0] = _mm512_fmadd_ps(wb, x0, acc[j][0]);
+            acc[j][1] = _mm512_fmadd_ps(wb, x1, acc[j][1]);
         }
     }
-    _mm512_storeu_ps(out, reduce16(acc));
+    float t[MR][NR];
+    for (int j = 0; j < MR; j++) _mm512_storeu_ps(t[j], acc[j][0]), _mm512_storeu_ps(t[j] + 16, acc[j][1]);
+    const int rows = OC - o0 < MR ? OC - o0 : MR;
+    for (int l = 0; l < nn; l++)
+        for (int j = 0; j < rows; j++) put(out + (size_t)(n0 + l) * OC + o0 + j, t[j][l], accumulate);
 }
-#define HAVE_DOT_16X1 1
+
+/* One panel of NR1 rows (nn <= 16), MR1 weight rows. */
+static void tile1(float *out, const float *xt, const float *w, int nn, int o0, int IC, int OC,
+                  int accumulate, const float *zrow) {
+    __m512 acc[MR1];
+    for (int j = 0; j < MR1; j++) acc[j] = _mm512_setzero_ps();
+    const float *wr[MR1];
+    rows_of(wr, MR1, w, o0, IC, OC, zrow);
+    for (int i = 0; i < IC; i++) {
+        __m512 x0 = _mm512_loadu_ps(xt + (size_t)i * NR1);
+        for (int j = 0; j < MR1; j++) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(wr[j][i]), x0, acc[j]);
+    }
+    float t[MR1][NR1];
+    for (int j = 0; j < MR1; j++) _mm512_storeu_ps(t[j], acc[j]);
+    const int rows = OC - o0 < MR1 ? OC - o0 : MR1;
+    for (int l = 0; l < nn; l++)
+        for (int j = 0; j < rows; j++) put(out + (size_t)l * OC + o0 + j, t[j][l], accumulate);
+}
+/* a[k] becomes column k of the 16 x 16 block whose rows a[0..15] were. */
+static inline void transpose16(__m512 a[16]) {
+    __m512 t[16];
+    for (int k = 0; k < 16; k += 2) {
+        t[k] = _mm512_unpacklo_ps(a[k], a[k + 1]);
+        t[k + 1] = _mm512_unpackhi_ps(a[k], a[k + 1]);
+    }
+    for (int k = 0; k < 16; k += 4) {
+        a[k] = _mm512_shuffle_ps(t[k], t[k + 2], 0x44);
+        a[k + 1] = _mm512_shuffle_ps(t[k], t[k + 2], 0xEE);
+        a[k + 2] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+        a[k + 3] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+    }
+    for (int h = 0; h < 16; h += 8)
+        for (int k = 0; k < 4; k++) {
+            t[h + k] = _mm512_shuffle_f32x4(a[h + k], a[h + k + 4], 0x88);
+            t[h + k + 4] = _mm512_shuffle_f32x4(a[h + k], a[h + k + 4], 0xDD);
+        }
+    for (int k = 0; k < 8; k++) {
+        a[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
+        a[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xDD);
+    }
+}
+
+enum { NT = 8 }; /* at most this many input rows for tile_t */
+
+/* Few input rows (decoding a few sequences): 16 weight rows [o0, o0 + 16)
+ * against NN <= NT input rows, the sums a vector over the 16 outputs. Each
+ * 16 x 16 block of weights is transposed in registers, so that column i
+ * meets input value i by one FMA, in order of i: the same order as the
+ * tiles above, with every lane of every FMA put to use. Rows past OC are
+ * zeros and not stored. One function per NN, so that the block and the
+ * sums stay in registers. */
+#define TILE_T(NN)                                                                                 \
+    static void tile_t##NN(float *out, const float *inp, const float *w, int o0, int IC, int OC,   \
+                           int accumulate) {                                                       \
+        __m512 acc[NN];                                                                            \
+        for (int n = 0; n < NN; n++) acc[n] = _mm512_setzero_ps();                                 \
+        const int rows = OC - o0 < 16 ? OC - o0 : 16;                                              \
+        for (int i0 = 0; i0 < IC; i0 += 16) {                                                      \
+            const __mmask16 m = tail_mask(IC, i0);                                                 \
+            __m512 a[16];                                                                          \
+            _Pragma("GCC unroll 16") for (int r = 0; r < 16; r++) a[r] =                            \
+                r < rows ? _mm512_maskz_loadu_ps(m, w + (size_t)(o0 + r) * IC + i0)                \
+                         : _mm512_setzero_ps();                                                    \
+            transpose16(a);                                                                        \
+            if (IC - i0 >= 16) {                                                                   \
+                _Pragma("GCC unroll 16") for (int k = 0; k < 16; k++)                              \
+                    _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) acc[n] = _mm512_fmadd_ps( \
+                        a[k], _mm512_set1_ps(inp[(size_t)n * IC + i0 + k]), acc[n]);               \
+            } else { /* the tail: only the columns that exist, through memory */                  \
+                float col[16][16];                                                                 \
+                _Pragma("GCC unroll 16") for (int k = 0; k < 16; k++) _mm512_storeu_ps(col[k], a[k]); \
+                for (int k = 0; k < IC - i0; k++)                                                  \
+                    for (int n = 0; n < NN; n++)                                                   \
+                        acc[n] = _mm512_fmadd_ps(_mm512_loadu_ps(col[k]),                          \
+                                                 _mm512_set1_ps(inp[(size_t)n * IC + i0 + k]), acc[n]); \
+            }                                                                                      \
+        }                                                                                          \
+        for (int n = 0; n < NN; n++) {                                                             \
+            float t[16];                                                                           \
+            _mm512_storeu_ps(t, acc[n]);                                                           \
+            for (int r = 0; r < rows; r++) put(out + (size_t)n * OC + o0 + r, t[r], accumulate);   \
+        }                                                                                          \
+    }
+TILE_T(1)
+TILE_T(2)
+TILE_T(3)
+TILE_T(4)
+TILE_T(5)
+TILE_T(6)
+TILE_T(7)
+TILE_T(8)
+#undef TILE_T
+
+typedef void (*TileT)(float *, const float *, const float *, int, int, int, int);
+static const TileT TILE_TS[NT + 1] = {NULL,     tile_t1, tile_t2, tile_t3, tile_t4,
+                                      tile_t5, tile_t6, tile_t7, tile_t8};
+#define HAVE_TILE_T 1
 #else
-static inline void dot_4x4(float s[4][4], const float *w0, const float *x0, int IC) {
-    for (int r = 0; r < 4; r++) dot_rows(s[r], w0 + (size_t)r * IC, x0, 4, IC);
+/* The same sums in plain C (the compiler vectorizes over l: each lane is
+ * its own sum, so the order stays). */
+static void tile(float *out, const float *xt, const float *w, int n0, int nn, int o0, int IC,
+                 int OC, int accumulate, const float *zrow) {
+    (void)zrow;
+    const int rows = OC - o0 < MR ? OC - o0 : MR;
+    float acc[MR][NR] = {{0}};
+    for (int i = 0; i < IC; i++)
+        for (int j = 0; j < rows; j++) {
+            const float wv = w[(size_t)(o0 + j) * IC + i], *x = xt + (size_t)i * NR;
+            for (int l = 0; l < NR; l++) acc[j][l] = fmaf(wv, x[l], acc[j][l]);
+        }
+    for (int l = 0; l < nn; l++)
+        for (int j = 0; j < rows; j++) put(out + (size_t)(n0 + l) * OC + o0 + j, acc[j][l], accumulate);
 }
-#endif
 
-static void matmul_small(float *out, const float *inp, const float *w, int N, int IC, int OC,
-                         int accumulate) {
-#ifdef HAVE_DOT_16X1
-    if (N == 1) {
-        int n16 = OC / 16;
-#pragma omp parallel for schedule(static) if ((size_t)OC * IC > 16384)
-        for (int blk = 0; blk < n16; blk++) {
-            float s[16];
-            dot_16x1(s, w + (size_t)blk * 16 * IC, inp, IC);
-            float *dst = out + (size_t)blk * 16;
-            for (int r = 0; r < 16; r++) dst[r] = accumulate ? dst[r] + s[r] : s[r];
+static void tile1(float *out, const float *xt, const float *w, int nn, int o0, int IC, int OC,
+                  int accumulate, const float *zrow) {
+    (void)zrow;
+    const int rows = OC - o0 < MR1 ? OC - o0 : MR1;
+    float acc[MR1][NR1] = {{0}};
+    for (int i = 0; i < IC; i++)
+        for (int j = 0; j < rows; j++) {
+            const float wv = w[(size_t)(o0 + j) * IC + i], *x = xt + (size_t)i * NR1;
+            for (int l = 0; l < NR1; l++) acc[j][l] = fmaf(wv, x[l], acc[j][l]);
         }
-        for (int o = n16 * 16; o < OC; o++) {
-            float s;
-            dot_rows(&s, w + (size_t)o * IC, inp, 1, IC);
-            out[o] = accumulate ? out[o] + s : s;
-        }
-        return;
-    }
-#endif
-    int nblk = (OC + 3) / 4;
-#pragma omp parallel for schedule(static) if ((size_t)OC * IC > 16384)
-    for (int blk = 0; blk < nblk; blk++) {
-        int o0 = 4 * blk, rows = OC - o0 < 4 ? OC - o0 : 4;
-        const float *wb = w + (size_t)o0 * IC;
-        float s[4][SMALL_N];
-        if (N == 1 && rows == 4) {
-            float t[4];
-            dot_4x1(t, wb, inp, IC);
-            for (int r = 0; r < 4; r++) s[r][0] = t[r];
-        } else if (rows == 4 && N % 4 == 0) {
-#ifdef HAVE_DOT_16X1
-            if (blk + 1 < nblk) /* the next block's weights, while this one computes */
-                for (size_t off = 0; off < (size_t)4 * IC; off += 16)
-                    _mm_prefetch((const char *)(wb + 4 * (size_t)IC + off), _MM_HINT_T0);
-#endif
-            for (int n = 0; n < N; n += 4) {
-                float t[4][4];
-                dot_4x4(t, wb, inp + (size_t)n * IC, IC);
-                for (int r = 0; r < 4; r++)
-                    for (int k = 0; k < 4; k++) s[r][n + k] = t[r][k];
-            }
-        } else {
-            for (int r = 0; r < rows; r++) dot_rows(s[r], wb + (size_t)r * IC, inp, N, IC);
-        }
-        for (int n = 0; n < N; n++) {
-            float *dst = out + (size_t)n * OC + o0;
-            for (int r = 0; r < rows; r++) dst[r] = accumulate ? dst[r] + s[r][n] : s[r][n];
-        }
-    }
+    for (int l = 0; l < nn; l++)
+        for (int j = 0; j < rows; j++) put(out + (size_t)l * OC + o0 + j, acc[j][l], accumulate);
 }
+#endif
 
 void matmul_forward(float *out, const float *inp, const float *w, const float *bias,
                     int N, int IC, int OC, int accumulate) {
-    float beta = accumulate ? 1.0f : 0.0f;
-    if (N <= SMALL_N) {
-        matmul_small(out, inp, w, N, IC, OC, accumulate);
-    } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, w,
-                    IC, beta, out, OC);
+#ifdef HAVE_TILE_T
+    if (N >= 1 && N <= NT) {
+        const int nb = (OC + 15) / 16;
+#pragma omp parallel for schedule(static) if ((size_t)OC * IC > 16384)
+        for (int b = 0; b < nb; b++) TILE_TS[N](out, inp, w, b * 16, IC, OC, accumulate);
+        goto bias;
     }
+#endif
+    const int small = N <= NR1, nr = small ? NR1 : NR, mr = small ? MR1 : MR;
+    const int np = (N + nr - 1) / nr, nt = (OC + mr - 1) / mr;
+    float *xt = malloc(sizeof(float) * ((size_t)np * nr * IC + (size_t)IC));
+    if (!xt) abort(); /* the kernels have no error path; N x IC floats */
+    float *zrow = xt + (size_t)np * nr * IC; /* the weights of rows past OC */
+    memset(zrow, 0, sizeof(float) * (size_t)IC);
+    pack(xt, inp, N, IC, nr);
+    const int par = (size_t)N * OC * IC > 65536;
+    /* weight tiles outermost: a tile's rows stay in cache over the panels */
+#pragma omp parallel for collapse(2) schedule(static) if (par)
+    for (int t = 0; t < nt; t++)
+        for (int p = 0; p < np; p++) {
+            int n0 = p * nr, nn = N - n0 < nr ? N - n0 : nr;
+            const float *x = xt + (size_t)p * nr * IC;
+            if (small) tile1(out, x, w, nn, t * mr, IC, OC, accumulate, zrow);
+            else tile(out, x, w, n0, nn, t * mr, IC, OC, accumulate, zrow);
+        }
+    free(xt);
+#ifdef HAVE_TILE_T
+bias:
+#endif
     if (bias) {
 #pragma omp parallel for if (N > 64)
         for (int i = 0; i < N; i++) {

@@ -15,27 +15,30 @@
 
 #include "common/mathx.h"
 
+float logprob_row(const float *z, int V, int target, float inv_temp, float *lse, float *ent) {
+    float mx = -INFINITY;
+    for (int j = 0; j < V; j++)
+        if (z[j] * inv_temp > mx) mx = z[j] * inv_temp;
+    double sum = 0.0, t = 0.0;
+    for (int j = 0; j < V; j++) {
+        float zj = z[j] * inv_temp;
+        if (zj == -INFINITY) continue; /* masked: p = 0, and 0 * -inf is NaN */
+        double e = exp_neg(zj - mx);
+        sum += e;
+        t += e * ((double)zj - mx);
+    }
+    float l = mx + (float)log(sum);
+    if (lse) *lse = l;
+    if (ent) *ent = (float)(log(sum) - t / sum);
+    return target >= 0 ? z[target] * inv_temp - l : 0.0f;
+}
+
 void logprob_forward(float *lp, float *ent, float *lse, const float *logits,
                      const int *targets, int N, int V, float inv_temp) {
 #pragma omp parallel for if (N > 4)
-    for (int i = 0; i < N; i++) {
-        const float *z = logits + (size_t)i * V;
-        float mx = -INFINITY;
-        for (int j = 0; j < V; j++)
-            if (z[j] * inv_temp > mx) mx = z[j] * inv_temp;
-        double sum = 0.0, t = 0.0;
-        for (int j = 0; j < V; j++) {
-            float zj = z[j] * inv_temp;
-            if (zj == -INFINITY) continue; /* masked: p = 0, and 0 * -inf is NaN */
-            double e = exp_neg(zj - mx);
-            sum += e;
-            t += e * ((double)zj - mx);
-        }
-        float l = mx + (float)log(sum);
-        lse[i] = l;
-        if (ent) ent[i] = (float)(log(sum) - t / sum);
-        lp[i] = targets[i] >= 0 ? z[targets[i]] * inv_temp - l : 0.0f;
-    }
+    for (int i = 0; i < N; i++)
+        lp[i] = logprob_row(logits + (size_t)i * V, V, targets[i], inv_temp, &lse[i],
+                            ent ? &ent[i] : NULL);
 }
 
 void logprob_backward(float *dlogits, const float *dlp, const float *dent,
