@@ -92,6 +92,7 @@ int checkpoint_write(Run *r, int export_hf) {
         if (f) fclose(f);
     }
     if (rc == 0 && r->stream) rc = stream_save(r, tmp);
+    if (rc == 0) rc = pending_save(r, tmp);
     /* on disk before it is named: a crash of the machine, not only of the
      * process, leaves either the old checkpoint or the whole new one */
     if (rc == 0) rc = pl_fsync_tree(tmp);
@@ -195,5 +196,5 @@ int checkpoint_load_state(Run *r) {
     r->step = (long)step;
     r->kl.kl_coef = kl;
     r->adapter_version = (uint64_t)ver;
-    return 0;
+    return pending_load(r, r->resume_from); /* rollouts made ahead, if any */
 }

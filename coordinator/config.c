@@ -81,6 +81,9 @@ static const Key KEYS[] = {
     INT("algo.filter_max_rounds", filter_max_rounds, "10", "[1,)",
         "grpo, filter_groups: most rollout rounds per step (then the batch is completed with "
         "dropped groups)"),
+    INT("algo.max_staleness", max_staleness, "0", "[0,16]",
+        "grpo, ppo: step s trains on rollouts made by step max(0, s - K)'s policy, generated "
+        "beside the updates (0: synchronous)"),
     FLT("algo.entropy_coef", entropy_coef, "0", NULL, "weight of the entropy bonus"),
     FLT("algo.gamma", gamma, "1", "[0,1]", "ppo: GAE discount"),
     FLT("algo.lambda", lambda, "0.95", "[0,1]", "ppo: GAE lambda"),
@@ -174,6 +177,8 @@ static const Key KEYS[] = {
     INT("train.batch_size", batch_size, "16", "[1,)", "prompts, pairs or sequences per step"),
     INT("train.epochs", epochs, "1", "[1,)", "passes over one rollout batch"),
     INT("train.minibatches", minibatches, "1", "[1,)", "optimizer steps per pass over a batch"),
+    INT("train.replicas", train_replicas, "0", "[0,)",
+        "actor workers that train (0: every one); the others only generate"),
     INT("train.micro_batch", micro_batch, "0", "[0,)",
         "sequences per forward/backward (0: all at once)"),
 

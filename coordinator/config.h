@@ -54,6 +54,7 @@ typedef struct RunConfig {
     float overlong_penalty;      /* algo.overlong_penalty (1)                   */
     int filter_groups;           /* algo.filter_groups (false; DAPO)            */
     int filter_max_rounds;       /* algo.filter_max_rounds (10)                 */
+    int max_staleness;           /* algo.max_staleness (0: synchronous)         */
     float entropy_coef;          /* algo.entropy_coef (0)                       */
     float gamma, lambda;         /* algo.gamma (1), algo.lambda (0.95)          */
     float value_clip;            /* algo.value_clip (0.2)                       */
@@ -115,6 +116,7 @@ typedef struct RunConfig {
     /* batches */
     int batch_size;              /* train.batch_size: prompts, pairs or sequences (16) */
     int epochs;                  /* train.epochs over one rollout batch (1)     */
+    int train_replicas;          /* train.replicas (0: every actor worker)      */
     int minibatches;             /* train.minibatches per batch (1)             */
     int micro_batch;             /* train.micro_batch: sequences per forward (0: all) */
 

@@ -100,6 +100,17 @@ int runcfg_validate(RunConfig *c) {
             return pl_fail(PL_EINVAL, "algo.filter_groups draws its refills from the records "
                            "of data.train, which must be a file, not a Redis stream");
     }
+    if (c->max_staleness > 0) {
+        if (c->algo != ALGO_GRPO && c->algo != ALGO_PPO)
+            return pl_fail(PL_EINVAL, "algo.max_staleness is for grpo and ppo, not %s",
+                           algo_name_str(c->algo));
+        if (c->filter_groups)
+            return pl_fail(PL_EINVAL, "algo.max_staleness and algo.filter_groups do not go "
+                           "together (a refill round would wait for the policy it runs ahead of)");
+        if (!strncmp(c->train_path, "redis://", 8))
+            return pl_fail(PL_EINVAL, "algo.max_staleness needs data.train to be a file: the "
+                           "records of steps ahead must be known");
+    }
     if (c->dual_clip != 0 && !(c->dual_clip > 1))
         return pl_fail(PL_ERANGE, "algo.dual_clip (%g) must be 0 (off) or above 1",
                        (double)c->dual_clip);

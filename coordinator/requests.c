@@ -9,12 +9,17 @@
 #include "coordinator/run_impl.h"
 
 /* A train reply's metrics under prefix; one named rollout/... describes
- * the rollout (the actor's rollout/logprob_diff_max) and keeps its name. */
+ * the rollout (the actor's rollout/logprob_diff_max) and keeps its name,
+ * when the rollout was made by the policy the trainer started from. */
 static void put_train_metrics(Run *r, const char *prefix, const Plumb__TrainRep *t) {
     for (size_t i = 0; i < t->n_metrics; i++) {
         char name[160];
         const char *n = t->metrics[i]->name;
-        snprintf(name, sizeof name, "%s%s", strncmp(n, "rollout/", 8) ? prefix : "", n);
+        int rollout = !strncmp(n, "rollout/", 8);
+        /* a rollout made by an older policy (algo.max_staleness) is not
+         * the trainer's to describe */
+        if (rollout && r->rollout_stale) continue;
+        snprintf(name, sizeof name, "%s%s", rollout ? "" : prefix, n);
         stats_put(&r->stats, name, t->metrics[i]->value);
     }
 }
@@ -134,6 +139,9 @@ int req_train_add(Run *r, WireArena *a, RoleKind k, Plumb__Envelope *e, PoolCall
     if (n == 0) {
         n = r->n_trainers[k] = pool_workers_with(r->pool, k, idx, POOL_MAX_WORKERS);
         if (n == 0) return pl_fail(PL_EPEER, "no live worker hosts the %s role", role_kind_name(k));
+        /* train.replicas: the first ones train, the others only generate */
+        if (k == ROLE_ACTOR && r->cfg->train_replicas > 0 && n > r->cfg->train_replicas)
+            n = r->n_trainers[k] = r->cfg->train_replicas;
     }
     if (n > cap) return pl_fail(PL_EINVAL, "%d %s replicas: at most %d", n, role_kind_name(k), cap);
     if (n == 1 && !pool_worker(r->pool, idx[0])->alive) {

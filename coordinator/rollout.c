@@ -80,74 +80,100 @@ int rollout_sync_adapters(Run *r) {
  * the actor replicas that hold the trainer's adapter version (a replica
  * that joined a full fine-tuning run late holds older weights and is left
  * out); greedy when temp = 0. */
-int rollout_generate(Run *r, const Records *recs, const long *which, int n, int G, float temp,
-                     int max_new, uint64_t seed, Rollout *out) {
-    memset(out, 0, sizeof *out);
-    int idx[POOL_MAX_WORKERS];
-    int nw = 0, all = pool_workers_with(r->pool, ROLE_ACTOR, idx, POOL_MAX_WORKERS);
-    for (int i = 0; i < all; i++)
-        if (pool_worker(r->pool, idx[i])->adapter_version == r->adapter_version) idx[nw++] = idx[i];
+void gen_calls_free(GenCalls *g) {
+    pool_calls_free(g->calls, g->nw);
+    for (int w = 0; w < g->nw; w++)
+        packed_free(&g->prompts[w]);
+    wire_arena_free(&g->a);
+    memset(g, 0, sizeof *g);
+}
+
+/* Whether worker wi trains role k. */
+static int is_trainer(const Run *r, RoleKind k, int wi) {
+    for (int i = 0; i < r->n_trainers[k]; i++)
+        if (r->trainers[k][i] == wi) return 1;
+    return 0;
+}
+
+int rollout_prepare(Run *r, const Records *recs, const long *which, int n, int G, float temp,
+                    int max_new, uint64_t seed, int avoid_trainers, GenCalls *g) {
+    memset(g, 0, sizeof *g);
+    int idx[POOL_MAX_WORKERS], nw = 0, nrest = 0, rest[POOL_MAX_WORKERS];
+    int all = pool_workers_with(r->pool, ROLE_ACTOR, idx, POOL_MAX_WORKERS);
+    for (int i = 0; i < all; i++) {
+        if (pool_worker(r->pool, idx[i])->adapter_version != r->adapter_version) continue;
+        if (avoid_trainers && is_trainer(r, ROLE_ACTOR, idx[i])) rest[nrest++] = idx[i];
+        else idx[nw++] = idx[i];
+    }
+    if (nw == 0) /* no replica but the trainers: they generate too */
+        for (int i = 0; i < nrest; i++) idx[nw++] = rest[i];
     if (nw == 0)
         return pl_fail(PL_EPEER, "no live actor worker holds adapter version %llu",
                        (unsigned long long)r->adapter_version);
     if (nw > n) nw = n;
-    WireArena *a = wire_arena_new();
-    PL_CHECK_ALLOC(a);
-    Packed prompts[POOL_MAX_WORKERS];
-    PoolCall calls[POOL_MAX_WORKERS];
-    memset(prompts, 0, sizeof prompts);
-    memset(calls, 0, sizeof calls);
+    g->a = wire_arena_new();
+    PL_CHECK_ALLOC(g->a);
+    g->nw = nw, g->n = n, g->G = G, g->max_new = max_new, g->version = r->adapter_version;
     int rc = 0, start = 0;
     for (int w = 0; w < nw && rc == 0; w++) {
         int cnt = n / nw + (w < n % nw);
         for (int i = start; i < start + cnt && rc == 0; i++) {
             const DsRecord *d = &recs->r[which[i]];
-            rc = packed_add(&prompts[w], d->prompt, d->n_prompt, NULL, 0);
+            rc = packed_add(&g->prompts[w], d->prompt, d->n_prompt, NULL, 0);
         }
-        Plumb__Envelope *e = req_env(a, ROLE_ACTOR);
-        Plumb__GenerateReq *g = wire_alloc(a, sizeof *g);
-        plumb__generate_req__init(g);
-        g->prompts = wire_seqs(a, prompts[w].tokens, prompts[w].offsets, NULL, prompts[w].B);
-        g->n = G;
-        g->temperature = temp;
-        g->top_k = temp > 0 ? r->cfg->top_k : 0;
-        g->top_p = temp > 0 ? r->cfg->top_p : 1.0f;
-        g->seed = seed;
-        g->max_new_tokens = max_new;
-        g->first_index = (int64_t)start * G;
+        Plumb__Envelope *e = req_env(g->a, ROLE_ACTOR);
+        Plumb__GenerateReq *q = wire_alloc(g->a, sizeof *q);
+        plumb__generate_req__init(q);
+        q->prompts = wire_seqs(g->a, g->prompts[w].tokens, g->prompts[w].offsets, NULL,
+                               g->prompts[w].B);
+        q->n = G;
+        q->temperature = temp;
+        q->top_k = temp > 0 ? r->cfg->top_k : 0;
+        q->top_p = temp > 0 ? r->cfg->top_p : 1.0f;
+        q->seed = seed;
+        q->max_new_tokens = max_new;
+        q->first_index = (int64_t)start * G;
         e->body_case = PLUMB__ENVELOPE__BODY_GENERATE;
-        e->generate = g;
-        calls[w].worker = idx[w];
-        calls[w].req = e;
+        e->generate = q;
+        g->calls[w].worker = idx[w];
+        g->calls[w].req = e;
         start += cnt;
     }
-    if (rc == 0) rc = req_call(r, calls, nw);
-    for (int w = 0; w < nw && rc == 0; w++) {
-        rc = req_expect(r, &calls[w], PLUMB__ENVELOPE__BODY_GENERATED, "generate");
+    if (rc < 0) gen_calls_free(g);
+    return rc;
+}
+
+int rollout_collect(Run *r, GenCalls *g, Rollout *out) {
+    memset(out, 0, sizeof *out);
+    const int G = g->G, max_new = g->max_new;
+    int rc = 0;
+    for (int w = 0; w < g->nw && rc == 0; w++) {
+        PoolCall *c = &g->calls[w];
+        rc = req_expect(r, c, PLUMB__ENVELOPE__BODY_GENERATED, "generate");
         if (rc < 0) break;
-        const Plumb__GenerateRep *g = calls[w].rep->generated;
-        if (g->adapter_version != r->adapter_version) {
+        const Plumb__GenerateRep *rep = c->rep->generated;
+        if (rep->adapter_version != g->version) {
             rc = pl_fail(PL_EPROTO,
                          "stale rollout: actor worker %d generated with adapter version %llu, "
-                         "the trainer is at %llu",
-                         idx[w], (unsigned long long)g->adapter_version,
-                         (unsigned long long)r->adapter_version);
+                         "asked for %llu",
+                         c->worker, (unsigned long long)rep->adapter_version,
+                         (unsigned long long)g->version);
             break;
         }
         WireSeqs s;
-        rc = wire_get_seqs(g->seqs, &r->lim, "generate.seqs", &s);
+        rc = wire_get_seqs(rep->seqs, &r->lim, "generate.seqs", &s);
         if (rc < 0) {
-            rc = req_bad_reply(r, &calls[w], rc);
+            rc = req_bad_reply(r, c, rc);
             break;
         }
-        if (s.B != prompts[w].B * G) {
+        if (s.B != g->prompts[w].B * G) {
             rc = pl_fail(PL_EPROTO, "actor worker %d returned %d sequences for %d prompts x %d",
-                         idx[w], s.B, prompts[w].B, G);
+                         c->worker, s.B, g->prompts[w].B, G);
             wire_seqs_free(&s);
             break;
         }
         float *lp = NULL;
-        rc = req_f32(r, &calls[w], g->logprobs, s.N, "generate.logprobs", &lp);
+        rc = req_f32(r, c, rep->logprobs, s.N, "generate.logprobs", &lp);
         long base = out->seqs.N;
         for (int b = 0; rc == 0 && b < s.B; b++) {
             int o = s.offsets[b], len = s.offsets[b + 1] - o, np = 0;
@@ -155,11 +181,11 @@ int rollout_generate(Run *r, const Records *recs, const long *which, int n, int 
                 np++;
             /* a sample must continue the prompt it was asked for, by at most
              * max_new tokens: anything else is a bad reply, not a rollout */
-            const Packed *q = &prompts[w];
+            const Packed *q = &g->prompts[w];
             int pb = b / G, qo = q->offsets[pb], qn = q->offsets[pb + 1] - qo;
             if (np != qn || memcmp(s.tokens + o, q->tokens + qo, sizeof(int) * (size_t)qn) ||
                 len - np > max_new) {
-                rc = req_bad_reply(r, &calls[w],
+                rc = req_bad_reply(r, c,
                                    pl_fail(PL_EPROTO, "generate.seqs: sequence %d does not "
                                                       "continue prompt %d as it was sent (%d "
                                                       "prompt tokens of %d, %d new of at most %d)",
@@ -180,13 +206,23 @@ int rollout_generate(Run *r, const Records *recs, const long *which, int n, int 
         free(lp);
         wire_seqs_free(&s);
     }
-    pool_calls_free(calls, nw);
-    for (int w = 0; w < nw; w++)
-        packed_free(&prompts[w]);
-    wire_arena_free(&a);
-    out->n_prompts = n;
+    out->n_prompts = g->n;
+    gen_calls_free(g);
     if (rc < 0) rollout_free(out);
     return rc;
+}
+
+int rollout_generate(Run *r, const Records *recs, const long *which, int n, int G, float temp,
+                     int max_new, uint64_t seed, Rollout *out) {
+    GenCalls g;
+    memset(out, 0, sizeof *out);
+    PL_TRY(rollout_prepare(r, recs, which, n, G, temp, max_new, seed, 0, &g));
+    int rc = req_call(r, g.calls, g.nw);
+    if (rc < 0) {
+        gen_calls_free(&g);
+        return rc;
+    }
+    return rollout_collect(r, &g, out);
 }
 
 char *rollout_response_text(Run *r, const Packed *p, int b) {

@@ -62,6 +62,7 @@ static int load_data(Run *r) {
 static void run_free(Run *r) {
     refcache_free(&r->ref);
     refcache_free(&r->eval_ref);
+    pending_free_all(r);
     stream_free(r);
     records_free(&r->train);
     records_free(&r->eval);

@@ -5,6 +5,7 @@
  *   stats.c       the step's metrics
  *   requests.c    envelopes (req_), calls and their timing, replies, train fan-out
  *   rollout.c     generation across the actor replicas, adapter sync
+ *   pending.c     rollouts made ahead for later steps (algo.max_staleness)
  *   step_sft.c, step_pref.c, step_rl.c   one step of each algorithm
  *   eval.c        held-out generation and preference evals
  *   checkpoint.c  checkpoints and resume
@@ -95,6 +96,27 @@ double stats_get(const StepStats *s, const char *name);
 void stats_clear(StepStats *s);
 void stats_free(StepStats *s);
 
+/* ---------------------------------------------------------- pending.c */
+
+/* Generated sequences and their sampling log-probs (rollout.c). */
+typedef struct {
+    Packed seqs;             /* B*G sequences, prompt-major                   */
+    float *lp;               /* (N) rollout log-probs                         */
+    int n_prompts;
+} Rollout;
+
+
+/* A rollout made ahead for a later step (algo.max_staleness). */
+typedef struct {
+    Rollout ro;
+    long *which;             /* (n) its records, G samples each               */
+    int n;
+    long step;               /* the step that trains on it                    */
+    long made_at;            /* the step whose policy made it                 */
+} Pending;
+
+#define PENDING_MAX 16       /* algo.max_staleness at most                    */
+
 /* ------------------------------------------------------------ the run */
 
 /* Reference log-probs of each record's chosen and rejected sequences,
@@ -151,7 +173,21 @@ typedef struct Run {
     int stopped;             /* CoordHooks.tick stopped the run               */
     double started_wall;     /* status.json's "started"                       */
     char role_fp[ROLE_NKINDS][33]; /* of each role's own model ("": none)     */
+    Pending pending[PENDING_MAX]; /* rollouts made ahead, by step (pending.c) */
+    int n_pending;
+    int rollout_stale;       /* this step's rollout is not the trainer's policy's */
 } Run;
+
+/* Appends ro (moved: *ro is emptied) for step, made by step made_at's policy;
+ * steps must rise. */
+int pending_push(Run *r, Rollout *ro, const long *which, int n, long step, long made_at);
+/* Takes the first one, which must be step's, into out (pending_release it). */
+int pending_pop(Run *r, long step, Pending *out);
+void pending_release(Pending *p);
+void pending_free_all(Run *r);
+/* DIR/rollouts.json from the queue (nothing when it is empty); and back. */
+int pending_save(const Run *r, const char *dir);
+int pending_load(Run *r, const char *dir);
 
 /* ------------------------------------------------------------ status.c */
 
@@ -213,12 +249,6 @@ int req_pair(Run *r, const Records *recs, const long *which, int n, RoleKind k, 
 
 /* ----------------------------------------------------------- rollout.c */
 
-typedef struct {
-    Packed seqs;             /* B*G sequences, prompt-major                   */
-    float *lp;               /* (N) rollout log-probs                         */
-    int n_prompts;
-} Rollout;
-
 void rollout_free(Rollout *ro);
 /* Makes every actor replica hold the trainer's adapter. */
 int rollout_sync_adapters(Run *r);
@@ -226,6 +256,24 @@ int rollout_sync_adapters(Run *r);
  * the trainer's adapter version; greedy when temp = 0. */
 int rollout_generate(Run *r, const Records *recs, const long *which, int n, int G, float temp,
              int max_new, uint64_t seed, Rollout *out);
+
+/* rollout_generate in two halves, for a caller that sends the generate
+ * requests with others (algo.max_staleness: beside the update). */
+typedef struct {
+    PoolCall calls[POOL_MAX_WORKERS];
+    Packed prompts[POOL_MAX_WORKERS];
+    int nw, n, G, max_new;
+    uint64_t version;        /* the adapter version asked for                 */
+    WireArena *a;
+} GenCalls;
+
+/* The generate requests into g, for the replicas at the trainer's version;
+ * with avoid_trainers, those that do not train when there are any. */
+int rollout_prepare(Run *r, const Records *recs, const long *which, int n, int G, float temp,
+                    int max_new, uint64_t seed, int avoid_trainers, GenCalls *g);
+/* The rollout from g's replies (g's calls were run); frees g. */
+int rollout_collect(Run *r, GenCalls *g, Rollout *out);
+void gen_calls_free(GenCalls *g);
 /* Appends src's sequences first .. first + n - 1, with their log-probs, to
  * dst (n_prompts is the caller's). */
 int rollout_append(Rollout *dst, const Rollout *src, int first, int n);

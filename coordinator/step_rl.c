@@ -170,6 +170,62 @@ static int rl_filtered(Run *r, const long *which, int n, RlBatch *b, float **pen
     return rc;
 }
 
+/* ------------------------------------------------- algo.max_staleness */
+
+/* The records of step t (run.c's order). */
+static void step_records(Run *r, long t, long *which, int n) {
+    for (int i = 0; i < n; i++) which[i] = order_at(&r->order, t * (long)r->cfg->batch_size + i);
+}
+
+/* Step t's rollout from the current policy into the queue (made_at: now). */
+static int rl_ahead_make(Run *r, long t, int n, int G) {
+    const RunConfig *c = r->cfg;
+    long *w = malloc(sizeof(long) * (size_t)n);
+    PL_CHECK_ALLOC(w);
+    step_records(r, t, w, n);
+    Rollout ro;
+    int rc = rollout_generate(r, &r->train, w, n, G, c->temperature, c->max_new_tokens,
+                              rng_mix3(c->seed, TAG_GEN, (uint64_t)t), &ro);
+    if (rc == 0) rc = pending_push(r, &ro, w, n, t, r->step);
+    rollout_free(&ro);
+    free(w);
+    return rc;
+}
+
+/* Asynchronous RL with staleness K: step s trains on the rollout that the
+ * policy of step max(0, s - K) made, which was generated beside step
+ * s - K's update (rl_update) or, for the first K steps, at the start; it
+ * comes from the queue into b. A queue without step s (the first step, or
+ * a checkpoint written without algo.max_staleness) is filled from the
+ * policy at hand. */
+static int rl_ahead_take(Run *r, const long *which, int n, RlBatch *b) {
+    const RunConfig *c = r->cfg;
+    const long s = r->step;
+    if (r->n_pending == 0 || r->pending[0].step != s) {
+        if (s > 0 && !r->hooks->quiet)
+            fprintf(stderr, "plumb coordinator: step %ld: no rollouts made ahead; making steps "
+                            "%ld..%ld with the policy at hand\n", s + 1, s + 1,
+                    s + c->max_staleness);
+        pending_free_all(r);
+        for (long t = s; t < s + c->max_staleness && t < c->steps; t++)
+            PL_TRY(rl_ahead_make(r, t, n, b->G));
+    }
+    Pending p;
+    PL_TRY(pending_pop(r, s, &p));
+    int rc = p.n == n && !memcmp(p.which, which, sizeof(long) * (size_t)n)
+                 ? 0
+                 : pl_fail(PL_EINVAL, "the rollout made ahead for step %ld has other records than "
+                                      "the step", s + 1);
+    if (rc == 0) {
+        b->ro = p.ro;
+        memset(&p.ro, 0, sizeof p.ro);
+        r->rollout_stale = p.made_at != s;
+        stats_put(&r->stats, "rollout/staleness", (double)(s - p.made_at));
+    }
+    pending_release(&p);
+    return rc;
+}
+
 /* Rollouts of records which[0..n) (filtered, with algo.filter_groups), then
  * score, reference and values in parallel. */
 static int rl_collect(Run *r, const long *which, int n, RlBatch *b) {
@@ -177,7 +233,9 @@ static int rl_collect(Run *r, const long *which, int n, RlBatch *b) {
     PL_TRY(rollout_sync_adapters(r));
     float *pen = NULL;
     int rc = 0;
-    if (c->filter_groups)
+    if (c->max_staleness > 0)
+        rc = rl_ahead_take(r, which, n, b);
+    else if (c->filter_groups)
         rc = rl_filtered(r, which, n, b, &pen);
     else
         rc = rollout_generate(r, &r->train, which, n, b->G, c->temperature, c->max_new_tokens,
@@ -273,7 +331,7 @@ static int rl_update(Run *r, RlBatch *b) {
     const Packed *p = &b->ro.seqs;
     WireArena *a = wire_arena_new();
     PL_CHECK_ALLOC(a);
-    PoolCall up[2 * POOL_MAX_WORKERS];
+    PoolCall up[3 * POOL_MAX_WORKERS];
     memset(up, 0, sizeof up);
     int nu = 0, na = 0;
     Plumb__Envelope *e = req_train(a, ROLE_ACTOR, r, rng_mix3(c->seed, TAG_TRAIN, r->step));
@@ -296,7 +354,25 @@ static int rl_update(Run *r, RlBatch *b) {
         e->train->ppo = pb;
     else
         e->train->grpo = pb;
-    int rc = na = req_train_add(r, a, ROLE_ACTOR, e, up, POOL_MAX_WORKERS);
+    /* algo.max_staleness: step s + K's rollout, made by this policy beside
+     * its update; the requests go first, so a replica that also trains
+     * generates before it updates */
+    GenCalls g = {0};
+    long ahead = r->step + c->max_staleness;
+    int ng = 0, rc = 0;
+    long *w = NULL;
+    if (c->max_staleness > 0 && ahead < c->steps) {
+        w = malloc(sizeof(long) * (size_t)b->ro.n_prompts);
+        if (!w) rc = pl_fail(PL_ENOMEM, "the records of step %ld", ahead + 1);
+        if (rc == 0) step_records(r, ahead, w, b->ro.n_prompts);
+        if (rc == 0)
+            rc = rollout_prepare(r, &r->train, w, b->ro.n_prompts, b->G, c->temperature,
+                                 c->max_new_tokens, rng_mix3(c->seed, TAG_GEN, (uint64_t)ahead), 1,
+                                 &g);
+        if (rc == 0) memcpy(up, g.calls, sizeof(PoolCall) * (size_t)g.nw), ng = g.nw;
+    }
+    PoolCall *tr = up + ng; /* the train calls */
+    if (rc == 0) rc = na = req_train_add(r, a, ROLE_ACTOR, e, tr, POOL_MAX_WORKERS);
     if (rc > 0) nu = na, rc = 0;
     if (rc == 0 && b->ppo) {
         Plumb__Envelope *v =
@@ -311,13 +387,23 @@ static int rl_update(Run *r, RlBatch *b) {
         vb->max_new_tokens = c->max_new_tokens;
         v->train->body_case = PLUMB__TRAIN_REQ__BODY_VALUE;
         v->train->value = vb;
-        rc = req_train_add(r, a, ROLE_CRITIC, v, up + na, POOL_MAX_WORKERS);
+        rc = req_train_add(r, a, ROLE_CRITIC, v, tr + na, POOL_MAX_WORKERS);
         if (rc > 0) nu += rc, rc = 0;
     }
-    if (rc == 0) rc = req_train_run(r, up, nu);
-    if (rc == 0) rc = req_train_done(r, ROLE_ACTOR, up, na, "train/");
-    if (rc == 0 && nu > na) rc = req_train_done(r, ROLE_CRITIC, up + na, nu - na, "critic/");
-    pool_calls_free(up, nu);
+    if (rc == 0) rc = req_train_run(r, up, ng + nu);
+    if (ng) {
+        /* the replies are g's to read and free */
+        memcpy(g.calls, up, sizeof(PoolCall) * (size_t)ng);
+        Rollout ro = {0};
+        if (rc == 0) rc = rollout_collect(r, &g, &ro);
+        else gen_calls_free(&g);
+        if (rc == 0) rc = pending_push(r, &ro, w, b->ro.n_prompts, ahead, r->step);
+        rollout_free(&ro);
+    }
+    free(w);
+    if (rc == 0) rc = req_train_done(r, ROLE_ACTOR, tr, na, "train/");
+    if (rc == 0 && nu > na) rc = req_train_done(r, ROLE_CRITIC, tr + na, nu - na, "critic/");
+    pool_calls_free(tr, nu);
     wire_arena_free(&a);
     return rc;
 }

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "runutil.h"
 
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,4 +77,44 @@ int ru_setup(void **state) {
              "--seed 3 > /dev/null", tu_plumb_bin(), ru_data);
     signal(SIGPIPE, SIG_IGN);
     return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Run A does 4 steps with a checkpoint every 2; run B starts from a copy of
+ * A's step-2 checkpoint with the same config and must log steps 3 and 4
+ * exactly as A did. With whole_run, B also gets a copy of A's complete
+ * metrics.jsonl and is resumed from its run folder (its newest
+ * checkpoint): the lines after step 2 are dropped and written again, so B
+ * ends with steps 0..4; otherwise B logs only steps 3 and 4. */
+void ru_resume_same(const char *label, const char *algo, const char *extra, int whole_run) {
+    char body[8192], cfg[2048], name[64], *out;
+    ru_algo_body(body, sizeof body, algo);
+    strncat(body, extra, sizeof body - strlen(body) - 1);
+    snprintf(name, sizeof name, "resume-%s", label);
+    ru_config(cfg, sizeof cfg, name, body);
+    const char *a = strdup(tu_path("%s/%s-a", ru_dir, label));
+    const char *b = strdup(tu_path("%s/%s-b", ru_dir, label));
+    int rc = tu_plumb(&out, "train %s --quiet run.steps=4 checkpoint.every=2 checkpoint.keep=0 run.dir=%s",
+                   cfg, a);
+    if (rc != 0) fail_msg("%s run A: exit %d\n%s", algo, rc, out);
+    free(out);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s/checkpoints && "
+             "cp -r %s/checkpoints/step-000002 %s/checkpoints/", b, b, a, b);
+    if (whole_run) {
+        size_t at = strlen(cmd);
+        snprintf(cmd + at, sizeof cmd - at, " && cp %s/metrics.jsonl %s/", a, b);
+    }
+    assert_int_equal(system(cmd), 0);
+    rc = tu_plumb(&out, "train %s --quiet run.steps=4 checkpoint.every=2 checkpoint.keep=0 run.dir=%s "
+                     "--resume %s%s", cfg, b, b, whole_run ? "" : "/checkpoints/step-000002");
+    if (rc != 0) fail_msg("%s run B (resumed): exit %d\n%s", algo, rc, out);
+    free(out);
+    json_t *ma = tu_metrics_load(a), *mb = tu_metrics_load(b);
+    tu_assert_steps(ma, 0, 4, "run A");
+    tu_assert_steps(mb, whole_run ? 0 : 3, 4, "resumed run B");
+    for (long s = whole_run ? 0 : 3; s <= 4; s++) tu_assert_same_step(ma, mb, s, algo);
+    json_decref(ma);
+    json_decref(mb);
+    free((void *)a);
+    free((void *)b);
 }

@@ -1,5 +1,5 @@
-/* runutil.h: what the whole-run tests (test_run, test_recovery,
- * test_hostile) share: a scratch folder, the arithmetic task made once,
+/* runutil.h: what the whole-run tests (test_run, test_run_rl,
+ * test_recovery, test_hostile) share: a scratch folder, the arithmetic task made once,
  * and tiny run configs on it. */
 #ifndef PLUMB_TESTS_RUNUTIL_H
 #define PLUMB_TESTS_RUNUTIL_H
@@ -16,6 +16,11 @@ void ru_config(char *out, size_t cap, const char *name, const char *body);
 /* The body of each algorithm's config (data paths into the task): sft, rm,
  * dpo, orpo, simpo, kto, grpo, reinforce_pp, ppo. */
 void ru_algo_body(char *out, size_t cap, const char *algo);
+/* Run A (RU_DIR/LABEL-a) does 4 steps of algo's config plus extra with a
+ * checkpoint every 2; run B (LABEL-b) resumes from a copy of A's step-2
+ * checkpoint (whole_run: from a copy of A's folder, its metrics included)
+ * and must log steps 3 and 4 exactly as A did. */
+void ru_resume_same(const char *label, const char *algo, const char *extra, int whole_run);
 /* cmocka group setup: the task (200 training and 40 eval examples) in
  * RU_DIR/arith. */
 int ru_setup(void **state);

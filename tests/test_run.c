@@ -357,87 +357,23 @@ static void test_dp_too_small(void **state) {
 
 /* -------------------------------------------------------------- resume */
 
-/* Run A does 4 steps with a checkpoint every 2; run B starts from a copy of
- * A's step-2 checkpoint with the same config and must log steps 3 and 4
- * exactly as A did. With whole_run, B also gets a copy of A's complete
- * metrics.jsonl and is resumed from its run folder (its newest
- * checkpoint): the lines after step 2 are dropped and written again, so B
- * ends with steps 0..4; otherwise B logs only steps 3 and 4. */
-static void resume_same(const char *label, const char *algo, const char *extra, int whole_run) {
-    char body[8192], cfg[2048], name[64], *out;
-    ru_algo_body(body, sizeof body, algo);
-    strncat(body, extra, sizeof body - strlen(body) - 1);
-    snprintf(name, sizeof name, "resume-%s", label);
-    ru_config(cfg, sizeof cfg, name, body);
-    const char *a = strdup(tu_path("%s/%s-a", ru_dir, label));
-    const char *b = strdup(tu_path("%s/%s-b", ru_dir, label));
-    int rc = tu_plumb(&out, "train %s --quiet run.steps=4 checkpoint.every=2 checkpoint.keep=0 run.dir=%s",
-                   cfg, a);
-    if (rc != 0) fail_msg("%s run A: exit %d\n%s", algo, rc, out);
-    free(out);
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s/checkpoints && "
-             "cp -r %s/checkpoints/step-000002 %s/checkpoints/", b, b, a, b);
-    if (whole_run) {
-        size_t at = strlen(cmd);
-        snprintf(cmd + at, sizeof cmd - at, " && cp %s/metrics.jsonl %s/", a, b);
-    }
-    assert_int_equal(system(cmd), 0);
-    rc = tu_plumb(&out, "train %s --quiet run.steps=4 checkpoint.every=2 checkpoint.keep=0 run.dir=%s "
-                     "--resume %s%s", cfg, b, b, whole_run ? "" : "/checkpoints/step-000002");
-    if (rc != 0) fail_msg("%s run B (resumed): exit %d\n%s", algo, rc, out);
-    free(out);
-    json_t *ma = tu_metrics_load(a), *mb = tu_metrics_load(b);
-    tu_assert_steps(ma, 0, 4, "run A");
-    tu_assert_steps(mb, whole_run ? 0 : 3, 4, "resumed run B");
-    for (long s = whole_run ? 0 : 3; s <= 4; s++) tu_assert_same_step(ma, mb, s, algo);
-    json_decref(ma);
-    json_decref(mb);
-    free((void *)a);
-    free((void *)b);
-}
-
 /* GRPO (generation, reference, the actor's adapter and optimizer). */
 static void test_resume_grpo(void **state) {
     (void)state;
-    resume_same("grpo", "grpo", "", 0);
-}
-
-/* GRPO with DAPO's dynamic sampling and overlong penalty and GSPO's
- * sequence ratio: the refill rounds are drawn again, the same, on resume.
- * The random model never stops (every response is penalised the same), and
- * a regex on its characters scores it: some groups agree, some not. */
-static void test_resume_dapo(void **state) {
-    (void)state;
-    resume_same("dapo", "grpo",
-                "algo.filter_groups: true\nalgo.filter_max_rounds: 3\nalgo.overlong_buffer: 3\n"
-                "algo.ratio_level: sequence\nreward.type: regex\nreward.arg: \"[0-4]\"\n", 0);
-    json_t *m = tu_metrics_load(tu_path("%s/dapo-a", ru_dir));
-    double rounds = 0, uniform = 0, frac = 0, over = 0;
-    for (long s = 1; s <= 4; s++) {
-        json_t *l = tu_metrics_step(m, s);
-        rounds += json_number_value(json_object_get(l, "rollout/filter_rounds"));
-        uniform += json_number_value(json_object_get(l, "rollout/groups_uniform"));
-        frac += json_number_value(json_object_get(l, "rollout/groups_informative_frac"));
-        over += json_number_value(json_object_get(l, "rollout/overlong_frac"));
-    }
-    if (!(rounds >= 4 && uniform > 0 && frac > 0 && over > 0))
-        fail_msg("dapo: rounds %g, uniform groups %g, informative %g, overlong %g over 4 steps",
-                 rounds, uniform, frac, over);
-    json_decref(m);
+    ru_resume_same("grpo", "grpo", "", 0);
 }
 
 /* SFT with full fine-tuning (the base weights themselves are the state),
  * resumed from the run folder, its metrics file cut back to the checkpoint. */
 static void test_resume_sft(void **state) {
     (void)state;
-    resume_same("sft", "sft", "actor.full_finetune: true\n", 1);
+    ru_resume_same("sft", "sft", "actor.full_finetune: true\n", 1);
 }
 
 /* A fully fine-tuned reward model (its weights are the state). */
 static void test_resume_rm_full(void **state) {
     (void)state;
-    resume_same("rm", "rm", "reward.full_finetune: true\n", 0);
+    ru_resume_same("rm", "rm", "reward.full_finetune: true\n", 0);
 }
 
 /* ------------------------------------------------ a trained reward model */
@@ -453,79 +389,6 @@ static void run_two_steps(const char *name, const char *body, const char *key) {
     json_t *m = tu_metrics_load(tu_path("%s/%s", ru_dir, name));
     assert_finite(tu_metrics_step(m, 2), key, name);
     json_decref(m);
-}
-
-/* Rewards from outside: the same GRPO run scored by the rule regex [0-4],
- * by a web service (tests/data/reward/scorer.py http, in batches of 3, two
- * at once) and by a program (scorer.py exec, in batches of 5) that score
- * alike: every number the same. A service that is not there stops the run
- * with an error naming its URL. The README's example server (the file
- * examples/reward_server.py, shown there verbatim) scores a run too. */
-static void test_reward_outside(void **state) {
-    (void)state;
-    char body[8192], cfg[2048], *out;
-    ru_algo_body(body, sizeof body, "grpo");
-    strncat(body, "reward.type: regex\nreward.arg: \"[0-4]\"\n", sizeof body - strlen(body) - 1);
-    ru_config(cfg, sizeof cfg, "outside", body);
-    int rc = tu_plumb(&out, "train %s --quiet run.dir=%s/outside-rule", cfg, ru_dir);
-    if (rc != 0) fail_msg("rule: exit %d\n%s", rc, out);
-    free(out);
-
-    const char *scorer = tu_path("%s/reward/scorer.py", tu_data_dir());
-    char py[1024];
-    snprintf(py, sizeof py, "%s", scorer);
-    int port = tu_free_port();
-    pid_t srv = tu_spawn_sh(tu_path("%s/outside-server.log", ru_dir), "python3 %s http %d", py, port);
-    if (!tu_wait_port(port, 10)) fail_msg("scorer.py http did not listen on %d", port);
-    rc = tu_plumb(&out, "train %s --quiet run.dir=%s/outside-http reward.type=http "
-                        "reward.url=http://127.0.0.1:%d/score reward.batch_size=3 "
-                        "reward.concurrency=2", cfg, ru_dir, port);
-    tu_stop(srv);
-    if (rc != 0) fail_msg("http: exit %d\n%s", rc, out);
-    free(out);
-    rc = tu_plumb(&out, "train %s --quiet run.dir=%s/outside-exec reward.type=exec "
-                        "'reward.command=python3 %s exec ok' reward.batch_size=5", cfg, ru_dir, py);
-    if (rc != 0) fail_msg("exec: exit %d\n%s", rc, out);
-    free(out);
-    json_t *a = tu_metrics_load(tu_path("%s/outside-rule", ru_dir));
-    json_t *h = tu_metrics_load(tu_path("%s/outside-http", ru_dir));
-    json_t *e = tu_metrics_load(tu_path("%s/outside-exec", ru_dir));
-    tu_assert_steps(h, 0, 3, "http");
-    tu_assert_steps(e, 0, 3, "exec");
-    double rewarded = 0;
-    for (long st = 0; st <= 3; st++) {
-        tu_assert_same_step(a, h, st, "rule vs http");
-        tu_assert_same_step(a, e, st, "rule vs exec");
-        if (st) rewarded += json_number_value(json_object_get(tu_metrics_step(a, st), "rollout/reward_mean"));
-    }
-    if (!(rewarded > 0)) fail_msg("the rule never rewarded a response: the comparison shows nothing");
-    json_decref(a), json_decref(h), json_decref(e);
-
-    /* nothing listens: the run stops, naming the URL */
-    int none = tu_free_port();
-    rc = tu_plumb(&out, "train %s --quiet run.dir=%s/outside-none reward.type=http "
-                        "reward.url=http://127.0.0.1:%d/score reward.retries=1 reward.backoff_ms=10",
-                  cfg, ru_dir, none);
-    char want[128];
-    snprintf(want, sizeof want, "reward http://127.0.0.1:%d/score: batch 1 of", none);
-    if (rc == 0 || !strstr(out, want) || !strstr(out, "after 2 attempts"))
-        fail_msg("no server: exit %d, and the output lacks \"%s\":\n%s", rc, want, out);
-    free(out);
-
-    /* the README's example */
-    char *readme = tu_read_file("README.md", NULL), *ex = tu_read_file("examples/reward_server.py", NULL);
-    assert_non_null(readme);
-    assert_non_null(ex);
-    if (!strstr(readme, ex)) fail_msg("README.md does not show examples/reward_server.py as it is");
-    free(readme), free(ex);
-    port = tu_free_port();
-    srv = tu_spawn_sh(tu_path("%s/outside-example.log", ru_dir), "python3 examples/reward_server.py %d", port);
-    if (!tu_wait_port(port, 10)) fail_msg("examples/reward_server.py did not listen on %d", port);
-    rc = tu_plumb(&out, "train %s --quiet run.dir=%s/outside-example reward.type=http "
-                        "reward.url=http://127.0.0.1:%d run.steps=1", cfg, ru_dir, port);
-    tu_stop(srv);
-    if (rc != 0) fail_msg("the README's server: exit %d\n%s", rc, out);
-    free(out);
 }
 
 /* An rm run's checkpoint scores GRPO's rollouts (reward.type model): with
@@ -744,11 +607,9 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_dp_ppo),
         cmocka_unit_test(test_dp_too_small),
         cmocka_unit_test(test_resume_grpo),
-        cmocka_unit_test(test_resume_dapo),
         cmocka_unit_test(test_resume_sft),
         cmocka_unit_test(test_resume_rm_full),
         cmocka_unit_test(test_reward_model),
-        cmocka_unit_test(test_reward_outside),
         cmocka_unit_test(test_metrics_redis),
         cmocka_unit_test(test_curve),
     };

@@ -9,9 +9,10 @@
 #include <string.h>
 
 /* Every output out[n][o] = w_o . x_n is summed in one order, whatever N,
- * the row's place in the batch, the thread and the instruction set: one
- * fused multiply-add per i, i = 0, 1, ..., IC - 1, into a sum that starts
- * at 0 (fmaf rounds as the FMA instruction does). So a row's result does
+ * the row's place in the batch and the thread: one multiply-add per i,
+ * i = 0, 1, ..., IC - 1, into a sum that starts at 0 (fused where the CPU
+ * has FMA: fmaf rounds as the instruction does, so the plain-C path gives
+ * AVX-512's bits; without FMA a product and a sum). So a row's result does
  * not depend on the batch it comes in: the decode of one token gives the
  * bits that the training forward of thousands gives, and the log-probs
  * generation returns are the trainer's. (OpenBLAS's sgemm sums in an order
@@ -179,7 +180,13 @@ static const TileT TILE_TS[NT + 1] = {NULL,     tile_t1, tile_t2, tile_t3, tile_
 #define HAVE_TILE_T 1
 #else
 /* The same sums in plain C (the compiler vectorizes over l: each lane is
- * its own sum, so the order stays). */
+ * its own sum, so the order stays). fmaf without the instruction would be
+ * a call per product. */
+#if defined(__FMA__)
+#define MADD(w, x, acc) fmaf(w, x, acc)
+#else
+#define MADD(w, x, acc) ((acc) + (w) * (x))
+#endif
 static void tile(float *out, const float *xt, const float *w, int n0, int nn, int o0, int IC,
                  int OC, int accumulate, const float *zrow) {
     (void)zrow;
@@ -188,7 +195,7 @@ static void tile(float *out, const float *xt, const float *w, int n0, int nn, in
     for (int i = 0; i < IC; i++)
         for (int j = 0; j < rows; j++) {
             const float wv = w[(size_t)(o0 + j) * IC + i], *x = xt + (size_t)i * NR;
-            for (int l = 0; l < NR; l++) acc[j][l] = fmaf(wv, x[l], acc[j][l]);
+            for (int l = 0; l < NR; l++) acc[j][l] = MADD(wv, x[l], acc[j][l]);
         }
     for (int l = 0; l < nn; l++)
         for (int j = 0; j < rows; j++) put(out + (size_t)(n0 + l) * OC + o0 + j, acc[j][l], accumulate);
@@ -202,7 +209,7 @@ static void tile1(float *out, const float *xt, const float *w, int nn, int o0, i
     for (int i = 0; i < IC; i++)
         for (int j = 0; j < rows; j++) {
             const float wv = w[(size_t)(o0 + j) * IC + i], *x = xt + (size_t)i * NR1;
-            for (int l = 0; l < NR1; l++) acc[j][l] = fmaf(wv, x[l], acc[j][l]);
+            for (int l = 0; l < NR1; l++) acc[j][l] = MADD(wv, x[l], acc[j][l]);
         }
     for (int l = 0; l < nn; l++)
         for (int j = 0; j < rows; j++) put(out + (size_t)l * OC + o0 + j, acc[j][l], accumulate);
