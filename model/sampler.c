@@ -1,6 +1,9 @@
 /* sampler.c: temperature, top-k, top-p and one draw per token.
  *
- * V is the vocabulary size; z = logits / T are the tempered logits.
+ * V is the vocabulary size; z = logits * (1 / T) are the tempered logits,
+ * formed as the training forward forms them, whose per-row function
+ * (logprob_row) gives the reported log-prob: generation's log-probs are
+ * the trainer's, bit for bit.
  *
  * Every path first computes e_i = exp(z_i - max z) over the full vocab
  * (V), because the reported log-prob z_id - logsumexp(z) is that of the
@@ -151,11 +154,13 @@ int sampler_sample(const float *logits, int V, const SamplerParams *p, Rng *rng,
     float *e = scratch;                                 /* (V) exp(z - zmax) */
     Cand *cand = (Cand *)((char *)scratch + (((size_t)V * sizeof(float) + 15) & ~(size_t)15));
 
-    /* Full-vocab softmax numerators; the sum gives the untruncated lp. */
-    float zmax = logits[imax] / T;
+    /* Full-vocab softmax numerators, each as the training forward forms it
+     * (z * (1 / T) - max, kernels/cpu/logprob.c), so that the tokens are
+     * drawn from the distribution the trainer sees. */
+    const float inv_t = 1.0f / T, zmax = logits[imax] * inv_t;
     double total = 0.0;
     for (int i = 0; i < V; i++) {
-        e[i] = exp_neg(logits[i] / T - zmax);
+        e[i] = exp_neg(logits[i] * inv_t - zmax);
         total += e[i];
     }
 
@@ -224,6 +229,6 @@ int sampler_sample(const float *logits, int V, const SamplerParams *p, Rng *rng,
     if (id < 0) id = imax; /* only when every e_i underflowed: cannot happen */
 
     /* the training forward's own arithmetic (kernels.h), not the draw's */
-    if (lp) *lp = logprob_row(logits, V, id, 1.0f / T, NULL, NULL);
+    if (lp) *lp = logprob_row(logits, V, id, inv_t, NULL, NULL);
     return id;
 }
