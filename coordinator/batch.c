@@ -125,3 +125,7 @@ long order_at(Order *o, long k) {
     }
     return o->perm[i - s];
 }
+
+void order_step(Order *o, long step, int B, long *which) {
+    for (int i = 0; i < B; i++) which[i] = order_at(o, step * (long)B + i);
+}

@@ -289,11 +289,8 @@ static int run_once(RunConfig *cfg, const CoordHooks *hooks, Rewind *rw) {
         r->compute_s = r->transport_s = r->serialize_s = 0;
         r->tokens = 0;
         double t0 = pl_now_s();
-        long k0 = r->step * (long)B;
         if (r->stream) rc = stream_next(r, which, B);
-        else
-            for (int i = 0; i < B; i++)
-                which[i] = order_at(&r->order, k0 + i);
+        else order_step(&r->order, r->step, B, which);
         if (rc < 0 || (rc = r->algo->step(r, which, B)) < 0) break;
         r->step++;
         if (r->stream && (rc = stream_step_done(r, which, B)) < 0) break;

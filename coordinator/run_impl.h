@@ -78,6 +78,8 @@ typedef struct {
 } Order;
 
 long order_at(Order *o, long k);
+/* The B records of step `step` (0-based): positions step * B .. + B - 1. */
+void order_step(Order *o, long step, int B, long *which);
 
 /* ------------------------------------------------------------ stats.c */
 

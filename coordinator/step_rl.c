@@ -172,17 +172,12 @@ static int rl_filtered(Run *r, const long *which, int n, RlBatch *b, float **pen
 
 /* ------------------------------------------------- algo.max_staleness */
 
-/* The records of step t (run.c's order). */
-static void step_records(Run *r, long t, long *which, int n) {
-    for (int i = 0; i < n; i++) which[i] = order_at(&r->order, t * (long)r->cfg->batch_size + i);
-}
-
 /* Step t's rollout from the current policy into the queue (made_at: now). */
 static int rl_ahead_make(Run *r, long t, int n, int G) {
     const RunConfig *c = r->cfg;
     long *w = malloc(sizeof(long) * (size_t)n);
     PL_CHECK_ALLOC(w);
-    step_records(r, t, w, n);
+    order_step(&r->order, t, n, w);
     Rollout ro;
     int rc = rollout_generate(r, &r->train, w, n, G, c->temperature, c->max_new_tokens,
                               rng_mix3(c->seed, TAG_GEN, (uint64_t)t), &ro);
@@ -364,7 +359,7 @@ static int rl_update(Run *r, RlBatch *b) {
     if (c->max_staleness > 0 && ahead < c->steps) {
         w = malloc(sizeof(long) * (size_t)b->ro.n_prompts);
         if (!w) rc = pl_fail(PL_ENOMEM, "the records of step %ld", ahead + 1);
-        if (rc == 0) step_records(r, ahead, w, b->ro.n_prompts);
+        if (rc == 0) order_step(&r->order, ahead, b->ro.n_prompts, w);
         if (rc == 0)
             rc = rollout_prepare(r, &r->train, w, b->ro.n_prompts, b->G, c->temperature,
                                  c->max_new_tokens, rng_mix3(c->seed, TAG_GEN, (uint64_t)ahead), 1,

@@ -456,8 +456,7 @@ int stream_next(Run *r, long *which, int B) {
         while (retry(r, s, &rc));
         PL_TRY(rc);
     }
-    for (int i = 0; i < B; i++)
-        which[i] = order_at(&r->order, k0 + i);
+    order_step(&r->order, r->step, B, which);
     s->wait_s = pl_now_s() - t0;
     return 0;
 }
