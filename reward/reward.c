@@ -67,22 +67,27 @@ static int is_eos(const Role *r, int id) {
     return r->tok && tok_eos(r->tok) == id;
 }
 
-/* The rule's score of every sequence: its mask-1 tokens less a trailing
- * EOS, decoded without special tokens, against answers[b]. */
+/* Sequence b's response: its mask-1 tokens less a trailing EOS, into ids;
+ * returns their count. */
+static int response_ids(const Role *r, const WireSeqs *s, int b, int *ids) {
+    int n = 0;
+    for (int t = s->offsets[b]; t < s->offsets[b + 1]; t++)
+        if (s->mask[t]) ids[n++] = s->tokens[t];
+    if (n > 0 && is_eos(r, ids[n - 1])) n--;
+    return n;
+}
+
+/* The rule's score of every sequence: its response decoded without special
+ * tokens, against answers[b]. */
 static int score_rule(Role *r, const Rule *u, const WireSeqs *s, char **answers, size_t n_answers,
                       float *out) {
-    if (n_answers != 0 && n_answers != (size_t)s->B)
-        return pl_fail(PL_EPROTO, "score: %zu answers for %d sequences", n_answers, s->B);
     if (reward_rule_needs_answer(u->rule) && n_answers == 0 && s->B > 0)
         return pl_fail(PL_EPROTO, "score: sequence 0 has no answer (rule %s needs one)", u->name);
     int *ids = malloc(sizeof(int) * (size_t)(s->N ? s->N : 1));
     PL_CHECK_ALLOC(ids);
     int rc = 0;
     for (int b = 0; rc == 0 && b < s->B; b++) {
-        int n = 0;
-        for (int t = s->offsets[b]; t < s->offsets[b + 1]; t++)
-            if (s->mask[t]) ids[n++] = s->tokens[t];
-        if (n > 0 && is_eos(r, ids[n - 1])) n--;
+        int n = response_ids(r, s, b, ids);
         char *text = NULL;
         if (reward_rule_needs_text(u->rule)) {
             rc = tok_decode(r->tok, ids, n, 1, &text);
@@ -104,8 +109,6 @@ static int score_rule(Role *r, const Rule *u, const WireSeqs *s, char **answers,
  * scored by the remote scorer. */
 static int score_remote(Role *r, const Rule *u, const WireSeqs *s, char **answers,
                         size_t n_answers, float *out) {
-    if (n_answers != 0 && n_answers != (size_t)s->B)
-        return pl_fail(PL_EPROTO, "score: %zu answers for %d sequences", n_answers, s->B);
     RewardItem *items = calloc((size_t)(s->B ? s->B : 1), sizeof *items);
     int *ids = malloc(sizeof(int) * (size_t)(s->N ? s->N : 1));
     int rc = items && ids ? 0 : pl_fail(PL_ENOMEM, "score: out of memory");
@@ -113,10 +116,7 @@ static int score_remote(Role *r, const Rule *u, const WireSeqs *s, char **answer
         int o = s->offsets[b], e = s->offsets[b + 1], np = 0;
         while (o + np < e && !s->mask[o + np])
             np++;
-        int n = 0;
-        for (int t = o + np; t < e; t++)
-            if (s->mask[t]) ids[n++] = s->tokens[t];
-        if (n > 0 && is_eos(r, ids[n - 1])) n--;
+        int n = response_ids(r, s, b, ids);
         char *pt = NULL, *rt = NULL;
         rc = tok_decode(r->tok, s->tokens + o, np, 1, &pt);
         if (rc == 0) rc = tok_decode(r->tok, ids, n, 1, &rt);
@@ -144,6 +144,9 @@ static int score(Role *r, const Plumb__Envelope *e, WireArena *a, Plumb__Envelop
     float *sc = wire_alloc(a, sizeof(float) * (size_t)(s.B ? s.B : 1));
     Plumb__ScoreRep *m = wire_alloc(a, sizeof *m);
     int rc = !sc || !m ? pl_fail(PL_ENOMEM, "score: out of memory") : 0;
+    /* a rule or a scorer outside reads answer b beside sequence b */
+    if (rc == 0 && u && q->n_answers != 0 && q->n_answers != (size_t)s.B)
+        rc = pl_fail(PL_EPROTO, "score: %zu answers for %d sequences", q->n_answers, s.B);
     if (rc == 0) {
         if (u && u->remote) rc = score_remote(r, u, &s, q->answers, q->n_answers, sc);
         else if (u) rc = score_rule(r, u, &s, q->answers, q->n_answers, sc);
