@@ -44,7 +44,7 @@ static void scores(float *S, const float *q, const float *k, int tq, int nk, int
  * sums of keys past n stay 0 and are not kept), so that a key's score does
  * not depend on how many keys there are. */
 #if defined(__AVX512F__)
-#include <immintrin.h>
+#include "kernels/cpu/avx512.h"
 
 /* Lane 4p+q of the result is the sum of a[4q+p], by the same tree for each
  * of the 16 inputs. */
@@ -68,7 +68,7 @@ static void key_scores(float *s, const float *q, const float *k, int n, int kd, 
         __m512 acc[16]; /* key 4p + q in acc[4q + p], lane 4p + q after reduce16 */
         for (int j = 0; j < 16; j++) acc[j] = _mm512_setzero_ps();
         for (int d = 0; d < HS; d += 16) {
-            const __mmask16 m = HS - d >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (HS - d)) - 1);
+            const __mmask16 m = avx512_lanes(HS, d);
             const __m512 qv = _mm512_maskz_loadu_ps(m, q + d);
             for (int u = 0; u < nu; u++) {
                 const __m512 kv = _mm512_maskz_loadu_ps(m, k + (size_t)(u0 + u) * kd + d);

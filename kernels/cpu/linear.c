@@ -48,11 +48,7 @@ static void pack(float *xt, const float *x, int N, int IC, int nr) {
 }
 
 #if defined(__AVX512F__)
-#include <immintrin.h>
-
-static inline __mmask16 tail_mask(int IC, int i) {
-    return IC - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (IC - i)) - 1);
-}
+#include "kernels/cpu/avx512.h"
 
 /* The MR (or MR1) weight rows of a tile from o0: rows past OC read zrow. */
 static inline void rows_of(const float **wr, int mr, const float *w, int o0, int IC, int OC,
@@ -139,7 +135,7 @@ enum { NT = 8 }; /* at most this many input rows for tile_t */
         for (int n = 0; n < NN; n++) acc[n] = _mm512_setzero_ps();                                 \
         const int rows = OC - o0 < 16 ? OC - o0 : 16;                                              \
         for (int i0 = 0; i0 < IC; i0 += 16) {                                                      \
-            const __mmask16 m = tail_mask(IC, i0);                                                 \
+            const __mmask16 m = avx512_lanes(IC, i0);                                              \
             __m512 a[16];                                                                          \
             _Pragma("GCC unroll 16") for (int r = 0; r < 16; r++) a[r] =                            \
                 r < rows ? _mm512_maskz_loadu_ps(m, w + (size_t)(o0 + r) * IC + i0)                \

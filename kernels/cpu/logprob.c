@@ -16,7 +16,7 @@
 #include "common/mathx.h"
 
 #if defined(__AVX512F__)
-#include <immintrin.h>
+#include "kernels/cpu/avx512.h"
 
 /* exp(x) on 16 lanes, 0 below -87 (as exp_neg): x = n ln 2 + r with
  * |r| <= ln 2 / 2, e^r by Cephes's degree-6 polynomial (about 1 ulp),
@@ -40,24 +40,20 @@ static inline __m512 vexp(__m512 x) {
     return _mm512_maskz_mov_ps(keep, _mm512_scalef_ps(p, n));
 }
 
-static inline __mmask16 lanes(int V, int j) {
-    return V - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (V - j)) - 1);
-}
-
 /* logprob_row on 16 lanes: the sums in double, lane by lane, then the
  * lanes in a fixed order. */
 float logprob_row(const float *z, int V, int target, float inv_temp, float *lse, float *ent) {
     const __m512 it = _mm512_set1_ps(inv_temp), ninf = _mm512_set1_ps(-INFINITY);
     __m512 vmx = ninf;
     for (int j = 0; j < V; j += 16) {
-        __m512 zj = _mm512_mask_loadu_ps(ninf, lanes(V, j), z + j);
+        __m512 zj = _mm512_mask_loadu_ps(ninf, avx512_lanes(V, j), z + j);
         vmx = _mm512_max_ps(vmx, _mm512_mul_ps(zj, it));
     }
     const float mx = _mm512_reduce_max_ps(vmx);
     const __m512 vm = _mm512_set1_ps(mx);
     __m512d s0 = _mm512_setzero_pd(), s1 = s0, t0 = s0, t1 = s0;
     for (int j = 0; j < V; j += 16) {
-        __m512 zj = _mm512_mul_ps(_mm512_mask_loadu_ps(ninf, lanes(V, j), z + j), it);
+        __m512 zj = _mm512_mul_ps(_mm512_mask_loadu_ps(ninf, avx512_lanes(V, j), z + j), it);
         /* masked logits (and the lanes past V): p = 0, and 0 * -inf is NaN */
         const __mmask16 live = _mm512_cmp_ps_mask(zj, ninf, _CMP_NEQ_OQ);
         __m512 d = _mm512_maskz_sub_ps(live, zj, vm), e = _mm512_maskz_mov_ps(live, vexp(d));
@@ -123,7 +119,7 @@ void logprob_backward(float *dlogits, const float *dlp, const float *dent,
         const __m512 va = _mm512_set1_ps(-a), ve = _mm512_set1_ps(-e), vmz = _mm512_set1_ps(mean_z);
         const __m512 tiny = _mm512_set1_ps(FLT_MIN);
         for (int j = 0; j < V; j += 16) {
-            const __mmask16 m = lanes(V, j);
+            const __mmask16 m = avx512_lanes(V, j);
             __m512 zj = _mm512_mul_ps(_mm512_mask_loadu_ps(ninf, m, z + j), it);
             const __mmask16 live = _mm512_cmp_ps_mask(zj, ninf, _CMP_NEQ_OQ);
             __m512 p = _mm512_maskz_mov_ps(live, vexp(_mm512_maskz_sub_ps(live, zj, vl)));
