@@ -17,6 +17,7 @@
 #include <math.h>
 
 #include "common/mathx.h"
+#include "kernels/cpu/scratch.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,6 +102,49 @@ static void key_scores(float *s, const float *q, const float *k, int n, int kd, 
 /* One query row against keys and values [0, n) (row stride kd): out (HS)
  * = softmax(scale q k^T) v, its log-sum-exp into *lse; s (n) is scratch.
  * Not inlined: the forward and the decode step run these instructions. */
+#if defined(__AVX512F__)
+enum { PV_LANES = 8 }; /* output vectors of 16 kept in registers over the keys */
+
+__attribute__((noinline)) static void attn_row(float *out, float *lse, float *s, const float *q,
+                                               const float *k, const float *v, int n, int kd,
+                                               int HS, float scale) {
+    key_scores(s, q, k, n, kd, HS, scale);
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    __m512 vmx = ninf;
+    for (int u = 0; u < n; u += 16)
+        vmx = _mm512_max_ps(vmx, _mm512_mask_loadu_ps(ninf, avx512_lanes(n, u), s + u));
+    const float mx = _mm512_reduce_max_ps(vmx);
+    /* the exponentials 16 keys at a time, summed lane by lane, then the
+     * lanes by one fixed tree */
+    const __m512 vm = _mm512_set1_ps(mx);
+    __m512 vs = _mm512_setzero_ps();
+    for (int u = 0; u < n; u += 16) {
+        const __mmask16 m = avx512_lanes(n, u);
+        __m512 e = _mm512_maskz_mov_ps(m, vexp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + u), vm)));
+        _mm512_mask_storeu_ps(s + u, m, e);
+        vs = _mm512_add_ps(vs, e);
+    }
+    const float sum = _mm512_reduce_add_ps(vs), inv = 1.0f / sum;
+    /* out = sum_u p_u v_u in order of u, up to 128 outputs in registers */
+    for (int d0 = 0; d0 < HS; d0 += 16 * PV_LANES) {
+        const int nv = (HS - d0 + 15) / 16 < PV_LANES ? (HS - d0 + 15) / 16 : PV_LANES;
+        __m512 acc[PV_LANES];
+        __mmask16 mk[PV_LANES];
+        for (int c = 0; c < PV_LANES; c++) {
+            acc[c] = _mm512_setzero_ps();
+            mk[c] = c < nv ? avx512_lanes(HS, d0 + 16 * c) : 0;
+        }
+        for (int u = 0; u < n; u++) {
+            const __m512 p = _mm512_set1_ps(s[u] * inv);
+            const float *vu = v + (size_t)u * kd + d0;
+            for (int c = 0; c < nv; c++)
+                acc[c] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(mk[c], vu + 16 * c), acc[c]);
+        }
+        for (int c = 0; c < nv; c++) _mm512_mask_storeu_ps(out + d0 + 16 * c, mk[c], acc[c]);
+    }
+    if (lse) *lse = mx + logf(sum);
+}
+#else
 __attribute__((noinline)) static void attn_row(float *out, float *lse, float *s, const float *q,
                                                const float *k, const float *v, int n, int kd,
                                                int HS, float scale) {
@@ -120,6 +164,7 @@ __attribute__((noinline)) static void attn_row(float *out, float *lse, float *s,
     }
     if (lse) *lse = mx + logf(sum);
 }
+#endif
 
 /* Per (sequence, head), each query over the keys it sees. */
 void attention_forward(float *out, float *lse, const float *q, const float *k,
@@ -130,7 +175,7 @@ void attention_forward(float *out, float *lse, const float *q, const float *k,
     int maxT = max_seqlen(cu_seqlens, B);
 #pragma omp parallel
     {
-        float *S = malloc(sizeof(float) * (size_t)maxT);
+        float *S = cpu_scratch(SCRATCH_SCORES, (size_t)maxT);
 #pragma omp for collapse(2) schedule(dynamic)
         for (int b = 0; b < B; b++) {
             for (int h = 0; h < NH; h++) {
@@ -144,7 +189,6 @@ void attention_forward(float *out, float *lse, const float *q, const float *k,
                 }
             }
         }
-        free(S);
     }
 }
 
@@ -164,8 +208,8 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout,
     memset(dv, 0, sizeof(float) * (size_t)N * kd);
 #pragma omp parallel
     {
-        float *P = malloc(sizeof(float) * (size_t)QBLOCK * maxT);
-        float *dP = malloc(sizeof(float) * (size_t)QBLOCK * maxT);
+        float *P = cpu_scratch(SCRATCH_PROBS, (size_t)QBLOCK * maxT);
+        float *dP = cpu_scratch(SCRATCH_DPROBS, (size_t)QBLOCK * maxT);
 #pragma omp for collapse(2) schedule(dynamic)
         for (int b = 0; b < B; b++) {
             for (int hk = 0; hk < NKV; hk++) {
@@ -200,8 +244,6 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout,
                 }
             }
         }
-        free(P);
-        free(dP);
     }
 }
 
@@ -213,7 +255,7 @@ void attention_decode(float *out, const float *q, const float *kc, const float *
     float scale = 1.0f / sqrtf((float)HS);
 #pragma omp parallel
     {
-        float *att = malloc(sizeof(float) * (size_t)maxT);
+        float *att = cpu_scratch(SCRATCH_SCORES, (size_t)maxT);
 #pragma omp for collapse(2)
         for (int b = 0; b < B; b++) {
             for (int h = 0; h < NH; h++) {
@@ -230,6 +272,5 @@ void attention_decode(float *out, const float *q, const float *kc, const float *
                          scale);
             }
         }
-        free(att);
     }
 }

@@ -2,6 +2,7 @@
  * in one order of summation for every batch; backward GEMMs through
  * OpenBLAS (cblas). */
 #include "../kernels.h"
+#include "kernels/cpu/scratch.h"
 
 #include <cblas.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@
  * row of zeros, and neither is stored. */
 
 enum { NR = 32, MR = 12, NR1 = 16, MR1 = 24 }; /* tiles: many rows; one panel of 16 */
+enum { PANEL_BLOCK = 512 * 1024 };
 
 static inline void put(float *dst, float v, int accumulate) { *dst = accumulate ? *dst + v : v; }
 
@@ -224,22 +226,28 @@ void matmul_forward(float *out, const float *inp, const float *w, const float *b
 #endif
     const int small = N <= NR1, nr = small ? NR1 : NR, mr = small ? MR1 : MR;
     const int np = (N + nr - 1) / nr, nt = (OC + mr - 1) / mr;
-    float *xt = malloc(sizeof(float) * ((size_t)np * nr * IC + (size_t)IC));
-    if (!xt) abort(); /* the kernels have no error path; N x IC floats */
+    float *xt = cpu_scratch(SCRATCH_PANEL, (size_t)np * nr * IC + (size_t)IC);
     float *zrow = xt + (size_t)np * nr * IC; /* the weights of rows past OC */
     memset(zrow, 0, sizeof(float) * (size_t)IC);
     pack(xt, inp, N, IC, nr);
     const int par = (size_t)N * OC * IC > 65536;
-    /* weight tiles outermost: a tile's rows stay in cache over the panels */
-#pragma omp parallel for collapse(2) schedule(static) if (par)
-    for (int t = 0; t < nt; t++)
-        for (int p = 0; p < np; p++) {
-            int n0 = p * nr, nn = N - n0 < nr ? N - n0 : nr;
-            const float *x = xt + (size_t)p * nr * IC;
-            if (small) tile1(out, x, w, nn, t * mr, IC, OC, accumulate, zrow);
-            else tile(out, x, w, n0, nn, t * mr, IC, OC, accumulate, zrow);
-        }
-    free(xt);
+    /* Panels in blocks of about PANEL_BLOCK bytes, which stay in each
+     * core's L2 while every weight tile passes over them; within a block,
+     * weight tiles outermost: a tile's rows stay in L1 over its panels. */
+    int bp = (int)(PANEL_BLOCK / ((size_t)nr * IC * sizeof(float)));
+    if (bp < 1) bp = 1;
+#pragma omp parallel if (par)
+    for (int p0 = 0; p0 < np; p0 += bp) {
+        const int p1 = p0 + bp < np ? p0 + bp : np;
+#pragma omp for schedule(static)
+        for (int t = 0; t < nt; t++)
+            for (int p = p0; p < p1; p++) {
+                int n0 = p * nr, nn = N - n0 < nr ? N - n0 : nr;
+                const float *x = xt + (size_t)p * nr * IC;
+                if (small) tile1(out, x, w, nn, t * mr, IC, OC, accumulate, zrow);
+                else tile(out, x, w, n0, nn, t * mr, IC, OC, accumulate, zrow);
+            }
+    }
 #ifdef HAVE_TILE_T
 bias:
 #endif
