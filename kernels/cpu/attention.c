@@ -99,23 +99,49 @@ static void key_scores(float *s, const float *q, const float *k, int n, int kd, 
 }
 #endif
 
-/* One query row against keys and values [0, n) (row stride kd): out (HS)
- * = softmax(scale q k^T) v, its log-sum-exp into *lse; s (n) is scratch.
- * Not inlined: the forward and the decode step run these instructions. */
 #if defined(__AVX512F__)
-enum { PV_LANES = 8 }; /* output vectors of 16 kept in registers over the keys */
+/* key_scores for R <= 4 query rows at once (row r at q + r * qs, its
+ * scores at s + r * ss), for the forward, where consecutive rows see
+ * almost the same keys: each key's vectors are loaded once for all rows.
+ * Keys go in groups of 4, and the 4 x 4 (row, key) sums of a group are
+ * reduced by one reduce16. Every output lane of reduce16 is the same tree
+ * over one input vector, whichever of the 16 it is, so a (row, key) score
+ * has the bits key_scores gives it: the training forward's scores are the
+ * decode's. Row slots past R repeat row 0 and are not kept. */
+static void key_scores4(float *s, int ss, const float *q, int qs, int R, const float *k, int n,
+                        int kd, int HS, float scale) {
+    const float *qr[4];
+    for (int r = 0; r < 4; r++) qr[r] = q + (size_t)(r < R ? r : 0) * qs;
+    for (int u0 = 0; u0 < n; u0 += 4) {
+        const int nu = n - u0 < 4 ? n - u0 : 4;
+        const float *kr[4];
+        for (int j = 0; j < 4; j++) kr[j] = k + (size_t)(u0 + (j < nu ? j : 0)) * kd;
+        __m512 acc[16]; /* row r, key u0 + j in acc[4r + j], lane 4j + r after reduce16 */
+        for (int j = 0; j < 16; j++) acc[j] = _mm512_setzero_ps();
+        for (int d = 0; d < HS; d += 16) {
+            const __mmask16 m = avx512_lanes(HS, d);
+            __m512 kv[4];
+            for (int j = 0; j < 4; j++) kv[j] = _mm512_maskz_loadu_ps(m, kr[j] + d);
+            for (int r = 0; r < 4; r++) {
+                const __m512 qv = _mm512_maskz_loadu_ps(m, qr[r] + d);
+                for (int j = 0; j < 4; j++) acc[4 * r + j] = _mm512_fmadd_ps(qv, kv[j], acc[4 * r + j]);
+            }
+        }
+        float t[16];
+        _mm512_storeu_ps(t, reduce16(acc));
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < nu; j++) s[(size_t)r * ss + u0 + j] = t[4 * j + r] * scale;
+    }
+}
 
-__attribute__((noinline)) static void attn_row(float *out, float *lse, float *s, const float *q,
-                                               const float *k, const float *v, int n, int kd,
-                                               int HS, float scale) {
-    key_scores(s, q, k, n, kd, HS, scale);
+/* Scores s [0, n) to the exponentials e^(s - max) in place; their sum
+ * (lane by lane, then the lanes by one fixed tree) and the max. */
+static inline float softmax_exp(float *s, int n, float *mxp) {
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
     __m512 vmx = ninf;
     for (int u = 0; u < n; u += 16)
         vmx = _mm512_max_ps(vmx, _mm512_mask_loadu_ps(ninf, avx512_lanes(n, u), s + u));
     const float mx = _mm512_reduce_max_ps(vmx);
-    /* the exponentials 16 keys at a time, summed lane by lane, then the
-     * lanes by one fixed tree */
     const __m512 vm = _mm512_set1_ps(mx);
     __m512 vs = _mm512_setzero_ps();
     for (int u = 0; u < n; u += 16) {
@@ -124,25 +150,64 @@ __attribute__((noinline)) static void attn_row(float *out, float *lse, float *s,
         _mm512_mask_storeu_ps(s + u, m, e);
         vs = _mm512_add_ps(vs, e);
     }
-    const float sum = _mm512_reduce_add_ps(vs), inv = 1.0f / sum;
-    /* out = sum_u p_u v_u in order of u, up to 128 outputs in registers */
-    for (int d0 = 0; d0 < HS; d0 += 16 * PV_LANES) {
-        const int nv = (HS - d0 + 15) / 16 < PV_LANES ? (HS - d0 + 15) / 16 : PV_LANES;
-        __m512 acc[PV_LANES];
-        __mmask16 mk[PV_LANES];
-        for (int c = 0; c < PV_LANES; c++) {
-            acc[c] = _mm512_setzero_ps();
-            mk[c] = c < nv ? avx512_lanes(HS, d0 + 16 * c) : 0;
-        }
-        for (int u = 0; u < n; u++) {
-            const __m512 p = _mm512_set1_ps(s[u] * inv);
-            const float *vu = v + (size_t)u * kd + d0;
-            for (int c = 0; c < nv; c++)
-                acc[c] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(mk[c], vu + 16 * c), acc[c]);
-        }
-        for (int c = 0; c < nv; c++) _mm512_mask_storeu_ps(out + d0 + 16 * c, mk[c], acc[c]);
+    *mxp = mx;
+    return _mm512_reduce_add_ps(vs);
+}
+
+enum { PV_VECS = 4 }; /* output vectors of 16 per row kept in registers over the keys */
+
+/* R <= 4 consecutive query rows of one head, row r seeing keys
+ * [0, n0 + r): out + r * os (HS) = softmax(scale q_r k^T) v, its
+ * log-sum-exp into lse[r * ls] (lse may be NULL); s (4 rows of stride ss)
+ * is scratch. Each output is summed over the keys in order, p_u * v_u, as
+ * one chain of FMAs: with R = 1 this is the decode's row. Not inlined: the
+ * forward and the decode step run these instructions. */
+__attribute__((noinline)) static void attn_rows(float *out, int os, float *lse, int ls, float *s,
+                                                int ss, const float *q, int qs, int R,
+                                                const float *k, const float *v, int n0, int kd,
+                                                int HS, float scale) {
+    if (R == 1) key_scores(s, q, k, n0, kd, HS, scale);
+    else key_scores4(s, ss, q, qs, R, k, n0 + R - 1, kd, HS, scale);
+    float inv[4];
+    for (int r = 0; r < R; r++) {
+        float mx, sum = softmax_exp(s + (size_t)r * ss, n0 + r, &mx);
+        inv[r] = 1.0f / sum;
+        if (lse) lse[(size_t)r * ls] = mx + logf(sum);
     }
-    if (lse) *lse = mx + logf(sum);
+    for (int d0 = 0; d0 < HS; d0 += 16 * PV_VECS) {
+        const int nv = (HS - d0 + 15) / 16 < PV_VECS ? (HS - d0 + 15) / 16 : PV_VECS;
+        __m512 acc[4][PV_VECS];
+        __mmask16 mk[PV_VECS];
+        for (int c = 0; c < PV_VECS; c++) {
+            mk[c] = c < nv ? avx512_lanes(HS, d0 + 16 * c) : 0;
+            for (int r = 0; r < 4; r++) acc[r][c] = _mm512_setzero_ps();
+        }
+        /* the keys every row sees, then each row's last few */
+        for (int u = 0; u < n0; u++) {
+            const float *vu = v + (size_t)u * kd + d0;
+            __m512 vv[PV_VECS];
+            for (int c = 0; c < nv; c++) vv[c] = _mm512_maskz_loadu_ps(mk[c], vu + 16 * c);
+            for (int r = 0; r < R; r++) {
+                const __m512 p = _mm512_set1_ps(s[(size_t)r * ss + u] * inv[r]);
+                for (int c = 0; c < nv; c++) acc[r][c] = _mm512_fmadd_ps(p, vv[c], acc[r][c]);
+            }
+        }
+        for (int r = 1; r < R; r++)
+            for (int u = n0; u < n0 + r; u++) {
+                const float *vu = v + (size_t)u * kd + d0;
+                const __m512 p = _mm512_set1_ps(s[(size_t)r * ss + u] * inv[r]);
+                for (int c = 0; c < nv; c++)
+                    acc[r][c] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(mk[c], vu + 16 * c), acc[r][c]);
+            }
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < nv; c++)
+                _mm512_mask_storeu_ps(out + (size_t)r * os + d0 + 16 * c, mk[c], acc[r][c]);
+    }
+}
+
+static void attn_row(float *out, float *lse, float *s, const float *q, const float *k,
+                     const float *v, int n, int kd, int HS, float scale) {
+    attn_rows(out, 0, lse, 0, s, 0, q, 0, 1, k, v, n, kd, HS, scale);
 }
 #else
 __attribute__((noinline)) static void attn_row(float *out, float *lse, float *s, const float *q,
@@ -164,6 +229,15 @@ __attribute__((noinline)) static void attn_row(float *out, float *lse, float *s,
     }
     if (lse) *lse = mx + logf(sum);
 }
+
+static void attn_rows(float *out, int os, float *lse, int ls, float *s, int ss, const float *q,
+                      int qs, int R, const float *k, const float *v, int n0, int kd, int HS,
+                      float scale) {
+    (void)ss;
+    for (int r = 0; r < R; r++)
+        attn_row(out + (size_t)r * os, lse ? lse + (size_t)r * ls : NULL, s, q + (size_t)r * qs, k,
+                 v, n0 + r, kd, HS, scale);
+}
 #endif
 
 /* Per (sequence, head), each query over the keys it sees. */
@@ -175,22 +249,45 @@ void attention_forward(float *out, float *lse, const float *q, const float *k,
     int maxT = max_seqlen(cu_seqlens, B);
 #pragma omp parallel
     {
-        float *S = cpu_scratch(SCRATCH_SCORES, (size_t)maxT);
+        float *S = cpu_scratch(SCRATCH_SCORES, 4 * (size_t)maxT);
 #pragma omp for collapse(2) schedule(dynamic)
         for (int b = 0; b < B; b++) {
             for (int h = 0; h < NH; h++) {
                 int s0 = cu_seqlens[b], T = cu_seqlens[b + 1] - s0, hk = h / group;
                 const float *kb = k + (size_t)s0 * kd + (size_t)hk * HS;
                 const float *vb = v + (size_t)s0 * kd + (size_t)hk * HS;
-                for (int t = 0; t < T; t++) {
+                for (int t = 0; t < T; t += 4) {
                     size_t qi = (size_t)(s0 + t) * qd + (size_t)h * HS;
-                    attn_row(out + qi, lse ? lse + (size_t)(s0 + t) * NH + h : NULL, S, q + qi,
-                             kb, vb, t + 1, kd, HS, scale);
+                    attn_rows(out + qi, qd, lse ? lse + (size_t)(s0 + t) * NH + h : NULL, NH, S,
+                              maxT, q + qi, qd, T - t < 4 ? T - t : 4, kb, vb, t + 1, kd, HS, scale);
                 }
             }
         }
     }
 }
+
+/* One row of a backward tile: p = exp(s - L) over the n keys the row sees
+ * (0 past them, up to nk), and dS = p (dP - D) scale in place of dP. */
+#if defined(__AVX512F__)
+static void probs_grad(float *pr, float *dpr, int nk, int n, float L, float D, float scale) {
+    const __m512 vl = _mm512_set1_ps(L), vd = _mm512_set1_ps(D), vsc = _mm512_set1_ps(scale);
+    for (int u = 0; u < nk; u += 16) {
+        const __mmask16 m = avx512_lanes(nk, u), live = m & avx512_lanes(n, u);
+        __m512 p = _mm512_maskz_mov_ps(live, vexp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, pr + u), vl)));
+        _mm512_mask_storeu_ps(pr + u, m, p);
+        __m512 g = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, dpr + u), vd);
+        _mm512_mask_storeu_ps(dpr + u, m, _mm512_mul_ps(_mm512_mul_ps(p, g), vsc));
+    }
+}
+#else
+static void probs_grad(float *pr, float *dpr, int nk, int n, float L, float D, float scale) {
+    for (int u = 0; u < nk; u++) {
+        float p = u < n ? exp_neg(pr[u] - L) : 0.0f;
+        pr[u] = p;
+        dpr[u] = p * (dpr[u] - D) * scale;
+    }
+}
+#endif
 
 /* With P = exp(S - lse) (0 on masked keys) and D_t = dO_t . O_t, per tile:
  *   dP = dO V^T,  dS = P (dP - D) scale,
@@ -227,12 +324,8 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout,
                             float D = 0.0f;
                             for (int d = 0; d < HS; d++) D += g[d] * o[d];
                             float L = lse[(size_t)(s0 + t0 + r) * NH + h];
-                            float *pr = P + (size_t)r * nk, *dpr = dP + (size_t)r * nk;
-                            for (int u = 0; u < nk; u++) {
-                                float p = u <= t0 + r ? exp_neg(pr[u] - L) : 0.0f;
-                                pr[u] = p;
-                                dpr[u] = p * (dpr[u] - D) * scale; /* dS */
-                            }
+                            probs_grad(P + (size_t)r * nk, dP + (size_t)r * nk, nk, t0 + r + 1, L,
+                                       D, scale);
                         }
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, HS, nk, 1.0f, dP,
                                     nk, k + ki, kd, 0.0f, dq + qi, qd);

@@ -5,10 +5,13 @@
 
 #include <immintrin.h>
 
-/* The lanes of the 16 elements from i that lie below n: all 16, or the
- * tail's (masked loads read zeros, or the fill, past n). */
+/* The lanes of the 16 elements from i that lie below n: all 16, the
+ * tail's, or none when i >= n (masked loads read zeros, or the fill, past
+ * n). */
 static inline __mmask16 avx512_lanes(int n, int i) {
-    return n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    return n - i >= 16 ? (__mmask16)0xFFFF
+           : n <= i    ? (__mmask16)0
+                       : (__mmask16)((1u << (n - i)) - 1);
 }
 
 /* exp(x) on 16 lanes, 0 below -87 (as exp_neg): x = n ln 2 + r with
