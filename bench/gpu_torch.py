@@ -5,6 +5,7 @@ measures as `plumb bench`, for scripts/gpu-check.sh's benchmark stage.
     python3 bench/gpu_torch.py --model DIR [--device cuda] [--dtype float32]
         [--batch 1,64] [--prompt-len 64] [--tokens 128]
         [--train-batch 4] [--seq-len 512] [--steps 3] [--lora-rank 8]
+        [--what decode,train,dpo]
 
 Prints one JSON object per line:
   decode: greedy generate() with its KV cache, B random prompts of P ids,
@@ -17,6 +18,7 @@ Prints one JSON object per line:
   dpo:    one DPO step's compute: policy forward + backward on B chosen and
           B rejected sequences, and a reference forward on both (with LoRA
           the reference is the adapter switched off), in tokens/s.
+--what picks which of the three run (all by default).
 Runs on the CPU too (tiny checkpoints), which is how the script is tested
 where there is no GPU."""
 import argparse
@@ -116,7 +118,11 @@ def main():
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--lora-rank", type=int, default=8)
+    ap.add_argument("--what", default="decode,train,dpo")
     a = ap.parse_args()
+    what_run = set(a.what.split(","))
+    if not what_run <= {"decode", "train", "dpo"}:
+        ap.error(f"--what: one or more of decode, train, dpo, got {a.what!r}")
     from transformers import AutoModelForCausalLM
 
     dev = torch.device(a.device)
@@ -126,11 +132,11 @@ def main():
     model.eval()
     V = model.config.vocab_size
     base = {"system": "torch", "torch": torch.__version__, "device": str(dev), "dtype": a.dtype}
-    for B in (int(x) for x in a.batch.split(",")):
+    for B in (int(x) for x in a.batch.split(",")) if "decode" in what_run else ():
         tps = decode(model, dev, B, a.prompt_len, a.tokens, V)
         print(json.dumps(dict(base, what="decode", batch=B, prompt_len=a.prompt_len,
                               tokens=a.tokens, tokens_per_s=round(tps, 1))), flush=True)
-    for full in (False, True):
+    for full in (False, True) if what_run & {"train", "dpo"} else ():
         if full:
             m = model
             for p in m.parameters():
@@ -145,14 +151,16 @@ def main():
                                                  lora_dropout=0.0))
         m.train()
         what = "full" if full else f"lora{a.lora_rank}"
-        t = train(m, dev, a.train_batch, a.seq_len, a.steps, V)
-        toks = a.train_batch * a.seq_len
-        print(json.dumps(dict(base, what="train", mode=what, batch=a.train_batch,
-                              seq_len=a.seq_len, ms_per_step=round(t, 2),
-                              tokens_per_s=round(toks / (t / 1e3), 1))), flush=True)
-        tps = dpo(m, dev, a.train_batch, a.seq_len, a.steps, V, lora=not full)
-        print(json.dumps(dict(base, what="dpo", mode=what, pairs=a.train_batch, seq_len=a.seq_len,
-                              tokens_per_s=round(tps, 1))), flush=True)
+        if "train" in what_run:
+            t = train(m, dev, a.train_batch, a.seq_len, a.steps, V)
+            toks = a.train_batch * a.seq_len
+            print(json.dumps(dict(base, what="train", mode=what, batch=a.train_batch,
+                                  seq_len=a.seq_len, ms_per_step=round(t, 2),
+                                  tokens_per_s=round(toks / (t / 1e3), 1))), flush=True)
+        if "dpo" in what_run:
+            tps = dpo(m, dev, a.train_batch, a.seq_len, a.steps, V, lora=not full)
+            print(json.dumps(dict(base, what="dpo", mode=what, pairs=a.train_batch,
+                                  seq_len=a.seq_len, tokens_per_s=round(tps, 1))), flush=True)
         if not full:
             model = m.unload()  # the bare model again, for full fine-tuning
     return 0

@@ -60,12 +60,17 @@ static inline void rows_of(const float **wr, int mr, const float *w, int o0, int
 
 /* out rows [n0, n0 + nn) (nn <= NR), columns [o0, o0 + MR) below OC. */
 static void tile(float *out, const float *xt, const float *w, int n0, int nn, int o0, int IC,
-                 int OC, int accumulate, const float *zrow) {
+                 int OC, int accumulate, const float *zrow, int prefetch) {
     __m512 acc[MR][2];
     for (int j = 0; j < MR; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
     const float *wr[MR];
     rows_of(wr, MR, w, o0, IC, OC, zrow);
+    /* the next tile's rows, a line of each per 16 inputs: at a few panels
+     * per tile (batched decode) its weights come from DRAM */
+    const float *pf = prefetch && o0 + MR < OC ? w + (size_t)(o0 + MR) * IC : NULL;
     for (int i = 0; i < IC; i++) {
+        if (pf && !(i & 15))
+            for (int j = 0; j < MR; j++) _mm_prefetch((const char *)(pf + (size_t)j * IC + i), _MM_HINT_T0);
         __m512 x0 = _mm512_loadu_ps(xt + (size_t)i * NR), x1 = _mm512_loadu_ps(xt + (size_t)i * NR + 16);
         for (int j = 0; j < MR; j++) {
             __m512 wb = _mm512_set1_ps(wr[j][i]);
@@ -136,8 +141,12 @@ enum { NT = 8 }; /* at most this many input rows for tile_t */
         __m512 acc[NN];                                                                            \
         for (int n = 0; n < NN; n++) acc[n] = _mm512_setzero_ps();                                 \
         const int rows = OC - o0 < 16 ? OC - o0 : 16;                                              \
+        const float *pf = o0 + 16 < OC ? w + (size_t)(o0 + 16) * IC : NULL;                        \
         for (int i0 = 0; i0 < IC; i0 += 16) {                                                      \
             const __mmask16 m = avx512_lanes(IC, i0);                                              \
+            if (pf) /* the next block's rows, one block ahead */                                  \
+                _Pragma("GCC unroll 16") for (int r = 0; r < 16; r++)                              \
+                    _mm_prefetch((const char *)(pf + (size_t)r * IC + i0), _MM_HINT_T0);           \
             __m512 a[16];                                                                          \
             _Pragma("GCC unroll 16") for (int r = 0; r < 16; r++) a[r] =                            \
                 r < rows ? _mm512_maskz_loadu_ps(m, w + (size_t)(o0 + r) * IC + i0)                \
@@ -186,8 +195,8 @@ static const TileT TILE_TS[NT + 1] = {NULL,     tile_t1, tile_t2, tile_t3, tile_
 #define MADD(w, x, acc) ((acc) + (w) * (x))
 #endif
 static void tile(float *out, const float *xt, const float *w, int n0, int nn, int o0, int IC,
-                 int OC, int accumulate, const float *zrow) {
-    (void)zrow;
+                 int OC, int accumulate, const float *zrow, int prefetch) {
+    (void)zrow, (void)prefetch;
     const int rows = OC - o0 < MR ? OC - o0 : MR;
     float acc[MR][NR] = {{0}};
     for (int i = 0; i < IC; i++)
@@ -245,7 +254,7 @@ void matmul_forward(float *out, const float *inp, const float *w, const float *b
                 int n0 = p * nr, nn = N - n0 < nr ? N - n0 : nr;
                 const float *x = xt + (size_t)p * nr * IC;
                 if (small) tile1(out, x, w, nn, t * mr, IC, OC, accumulate, zrow);
-                else tile(out, x, w, n0, nn, t * mr, IC, OC, accumulate, zrow);
+                else tile(out, x, w, n0, nn, t * mr, IC, OC, accumulate, zrow, p == p0);
             }
     }
 #ifdef HAVE_TILE_T
