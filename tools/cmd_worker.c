@@ -43,7 +43,10 @@ static void usage(FILE *f) {
             "--resume), register again with the one at ADDR, waiting up to N s for it; the\n"
             "model stays loaded. Without it the worker exits with an error.\n"
             "--device cuda:N runs the roles on GPU N (fp32 for now), or fails saying why\n"
-            "(no GPU, a build without CUDA); cpu-staged checks the device path on the CPU.\n");
+            "(no GPU, a build without CUDA); cpu-staged checks the device path on the CPU.\n"
+            "--device cuda (no N) takes the GPU from the local rank that srun or mpirun sets\n"
+            "(SLURM_LOCALID, OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID or LOCAL_RANK),\n"
+            "modulo the GPUs CUDA_VISIBLE_DEVICES lists when it is set; 0 without one.\n");
 }
 
 int cmd_worker(int argc, char **argv) {
@@ -62,6 +65,12 @@ int cmd_worker(int argc, char **argv) {
         int r = worker_rank_from_env();
         o.rank = r < 0 ? 0 : r;
     }
+    char device[64];
+    if (worker_device_from_env(device, sizeof device, o.device) < 0) {
+        fprintf(stderr, "plumb worker: --device '%s' is too long\n", o.device);
+        return 2;
+    }
+    o.device = device;
     o.max_message = (size_t)mb << 20;
     o.rejoin_ms = rejoin_s * 1000;
     set_threads(threads);

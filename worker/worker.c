@@ -23,16 +23,49 @@
 
 #define MAX_ROLES ROLE_NKINDS
 
+static int env_index(const char *name);
+
 int worker_rank_from_env(void) {
     const char *names[] = {"SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "RANK"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-        const char *v = getenv(names[i]);
-        char *end;
-        if (!v || !*v) continue;
-        long r = strtol(v, &end, 10);
-        if (*end == '\0' && r >= 0 && r < (1L << 30)) return (int)r;
+        int r = env_index(names[i]);
+        if (r >= 0) return r;
     }
     return -1;
+}
+
+/* A whole decimal in [0, 2^30) from env var name, or -1. */
+static int env_index(const char *name) {
+    const char *v = getenv(name);
+    char *end;
+    if (!v || !*v) return -1;
+    long r = strtol(v, &end, 10);
+    return *end == '\0' && r >= 0 && r < (1L << 30) ? (int)r : -1;
+}
+
+int worker_local_rank_from_env(void) {
+    const char *names[] = {"SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
+                           "LOCAL_RANK"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        int r = env_index(names[i]);
+        if (r >= 0) return r;
+    }
+    return -1;
+}
+
+int worker_device_from_env(char *out, size_t cap, const char *spec) {
+    if (strcmp(spec, "cuda")) return snprintf(out, cap, "%s", spec) < (int)cap ? 0 : -1;
+    int local = worker_local_rank_from_env();
+    if (local < 0) return snprintf(out, cap, "cuda:0") < (int)cap ? 0 : -1;
+    /* A launcher that gives each task its own GPUs lists them in
+     * CUDA_VISIBLE_DEVICES, and they are numbered from 0 again inside. */
+    const char *vis = getenv("CUDA_VISIBLE_DEVICES");
+    int n = 0;
+    if (vis && *vis) {
+        n = 1;
+        for (const char *c = vis; *c; c++) n += *c == ',';
+    }
+    return snprintf(out, cap, "cuda:%d", n > 0 ? local % n : local) < (int)cap ? 0 : -1;
 }
 
 /* ------------------------------------------------------------ heartbeat */

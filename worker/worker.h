@@ -53,4 +53,15 @@ int worker_run(const WorkerOptions *o);
  * first set), or -1. */
 int worker_rank_from_env(void);
 
+/* The rank on this host from SLURM_LOCALID, OMPI_COMM_WORLD_LOCAL_RANK,
+ * MPI_LOCALRANKID or LOCAL_RANK (the first set), or -1. */
+int worker_local_rank_from_env(void);
+
+/* The device a worker started by srun or mpirun opens, into out (cap
+ * bytes): spec "cuda" (no number) becomes cuda:L, L the local rank (0
+ * when none is set), taken modulo the count of CUDA_VISIBLE_DEVICES when
+ * that is set (a launcher that binds each task to its own GPUs renumbers
+ * them from 0); any other spec is kept. -1 when out is too small. */
+int worker_device_from_env(char *out, size_t cap, const char *spec);
+
 #endif
