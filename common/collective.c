@@ -17,6 +17,7 @@ int coll_allreduce_sum(Collective *c, const CollGroup *g, float *buf, size_t n) 
     double t0 = pl_now_s();
     int rc = c->ops->allreduce_sum(c, g, buf, n);
     c->busy_s += pl_now_s() - t0;
+    c->bytes += n * sizeof(float);
     return rc;
 }
 
@@ -28,6 +29,7 @@ int coll_broadcast(Collective *c, const CollGroup *g, int root, float *buf, size
     double t0 = pl_now_s();
     int rc = c->ops->broadcast(c, g, root, buf, n);
     c->busy_s += pl_now_s() - t0;
+    c->bytes += n * sizeof(float);
     return rc;
 }
 

@@ -44,6 +44,7 @@ struct Collective {
     const CollectiveOps *ops;
     double busy_s;           /* seconds spent in calls so far (communication and
                                 waiting for peers, not compute)                */
+    uint64_t bytes;          /* the bytes of the buffers of those calls        */
 };
 
 /* The calls, checked: a group of one returns at once (nothing to do); a

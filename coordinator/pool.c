@@ -357,6 +357,8 @@ static void on_reply(Pool *p, int wi, Plumb__Envelope *e, double unpack_s) {
         call->rep = e;
         call->wall_s = pl_now_s() - call->wall_s;
         call->compute_s = e->compute_s;
+        call->sync_s = e->sync_s;
+        call->sync_bytes = e->sync_bytes;
         call->pack_s += unpack_s;
         p->w[wi].busy--;
         return;
@@ -666,7 +668,8 @@ int pool_call(Pool *p, PoolCall *calls, int n) {
     for (int i = 0; i < n; i++) {
         PoolCall *c = &calls[i];
         c->rep = NULL;
-        c->pack_s = c->compute_s = 0;
+        c->pack_s = c->compute_s = c->sync_s = 0;
+        c->sync_bytes = 0;
         c->bytes_out = 0;
         c->lost_at = 0, c->waiting = 0, c->given_up = 0;
         if (c->worker < 0 || c->worker >= p->n || !p->w[c->worker].alive)

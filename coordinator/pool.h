@@ -137,6 +137,8 @@ typedef struct {
     Plumb__Envelope *rep;
     double wall_s;           /* send to reply                                 */
     double compute_s;        /* the worker's own handling time                */
+    double sync_s;           /* its time in collectives (not in compute_s)    */
+    uint64_t sync_bytes;     /* the bytes of its collectives' buffers         */
     double pack_s;           /* packing + unpacking on the coordinator        */
     size_t bytes_out, bytes_in;
     double lost_at;          /* when its worker was found dead (0: it lives)  */

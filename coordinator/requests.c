@@ -31,13 +31,16 @@ int req_call(Run *r, PoolCall *calls, int n) {
     int rc = pool_call(r->pool, calls, n);
     /* the group's critical path: the longest handling time is compute, the
      * rest of the longest call is transport and queueing */
-    double comp = 0, wall = 0;
+    double comp = 0, wall = 0, sync = 0;
     for (int i = 0; i < n; i++) {
         if (calls[i].compute_s > comp) comp = calls[i].compute_s;
+        if (calls[i].sync_s > sync) sync = calls[i].sync_s;
+        r->sync_bytes += calls[i].sync_bytes;
         if (calls[i].wall_s > wall) wall = calls[i].wall_s;
         r->serialize_s += calls[i].pack_s;
     }
     r->compute_s += comp;
+    r->sync_s += sync;
     r->transport_s += wall > comp ? wall - comp : 0;
     return rc;
 }

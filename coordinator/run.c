@@ -286,7 +286,8 @@ static int run_once(RunConfig *cfg, const CoordHooks *hooks, Rewind *rw) {
     if (!which) rc = pl_fail(PL_ENOMEM, "batch");
     while (rc == 0 && r->step < cfg->steps) {
         stats_free(&r->stats);
-        r->compute_s = r->transport_s = r->serialize_s = 0;
+        r->compute_s = r->transport_s = r->serialize_s = r->sync_s = 0;
+        r->sync_bytes = 0;
         r->tokens = 0;
         double t0 = pl_now_s();
         if (r->stream) rc = stream_next(r, which, B);
@@ -298,6 +299,10 @@ static int run_once(RunConfig *cfg, const CoordHooks *hooks, Rewind *rw) {
         stats_put(&r->stats, "perf/step_s", dt);
         stats_put(&r->stats, "perf/compute_s", r->compute_s);
         stats_put(&r->stats, "perf/transport_s", r->transport_s);
+        if (r->sync_bytes) {
+            stats_put(&r->stats, "perf/sync_s", r->sync_s);
+            stats_put(&r->stats, "perf/sync_bytes", (double)r->sync_bytes);
+        }
         stats_put(&r->stats, "perf/serialize_s", r->serialize_s);
         stats_put(&r->stats, "perf/overhead_frac", dt > 0 ? 1.0 - r->compute_s / dt : 0);
         stats_put(&r->stats, "perf/tokens_per_s", dt > 0 ? r->tokens / dt : 0);

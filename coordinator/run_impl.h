@@ -155,6 +155,9 @@ typedef struct Run {
     RefCache ref, eval_ref;  /* dpo, kto                                      */
     StepStats stats;         /* the current step's metrics                    */
     double compute_s, transport_s, serialize_s; /* the step's timing          */
+    double sync_s;           /* the step's longest replica time in collectives
+                                (inside transport_s: a replica waits there)    */
+    uint64_t sync_bytes;     /* the bytes the replicas' collectives carried   */
     long tokens;             /* the step's tokens                             */
     char resume_from[CFG_PATH]; /* checkpoint folder, or ""                    */
     struct Stream *stream;   /* data.train from Redis (stream.c), or NULL     */

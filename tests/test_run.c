@@ -303,6 +303,17 @@ static void dp_same(const char *algo, const char *one, const char *dp, long last
     json_t *ma = tu_metrics_load(a), *mb = tu_metrics_load(b);
     tu_assert_steps(mb, 0, 3, dp);
     for (long s = 1; s <= last_same; s++) assert_close_step(ma, mb, s, s == 1 ? 1e-6 : 1e-3, algo);
+    for (long s = 1; s <= 3; s++) {
+        /* the replicas' sums are counted: bytes (two replicas' floats) and
+         * time; a run of one has none */
+        double bytes = json_number_value(json_object_get(tu_metrics_step(mb, s), "perf/sync_bytes"));
+        json_t *t = json_object_get(tu_metrics_step(mb, s), "perf/sync_s");
+        if (!(bytes > 0) || fmod(bytes, 8.0) != 0 || !json_is_number(t) || json_number_value(t) < 0)
+            fail_msg("%s step %ld: perf/sync_bytes %g, perf/sync_s %s", algo, s, bytes,
+                     t ? "present" : "missing");
+        if (json_object_get(tu_metrics_step(ma, s), "perf/sync_bytes"))
+            fail_msg("%s step %ld: one replica reports perf/sync_bytes", algo, s);
+    }
     for (long s = 1; s <= 3; s++)
         for (int i = 0; prefixes[i]; i++) {
             char key[64];

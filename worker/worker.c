@@ -297,6 +297,7 @@ static int serve_one(Worker *w, const void *buf, size_t len) {
         return send_error(w, 0, PL_EPROTO, pl_error()) < 0 ? -1 : 0;
     }
     double t0 = pl_now_s(), busy0 = w->coll->busy_s;
+    uint64_t bytes0 = w->coll->bytes;
     if (q->body_case == PLUMB__ENVELOPE__BODY_ERROR) {
         /* the coordinator refused something this worker sent: nothing waits */
         if (w->o->verbose)
@@ -334,6 +335,8 @@ static int serve_one(Worker *w, const void *buf, size_t len) {
         if (rc == 0) {
             /* time in collectives is communication and waiting for peers */
             rep->compute_s = pl_now_s() - t0 - (w->coll->busy_s - busy0);
+            rep->sync_s = w->coll->busy_s - busy0;
+            rep->sync_bytes = w->coll->bytes - bytes0;
             rc = send_env(w, rep);
             wire_arena_free(&a);
             wire_free(&q);
