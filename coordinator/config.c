@@ -7,6 +7,7 @@
  * runcfg_validate are written out by hand, in config_check.c. The YAML
  * reader is config_yaml.c. */
 #include "coordinator/config_impl.h"
+#include "model/chat.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -172,6 +173,12 @@ static const Key KEYS[] = {
     INT("data.max_response_len", max_response_len, "0", "[0,)",
         "response tokens kept (0: no limit)"),
     BOOL("data.shuffle", shuffle, "true", "shuffle the training data each epoch"),
+    STR("data.chat", chat, "auto",
+        "chat format of conversational records: auto (from the tokenizer's chat_template), "
+        "chatml, qwen3, qwen3-nothink, llama3, llama31, llama2, mistral, zephyr or plain"),
+    STR("data.chat_date", chat_date, "",
+        "llama31: the \"Today Date\" its system header writes (empty: the template's own, "
+        CHAT_LLAMA31_DATE ")"),
 
     /* batches */
     INT("train.batch_size", batch_size, "16", "[1,)", "prompts, pairs or sequences per step"),

@@ -112,6 +112,8 @@ typedef struct RunConfig {
     int max_prompt_len;          /* data.max_prompt_len (0: no limit)           */
     int max_response_len;        /* data.max_response_len (0: no limit)         */
     int shuffle;                 /* data.shuffle (true)                         */
+    char chat[CFG_STR];          /* data.chat: a chat format, or auto           */
+    char chat_date[CFG_STR];     /* data.chat_date: llama31's Today Date ("")   */
 
     /* batches */
     int batch_size;              /* train.batch_size: prompts, pairs or sequences (16) */

@@ -10,6 +10,7 @@
 #include "common/roles.h"
 #include "coordinator/algos.h"
 #include "coordinator/metrics.h"
+#include "model/chat.h"
 #include "model/lora.h"
 
 long runcfg_total_optimizer_steps(const RunConfig *c) {
@@ -158,6 +159,12 @@ int runcfg_validate(RunConfig *c) {
     unsigned mask;
     if (lora_parse_targets(c->lora_targets, &mask) < 0)
         return pl_wrap(PL_EINVAL, "lora.targets");
+    ChatFormat chat;
+    if (strcmp(c->chat, "auto") && chat_format_parse(c->chat, &chat) < 0)
+        return pl_wrap(PL_EINVAL, "data.chat");
+    if (c->chat_date[0] && strcmp(c->chat, "auto") && strcmp(c->chat, "llama31"))
+        return pl_fail(PL_EINVAL, "data.chat_date is the date of llama31's system header, and "
+                                  "data.chat is %s", c->chat);
     if (!device_ok(c->device))
         return pl_fail(PL_EINVAL, "launch.device '%s' is not cpu, cuda, cuda:N or cpu-staged",
                        c->device);

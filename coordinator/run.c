@@ -40,7 +40,8 @@ static int load_data(Run *r) {
     ds_config_init(&r->dc, r->tok);
     r->dc.max_prompt_len = c->max_prompt_len;
     r->dc.max_response_len = c->max_response_len;
-    PL_TRY(ds_config_chat(&r->dc, c->tokenizer, NULL));
+    PL_TRY(ds_config_chat(&r->dc, c->tokenizer, strcmp(c->chat, "auto") ? c->chat : NULL));
+    PL_TRY(ds_config_chat_date(&r->dc, c->chat_date, "data.chat_date"));
     if (!strncmp(c->train_path, "redis://", 8)) PL_TRY(stream_open(r));
     else PL_TRY(records_load(&r->train, "data.train", c->train_path, &r->dc, fmt, r->hooks->quiet));
     if (c->eval_path[0])

@@ -88,6 +88,15 @@ int ds_config_chat(DsConfig *c, const char *dir, const char *override_name) {
     return 0;
 }
 
+int ds_config_chat_date(DsConfig *c, const char *date, const char *what) {
+    if (!date || !*date) return 0;
+    if (c->chat != CHAT_LLAMA31)
+        return pl_fail(PL_EINVAL, "%s is the date of llama31's system header; the chat format is %s",
+                       what, chat_format_name(c->chat));
+    c->chat_opts.date = date;
+    return 0;
+}
+
 /* ------------------------------------------------------------- helpers */
 
 /* Offset of the first byte that is not valid UTF-8, or -1. */

@@ -154,6 +154,12 @@ void ds_config_init(DsConfig *c, const Tokenizer *tok);
  * PL_EFORMAT/PL_EIO for a bad file) leaving c unchanged. */
 int ds_config_chat(DsConfig *c, const char *dir, const char *override_name);
 
+/* Llama 3.1's "Today Date" (date, which must outlive c; NULL or "" keeps
+ * the template's own). Call after ds_config_chat: PL_EINVAL, naming the
+ * format, when the chat format is not llama31 (what, the option's name,
+ * goes in the message). */
+int ds_config_chat_date(DsConfig *c, const char *date, const char *what);
+
 /* Releases the chat strings ds_config_chat allocated. */
 void ds_config_free(DsConfig *c);
 

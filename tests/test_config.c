@@ -439,6 +439,8 @@ static void test_validation_failures(void **state) {
         {ALGO_GRPO, {"algo.max_staleness=2", "algo.filter_groups=true"}, "do not go together"},
         {ALGO_PPO, {"algo.max_staleness=1", "data.train=redis://localhost:6379", "data.stream=s"}, "records of steps ahead"},
         {ALGO_SFT, {"algo.dual_clip=0.5"}, "algo.dual_clip (0.5) must be 0 (off) or above 1"},
+        {ALGO_SFT, {"data.chat=chatml3"}, "data.chat"},
+        {ALGO_SFT, {"data.chat=llama3", "data.chat_date=01 Dec 2026"}, "data.chat_date is the date of llama31's system header, and data.chat is llama3"},
         {ALGO_SFT, {"launch.device=gpu"}, "launch.device 'gpu'"},
         {ALGO_SFT, {"launch.device=cuda:x"}, "launch.device 'cuda:x'"},
     };

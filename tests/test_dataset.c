@@ -218,6 +218,38 @@ static void test_conversational_chatml(void **state) {
     ds_config_free(&c);
 }
 
+/* Llama 3.1's date: the template's own by default, the one given by
+ * ds_config_chat_date otherwise; refused for any other format. */
+static void test_chat_date(void **state) {
+    (void)state;
+    const char *line = "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": "
+                       "\"assistant\", \"content\": \"Hello\"}]}";
+    const char *dates[] = {NULL, "01 Dec 2026"};
+    for (int i = 0; i < 2; i++) {
+        DsConfig c;
+        DsRecord r;
+        ds_config_init(&c, g_gpt2);
+        assert_int_equal(ds_config_chat(&c, gpt2_dir(), "llama31"), 0);
+        assert_int_equal(ds_config_chat_date(&c, dates[i], "data.chat_date"), 0);
+        parse_ok(&c, line, &r);
+        char *text = NULL, want[64];
+        assert_int_equal(tok_decode(g_gpt2, r.prompt, r.n_prompt, 0, &text), 0);
+        snprintf(want, sizeof want, "Today Date: %s\n", dates[i] ? dates[i] : CHAT_LLAMA31_DATE);
+        if (!strstr(text, want)) fail_msg("'%s' lacks '%s'", text, want);
+        free(text);
+        ds_record_free(&r);
+        ds_config_free(&c);
+    }
+    DsConfig c;
+    ds_config_init(&c, g_gpt2);
+    assert_int_equal(ds_config_chat(&c, gpt2_dir(), "llama3"), 0);
+    assert_int_equal(ds_config_chat_date(&c, "", "--chat-date"), 0); /* empty: nothing to set */
+    assert_int_equal(ds_config_chat_date(&c, "01 Dec 2026", "--chat-date"), PL_EINVAL);
+    assert_non_null(strstr(pl_error(), "--chat-date"));
+    assert_non_null(strstr(pl_error(), "llama3"));
+    ds_config_free(&c);
+}
+
 /* Without a template, conversations render "plain" with the tokenizer's EOS;
  * llama2 writes <s>/</s>, which become the BOS/EOS ids. */
 static void test_conversational_plain_llama2(void **state) {
@@ -494,7 +526,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_string_shapes),
         cmocka_unit_test(test_conversational_chatml),
-        cmocka_unit_test(test_conversational_plain_llama2),
+        cmocka_unit_test(test_conversational_plain_llama2), cmocka_unit_test(test_chat_date),
         cmocka_unit_test(test_chat_from_config),
         cmocka_unit_test(test_truncation),
         cmocka_unit_test(test_rejections),

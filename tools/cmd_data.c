@@ -16,8 +16,9 @@ static void usage(FILE *f) {
             "usage: plumb data arith --out DIR [--seed S] [--max-operand N] [--n-train N]\n"
             "                        [--n-eval N] [--ops +|-|+,-]\n"
             "       plumb data check FILE.jsonl --tokenizer DIR [--format auto|prompt|sft|pref]\n"
-            "                        [--chat FORMAT] [--max-prompt-len N] [--max-response-len N]\n"
-            "                        [--drop-long] [--max-line-bytes N] [--show N]\n"
+            "                        [--chat FORMAT] [--chat-date DATE] [--max-prompt-len N]\n"
+            "                        [--max-response-len N] [--drop-long] [--max-line-bytes N]\n"
+            "                        [--show N]\n"
             "\n"
             "arith writes a synthetic integer-arithmetic task into DIR: prompts.jsonl,\n"
             "sft.jsonl, pref.jsonl (train), eval.jsonl, eval_pref.jsonl (held out),\n"
@@ -31,8 +32,9 @@ static void usage(FILE *f) {
             "any line was rejected. --chat names the chat format for conversational\n"
             "records (chatml, qwen3, qwen3-nothink, llama3, llama31, llama2, mistral, zephyr,\n"
             "plain) when the tokenizer's config has no template, or to override it\n"
-            "(qwen3-nothink: Qwen3 with enable_thinking=False). --drop-long drops\n"
-            "over-long records instead of truncating them.\n");
+            "(qwen3-nothink: Qwen3 with enable_thinking=False). --chat-date DATE is the\n"
+            "\"Today Date\" llama31's system header writes (default: the template's own,\n"
+            "\"26 Jul 2024\"). --drop-long drops over-long records instead of truncating them.\n");
 }
 
 static int cmd_arith(int argc, char **argv) {
@@ -72,11 +74,11 @@ static void json_str(FILE *f, const char *s) {
 }
 
 static int cmd_check(int argc, char **argv) {
-    const char *file = NULL, *dir = NULL, *chat = NULL, *fmt = "auto";
+    const char *file = NULL, *dir = NULL, *chat = NULL, *fmt = "auto", *chat_date = NULL;
     int maxp = 0, maxr = 0, drop = 0, show = 10, maxline = 0;
     const Opt opts[] = {
         OPT_POS("FILE.jsonl", &file, 1), OPT_REQ("--tokenizer", &dir),
-        OPT_STR("--format", &fmt), OPT_STR("--chat", &chat),
+        OPT_STR("--format", &fmt), OPT_STR("--chat", &chat), OPT_STR("--chat-date", &chat_date),
         OPT_INT("--max-prompt-len", &maxp, 0, 1 << 30),
         OPT_INT("--max-response-len", &maxr, 0, 1 << 30),
         OPT_INT("--max-line-bytes", &maxline, 1, 1 << 30), OPT_INT("--show", &show, 0, 1 << 30),
@@ -97,6 +99,7 @@ static int cmd_check(int argc, char **argv) {
     DsReader *r = NULL;
     int rc = 0;
     if (ds_format_parse(fmt, &c.format) < 0 || ds_config_chat(&c, dir, chat) < 0 ||
+        ds_config_chat_date(&c, chat_date, "--chat-date") < 0 ||
         ds_reader_open(&r, file, &c) < 0) {
         report_error("data check", NULL);
         rc = 1;

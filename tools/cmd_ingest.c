@@ -22,11 +22,12 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: plumb ingest FILE.jsonl --tokenizer DIR [--format auto|prompt|sft|pref]\n"
-            "                    [--chat FORMAT] [--max-prompt-len N] [--max-response-len N]\n"
-            "                    [--drop-long] [--batch N]\n"
+            "                    [--chat FORMAT] [--chat-date DATE] [--max-prompt-len N]\n"
+            "                    [--max-response-len N] [--drop-long] [--batch N]\n"
             "                    (--to redis://[:password@]host:port/db --stream NAME | --out FILE)\n"
             "\n"
-            "Validates and tokenizes each line as `plumb data check` does, packs each record\n"
+            "Validates and tokenizes each line as `plumb data check` does (--chat and\n"
+            "--chat-date as there), packs each record\n"
             "(data/record.h, with the tokenizer's fingerprint) and appends it to the Redis\n"
             "stream NAME (XADD; NAME:tokenizer names the tokenizer, and a stream of another\n"
             "tokenizer is refused) or to the shard\n"
@@ -245,12 +246,14 @@ static int load_existing(Sink *s, const char *path, const char *dead_path) {
 }
 
 int cmd_ingest(int argc, char **argv) {
-    const char *input = NULL, *tokdir = NULL, *to = NULL, *stream = NULL, *out = NULL, *chat = NULL;
+    const char *input = NULL, *tokdir = NULL, *to = NULL, *stream = NULL, *out = NULL, *chat = NULL,
+               *chat_date = NULL;
     const char *format = "auto";
     int max_prompt = 0, max_resp = 0, drop_long = 0, batch = 256;
     const Opt opts[] = {
         OPT_POS("FILE.jsonl", &input, 1), OPT_REQ("--tokenizer", &tokdir),
-        OPT_STR("--format", &format), OPT_STR("--chat", &chat), OPT_STR("--to", &to),
+        OPT_STR("--format", &format), OPT_STR("--chat", &chat),
+        OPT_STR("--chat-date", &chat_date), OPT_STR("--to", &to),
         OPT_STR("--stream", &stream), OPT_STR("--out", &out),
         OPT_INT("--max-prompt-len", &max_prompt, 0, 1 << 30),
         OPT_INT("--max-response-len", &max_resp, 0, 1 << 30),
@@ -277,6 +280,7 @@ int cmd_ingest(int argc, char **argv) {
     cfg.format = fmt, cfg.max_prompt_len = max_prompt, cfg.max_response_len = max_resp;
     cfg.drop_long = drop_long;
     if ((rc = ds_config_chat(&cfg, tokdir, chat)) < 0) goto done_cfg;
+    if ((rc = ds_config_chat_date(&cfg, chat_date, "--chat-date")) < 0) goto done_cfg;
     if ((rc = ds_reader_open(&rd, input, &cfg)) < 0) goto done_cfg;
     if (to) {
         s.stream = stream;
