@@ -244,7 +244,9 @@ static const Key KEYS[] = {
 
     /* launch (plumb train) */
     STR("launch.workers", workers, "auto",
-        "auto (a process per role) or processes separated by spaces, roles by commas"),
+        "auto (a process per role), colocated (every role on every GPU of launch.devices), or "
+        "processes separated by spaces, roles by commas, GPUs after an @ (actor@0-5 "
+        "critic,reward@6-7)"),
     INT("launch.threads", threads, "0", "[0,)", "threads per worker (0: cores / workers)"),
     INT("launch.max_restarts", max_restarts, "3", "[0,)", "plumb train: times a dead worker is restarted"),
     BOOL("launch.keep_state", keep_state, "true",
@@ -252,6 +254,9 @@ static const Key KEYS[] = {
     STR("launch.device", device, "cpu",
         "where plumb train's workers compute: cpu, cuda (= cuda:0) or cuda:N (cpu-staged: the "
         "CPU behind the device path, a check)"),
+    STR("launch.devices", devices, "",
+        "the GPUs of this host plumb train's workers use, as 0-7 or 0,2,4-5 (empty: "
+        "launch.device says where)"),
 };
 
 #define NKEYS ((int)(sizeof KEYS / sizeof KEYS[0]))

@@ -164,13 +164,16 @@ typedef struct RunConfig {
     int min_workers;             /* transport.min_workers (0)                   */
 
     /* launch (plumb train) */
-    char workers[CFG_STR];       /* launch.workers: "auto" (one process per role)
-                                    or processes separated by spaces, roles of a
-                                    process by commas: "actor,reference reward" */
+    char workers[CFG_STR];       /* launch.workers: "auto" (one process per role),
+                                    "colocated", or processes separated by spaces,
+                                    roles of a process by commas, each on GPUs
+                                    after an @: "actor@0-5 critic,reward@6-7"
+                                    (coordinator/placement.h)                  */
     int threads;                 /* launch.threads per worker (0: cores / workers) */
     int max_restarts;            /* launch.max_restarts: a dead worker restarted (3) */
     int keep_state;              /* launch.keep_state: trained roles' state after each step */
     char device[CFG_STR];        /* launch.device (cpu)                         */
+    char devices[CFG_STR];       /* launch.devices: GPUs of this host ("")      */
 } RunConfig;
 
 /* Fills every key's default: algo.name RUNCFG_ALGO_UNSET, the "auto" keys

@@ -351,7 +351,7 @@ static int run_once(RunConfig *cfg, const CoordHooks *hooks, Rewind *rw) {
         rw->step = r->step;
         rw->recoveries = pool_recoveries(r->pool);
         rw->lost_at = r->lost_at;
-        snprintf(rw->why, sizeof rw->why, "%s", r->lost);
+        snprintf(rw->why, sizeof rw->why, "%.*s", (int)sizeof r->lost - 1, r->lost);
         /* the next pool binds the address this one had (its workers keep
          * connecting to it), also when the config asked for any port */
         snprintf(cfg->endpoint, sizeof cfg->endpoint, "%s", pool_endpoint(r->pool));

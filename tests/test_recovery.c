@@ -538,7 +538,7 @@ static void test_train_child_killed(void **state) {
         tu_stop(tr);
         fail_msg("no steps logged:\n%s", tu_read_file(log, NULL));
     }
-    /* the worker pids from "plumb train: worker I (ROLES) pid P, log ..." */
+    /* the worker pids from "plumb train: worker I (ROLES) pid P on DEVICE, log ..." */
     pid_t kids[8];
     char roles[8][64];
     int n = 0;

@@ -217,6 +217,24 @@ static void test_placement_same_numbers(void **state) {
     json_decref(b);
 }
 
+/* Roles placed on GPUs (launch.workers with @GPUS) where none can be used:
+ * each process is started on its own cuda:N, says so, and the run stops
+ * with the worker's reason instead of computing elsewhere. */
+static void test_placement_gpus(void **state) {
+    (void)state;
+    char body[8192], cfg[2048], *out;
+    ru_algo_body(body, sizeof body, "ppo");
+    ru_config(cfg, sizeof cfg, "place-gpus", body);
+    int rc = tu_plumb(&out, "train %s --quiet run.dir=%s/place-gpus launch.device=cuda "
+                            "launch.max_restarts=0 'launch.workers=actor,critic@2 reward,reference@5'",
+                      cfg, ru_dir);
+    if (rc != 1 || !strstr(out, "(actor,critic) pid") || !strstr(out, "on cuda:2,") ||
+        !strstr(out, "(reward,reference) pid") || !strstr(out, "on cuda:5,") ||
+        !strstr(out, "--device: "))
+        fail_msg("exit %d\n%s", rc, out);
+    free(out);
+}
+
 /* The same runs with launch.device cpu-staged, where every role's model
  * keeps device twins of its weights, adapter, head and gradients and moves
  * them across a device boundary as on a GPU: the same numbers, to the bit.
@@ -610,7 +628,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_dpo_many_eval_pairs),
         cmocka_unit_test(test_algo_grpo),
         cmocka_unit_test(test_algo_ppo),
-        cmocka_unit_test(test_placement_same_numbers),
+        cmocka_unit_test(test_placement_same_numbers), cmocka_unit_test(test_placement_gpus),
         cmocka_unit_test(test_staged_ppo),
         cmocka_unit_test(test_staged_dpo),
         cmocka_unit_test(test_dp_sft),

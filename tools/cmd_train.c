@@ -34,16 +34,18 @@
 #include "common/err.h"
 #include "common/fs.h"
 #include "common/transport.h"
+#include "coordinator/placement.h"
 #include "coordinator/run.h"
 #include "tools/cmd.h"
 #include "tools/runargs.h"
 #include "worker/role.h"
 
-#define MAX_PROCS 16
+#define MAX_PROCS PLACE_MAX_PROCS
 #define MSG_MAX 1536
 
 typedef struct {
     char roles[128];
+    char device[24];         /* cuda:N, or launch.device                 */
     pid_t pid;
     int exited, status;
     int restarts;            /* times it was started again         */
@@ -81,7 +83,9 @@ static void usage(FILE *f) {
             "Runs a whole training run on this host: the coordinator and one worker\n"
             "process per entry of launch.workers (\"auto\": one per role the algorithm\n"
             "needs; \"actor,reference reward\": actor and reference sharing one process,\n"
-            "reward in another). Workers log to RUN_DIR/logs/. A worker that dies is\n"
+            "reward in another; \"actor@0-5 critic,reward@6-7\": six actor processes on\n"
+            "GPUs 0-5 and two of critic and reward on 6 and 7; \"colocated\": every role on\n"
+            "every GPU of launch.devices). Workers log to RUN_DIR/logs/. A worker that dies is\n"
             "started again (launch.max_restarts times), and so is the coordinator, from\n"
             "the run's newest checkpoint; the launcher stops everything when the run ends,\n"
             "fails, or on Ctrl-C. Overrides take the config's dotted keys (optim.lr=3e-4\n"
@@ -181,37 +185,20 @@ static int start_coordinator(Launch *l, const char *resume) {
 
 /* ------------------------------------------------------------ workers */
 
-/* Splits launch.workers into process role lists. */
+/* The processes of launch.workers (coordinator/placement.h). */
 static int plan(Launch *l) {
-    const RunConfig *c = l->cfg;
-    unsigned need = coord_needed_roles(c), placed = 0;
-    if (!strcmp(c->workers, "auto")) {
-        for (int k = 0; k < ROLE_NKINDS; k++)
-            if (need & (1u << k)) snprintf(l->kids[l->n++].roles, 128, "%s", role_kind_name(k));
-        return 0;
+    Placement *pl = malloc(sizeof *pl);
+    PL_CHECK_ALLOC(pl);
+    int rc = place_plan(l->cfg, pl);
+    if (rc == 0 && pl->n > MAX_PROCS)
+        rc = pl_fail(PL_EINVAL, "launch.workers: %d processes, over %d", pl->n, MAX_PROCS);
+    for (int i = 0; rc == 0 && i < pl->n; i++) {
+        snprintf(l->kids[i].roles, sizeof l->kids[i].roles, "%s", pl->proc[i].roles);
+        snprintf(l->kids[i].device, sizeof l->kids[i].device, "%s", pl->proc[i].device);
     }
-    char buf[CFG_STR];
-    snprintf(buf, sizeof buf, "%s", c->workers);
-    char *save = NULL;
-    for (char *p = strtok_r(buf, " \t", &save); p; p = strtok_r(NULL, " \t", &save)) {
-        if (l->n == MAX_PROCS) return pl_fail(PL_EINVAL, "launch.workers: over %d processes", MAX_PROCS);
-        char roles[128], *s2 = NULL;
-        snprintf(roles, sizeof roles, "%s", p);
-        for (char *r = strtok_r(roles, ",", &s2); r; r = strtok_r(NULL, ",", &s2)) {
-            RoleKind k;
-            if (role_kind_parse(r, &k) < 0)
-                return pl_fail(PL_EINVAL, "launch.workers: unknown role '%s' in \"%s\"", r,
-                               c->workers);
-            placed |= 1u << k;
-        }
-        snprintf(l->kids[l->n++].roles, 128, "%s", p);
-    }
-    for (int k = 0; k < ROLE_NKINDS; k++)
-        if ((need & (1u << k)) && !(placed & (1u << k)))
-            return pl_fail(PL_EINVAL, "launch.workers \"%s\" places no process for the %s role, "
-                                      "which %s needs",
-                           c->workers, role_kind_name(k), algo_name_str(c->algo));
-    return 0;
+    if (rc == 0) l->n = pl->n;
+    free(pl);
+    return rc;
 }
 
 /* Starts worker process i (again, after a restart). It outlives a
@@ -231,7 +218,7 @@ static int spawn_one(Launch *l, int i) {
     argv[a++] = "--model", argv[a++] = (char *)c->model_path;
     argv[a++] = "--tokenizer", argv[a++] = (char *)c->tokenizer;
     argv[a++] = "--threads", argv[a++] = threads;
-    argv[a++] = "--device", argv[a++] = (char *)c->device;
+    argv[a++] = "--device", argv[a++] = k->device;
     argv[a++] = "--rank", argv[a++] = rank;
     argv[a++] = "--rejoin-s", argv[a++] = rejoin;
     if (c->secret_key[0]) {
@@ -258,7 +245,8 @@ static int spawn_one(Launch *l, int i) {
     }
     k->pid = pid;
     k->exited = 0;
-    fprintf(stderr, "plumb train: worker %d (%s) pid %d, log %s\n", i, k->roles, pid, k->log);
+    fprintf(stderr, "plumb train: worker %d (%s) pid %d on %s, log %s\n", i, k->roles, pid,
+            k->device, k->log);
     return 0;
 }
 
