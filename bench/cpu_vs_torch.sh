@@ -17,7 +17,9 @@
 # usage: bash bench/cpu_vs_torch.sh
 # env:   PLUMB (build/plumb), PYTHON (python3 with torch, transformers,
 #        peft), RUNS (5), WORK (/tmp/plumb-cpu-bench), RUNC (unset: no
-#        run.c comparison), STEPS (5), WHAT (train,decode)
+#        run.c comparison), STEPS (5), WHAT (train,decode), BASE (unset;
+#        another build's plumb, measured the same way under "base_": the
+#        commit before a change, say)
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PLUMB=${PLUMB:-$ROOT/build/plumb}
@@ -44,7 +46,7 @@ OUT=$WORK/figures.txt
 rec() { echo "$1 $2" | tee -a "$OUT"; } # KEY VALUE
 
 plumb_train() { # B T [--full] -> ms/step
-    "$PLUMB" bench train --model "$HF" --threads 2 --batch "$1" --seq-len "$2" --steps "$STEPS" ${3:-} |
+    "${BIN:-$PLUMB}" bench train --model "$HF" --threads 2 --batch "$1" --seq-len "$2" --steps "$STEPS" ${3:-} |
         sed -n 's/.*: \([0-9.]*\) ms\/step.*/\1/p'
 }
 torch_train() { # B T -> "lora_ms full_ms"
@@ -61,19 +63,27 @@ for r in $(seq 1 "$RUNS"); do
             key=${1}x$2
             rec "plumb_lora_$key" "$(plumb_train "$1" "$2")"
             rec "plumb_full_$key" "$(plumb_train "$1" "$2" --full)"
+            if [ -n "${BASE:-}" ]; then
+                rec "base_lora_$key" "$(BIN=$BASE plumb_train "$1" "$2")"
+                rec "base_full_$key" "$(BIN=$BASE plumb_train "$1" "$2" --full)"
+            fi
             read -r tl tf <<<"$(torch_train "$1" "$2")"
             rec "torch_lora_$key" "$tl"
             rec "torch_full_$key" "$tf"
         done ;;
     esac
     case ,$WHAT, in *,decode,*)
-        rec plumb_decode_b64 "$("$PLUMB" bench decode --model "$HF" --threads 2 --batch 64 \
-            --prompt-len 8 --tokens 128 --repeat 1 | sed -n 's/.*: \([0-9.]*\) tokens\/s.*/\1/p')"
+        for who in plumb ${BASE:+base}; do
+            bin=$PLUMB
+            [ "$who" = base ] && bin=$BASE
+            rec ${who}_decode_b64 "$("$bin" bench decode --model "$HF" --threads 2 --batch 64 \
+                --prompt-len 8 --tokens 128 --repeat 1 | sed -n 's/.*: \([0-9.]*\) tokens\/s.*/\1/p')"
+            rec ${who}_decode_b1 "$("$bin" bench decode --model "$L2C" --threads 1 --prompt-len 1 \
+                --tokens 255 --repeat 1 | sed -n 's/.*: \([0-9.]*\) tokens\/s.*/\1/p')"
+        done
         rec torch_decode_b64 "$(OMP_NUM_THREADS=2 "$PYTHON" "$ROOT/bench/gpu_torch.py" --model "$HF" \
             --device cpu --what decode --batch 64 --prompt-len 8 --tokens 128 2>/dev/null |
             sed -n 's/.*"tokens_per_s": \([0-9.]*\).*/\1/p')"
-        rec plumb_decode_b1 "$("$PLUMB" bench decode --model "$L2C" --threads 1 --prompt-len 1 \
-            --tokens 255 --repeat 1 | sed -n 's/.*: \([0-9.]*\) tokens\/s.*/\1/p')"
         if [ -n "${RUNC:-}" ]; then
             rec runc_decode_b1 "$(cd "$WORK" && OMP_NUM_THREADS=1 ./runfast "$L2C" -z "$TOKBIN" -t 0 \
                 -n 256 2>&1 >/dev/null | sed -n 's/achieved tok\/s: \([0-9.]*\).*/\1/p')"
@@ -98,6 +108,12 @@ print("== plumb's speed over the reference (higher is faster)")
 for key in ("8x256", "2x1024"):
     for mode in ("lora", "full"):
         ratio(f"train {mode} {key} vs PyTorch", f"plumb_{mode}_{key}", f"torch_{mode}_{key}")
+for key in ("8x256", "2x1024"):
+    for mode in ("lora", "full"):
+        ratio(f"train {mode} {key} vs the BASE build", f"plumb_{mode}_{key}", f"base_{mode}_{key}")
+for b in ("b64", "b1"):
+    if f"plumb_decode_{b}" in med and f"base_decode_{b}" in med:
+        print(f"{'decode ' + b + ' vs the BASE build':40s} {med[f'plumb_decode_{b}'] / med[f'base_decode_{b}']:.2f}")
 if "plumb_decode_b64" in med and "torch_decode_b64" in med:
     print(f"{'decode batch 64, 2 threads vs generate':40s} {med['plumb_decode_b64'] / med['torch_decode_b64']:.2f}")
 if "plumb_decode_b1" in med and "runc_decode_b1" in med:

@@ -71,6 +71,11 @@ struct Backend {
                            const float *bias, int N, int IC, int OC, int accumulate);
     void (*matmul_backward)(Device *d, float *dinp, float *dw, float *dbias, const float *dout,
                             const float *inp, const float *w, int N, int IC, int OC);
+    /* the few-row layout (kernels.h); NULL in a backend without it */
+    void (*matmul_pack)(Device *d, float *wp, const float *w, int IC, int OC);
+    void (*matmul_forward_packed)(Device *d, float *out, const float *inp, const float *wp,
+                                  const float *w, const float *bias, int N, int IC, int OC,
+                                  int accumulate);
     void (*rmsnorm_forward)(Device *d, float *out, float *rstd, const float *inp, const float *w,
                             int N, int C, float eps);
     void (*rmsnorm_backward)(Device *d, float *dinp, float *dw, const float *dout,

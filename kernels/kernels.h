@@ -35,6 +35,19 @@
 void matmul_forward(float *out, const float *inp, const float *w, const float *bias,
                     int N, int IC, int OC, int accumulate);
 
+/* Weights laid out for products of few rows (decoding): wp holds w (OC,
+ * IC) in blocks of 16 rows, each block column by column (wp[b][i][r] =
+ * w[16 b + r][i], rows past OC zero), matmul_packed_floats(IC, OC) floats.
+ * A few-row product then reads the weights as one stream, where w's
+ * layout makes it 16. matmul_forward_packed is matmul_forward with wp
+ * beside w, to the bit: from wp for N <= MATMUL_PACKED_ROWS, else from w.
+ * (A backend without the layout leaves these NULL in its table.) */
+#define MATMUL_PACKED_ROWS 8
+size_t matmul_packed_floats(int IC, int OC);
+void matmul_pack(float *wp, const float *w, int IC, int OC);
+void matmul_forward_packed(float *out, const float *inp, const float *wp, const float *w,
+                           const float *bias, int N, int IC, int OC, int accumulate);
+
 /* dinp (N,IC) += dout (N,OC) @ w (OC,IC); dw (OC,IC) += dout^T @ inp;
  * dbias (OC) += column sums of dout. Any of dinp, dw, dbias may be NULL. */
 void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,

@@ -247,7 +247,11 @@ void model_linear_forward(const Model *m, int l, int t, float *out, const float 
                           const float *W, const float *bias, float *u, int N, int IC, int OC,
                           int accumulate) {
     Device *d = m->dev;
-    d->be->matmul_forward(d, out, x, W, bias, N, IC, OC, accumulate);
+    const int k = l * LORA_NT + t, nk = m->base->cfg.n_layers * LORA_NT + 1;
+    if (m->packed_w && m->packed_w[nk + k] == W)
+        d->be->matmul_forward_packed(d, out, x, m->packed_w[k], W, bias, N, IC, OC, accumulate);
+    else
+        d->be->matmul_forward(d, out, x, W, bias, N, IC, OC, accumulate);
     const float *A, *Bm;
     if (lora_active(m, l, t, &A, &Bm)) {
         int R = m->lora->cfg.rank;
@@ -373,6 +377,8 @@ void model_free(Model **mp) {
     free(m->g_lora);
     free(m->g_head);
     free(m->rope_inv);
+    free(m->packed);
+    free(m->packed_w);
     dev_close(&m->own_dev);
     free(m);
     *mp = NULL;

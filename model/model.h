@@ -71,6 +71,13 @@ typedef struct Model {
     size_t logits_budget;   /* floats of logits kept for backward (default 64M);
                                larger batches recompute them in chunks           */
     int n_threads;
+    /* decode's copies of the frozen base's projections and LM head in the
+     * few-row layout (kernels.h, matmul_pack), made at the first decode on
+     * a backend that has it (model_kv.c); NULL otherwise. packed_w holds
+     * L * LORA_NT + 1 copies (the LM head last), then the weights each was
+     * made from */
+    float *packed;
+    const float **packed_w;
     float *rope_inv;        /* (HS/2) RoPE's frequencies (model/rope.h), host     */
     float rope_scale;       /* the factor on cos and sin                         */
 } Model;

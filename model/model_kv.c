@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "kernels/kernels.h"
 #include "model/model.h"
 #include "model/model_impl.h"
 
@@ -76,7 +77,13 @@ static float *kv_row(const KVCache *c, float *base, int l, int slot, int t) {
 static void lm_head(const Model *m, KVCache *c, const float *x, int n, float *logits) {
     Device *d = m->dev;
     const ModelConfig *cfg = &m->base->cfg;
-    d->be->matmul_forward(d, c->logits, x, m->dv.w->lm_head, NULL, n, cfg->dim, c->V, 0);
+    const float *W = m->dv.w->lm_head;
+    const int nk = cfg->n_layers * LORA_NT + 1;
+    if (m->packed_w && m->packed_w[2 * nk - 1] == W)
+        d->be->matmul_forward_packed(d, c->logits, x, m->packed_w[nk - 1], W, NULL, n, cfg->dim,
+                                     c->V, 0);
+    else
+        d->be->matmul_forward(d, c->logits, x, W, NULL, n, cfg->dim, c->V, 0);
     d->be->download(d, logits, c->logits, sizeof(float) * (size_t)n * c->V);
 }
 
@@ -132,6 +139,50 @@ int model_prefill(Model *m, KVCache *c, const int *slots, const int *const *prom
     return rc;
 }
 
+/* Model.packed: the frozen base's projections and LM head in the few-row
+ * layout, made once, at the first decode, where the backend has it. A
+ * decode step reads every weight for a few rows, and the layout turns the
+ * 16 row streams of a block into one (about twice the bandwidth here);
+ * the sums are the same. A model that trains its base changes its
+ * weights every step and reads them as they are; without the memory for
+ * the copies, decode reads them as they are too. */
+static void pack_for_decode(Model *m) {
+    const Backend *be = m->dev->be;
+    if (m->packed_w || !be->matmul_pack || m->train_base) return;
+    const ModelConfig *c = &m->base->cfg;
+    const Weights *w = m->dv.w;
+    const int L = c->n_layers, nk = L * LORA_NT + 1, C = c->dim, H = c->hidden_dim;
+    const int QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
+    const float **pw = calloc(2 * (size_t)nk, sizeof *pw);
+    int *ic = malloc(sizeof(int) * 2 * (size_t)nk), *oc = ic ? ic + nk : NULL;
+    if (!pw || !ic) goto fail;
+    for (int l = 0; l < L; l++) {
+        const LayerWeights *lw = &w->layers[l];
+        const float *src[LORA_NT] = {lw->wq, lw->wk, lw->wv, lw->wo, lw->w_gate, lw->w_up, lw->w_down};
+        const int in[LORA_NT] = {C, C, C, QD, C, C, H}, out[LORA_NT] = {QD, KD, KD, C, H, H, C};
+        for (int t = 0; t < LORA_NT; t++)
+            pw[nk + l * LORA_NT + t] = src[t], ic[l * LORA_NT + t] = in[t], oc[l * LORA_NT + t] = out[t];
+    }
+    pw[2 * nk - 1] = w->lm_head, ic[nk - 1] = C, oc[nk - 1] = c->vocab_size;
+    size_t total = 0;
+    for (int k = 0; k < nk; k++) total += matmul_packed_floats(ic[k], oc[k]);
+    float *buf = malloc(sizeof(float) * total);
+    if (!buf) goto fail;
+    float *dst = buf;
+    for (int k = 0; k < nk; k++) {
+        be->matmul_pack(m->dev, dst, pw[nk + k], ic[k], oc[k]);
+        pw[k] = dst;
+        dst += matmul_packed_floats(ic[k], oc[k]);
+    }
+    m->packed = buf;
+    m->packed_w = pw;
+    free(ic);
+    return;
+fail:
+    free(pw);
+    free(ic);
+}
+
 int model_decode(Model *m, KVCache *c, const int *slots, const int *ids, int n, float *logits) {
     const ModelConfig *cfg = &m->base->cfg;
     const Weights *w = m->dv.w;
@@ -156,6 +207,7 @@ int model_decode(Model *m, KVCache *c, const int *slots, const int *ids, int n, 
         lens[i] = pos[i] + 1;
     }
     model_params_up(m);
+    pack_for_decode(m);
     be->upload(d, c->d_ids, ids, sizeof(int) * (size_t)n);
     be->upload(d, c->d_pos, pos, sizeof(int) * (size_t)n);
     be->upload(d, c->d_slots, slots, sizeof(int) * (size_t)n);

@@ -50,6 +50,18 @@ static void cpu_matmul_forward(Device *d, float *out, const float *inp, const fl
     matmul_forward(out, inp, w, bias, N, IC, OC, accumulate);
 }
 
+static void cpu_matmul_pack(Device *d, float *wp, const float *w, int IC, int OC) {
+    GUARD;
+    matmul_pack(wp, w, IC, OC);
+}
+
+static void cpu_matmul_forward_packed(Device *d, float *out, const float *inp, const float *wp,
+                                      const float *w, const float *bias, int N, int IC, int OC,
+                                      int accumulate) {
+    GUARD;
+    matmul_forward_packed(out, inp, wp, w, bias, N, IC, OC, accumulate);
+}
+
 static void cpu_matmul_backward(Device *d, float *dinp, float *dw, float *dbias,
                                 const float *dout, const float *inp, const float *w, int N, int IC,
                                 int OC) {
@@ -192,6 +204,8 @@ const Backend backend_cpu = {
     .zero = cpu_zero,
     .matmul_forward = cpu_matmul_forward,
     .matmul_backward = cpu_matmul_backward,
+    .matmul_pack = cpu_matmul_pack,
+    .matmul_forward_packed = cpu_matmul_forward_packed,
     .rmsnorm_forward = cpu_rmsnorm_forward,
     .rmsnorm_backward = cpu_rmsnorm_backward,
     .rope_forward = cpu_rope_forward,

@@ -269,6 +269,75 @@ bias:
     }
 }
 
+size_t matmul_packed_floats(int IC, int OC) { return (size_t)((OC + 15) / 16) * 16 * IC; }
+
+void matmul_pack(float *wp, const float *w, int IC, int OC) {
+    const int nb = (OC + 15) / 16;
+#pragma omp parallel for schedule(static) if ((size_t)OC * IC > 65536)
+    for (int b = 0; b < nb; b++) {
+        float *dst = wp + (size_t)b * 16 * IC;
+        for (int r = 0; r < 16; r++) {
+            const int o = b * 16 + r;
+            for (int i = 0; i < IC; i++) dst[(size_t)i * 16 + r] = o < OC ? w[(size_t)o * IC + i] : 0.0f;
+        }
+    }
+}
+
+#ifdef HAVE_TILE_T
+/* tile_t's sums from the packed block at wp (16 rows from o0): column i
+ * is one load, met by input value i in order of i, as tile_t meets it
+ * after its transpose; so the bits are tile_t's. */
+#define TILE_P(NN)                                                                                 \
+    static void tile_p##NN(float *out, const float *inp, const float *wp, int o0, int IC, int OC,  \
+                           int accumulate) {                                                       \
+        __m512 acc[NN];                                                                            \
+        for (int n = 0; n < NN; n++) acc[n] = _mm512_setzero_ps();                                 \
+        for (int i = 0; i < IC; i++) {                                                             \
+            const __m512 col = _mm512_loadu_ps(wp + (size_t)i * 16);                               \
+            _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) acc[n] =                           \
+                _mm512_fmadd_ps(col, _mm512_set1_ps(inp[(size_t)n * IC + i]), acc[n]);             \
+        }                                                                                          \
+        const int rows = OC - o0 < 16 ? OC - o0 : 16;                                              \
+        for (int n = 0; n < NN; n++) {                                                             \
+            float t[16];                                                                           \
+            _mm512_storeu_ps(t, acc[n]);                                                           \
+            for (int r = 0; r < rows; r++) put(out + (size_t)n * OC + o0 + r, t[r], accumulate);   \
+        }                                                                                          \
+    }
+TILE_P(1)
+TILE_P(2)
+TILE_P(3)
+TILE_P(4)
+TILE_P(5)
+TILE_P(6)
+TILE_P(7)
+TILE_P(8)
+#undef TILE_P
+
+static const TileT TILE_PS[NT + 1] = {NULL,     tile_p1, tile_p2, tile_p3, tile_p4,
+                                      tile_p5, tile_p6, tile_p7, tile_p8};
+#endif
+
+void matmul_forward_packed(float *out, const float *inp, const float *wp, const float *w,
+                           const float *bias, int N, int IC, int OC, int accumulate) {
+#ifdef HAVE_TILE_T
+    _Static_assert(NT == MATMUL_PACKED_ROWS, "the packed path serves tile_t's rows");
+    if (N >= 1 && N <= NT) {
+        const int nb = (OC + 15) / 16;
+#pragma omp parallel for schedule(static) if ((size_t)OC * IC > 16384)
+        for (int b = 0; b < nb; b++)
+            TILE_PS[N](out, inp, wp + (size_t)b * 16 * IC, b * 16, IC, OC, accumulate);
+        if (bias) {
+            for (int i = 0; i < N; i++)
+                for (int j = 0; j < OC; j++) out[(size_t)i * OC + j] += bias[j];
+        }
+        return;
+    }
+#endif
+    (void)wp;
+    matmul_forward(out, inp, w, bias, N, IC, OC, accumulate);
+}
+
 void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
                      const float *inp, const float *w, int N, int IC, int OC) {
     if (dinp) /* (N,OC) @ (OC,IC) */
