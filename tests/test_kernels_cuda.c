@@ -1,8 +1,9 @@
 /* test_kernels_cuda.c: every CUDA twin (kernels/cuda/kernels_cuda.h) against
  * its CPU kernel (kernels/kernels.h) on the same seeded random inputs,
  * compared element-wise with tol + |cpu| * eps. The CPU kernels are checked
- * against naive references and finite differences in test_kernels.c, so
- * agreement here makes the CUDA kernels correct too.
+ * against naive references and finite differences in test_kernels.c and
+ * test_kernels_attention.c, so agreement here makes the CUDA kernels
+ * correct too.
  *
  * Sizes are chosen to cross the kernels' internal tile and block boundaries
  * (rows longer than one thread block, V not a multiple of the block size).
