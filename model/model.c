@@ -295,6 +295,7 @@ int model_new(Model **out, Base *base, const ModelOptions *opt) {
     PL_CHECK_ALLOC(m);
     m->base = base;
     m->train_base = opt->train_base;
+    m->decode_copy = opt->decode_copy;
     m->logits_budget = LOGITS_KEEP;
     int rc = 0;
     m->dev = opt->dev;

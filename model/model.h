@@ -45,6 +45,9 @@ typedef struct {
     int train_base;         /* 1: full fine-tuning (base must be flat, unshared) */
     unsigned long long seed;/* adapter and head init                             */
     Device *dev;            /* where the math runs (not owned); NULL: the CPU    */
+    int decode_copy;        /* 1: a few-row copy of the frozen base for decoding
+                               (Model.packed): faster decode of up to 8
+                               sequences for one more copy of the weights     */
 } ModelOptions;
 
 typedef struct Acts Acts;
@@ -71,11 +74,13 @@ typedef struct Model {
     size_t logits_budget;   /* floats of logits kept for backward (default 64M);
                                larger batches recompute them in chunks           */
     int n_threads;
-    /* decode's copies of the frozen base's projections and LM head in the
-     * few-row layout (kernels.h, matmul_pack), made at the first decode on
-     * a backend that has it (model_kv.c); NULL otherwise. packed_w holds
+    /* with decode_copy, decode's copies of the frozen base's projections
+     * and LM head in the few-row layout (kernels.h, matmul_pack), made at
+     * the first decode on a backend that has it (model_kv.c); NULL
+     * otherwise. packed_w holds
      * L * LORA_NT + 1 copies (the LM head last), then the weights each was
      * made from */
+    int decode_copy;        /* ModelOptions.decode_copy                          */
     float *packed;
     const float **packed_w;
     float *rope_inv;        /* (HS/2) RoPE's frequencies (model/rope.h), host     */

@@ -139,8 +139,9 @@ int model_prefill(Model *m, KVCache *c, const int *slots, const int *const *prom
     return rc;
 }
 
-/* Model.packed: the frozen base's projections and LM head in the few-row
- * layout, made once, at the first decode, where the backend has it. A
+/* Model.packed (ModelOptions.decode_copy): the frozen base's projections
+ * and LM head in the few-row layout, made once, at the first decode, where
+ * the backend has it. A
  * decode step reads every weight for a few rows, and the layout turns the
  * 16 row streams of a block into one (about twice the bandwidth here);
  * the sums are the same. A model that trains its base changes its
@@ -148,7 +149,7 @@ int model_prefill(Model *m, KVCache *c, const int *slots, const int *const *prom
  * the copies, decode reads them as they are too. */
 static void pack_for_decode(Model *m) {
     const Backend *be = m->dev->be;
-    if (m->packed_w || !be->matmul_pack || m->train_base) return;
+    if (!m->decode_copy || m->packed_w || !be->matmul_pack || m->train_base) return;
     const ModelConfig *c = &m->base->cfg;
     const Weights *w = m->dv.w;
     const int L = c->n_layers, nk = L * LORA_NT + 1, C = c->dim, H = c->hidden_dim;

@@ -42,7 +42,7 @@ static double max_diff(const float *a, const float *b, int n, int *bits) {
     return m;
 }
 
-static void check(const Arch *a, int lora, float temp) {
+static void check(const Arch *a, int lora, float temp, int copy) {
     ModelConfig c;
     config_defaults(&c);
     c.vocab_size = 61, c.dim = 48, c.hidden_dim = 80, c.n_layers = 2, c.n_heads = 4;
@@ -60,7 +60,7 @@ static void check(const Arch *a, int lora, float temp) {
     Model *m;
     assert_int_equal(base_new_random(&base, &c, 31, 0.4f), 0);
     ModelOptions opt = {.lora_rank = lora ? 4 : 0, .lora_alpha = 8.0f,
-                        .lora_targets = (1u << LORA_NT) - 1, .seed = 5};
+                        .lora_targets = (1u << LORA_NT) - 1, .seed = 5, .decode_copy = copy};
     assert_int_equal(model_new(&m, base, &opt), 0);
     if (lora) {
         Rng r;
@@ -151,7 +151,8 @@ static void test_exact(void **state) {
     const float temps[] = {1.0f, 0.7f};
     for (size_t a = 0; a < sizeof ARCHS / sizeof ARCHS[0]; a++)
         for (int lora = 0; lora < 2; lora++)
-            for (int t = 0; t < 2; t++) check(&ARCHS[a], lora, temps[t]);
+            for (int t = 0; t < 2; t++)
+                for (int copy = 0; copy < 2; copy++) check(&ARCHS[a], lora, temps[t], copy);
 }
 
 int main(void) {

@@ -175,7 +175,7 @@ int cmd_bench(int argc, char **argv) {
         dev_close(&dev);
         return 1;
     }
-    ModelOptions opt = {.dev = dev};
+    ModelOptions opt = {.dev = dev, .decode_copy = is_decode};
     if (!is_decode) {
         if (full) {
             opt.train_base = 1;

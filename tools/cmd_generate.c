@@ -90,7 +90,7 @@ int cmd_generate(int argc, char **argv) {
     Device *dev;
     Base *base;
     Model *m;
-    if (load_model_on("generate", model_path, adapter, device, &dev, &base, &m) < 0) {
+    if (load_model_on("generate", model_path, adapter, device, 1, &dev, &base, &m) < 0) {
         free(ids);
         tok_free(&tok);
         return 1;

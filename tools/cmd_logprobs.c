@@ -37,7 +37,7 @@ int cmd_logprobs(int argc, char **argv) {
     Device *dev;
     Base *base;
     Model *m;
-    if (load_model_on("logprobs", model_path, adapter, device, &dev, &base, &m) < 0) {
+    if (load_model_on("logprobs", model_path, adapter, device, 0, &dev, &base, &m) < 0) {
         free(ids);
         return 1;
     }

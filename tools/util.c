@@ -102,12 +102,12 @@ int open_device(const char *cmd, const char *spec, Device **dev) {
 }
 
 int load_model_on(const char *cmd, const char *path, const char *adapter, const char *spec,
-                  Device **dev, Base **base, Model **model) {
+                  int decode_copy, Device **dev, Base **base, Model **model) {
     *base = NULL;
     *model = NULL;
     if (open_device(cmd, spec ? spec : "cpu", dev) < 0) return -1;
     char what[4200];
-    ModelOptions opt = {.dev = *dev};
+    ModelOptions opt = {.dev = *dev, .decode_copy = decode_copy};
     Lora *l;
     snprintf(what, sizeof what, "loading model %s", path);
     if (base_load(base, path) < 0) goto fail;

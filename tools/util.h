@@ -21,10 +21,11 @@ void set_threads(int n);
 
 /* Loads base model path (and the PEFT adapter, when given) as a model on
  * device spec ("cpu", "cuda:N", ...), which it opens into *dev (close it
- * after freeing the base). Prints "plumb CMD: ..." and returns -1 when
- * the device cannot be opened or the model cannot be loaded or placed. */
+ * after freeing the base); decode_copy as ModelOptions'. Prints "plumb
+ * CMD: ..." and returns -1 when the device cannot be opened or the model
+ * cannot be loaded or placed. */
 int load_model_on(const char *cmd, const char *path, const char *adapter, const char *spec,
-                  Device **dev, Base **base, Model **model);
+                  int decode_copy, Device **dev, Base **base, Model **model);
 
 /* Opens device spec for command cmd; prints why and returns -1 if not. */
 int open_device(const char *cmd, const char *spec, Device **dev);
