@@ -171,19 +171,16 @@ enum { NT = 8 }; /* at most this many input rows for tile_t */
             for (int r = 0; r < rows; r++) put(out + (size_t)n * OC + o0 + r, t[r], accumulate);   \
         }                                                                                          \
     }
-TILE_T(1)
-TILE_T(2)
-TILE_T(3)
-TILE_T(4)
-TILE_T(5)
-TILE_T(6)
-TILE_T(7)
-TILE_T(8)
+/* X(1) ... X(NT): one kernel per row count, and their tables */
+#define EACH_NT(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8)
+_Static_assert(NT == 8, "EACH_NT lists the row counts 1 to NT");
+#define TABLE_ENTRY_T(NN) tile_t##NN,
+#define TABLE_ENTRY_P(NN) tile_p##NN,
+EACH_NT(TILE_T)
 #undef TILE_T
 
 typedef void (*TileT)(float *, const float *, const float *, int, int, int, int);
-static const TileT TILE_TS[NT + 1] = {NULL,     tile_t1, tile_t2, tile_t3, tile_t4,
-                                      tile_t5, tile_t6, tile_t7, tile_t8};
+static const TileT TILE_TS[NT + 1] = {NULL, EACH_NT(TABLE_ENTRY_T)};
 #define HAVE_TILE_T 1
 #else
 /* The same sums in plain C (the compiler vectorizes over l: each lane is
@@ -304,18 +301,10 @@ void matmul_pack(float *wp, const float *w, int IC, int OC) {
             for (int r = 0; r < rows; r++) put(out + (size_t)n * OC + o0 + r, t[r], accumulate);   \
         }                                                                                          \
     }
-TILE_P(1)
-TILE_P(2)
-TILE_P(3)
-TILE_P(4)
-TILE_P(5)
-TILE_P(6)
-TILE_P(7)
-TILE_P(8)
+EACH_NT(TILE_P)
 #undef TILE_P
 
-static const TileT TILE_PS[NT + 1] = {NULL,     tile_p1, tile_p2, tile_p3, tile_p4,
-                                      tile_p5, tile_p6, tile_p7, tile_p8};
+static const TileT TILE_PS[NT + 1] = {NULL, EACH_NT(TABLE_ENTRY_P)};
 #endif
 
 void matmul_forward_packed(float *out, const float *inp, const float *wp, const float *w,
