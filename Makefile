@@ -3,6 +3,7 @@
 
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
+BUILD_GENERIC ?= build-generic
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
@@ -27,12 +28,25 @@ demo: deps
 	@sh scripts/demo.sh $(BUILD)
 
 # The whole suite: every test, then the unit and integration tests again
-# under AddressSanitizer + UBSan. GPU tests skip themselves without a GPU;
+# under AddressSanitizer + UBSan, then the kernel and model tests on the
+# kernels' portable paths. GPU tests skip themselves without a GPU;
 # parity tests (torch, transformers) run only with `make parity`.
 test: deps
 	@$(MAKE) --no-print-directory build
 	cd $(BUILD) && ctest --output-on-failure -LE parity -j 2
 	@$(MAKE) --no-print-directory test-asan
+	@$(MAKE) --no-print-directory test-generic
+
+# The CPU kernels without AVX-512 or FMA (x86-64's baseline), the paths a
+# native build on an AVX-512 machine never takes: the tests of the
+# kernels, the model, generation and exact log-probs, built for them.
+GENERIC_TESTS = test_kernels test_kernels_attention test_matmul_packed test_exact_logprobs \
+  test_model test_generate test_hf_reference test_llama2c_reference
+test-generic:
+	cmake -S . -B $(BUILD_GENERIC) -DCMAKE_BUILD_TYPE=Release -DPLUMB_NATIVE=OFF -DPLUMB_CUDA=OFF $(CMAKE_ARGS)
+	cmake --build $(BUILD_GENERIC) -j $(JOBS) --target plumb $(GENERIC_TESTS)
+	cd $(BUILD_GENERIC) && ctest --output-on-failure -j 2 \
+	  -R "^($(shell echo $(GENERIC_TESTS) | tr ' ' '|'))$$"
 
 test-asan:
 	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DPLUMB_SANITIZE=ON -DPLUMB_CUDA=OFF $(CMAKE_ARGS)
@@ -44,7 +58,7 @@ parity: build
 	cd $(BUILD) && ctest --output-on-failure -L parity
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN)
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_GENERIC)
 
 # Fuzzing (libFuzzer, clang + ASan + UBSan; see fuzz/README.md).
 #   make fuzz-build                 builds fuzz-build/fuzz_<name>, one per
