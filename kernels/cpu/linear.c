@@ -181,6 +181,32 @@ EACH_NT(TILE_T)
 
 typedef void (*TileT)(float *, const float *, const float *, int, int, int, int);
 static const TileT TILE_TS[NT + 1] = {NULL, EACH_NT(TABLE_ENTRY_T)};
+
+/* tile_t's sums from the packed weights wp (matmul_pack), block of rows
+ * [o0, o0 + 16): column i is one load, met by input value i in order of
+ * i, as tile_t meets it after its transpose; so the bits are tile_t's. */
+#define TILE_P(NN)                                                                                 \
+    static void tile_p##NN(float *out, const float *inp, const float *wp, int o0, int IC, int OC,  \
+                           int accumulate) {                                                       \
+        const float *blk = wp + (size_t)o0 * IC;                                                   \
+        __m512 acc[NN];                                                                            \
+        for (int n = 0; n < NN; n++) acc[n] = _mm512_setzero_ps();                                 \
+        for (int i = 0; i < IC; i++) {                                                             \
+            const __m512 col = _mm512_loadu_ps(blk + (size_t)i * 16);                              \
+            _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) acc[n] =                           \
+                _mm512_fmadd_ps(col, _mm512_set1_ps(inp[(size_t)n * IC + i]), acc[n]);             \
+        }                                                                                          \
+        const int rows = OC - o0 < 16 ? OC - o0 : 16;                                              \
+        for (int n = 0; n < NN; n++) {                                                             \
+            float t[16];                                                                           \
+            _mm512_storeu_ps(t, acc[n]);                                                           \
+            for (int r = 0; r < rows; r++) put(out + (size_t)n * OC + o0 + r, t[r], accumulate);   \
+        }                                                                                          \
+    }
+EACH_NT(TILE_P)
+#undef TILE_P
+
+static const TileT TILE_PS[NT + 1] = {NULL, EACH_NT(TABLE_ENTRY_P)};
 #define HAVE_TILE_T 1
 #else
 /* The same sums in plain C (the compiler vectorizes over l: each lane is
@@ -220,14 +246,34 @@ static void tile1(float *out, const float *xt, const float *w, int nn, int o0, i
 }
 #endif
 
+/* out (N, OC) += bias on every row (bias may be NULL). */
+static void add_bias(float *out, const float *bias, int N, int OC) {
+    if (!bias) return;
+#pragma omp parallel for if (N > 64)
+    for (int i = 0; i < N; i++) {
+        float *o = out + (size_t)i * OC;
+        for (int j = 0; j < OC; j++) o[j] += bias[j];
+    }
+}
+
+#ifdef HAVE_TILE_T
+/* 1 <= N <= NT rows: the kernel for N of table (tile_t's, or tile_p's on
+ * packed weights) on each block of 16 weight rows. */
+static void few_rows(const TileT *table, float *out, const float *inp, const float *w, int N,
+                     int IC, int OC, int accumulate) {
+    const int nb = (OC + 15) / 16;
+#pragma omp parallel for schedule(static) if ((size_t)OC * IC > 16384)
+    for (int b = 0; b < nb; b++) table[N](out, inp, w, b * 16, IC, OC, accumulate);
+}
+#endif
+
 void matmul_forward(float *out, const float *inp, const float *w, const float *bias,
                     int N, int IC, int OC, int accumulate) {
 #ifdef HAVE_TILE_T
     if (N >= 1 && N <= NT) {
-        const int nb = (OC + 15) / 16;
-#pragma omp parallel for schedule(static) if ((size_t)OC * IC > 16384)
-        for (int b = 0; b < nb; b++) TILE_TS[N](out, inp, w, b * 16, IC, OC, accumulate);
-        goto bias;
+        few_rows(TILE_TS, out, inp, w, N, IC, OC, accumulate);
+        add_bias(out, bias, N, OC);
+        return;
     }
 #endif
     const int small = N <= NR1, nr = small ? NR1 : NR, mr = small ? MR1 : MR;
@@ -254,16 +300,7 @@ void matmul_forward(float *out, const float *inp, const float *w, const float *b
                 else tile(out, x, w, n0, nn, t * mr, IC, OC, accumulate, zrow, p == p0);
             }
     }
-#ifdef HAVE_TILE_T
-bias:
-#endif
-    if (bias) {
-#pragma omp parallel for if (N > 64)
-        for (int i = 0; i < N; i++) {
-            float *o = out + (size_t)i * OC;
-            for (int j = 0; j < OC; j++) o[j] += bias[j];
-        }
-    }
+    add_bias(out, bias, N, OC);
 }
 
 size_t matmul_packed_floats(int IC, int OC) { return (size_t)((OC + 15) / 16) * 16 * IC; }
@@ -280,46 +317,13 @@ void matmul_pack(float *wp, const float *w, int IC, int OC) {
     }
 }
 
-#ifdef HAVE_TILE_T
-/* tile_t's sums from the packed block at wp (16 rows from o0): column i
- * is one load, met by input value i in order of i, as tile_t meets it
- * after its transpose; so the bits are tile_t's. */
-#define TILE_P(NN)                                                                                 \
-    static void tile_p##NN(float *out, const float *inp, const float *wp, int o0, int IC, int OC,  \
-                           int accumulate) {                                                       \
-        __m512 acc[NN];                                                                            \
-        for (int n = 0; n < NN; n++) acc[n] = _mm512_setzero_ps();                                 \
-        for (int i = 0; i < IC; i++) {                                                             \
-            const __m512 col = _mm512_loadu_ps(wp + (size_t)i * 16);                               \
-            _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) acc[n] =                           \
-                _mm512_fmadd_ps(col, _mm512_set1_ps(inp[(size_t)n * IC + i]), acc[n]);             \
-        }                                                                                          \
-        const int rows = OC - o0 < 16 ? OC - o0 : 16;                                              \
-        for (int n = 0; n < NN; n++) {                                                             \
-            float t[16];                                                                           \
-            _mm512_storeu_ps(t, acc[n]);                                                           \
-            for (int r = 0; r < rows; r++) put(out + (size_t)n * OC + o0 + r, t[r], accumulate);   \
-        }                                                                                          \
-    }
-EACH_NT(TILE_P)
-#undef TILE_P
-
-static const TileT TILE_PS[NT + 1] = {NULL, EACH_NT(TABLE_ENTRY_P)};
-#endif
-
 void matmul_forward_packed(float *out, const float *inp, const float *wp, const float *w,
                            const float *bias, int N, int IC, int OC, int accumulate) {
 #ifdef HAVE_TILE_T
     _Static_assert(NT == MATMUL_PACKED_ROWS, "the packed path serves tile_t's rows");
     if (N >= 1 && N <= NT) {
-        const int nb = (OC + 15) / 16;
-#pragma omp parallel for schedule(static) if ((size_t)OC * IC > 16384)
-        for (int b = 0; b < nb; b++)
-            TILE_PS[N](out, inp, wp + (size_t)b * 16 * IC, b * 16, IC, OC, accumulate);
-        if (bias) {
-            for (int i = 0; i < N; i++)
-                for (int j = 0; j < OC; j++) out[(size_t)i * OC + j] += bias[j];
-        }
+        few_rows(TILE_PS, out, inp, wp, N, IC, OC, accumulate);
+        add_bias(out, bias, N, OC);
         return;
     }
 #endif
