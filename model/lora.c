@@ -309,8 +309,7 @@ int lora_load_peft(Lora **out, const ModelConfig *c, const char *dir) {
 
 /* ------------------------------------------------------- merge, unmerge */
 
-static float *target_weight(Base *b, int layer, int t) {
-    LayerWeights *lw = &b->w.layers[layer];
+float *lora_target_weight(const LayerWeights *lw, int t) {
     switch (t) {
     case LORA_Q: return lw->wq;
     case LORA_K: return lw->wk;
@@ -334,7 +333,7 @@ static int lora_fold(Lora *l, Base *b, float sign) {
             if (!A) continue;
             int ic, oc;
             lora_target_dims(c, t, &ic, &oc);
-            float *W = target_weight(b, li, t);
+            float *W = lora_target_weight(&b->w.layers[li], t);
             float s = sign * l->scale;
 #pragma omp parallel for
             for (int o = 0; o < oc; o++) {

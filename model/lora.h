@@ -13,6 +13,7 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "weights.h"
 
 enum { LORA_Q, LORA_K, LORA_V, LORA_O, LORA_GATE, LORA_UP, LORA_DOWN, LORA_NT };
 
@@ -41,6 +42,9 @@ int lora_parse_targets(const char *s, unsigned *mask);
 
 /* (IC, OC) of target t for model config c. */
 void lora_target_dims(const ModelConfig *c, int t, int *ic, int *oc);
+
+/* The weight (OC, IC) of layer lw that target t adapts (lw->wq, ...). */
+float *lora_target_weight(const LayerWeights *lw, int t);
 
 /* A new adapter with the standard init drawn from seed. */
 int lora_new(Lora **out, const ModelConfig *c, const LoraConfig *lc, unsigned long long seed);

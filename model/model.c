@@ -243,15 +243,21 @@ static void twin_free(Device *d, float *dv, const float *h) {
     if (dv != h) d->be->free(d, dv);
 }
 
-void model_linear_forward(const Model *m, int l, int t, float *out, const float *x,
-                          const float *W, const float *bias, float *u, int N, int IC, int OC,
-                          int accumulate) {
+void model_matmul(const Model *m, int k, float *out, const float *x, const float *W,
+                  const float *bias, int N, int IC, int OC, int accumulate) {
     Device *d = m->dev;
-    const int k = l * LORA_NT + t, nk = m->base->cfg.n_layers * LORA_NT + 1;
+    const int nk = m->base->cfg.n_layers * LORA_NT + 1;
     if (m->packed_w && m->packed_w[nk + k] == W)
         d->be->matmul_forward_packed(d, out, x, m->packed_w[k], W, bias, N, IC, OC, accumulate);
     else
         d->be->matmul_forward(d, out, x, W, bias, N, IC, OC, accumulate);
+}
+
+void model_linear_forward(const Model *m, int l, int t, float *out, const float *x,
+                          const float *W, const float *bias, float *u, int N, int IC, int OC,
+                          int accumulate) {
+    Device *d = m->dev;
+    model_matmul(m, l * LORA_NT + t, out, x, W, bias, N, IC, OC, accumulate);
     const float *A, *Bm;
     if (lora_active(m, l, t, &A, &Bm)) {
         int R = m->lora->cfg.rank;

@@ -7,6 +7,12 @@
 #include "kernels/backend.h"
 #include "model/model.h"
 
+/* out (N,OC) (= or +=) x W^T + bias, read from the model's decode copy
+ * of slot k (layer l's target t at l * LORA_NT + t, the LM head at
+ * n_layers * LORA_NT: Model.packed) when it has one made from W. */
+void model_matmul(const Model *m, int k, float *out, const float *x, const float *W,
+                  const float *bias, int N, int IC, int OC, int accumulate);
+
 /* out (N,OC) (= or +=) x W^T + bias + scale (x A^T) B^T, for layer l's
  * LoRA target t; u (N,R) keeps scale * x A^T for backward. */
 void model_linear_forward(const Model *m, int l, int t, float *out, const float *x,

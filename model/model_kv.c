@@ -77,13 +77,8 @@ static float *kv_row(const KVCache *c, float *base, int l, int slot, int t) {
 static void lm_head(const Model *m, KVCache *c, const float *x, int n, float *logits) {
     Device *d = m->dev;
     const ModelConfig *cfg = &m->base->cfg;
-    const float *W = m->dv.w->lm_head;
-    const int nk = cfg->n_layers * LORA_NT + 1;
-    if (m->packed_w && m->packed_w[2 * nk - 1] == W)
-        d->be->matmul_forward_packed(d, c->logits, x, m->packed_w[nk - 1], W, NULL, n, cfg->dim,
-                                     c->V, 0);
-    else
-        d->be->matmul_forward(d, c->logits, x, W, NULL, n, cfg->dim, c->V, 0);
+    model_matmul(m, cfg->n_layers * LORA_NT, c->logits, x, m->dv.w->lm_head, NULL, n, cfg->dim,
+                 c->V, 0);
     d->be->download(d, logits, c->logits, sizeof(float) * (size_t)n * c->V);
 }
 
@@ -152,19 +147,15 @@ static void pack_for_decode(Model *m) {
     if (!m->decode_copy || m->packed_w || !be->matmul_pack || m->train_base) return;
     const ModelConfig *c = &m->base->cfg;
     const Weights *w = m->dv.w;
-    const int L = c->n_layers, nk = L * LORA_NT + 1, C = c->dim, H = c->hidden_dim;
-    const int QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
+    const int nk = c->n_layers * LORA_NT + 1;
     const float **pw = calloc(2 * (size_t)nk, sizeof *pw);
     int *ic = malloc(sizeof(int) * 2 * (size_t)nk), *oc = ic ? ic + nk : NULL;
     if (!pw || !ic) goto fail;
-    for (int l = 0; l < L; l++) {
-        const LayerWeights *lw = &w->layers[l];
-        const float *src[LORA_NT] = {lw->wq, lw->wk, lw->wv, lw->wo, lw->w_gate, lw->w_up, lw->w_down};
-        const int in[LORA_NT] = {C, C, C, QD, C, C, H}, out[LORA_NT] = {QD, KD, KD, C, H, H, C};
-        for (int t = 0; t < LORA_NT; t++)
-            pw[nk + l * LORA_NT + t] = src[t], ic[l * LORA_NT + t] = in[t], oc[l * LORA_NT + t] = out[t];
+    for (int k = 0; k < nk - 1; k++) {
+        pw[nk + k] = lora_target_weight(&w->layers[k / LORA_NT], k % LORA_NT);
+        lora_target_dims(c, k % LORA_NT, &ic[k], &oc[k]);
     }
-    pw[2 * nk - 1] = w->lm_head, ic[nk - 1] = C, oc[nk - 1] = c->vocab_size;
+    pw[2 * nk - 1] = w->lm_head, ic[nk - 1] = c->dim, oc[nk - 1] = c->vocab_size;
     size_t total = 0;
     for (int k = 0; k < nk; k++) total += matmul_packed_floats(ic[k], oc[k]);
     float *buf = malloc(sizeof(float) * total);
