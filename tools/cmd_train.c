@@ -44,8 +44,7 @@
 #define MSG_MAX 1536
 
 typedef struct {
-    char roles[128];
-    char device[24];         /* cuda:N, or launch.device                 */
+    PlaceProc place;         /* its roles and device                */
     pid_t pid;
     int exited, status;
     int restarts;            /* times it was started again         */
@@ -189,13 +188,8 @@ static int start_coordinator(Launch *l, const char *resume) {
 static int plan(Launch *l) {
     Placement *pl = malloc(sizeof *pl);
     PL_CHECK_ALLOC(pl);
-    int rc = place_plan(l->cfg, pl);
-    if (rc == 0 && pl->n > MAX_PROCS)
-        rc = pl_fail(PL_EINVAL, "launch.workers: %d processes, over %d", pl->n, MAX_PROCS);
-    for (int i = 0; rc == 0 && i < pl->n; i++) {
-        snprintf(l->kids[i].roles, sizeof l->kids[i].roles, "%s", pl->proc[i].roles);
-        snprintf(l->kids[i].device, sizeof l->kids[i].device, "%s", pl->proc[i].device);
-    }
+    int rc = place_plan(l->cfg, pl); /* at most MAX_PROCS */
+    for (int i = 0; rc == 0 && i < pl->n; i++) l->kids[i].place = pl->proc[i];
     if (rc == 0) l->n = pl->n;
     free(pl);
     return rc;
@@ -213,12 +207,12 @@ static int spawn_one(Launch *l, int i) {
     char *argv[40];
     int a = 0;
     argv[a++] = "plumb", argv[a++] = "worker";
-    argv[a++] = "--role", argv[a++] = k->roles;
+    argv[a++] = "--role", argv[a++] = k->place.roles;
     argv[a++] = "--connect", argv[a++] = l->endpoint;
     argv[a++] = "--model", argv[a++] = (char *)c->model_path;
     argv[a++] = "--tokenizer", argv[a++] = (char *)c->tokenizer;
     argv[a++] = "--threads", argv[a++] = threads;
-    argv[a++] = "--device", argv[a++] = k->device;
+    argv[a++] = "--device", argv[a++] = k->place.device;
     argv[a++] = "--rank", argv[a++] = rank;
     argv[a++] = "--rejoin-s", argv[a++] = rejoin;
     if (c->secret_key[0]) {
@@ -245,8 +239,8 @@ static int spawn_one(Launch *l, int i) {
     }
     k->pid = pid;
     k->exited = 0;
-    fprintf(stderr, "plumb train: worker %d (%s) pid %d on %s, log %s\n", i, k->roles, pid,
-            k->device, k->log);
+    fprintf(stderr, "plumb train: worker %d (%s) pid %d on %s, log %s\n", i, k->place.roles, pid,
+            k->place.device, k->log);
     return 0;
 }
 
@@ -286,8 +280,8 @@ static int worker_ended(Launch *l, int i, int st) {
     Child *k = &l->kids[i];
     k->exited = 1, k->status = st;
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return 0; /* it was told to shut down */
-    fprintf(stderr, "plumb train: worker %d (%s, pid %d) %s %d; its log %s ends:\n", i, k->roles,
-            k->pid, WIFSIGNALED(st) ? "was killed by signal" : "exited with status",
+    fprintf(stderr, "plumb train: worker %d (%s, pid %d) %s %d; its log %s ends:\n", i,
+            k->place.roles, k->pid, WIFSIGNALED(st) ? "was killed by signal" : "exited with status",
             WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), k->log);
     tail_log(k->log);
     if (l->failing) return 0;
@@ -298,12 +292,12 @@ static int worker_ended(Launch *l, int i, int st) {
      * back to it (coord_run) */
     if (k->restarts < l->cfg->max_restarts) {
         k->restarts++;
-        fprintf(stderr, "plumb train: restarting worker %d (%s), restart %d of %d\n", i, k->roles,
-                k->restarts, l->cfg->max_restarts);
+        fprintf(stderr, "plumb train: restarting worker %d (%s), restart %d of %d\n", i,
+                k->place.roles, k->restarts, l->cfg->max_restarts);
         return spawn_one(l, i);
     }
     return stop_run(l, "worker %d (%s) died %d times: launch.max_restarts (%d) is spent", i,
-                    k->roles, k->restarts + 1, l->cfg->max_restarts);
+                    k->place.roles, k->restarts + 1, l->cfg->max_restarts);
 }
 
 /* The coordinator ended with status st. Returns the launcher's exit code
@@ -352,7 +346,7 @@ static int on_message(Launch *l, const char *m) {
         for (int i = 0; i < l->n; i++)
             if (l->kids[i].pid == pid && !l->kids[i].exited) {
                 fprintf(stderr, "plumb train: worker %d (%s, pid %d) stopped answering; killing it\n",
-                        i, l->kids[i].roles, (int)pid);
+                        i, l->kids[i].place.roles, (int)pid);
                 kill(pid, SIGKILL);
             }
     }

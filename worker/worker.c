@@ -23,34 +23,28 @@
 
 #define MAX_ROLES ROLE_NKINDS
 
-static int env_index(const char *name);
-
-int worker_rank_from_env(void) {
-    const char *names[] = {"SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "RANK"};
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-        int r = env_index(names[i]);
-        if (r >= 0) return r;
+/* The first of names (n, NULL-free) set to a whole decimal in [0, 2^30),
+ * or -1. */
+static int env_index(const char *const *names, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const char *v = getenv(names[i]);
+        char *end;
+        if (!v || !*v) continue;
+        long r = strtol(v, &end, 10);
+        if (*end == '\0' && r >= 0 && r < (1L << 30)) return (int)r;
     }
     return -1;
 }
 
-/* A whole decimal in [0, 2^30) from env var name, or -1. */
-static int env_index(const char *name) {
-    const char *v = getenv(name);
-    char *end;
-    if (!v || !*v) return -1;
-    long r = strtol(v, &end, 10);
-    return *end == '\0' && r >= 0 && r < (1L << 30) ? (int)r : -1;
+int worker_rank_from_env(void) {
+    const char *names[] = {"SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "RANK"};
+    return env_index(names, sizeof names / sizeof *names);
 }
 
 int worker_local_rank_from_env(void) {
     const char *names[] = {"SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
                            "LOCAL_RANK"};
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-        int r = env_index(names[i]);
-        if (r >= 0) return r;
-    }
-    return -1;
+    return env_index(names, sizeof names / sizeof *names);
 }
 
 int worker_device_from_env(char *out, size_t cap, const char *spec) {
@@ -334,8 +328,8 @@ static int serve_one(Worker *w, const void *buf, size_t len) {
         rc = role_handle(role, q, a, rep);
         if (rc == 0) {
             /* time in collectives is communication and waiting for peers */
-            rep->compute_s = pl_now_s() - t0 - (w->coll->busy_s - busy0);
             rep->sync_s = w->coll->busy_s - busy0;
+            rep->compute_s = pl_now_s() - t0 - rep->sync_s;
             rep->sync_bytes = w->coll->bytes - bytes0;
             rc = send_env(w, rep);
             wire_arena_free(&a);
