@@ -126,9 +126,9 @@ int place_plan(const RunConfig *c, Placement *out) {
             PL_TRY(add(out, e, c->device, c));
             continue;
         }
-        if (strncmp(c->device, "cuda", 4))
+        if (strcmp(c->device, "cuda")) /* cuda:N would say another GPU */
             return pl_fail(PL_EINVAL, "launch.workers: \"%s@%s\" places processes on GPUs, and "
-                                      "launch.device is %s", e, at + 1, c->device);
+                                      "launch.device is %s, not cuda", e, at + 1, c->device);
         int gpus[PLACE_MAX_GPUS], ng;
         char what[160];
         snprintf(what, sizeof what, "launch.workers \"%.64s@\"", e);

@@ -107,6 +107,7 @@ static void test_bad_plans(void **state) {
         {{"launch.devices=0-1"}, "launch.devices lists GPUs, so launch.device must be cuda, not cpu"},
         {{"launch.device=cuda:0", "launch.devices=0"}, "must be cuda, not cuda:0"},
         {{"launch.workers=actor,critic,reward,reference@0"}, "places processes on GPUs, and launch.device is cpu"},
+        {{"launch.device=cuda:1", "launch.workers=actor,critic,reward,reference@0"}, "and launch.device is cuda:1, not cuda"},
         {{"launch.device=cuda", "launch.devices=0-3", "launch.workers=actor,critic,reward,reference"},
          "says no GPUs; with launch.devices every entry does"},
         {{"launch.device=cuda", "launch.devices=0-3", "launch.workers=actor,critic,reward,reference@2-4"},
